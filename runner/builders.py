@@ -1,0 +1,162 @@
+"""Validated spec → torch objects: model (with inferred widths and initializers), L1
+parameters, loss, optimizer and scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from runner import components  # noqa: F401  (registers the built-in entries)
+from runner.errors import ConfigError
+from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
+from runner.spec import Component, L1Spec, LayerSpec, ModelSpec, TrainerSpec
+
+
+@dataclass
+class LayerInfo:
+    """What the model summary shows for one layer."""
+
+    index: int
+    type: str
+    output_shape: tuple[int, ...]
+    params: int
+
+
+def _infer_inputs(layer: LayerSpec, shape: tuple[int, ...], previous: str) -> dict:
+    """Fill the layer's input-width arguments from the incoming shape; reject contradictions."""
+    args = dict(layer.args)
+    for arg, dim in LAYERS.get(layer.type, layer.key).meta.get("infer", {}).items():
+        if not shape:
+            raise ConfigError(f"{layer.key}: {layer.type!r} cannot take a scalar input")
+        width = shape[dim]
+        if arg in args and args[arg] != width:
+            raise ConfigError(
+                f"{layer.key}.{arg}: {args[arg]!r} contradicts the incoming width {width} "
+                f"({previous} gives shape {list(shape)}); drop the key to infer it, or set {width}"
+            )
+        args[arg] = width
+    return args
+
+
+def _initialize(module: nn.Module, layer: LayerSpec, defaults: dict[str, Component]) -> None:
+    """Apply the layer's own initializers, else the model-wide defaults, to its parameters."""
+    params = dict(module.named_parameters(recurse=False))
+    for name in layer.init:
+        if name not in params:
+            raise ConfigError(
+                f"{layer.key}.init.{name}: layer {layer.type!r} has no parameter {name!r}; "
+                f"allowed: {', '.join(params) or 'none (it has no parameters)'}"
+            )
+    # Model-wide defaults touch only layers with a matrix weight (linear, conv): xavier and
+    # kaiming are undefined for the 1-D weights of batchnorm or prelu.
+    weight = params.get("weight")
+    takes_defaults = weight is not None and weight.dim() >= 2
+    for name, param in params.items():
+        init = layer.init.get(name) or (defaults.get(name) if takes_defaults else None)
+        if init is None:
+            continue
+        fn = INITIALIZERS.get(init.type, init.key).target
+        try:
+            with torch.no_grad():
+                fn(param, **init.args)
+        except (ValueError, RuntimeError) as err:
+            raise ConfigError(
+                f"{init.key}: {init.type!r} cannot initialize {name!r}: {err}"
+            ) from None
+
+
+def build_model(
+    spec: ModelSpec, input_shape: tuple[int, ...]
+) -> tuple[nn.Sequential, list[LayerInfo]]:
+    """Stack the layers, inferring input widths by passing a dummy batch through each."""
+    modules: list[nn.Module] = []
+    infos: list[LayerInfo] = []
+    shape = tuple(input_shape)
+    previous = "the data"
+    probe = torch.zeros(2, *shape)
+    for layer in spec.layers:
+        args = _infer_inputs(layer, shape, previous)
+        try:
+            module = LAYERS.get(layer.type, layer.key).target(**args)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(
+                f"{layer.key}: {layer.type!r} rejected its arguments {args}: {err}"
+            ) from None
+        _initialize(module, layer, spec.init)
+        module.eval()
+        try:
+            with torch.no_grad():
+                probe = module(probe)
+        except RuntimeError as err:
+            raise ConfigError(
+                f"{layer.key}: {layer.type!r} cannot take input of shape {list(shape)} "
+                f"(from {previous}): {err}"
+            ) from None
+        module.train()
+        shape = tuple(probe.shape[1:])
+        previous = f"{layer.key} ({layer.type})"
+        n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        infos.append(LayerInfo(layer.index, layer.type, shape, n_params))
+        modules.append(module)
+    return nn.Sequential(*modules), infos
+
+
+def check_output(spec: ModelSpec, infos: list[LayerInfo], task: str, num_outputs: int) -> None:
+    """The model's output must match the data: one unit for binary/regression, C for C classes."""
+    out = infos[-1].output_shape
+    if out != (num_outputs,):
+        raise ConfigError(
+            f"model.layers[{len(infos) - 1}]: the model outputs shape {list(out)} per sample, "
+            f"but the {task} data needs [{num_outputs}]; end the model with a layer of "
+            f"{num_outputs} outputs (e.g. out_features: ${{data.num_outputs}})"
+        )
+
+
+def l1_parameters(model: nn.Sequential, spec: ModelSpec) -> list[nn.Parameter]:
+    """The parameters the L1 penalty covers: weights of the chosen layers, biases if asked."""
+    l1: L1Spec = spec.l1
+    if l1.strength == 0:
+        return []
+    by_id = {layer.id: layer.index for layer in spec.layers if layer.id is not None}
+    if l1.layers is None:
+        indices = list(range(len(model)))
+    else:
+        indices = [by_id[ref] if isinstance(ref, str) else ref for ref in l1.layers]
+    params = []
+    for index in indices:
+        for name, param in model[index].named_parameters():
+            if name.endswith("bias") and not l1.include_bias:
+                continue
+            params.append(param)
+    return params
+
+
+def build_loss(spec: Component) -> nn.Module:
+    """Instantiate the loss named by the spec."""
+    return LOSSES.get(spec.type, spec.key).target(**spec.args)
+
+
+def build_optimizer(spec: Component, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """Instantiate the optimizer over `params`."""
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.args.items()}
+    return OPTIMIZERS.get(spec.type, spec.key).target(params, **args)
+
+
+def build_scheduler(
+    spec: Component | None, optimizer: torch.optim.Optimizer, trainer: TrainerSpec
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Instantiate the per-epoch LR scheduler, filling trainer-derived defaults (cosine T_max)."""
+    if spec is None:
+        return None
+    entry = SCHEDULERS.get(spec.type, spec.key)
+    args = dict(spec.args)
+    for arg, trainer_key in entry.meta.get("from_trainer", {}).items():
+        args.setdefault(arg, getattr(trainer, trainer_key))
+    return entry.target(optimizer, **args)
+
+
+def output_kind(spec: ModelSpec) -> str:
+    """What the model's output means for its loss: probability, logits, value, ..."""
+    return LOSSES.get(spec.loss.type, spec.loss.key).meta.get("output", "value")

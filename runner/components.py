@@ -1,0 +1,68 @@
+"""Built-in registry entries: the torch layers, initializers, losses, optimizers and
+schedulers that the book's chapters use. Custom layers live in `runner.layers`."""
+
+from __future__ import annotations
+
+from torch import nn, optim
+
+from runner import layers
+from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
+
+# `infer` names the constructor argument filled from the incoming per-sample shape, and
+# which dimension of that shape it takes (-1: features of a vector, 0: channels).
+LAYERS.register("linear", nn.Linear, infer={"in_features": -1})
+LAYERS.register("noisy_linear", layers.NoisyLinear, infer={"in_features": -1})
+LAYERS.register("identity", nn.Identity)
+LAYERS.register("relu", nn.ReLU)
+LAYERS.register("leaky_relu", nn.LeakyReLU)
+LAYERS.register("prelu", nn.PReLU)
+LAYERS.register("elu", nn.ELU)
+LAYERS.register("gelu", nn.GELU)
+LAYERS.register("sigmoid", nn.Sigmoid)
+LAYERS.register("tanh", nn.Tanh)
+LAYERS.register("softmax", nn.Softmax)
+LAYERS.register("log_softmax", nn.LogSoftmax)
+LAYERS.register("dropout", nn.Dropout)
+LAYERS.register("flatten", nn.Flatten)
+LAYERS.register("batchnorm1d", nn.BatchNorm1d, infer={"num_features": 0})
+LAYERS.register("batchnorm2d", nn.BatchNorm2d, infer={"num_features": 0})
+LAYERS.register("conv2d", nn.Conv2d, infer={"in_channels": 0})
+LAYERS.register("maxpool2d", nn.MaxPool2d)
+LAYERS.register("avgpool2d", nn.AvgPool2d)
+
+INITIALIZERS.register("xavier_uniform", nn.init.xavier_uniform_)
+INITIALIZERS.register("xavier_normal", nn.init.xavier_normal_)
+INITIALIZERS.register("kaiming_uniform", nn.init.kaiming_uniform_)
+INITIALIZERS.register("kaiming_normal", nn.init.kaiming_normal_)
+INITIALIZERS.register("orthogonal", nn.init.orthogonal_)
+INITIALIZERS.register("trunc_normal", nn.init.trunc_normal_)
+INITIALIZERS.register("normal", nn.init.normal_)
+INITIALIZERS.register("uniform", nn.init.uniform_)
+INITIALIZERS.register("zeros", nn.init.zeros_)
+INITIALIZERS.register("ones", nn.init.ones_)
+INITIALIZERS.register("constant", nn.init.constant_)
+
+# `tasks`: the data tasks a loss fits. `output`: what the model's last layer must emit,
+# which decides how predictions become labels (probability >= 0.5, logit >= 0, argmax).
+LOSSES.register("bce", nn.BCELoss, tasks=("binary",), output="probability")
+LOSSES.register("bce_with_logits", nn.BCEWithLogitsLoss, tasks=("binary",), output="logits")
+LOSSES.register("cross_entropy", nn.CrossEntropyLoss, tasks=("multiclass",), output="logits")
+LOSSES.register("nll", nn.NLLLoss, tasks=("multiclass",), output="log_probability")
+LOSSES.register("mse", nn.MSELoss, tasks=("regression",), output="value")
+LOSSES.register("l1", nn.L1Loss, tasks=("regression",), output="value")
+LOSSES.register("huber", nn.HuberLoss, tasks=("regression",), output="value")
+LOSSES.register("smooth_l1", nn.SmoothL1Loss, tasks=("regression",), output="value")
+
+OPTIMIZERS.register("sgd", optim.SGD)
+OPTIMIZERS.register("adam", optim.Adam)
+OPTIMIZERS.register("adamw", optim.AdamW)
+OPTIMIZERS.register("rmsprop", optim.RMSprop)
+OPTIMIZERS.register("adagrad", optim.Adagrad)
+
+# `from_trainer`: scheduler arguments that default to a trainer value when not given.
+SCHEDULERS.register("step", optim.lr_scheduler.StepLR)
+SCHEDULERS.register("multistep", optim.lr_scheduler.MultiStepLR)
+SCHEDULERS.register("exponential", optim.lr_scheduler.ExponentialLR)
+SCHEDULERS.register(
+    "cosine", optim.lr_scheduler.CosineAnnealingLR, from_trainer={"T_max": "epochs"}
+)

@@ -1,0 +1,37 @@
+"""The one exception type for bad user input, with the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+
+class ConfigError(Exception):
+    """Bad user input: one or more problems, each naming a config key, its value and the fix."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return self.problems[0]
+        return f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+def did_you_mean(value: Any, allowed: Iterable[str]) -> str:
+    """Return ' Did you mean 'x'?' for the closest allowed names, or '' when none is close."""
+    close = difflib.get_close_matches(str(value), list(allowed), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def unknown_name(key: str, kind: str, value: Any, allowed: Iterable[str]) -> str:
+    """Format the message for a name that is not in a registry or option list."""
+    allowed = sorted(allowed)
+    return (
+        f"{key}: unknown {kind} {value!r}.{did_you_mean(value, allowed)} "
+        f"Available: {', '.join(allowed)}."
+    )

@@ -1,0 +1,108 @@
+"""Pictures for MLflow: learning curves, decision regions, confusion matrix, predicted vs true."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from runner.metrics import TaskMetrics  # noqa: E402
+
+
+def learning_curves(history: list[dict[str, float]], primary: str) -> Figure:
+    """Loss and the task's primary metric per epoch, train against validation."""
+    epochs = np.arange(1, len(history) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", primary), strict=True):
+        for split, style in (("train", "-"), ("val", "--")):
+            key = f"{split}_{metric}"
+            values = [row.get(key, np.nan) for row in history]
+            if not np.all(np.isnan(values)):
+                ax.plot(epochs, values, style, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} per epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@torch.inference_mode()
+def decision_regions(
+    model: torch.nn.Module,
+    metrics: TaskMetrics,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    resolution: int = 200,
+) -> Figure:
+    """For 2-D inputs: the predicted class over the plane, with train and validation points."""
+    device = next(model.parameters(), torch.zeros(())).device
+    points = torch.cat([x_train, x_val])
+    lo, hi = points.min(0).values - 0.1, points.max(0).values + 0.1
+    gx, gy = torch.meshgrid(
+        torch.linspace(lo[0], hi[0], resolution),
+        torch.linspace(lo[1], hi[1], resolution),
+        indexing="xy",
+    )
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+    model.eval()
+    pred = metrics.predict(model(grid.to(device)).cpu()).reshape(gx.shape)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.contourf(gx.numpy(), gy.numpy(), pred.numpy(), alpha=0.3, cmap="coolwarm")
+    for x, y, marker, label in ((x_train, y_train, "o", "train"), (x_val, y_val, "^", "val")):
+        ax.scatter(
+            x[:, 0], x[:, 1], c=y.numpy(), marker=marker, cmap="coolwarm",
+            edgecolors="k", s=30, label=label, vmin=0, vmax=max(1, int(y.max())),
+        )  # fmt: skip
+    ax.set_xlabel("$x_0$")
+    ax.set_ylabel("$x_1$")
+    ax.set_title("decision regions")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(
+    y_true: torch.Tensor, y_pred: torch.Tensor, class_names: list[str] | None
+) -> Figure:
+    """Validation confusion matrix with counts in each cell."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    n_classes = len(class_names) if class_names else int(max(y_true.max(), y_pred.max())) + 1
+    labels = list(range(n_classes))
+    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * n_classes, 1.2 + 0.6 * n_classes))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true.numpy(), y_pred.numpy(), labels=labels, display_labels=class_names,
+        ax=ax, colorbar=False,
+    )  # fmt: skip
+    ax.set_title("validation confusion matrix")
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_true(y_true: torch.Tensor, y_pred: torch.Tensor) -> Figure:
+    """Regression: each validation point's prediction against its target, with y = x."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(y_true.numpy(), y_pred.numpy(), s=20, alpha=0.7)
+    lo = float(min(y_true.min(), y_pred.min()))
+    hi = float(max(y_true.max(), y_pred.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="y = x")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title("validation: predicted vs true")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def close(fig: Figure) -> None:
+    """Free a figure's memory once it is logged."""
+    plt.close(fig)

@@ -1,0 +1,460 @@
+"""Config → validated spec. Every check that needs no data runs here, before any work.
+
+`validate` walks the resolved config (plain dicts and lists), collects every problem it
+finds, and raises one ConfigError listing them all; each names the key path, the bad value
+and what is allowed. Component arguments are checked against the registered callable's
+own signature, so a new layer or optimizer is validated without extra code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.errors import ConfigError, did_you_mean
+from runner.registry import DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS, Registry
+
+# Value ranges by argument name, shared by every component that takes such an argument.
+# (low, high, low_inclusive): None means unbounded on that side.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "lr": (0, None, False),
+    "momentum": (0, None, True),
+    "dampening": (0, None, True),
+    "weight_decay": (0, None, True),
+    "alpha": (0, None, True),
+    "eps": (0, None, False),
+    "p": (0, 1, True),
+    "in_features": (1, None, True),
+    "out_features": (1, None, True),
+    "in_channels": (1, None, True),
+    "out_channels": (1, None, True),
+    "num_features": (1, None, True),
+    "std": (0, None, True),
+    "noise_std": (0, None, True),
+    "gamma": (0, None, False),
+    "step_size": (1, None, True),
+    "T_max": (1, None, True),
+    "n_samples": (2, None, True),
+    "val_size": (0, None, True),
+    "delta": (0, None, False),
+    "beta": (0, None, False),
+}
+
+TOP_LEVEL_KEYS = {"seed", "device", "trainer", "model", "data", "optim", "scheduler"}
+TOP_LEVEL_KEYS |= {"tracking", "plugins"}
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "epochs": 200,
+    "batch_size": 2,
+    "grad_clip": None,
+    "log_model": True,
+    "plots": True,
+    "progress": "auto",
+}
+MODEL_KEYS = {"name", "layers", "init", "l1", "loss"}
+LAYER_KEYS = {"layer", "id", "init"}
+L1_DEFAULTS: dict[str, Any] = {"strength": 0.0, "layers": None, "include_bias": False}
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registry name with its arguments, remembered with the config key it came from."""
+
+    key: str
+    type: str
+    args: dict[str, Any]
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of a model: its registry type, arguments, optional id and initializers."""
+
+    key: str
+    index: int
+    type: str
+    args: dict[str, Any]
+    id: str | None
+    init: dict[str, Component]
+
+
+@dataclass(frozen=True)
+class L1Spec:
+    """L1 penalty: strength, the layers (ids or indices; None: all) and whether biases count."""
+
+    strength: float
+    layers: list[int | str] | None
+    include_bias: bool
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated model: layers, model-wide default initializers, L1 penalty and loss."""
+
+    name: str
+    layers: list[LayerSpec]
+    init: dict[str, Component]
+    l1: L1Spec
+    loss: Component
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """How long and how to train."""
+
+    epochs: int
+    batch_size: int
+    grad_clip: float | None
+    log_model: bool
+    plots: bool
+    progress: str
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    """Where runs go: a tracking URI (None: the embedded store under store_dir)."""
+
+    uri: str | None
+    store_dir: str
+    experiment: str
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run needs, checked."""
+
+    seed: int
+    device: str
+    trainer: TrainerSpec
+    model: ModelSpec
+    data: Component
+    task: str
+    optim: Component
+    scheduler: Component | None
+    tracking: TrackingSpec
+    plugins: list[str] = field(default_factory=list)
+
+
+class _Problems:
+    """Collects problems so that all of them are reported together."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def capture(self, fn: Callable[[], Any]) -> Any:
+        """Run fn; record its ConfigError problems and return None instead of raising."""
+        try:
+            return fn()
+        except ConfigError as err:
+            self.items.extend(err.problems)
+            return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _type_problem(key: str, value: Any, param: inspect.Parameter) -> str | None:
+    """Compare `value` with the kind of value the parameter's default or annotation implies."""
+    default, annotation = param.default, str(param.annotation)
+    if value is None:
+        return None
+    if isinstance(default, bool) or annotation == "bool" or annotation == "<class 'bool'>":
+        expected, ok = "true or false", isinstance(value, bool)
+    elif annotation in ("int", "<class 'int'>"):
+        expected, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
+    elif _is_number(default) or annotation in ("float", "<class 'float'>"):
+        expected, ok = "a number", _is_number(value)
+    elif isinstance(default, str) or annotation in ("str", "<class 'str'>"):
+        expected, ok = "a string", isinstance(value, str)
+    elif isinstance(default, (tuple, list)):
+        expected, ok = "a list", isinstance(value, (list, tuple))
+    else:
+        return None
+    return None if ok else f"{key}: {value!r} is not {expected}"
+
+
+def _range_problem(key: str, name: str, value: Any) -> str | None:
+    """Check a numeric value against RANGES for its argument name."""
+    if name not in RANGES or not _is_number(value):
+        return None
+    low, high, inclusive = RANGES[name]
+    too_low = low is not None and (value < low if inclusive else value <= low)
+    too_high = high is not None and value > high
+    if not (too_low or too_high):
+        return None
+    bound = ">=" if inclusive else ">"
+    allowed = f"{bound} {low}" if high is None else f"{low} to {high}"
+    return f"{key}: {value!r} is out of range; allowed: {allowed}"
+
+
+def signature_params(target: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """Named parameters of a callable or class constructor (no self, *args, **kwargs)."""
+    sig = inspect.signature(target)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n: p for n, p in sig.parameters.items() if p.kind in kinds and n != "self"}
+
+
+def check_args(
+    key: str,
+    kind: str,
+    type_name: str,
+    target: Callable[..., Any],
+    args: dict[str, Any],
+    skip_first: bool = False,
+    provided: set[str] = frozenset(),
+) -> list[str]:
+    """Problems with `args` for `target`: unknown, missing, wrongly typed or out-of-range."""
+    params = signature_params(target)
+    if skip_first:  # initializers take the tensor first
+        params = dict(list(params.items())[1:])
+    # What the builder passes itself (the optimizer's params, the scheduler's optimizer) is
+    # not the user's to set.
+    params = {n: p for n, p in params.items() if n not in ("params", "optimizer")}
+    problems = []
+    for name, value in args.items():
+        if name not in params:
+            problems.append(
+                f"{key}.{name}: {kind} {type_name!r} has no argument {name!r}."
+                f"{did_you_mean(name, params)} Allowed: {', '.join(params) or 'none'}."
+            )
+            continue
+        problem = _type_problem(f"{key}.{name}", value, params[name])
+        problem = problem or _range_problem(f"{key}.{name}", name, value)
+        if problem:
+            problems.append(problem)
+    for name, param in params.items():
+        required = param.default is inspect.Parameter.empty
+        if required and name not in args and name not in provided:
+            problems.append(f"{key}.{name}: missing; {kind} {type_name!r} requires it")
+    return problems
+
+
+def _component(
+    problems: _Problems,
+    key: str,
+    value: Any,
+    registry: Registry,
+    reserved: set[str] = frozenset(),
+    provided: set[str] = frozenset(),
+    skip_first: bool = False,
+) -> Component | None:
+    """Validate a `{name, type?, **args}` block (or a bare name) against a registry."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        problems.add(f"{key}: {value!r} is not a mapping with a 'name' key")
+        return None
+    if "name" not in value and "type" not in value:
+        problems.add(f"{key}.name: missing; allowed: {', '.join(registry.names())}")
+        return None
+    type_key = "type" if "type" in value else "name"
+    type_name = value[type_key]
+    entry = problems.capture(lambda: registry.get(type_name, f"{key}.{type_key}"))
+    if entry is None:
+        return None
+    args = {k: v for k, v in value.items() if k not in {"name", "type"} | reserved}
+    for p in check_args(key, registry.kind, type_name, entry.target, args, skip_first, provided):
+        problems.add(p)
+    return Component(key, type_name, args, str(value.get("name", type_name)))
+
+
+def _init_block(problems: _Problems, key: str, value: Any) -> dict[str, Component]:
+    """Validate `{weight: spec, bias: spec}` initializer blocks."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.add(f"{key}: {value!r} is not a mapping of parameter name to initializer")
+        return {}
+    out = {}
+    for param, spec in value.items():
+        comp = _component(problems, f"{key}.{param}", spec, INITIALIZERS, skip_first=True)
+        if comp is not None:
+            out[str(param)] = comp
+    return out
+
+
+def _unknown_keys(problems: _Problems, key: str, given: dict, allowed: set[str]) -> None:
+    for name in given:
+        if name not in allowed:
+            problems.add(
+                f"{key}.{name}: unknown key.{did_you_mean(name, allowed)} "
+                f"Allowed: {', '.join(sorted(allowed))}."
+            )
+
+
+def _model(problems: _Problems, cfg: Any) -> ModelSpec | None:
+    if not isinstance(cfg, dict):
+        problems.add(f"model: {cfg!r} is not a mapping; pick one with model=<name>")
+        return None
+    _unknown_keys(problems, "model", cfg, MODEL_KEYS)
+    layers_cfg = cfg.get("layers")
+    if not isinstance(layers_cfg, list) or not layers_cfg:
+        problems.add(f"model.layers: {layers_cfg!r} is not a non-empty list of layer specs")
+        layers_cfg = []
+    layers: list[LayerSpec] = []
+    ids: set[str] = set()
+    for i, layer in enumerate(layers_cfg):
+        key = f"model.layers[{i}]"
+        if not isinstance(layer, dict) or "layer" not in layer:
+            problems.add(f"{key}: {layer!r} needs a 'layer' key naming a registered layer")
+            continue
+        entry = problems.capture(lambda layer=layer, key=key: LAYERS.get(layer["layer"], key))
+        if entry is None:
+            continue
+        args = {k: v for k, v in layer.items() if k not in LAYER_KEYS}
+        inferred = set(entry.meta.get("infer", {}))
+        for p in check_args(key, "layer", layer["layer"], entry.target, args, provided=inferred):
+            problems.add(p)
+        layer_id = layer.get("id")
+        if layer_id is not None:
+            if layer_id in ids:
+                problems.add(f"{key}.id: {layer_id!r} is used by another layer; ids are unique")
+            ids.add(str(layer_id))
+        init = _init_block(problems, f"{key}.init", layer.get("init"))
+        layers.append(LayerSpec(key, i, layer["layer"], args, layer_id, init))
+    init = _init_block(problems, "model.init", cfg.get("init"))
+    l1 = _l1(problems, cfg.get("l1"), len(layers_cfg), ids)
+    loss = _component(problems, "model.loss", cfg.get("loss"), LOSSES)
+    if loss is None or l1 is None:
+        return None
+    return ModelSpec(str(cfg.get("name", "model")), layers, init, l1, loss)
+
+
+def _l1(problems: _Problems, cfg: Any, n_layers: int, ids: set[str]) -> L1Spec | None:
+    cfg = {} if cfg is None else cfg
+    if not isinstance(cfg, dict):
+        problems.add(f"model.l1: {cfg!r} is not a mapping with strength, layers, include_bias")
+        return None
+    _unknown_keys(problems, "model.l1", cfg, set(L1_DEFAULTS))
+    merged = {**L1_DEFAULTS, **cfg}
+    strength, layers = merged["strength"], merged["layers"]
+    if not _is_number(strength) or strength < 0:
+        problems.add(f"model.l1.strength: {strength!r} is not a number >= 0")
+        strength = 0.0
+    if layers is not None:
+        if not isinstance(layers, list):
+            layers = [layers]
+        for ref in layers:
+            ok = (isinstance(ref, int) and -n_layers <= ref < n_layers) or ref in ids
+            if not ok:
+                problems.add(
+                    f"model.l1.layers: {ref!r} names no layer; allowed: layer indices 0 to "
+                    f"{n_layers - 1} or ids {sorted(ids) or '(none set)'}"
+                )
+    if not isinstance(merged["include_bias"], bool):
+        problems.add(f"model.l1.include_bias: {merged['include_bias']!r} is not true or false")
+    return L1Spec(float(strength), layers, bool(merged["include_bias"]))
+
+
+def _int_at_least(problems: _Problems, key: str, value: Any, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        problems.add(f"{key}: {value!r} is not an integer")
+        return low
+    if value < low:
+        problems.add(f"{key}: {value!r} is out of range; allowed: >= {low}")
+    return value
+
+
+def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
+    cfg = cfg if isinstance(cfg, dict) else {}
+    _unknown_keys(problems, "trainer", cfg, set(TRAINER_DEFAULTS))
+    merged = {**TRAINER_DEFAULTS, **cfg}
+    epochs = _int_at_least(problems, "trainer.epochs", merged["epochs"], 1)
+    batch_size = _int_at_least(problems, "trainer.batch_size", merged["batch_size"], 1)
+    clip = merged["grad_clip"]
+    if clip is not None and (not _is_number(clip) or clip <= 0):
+        problems.add(f"trainer.grad_clip: {clip!r} is not a number > 0 (or null for none)")
+    for flag in ("log_model", "plots"):
+        if not isinstance(merged[flag], bool):
+            problems.add(f"trainer.{flag}: {merged[flag]!r} is not true or false")
+    if merged["progress"] not in ("auto", "bar", "lines", "none"):
+        problems.add(
+            f"trainer.progress: {merged['progress']!r} is not allowed; "
+            "allowed: auto, bar, lines, none"
+        )
+    return TrainerSpec(
+        epochs, batch_size, clip, merged["log_model"], merged["plots"], merged["progress"]
+    )
+
+
+def _device(problems: _Problems, value: Any) -> str:
+    if not isinstance(value, str) or not DEVICE_PATTERN.match(value):
+        problems.add(f"device: {value!r} is not a device; allowed: auto, cpu, cuda, cuda:N, mps")
+        return "cpu"
+    from runner.device import device_problem
+
+    problem = device_problem(value)
+    if problem:
+        problems.add(f"device: {problem}")
+    return value
+
+
+def _data(problems: _Problems, cfg: Any) -> tuple[Component | None, str | None]:
+    comp = _component(problems, "data", cfg, DATASETS, reserved={"num_outputs"})
+    if comp is None:
+        return None, None
+    entry = DATASETS.get(comp.type, "data.type")
+    task = entry.meta.get("task") or comp.args.get("task")
+    if task is None:
+        task = signature_params(entry.target)["task"].default
+    return comp, task
+
+
+def _loss_fits_task(problems: _Problems, loss: Component, task: str | None) -> None:
+    tasks = LOSSES.get(loss.type, loss.key).meta.get("tasks", ())
+    if task is not None and tasks and task not in tasks:
+        fitting = [e.name for e in LOSSES if task in e.meta.get("tasks", ())]
+        problems.add(
+            f"{loss.key}.name: loss {loss.type!r} does not fit a {task} task (the data's); "
+            f"allowed for {task}: {', '.join(fitting)}"
+        )
+
+
+def _scheduler(problems: _Problems, cfg: Any) -> Component | None:
+    """An optional LR scheduler; absent, null or name 'none' means a constant rate."""
+    name = cfg.get("type", cfg.get("name")) if isinstance(cfg, dict) else cfg
+    if name in (None, "none"):
+        return None
+    provided = {"optimizer"}
+    if isinstance(name, str) and name in SCHEDULERS:
+        provided |= set(SCHEDULERS.get(name, "scheduler").meta.get("from_trainer", {}))
+    return _component(problems, "scheduler", cfg, SCHEDULERS, provided=provided)
+
+
+def _tracking(problems: _Problems, cfg: Any, data_name: str) -> TrackingSpec:
+    cfg = cfg if isinstance(cfg, dict) else {}
+    _unknown_keys(problems, "tracking", cfg, {"uri", "store_dir", "experiment"})
+    experiment = cfg.get("experiment") or data_name
+    if not isinstance(experiment, str):
+        problems.add(f"tracking.experiment: {experiment!r} is not a string")
+    return TrackingSpec(cfg.get("uri"), str(cfg.get("store_dir") or "outputs"), str(experiment))
+
+
+def validate(cfg: dict[str, Any]) -> RunSpec:
+    """Check a resolved config and return its RunSpec, or raise one ConfigError listing all."""
+    problems = _Problems()
+    _unknown_keys(problems, "config", cfg, TOP_LEVEL_KEYS)
+    seed = _int_at_least(problems, "seed", cfg.get("seed", 0), 0)
+    device = _device(problems, cfg.get("device", "auto"))
+    trainer = _trainer(problems, cfg.get("trainer"))
+    model = _model(problems, cfg.get("model"))
+    data, task = _data(problems, cfg.get("data"))
+    optim = _component(problems, "optim", cfg.get("optim"), OPTIMIZERS, provided={"params"})
+    scheduler = _scheduler(problems, cfg.get("scheduler"))
+    if model is not None:
+        _loss_fits_task(problems, model.loss, task)
+    tracking = _tracking(problems, cfg.get("tracking"), data.name if data else "runner")
+    plugins = cfg.get("plugins") or []
+    if problems.items:
+        raise ConfigError(problems.items)
+    assert model and data and optim and task
+    return RunSpec(
+        seed, device, trainer, model, data, task, optim, scheduler, tracking, list(plugins)
+    )

@@ -1,0 +1,165 @@
+"""MLflow tracking: the store, one run per job, batched metrics, artifacts and the model.
+
+The default store is embedded: SQLite plus a local artifact folder, both under one absolute
+`store_dir`, so every job of a sweep lands in the same store whatever Hydra's job folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from runner.spec import TrackingSpec
+
+log = logging.getLogger(__name__)
+FLUSH_SECONDS = 2.0  # metric buffer age that triggers a write: bounded loss, few DB calls
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_LENGTH = 6000
+
+
+def default_store(store_dir: str) -> tuple[str, str]:
+    """Tracking URI and artifact root of the embedded store in `store_dir` (absolute)."""
+    root = Path(store_dir).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """Nested dicts and lists as flat dotted keys (`model.layers.0.out_features`)."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return {prefix: str(value)[:MAX_PARAM_LENGTH]}
+    out: dict[str, str] = {}
+    for key, sub in items:
+        out.update(flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+class Tracker:
+    """One MLflow run: start it, log into it, and always end it with a final status."""
+
+    def __init__(self, spec: TrackingSpec) -> None:
+        uri = spec.uri or os.environ.get("MLFLOW_TRACKING_URI")
+        artifact_root = None
+        if not uri:
+            uri, artifact_root = default_store(spec.store_dir)
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(uri)
+        self.experiment_id = self._experiment(spec.experiment, artifact_root)
+        self.run_id: str | None = None
+        self._buffer: list[Metric] = []
+        self._last_flush = time.monotonic()
+
+    def _experiment(self, name: str, artifact_root: str | None) -> str:
+        """The experiment's id, creating it (with artifacts in the store) on first use."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = f"{artifact_root}/{name}" if artifact_root else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:
+            found = self.client.get_experiment_by_name(name)  # another job created it first
+            if found is None:
+                raise
+            return found.experiment_id
+
+    @contextmanager
+    def run(self, run_name: str, tags: dict[str, str]) -> Iterator[Tracker]:
+        """Start a run; end it FINISHED, FAILED (error tagged, traceback logged) or KILLED."""
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        status = RunStatus.to_string(RunStatus.FINISHED)
+        try:
+            yield self
+        except KeyboardInterrupt:
+            status = RunStatus.to_string(RunStatus.KILLED)
+            raise
+        except BaseException as err:
+            status = RunStatus.to_string(RunStatus.FAILED)
+            self._record_error(err)
+            raise
+        finally:
+            try:
+                self.flush()
+            finally:
+                mlflow.end_run(status=status)
+                log.info("MLflow run %s ended %s (store: %s)", self.run_id, status, self.uri)
+
+    def _record_error(self, err: BaseException) -> None:
+        """Keep the failure's message as a tag and its traceback as an artifact."""
+        try:
+            self.flush()
+            self.client.set_tag(self.run_id, "error", f"{type(err).__name__}: {err}"[:5000])
+            text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+            self.client.log_text(self.run_id, text, "error/traceback.txt")
+        except Exception:  # the original error matters more than a failed report of it
+            log.exception("could not record the error in MLflow")
+
+    def log_params(self, params: dict[str, str]) -> None:
+        """Log params in MLflow-sized batches."""
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Buffer a step's metrics; write them when the buffer is older than FLUSH_SECONDS."""
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered metric point."""
+        while self._buffer:
+            batch = self._buffer[:MAX_METRICS_PER_BATCH]
+            self.client.log_batch(self.run_id, metrics=batch)
+            del self._buffer[: len(batch)]
+        self._last_flush = time.monotonic()
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set several run tags."""
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_text(self, text: str, path: str) -> None:
+        """Store `text` as an artifact file."""
+        self.client.log_text(self.run_id, text, path)
+
+    def log_figure(self, figure: Any, path: str) -> None:
+        """Store a matplotlib figure as an image artifact."""
+        self.client.log_figure(self.run_id, figure, path)
+
+    def log_dir(self, directory: str | Path, path: str) -> None:
+        """Store a folder's files as artifacts under `path`."""
+        if Path(directory).is_dir():
+            self.client.log_artifacts(self.run_id, str(directory), path)
+
+    def log_model(self, model: Any, input_example: Any) -> None:
+        """Log the trained torch model with an input example (pickle: fast, no torch.export)."""
+        import mlflow.pytorch
+        import torch
+
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=input_example,
+            serialization_format="pickle",
+            # Given explicitly: inferring them runs a subprocess that takes seconds.
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
