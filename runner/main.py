@@ -36,6 +36,9 @@ from runner.summary import model_summary, trainable_parameters
 from runner.tracking import Tracker, flatten
 
 log = logging.getLogger("runner")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# `${runner.project:}` in a config: the project's folder, for files that ship with it.
+OmegaConf.register_new_resolver("runner.project", lambda: str(PROJECT_ROOT), replace=True)
 
 
 @dataclass

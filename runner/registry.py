@@ -64,3 +64,9 @@ LOSSES = Registry("loss")  # criteria; meta: tasks it fits, what output it expec
 OPTIMIZERS = Registry("optimizer")  # torch.optim classes
 SCHEDULERS = Registry("scheduler")  # torch.optim.lr_scheduler classes, stepped per epoch
 DATASETS = Registry("dataset")  # functions returning in-memory train/validation splits
+
+
+def load_builtins() -> None:
+    """Register the built-in components (imported here, lazily, to avoid import cycles)."""
+    import runner.components  # noqa: F401
+    import runner.datasets  # noqa: F401

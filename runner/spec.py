@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.errors import ConfigError, did_you_mean
-from runner.registry import DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS, Registry
+from runner.registry import (
+    DATASETS,
+    INITIALIZERS,
+    LAYERS,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULERS,
+    Registry,
+    load_builtins,
+)
 
 # Value ranges by argument name, shared by every component that takes such an argument.
 # (low, high, low_inclusive): None means unbounded on that side.
@@ -439,6 +448,7 @@ def _tracking(problems: _Problems, cfg: Any, data_name: str) -> TrackingSpec:
 
 def validate(cfg: dict[str, Any]) -> RunSpec:
     """Check a resolved config and return its RunSpec, or raise one ConfigError listing all."""
+    load_builtins()
     problems = _Problems()
     _unknown_keys(problems, "config", cfg, TOP_LEVEL_KEYS)
     seed = _int_at_least(problems, "seed", cfg.get("seed", 0), 0)

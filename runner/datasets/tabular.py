@@ -86,8 +86,8 @@ def csv(
     train_rows, val_rows = order[: len(order) - n_val], order[len(order) - n_val :]
 
     encoder = TabularEncoder(categorical).fit(features.iloc[train_rows])
-    x_train = torch.from_numpy(encoder.transform(features.iloc[train_rows]))
-    x_val = torch.from_numpy(encoder.transform(features.iloc[val_rows]))
+    x_train = torch.tensor(encoder.transform(features.iloc[train_rows]))
+    x_val = torch.tensor(encoder.transform(features.iloc[val_rows]))
     y_train, y_val, class_names, mean, std = _targets(frame[target], train_rows, val_rows, task)
     if standardize_target and task == "regression":
         mean, std = float(y_train.mean()), float(y_train.std(unbiased=False)) or 1.0

@@ -34,7 +34,11 @@ def _load(
         raise ConfigError(
             f"data.root: {root!r} has no {cls_name} data: expected the files "
             f"{', '.join(RAW_FILES)} (or their .gz archives) in {raw}. "
-            + (f"Download failed ({err}). " if download else "data.download is false. ")
+            + (
+                f"Download failed ({' '.join(str(err).split())}). "
+                if download
+                else "data.download is false. "
+            )
             + "Copy the files there, or point data.root at a folder that holds "
             f"{cls_name}/raw/."
         ) from err

@@ -1,0 +1,31 @@
+# Two commands for a newcomer: `make run` (the default XOR experiment) and `make test`.
+# Both create .venv on first use and reinstall only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint ui clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)            ## the default XOR experiment, logged to outputs/mlflow.db
+	$(PY) -m runner $(ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint               ## ruff, then the whole test suite
+	$(PY) -m pytest -q $(ARGS)
+
+ui: $(STAMP)             ## MLflow UI on the default store, on localhost only
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf outputs

@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny IDX files in torchvision's layout, and a real `python -m runner`."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (the MNIST format: magic, dims, raw bytes)."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + b"".join(
+        struct.pack(">I", d) for d in array.shape
+    )
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_vision_dataset(root: Path, folder: str, n_train: int = 120, n_test: int = 40) -> Path:
+    """Tiny learnable MNIST-format files: each class lights its own band of rows."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 40, size=(n, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 2 * label : 2 * label + 3, :] = 250
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture
+def mnist_root(tmp_path: Path) -> Path:
+    """A data root holding tiny MNIST/raw and FashionMNIST/raw files."""
+    root = tmp_path / "data"
+    make_vision_dataset(root, "MNIST")
+    make_vision_dataset(root, "FashionMNIST")
+    return root
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m runner` for real in `cwd` (its outputs/ holds the MLflow store)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def store_uri(cwd: Path) -> str:
+    """The embedded store a run launched from `cwd` writes to."""
+    return f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}"

@@ -1,0 +1,249 @@
+"""Every registered name builds; widths are inferred; unknown names suggest the closest."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from runner import builders
+from runner.errors import ConfigError
+from runner.main import load_plugins
+from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS, Registry
+from runner.spec import Component, TrainerSpec, validate
+
+# Arguments and the per-sample input shape each built-in layer is tried with.
+LAYER_CASES = {
+    "linear": ({"out_features": 3}, (5,)),
+    "noisy_linear": ({"out_features": 3, "noise_std": 0.1}, (5,)),
+    "identity": ({}, (5,)),
+    "relu": ({}, (5,)),
+    "leaky_relu": ({"negative_slope": 0.1}, (5,)),
+    "prelu": ({}, (5,)),
+    "elu": ({}, (5,)),
+    "gelu": ({}, (5,)),
+    "sigmoid": ({}, (5,)),
+    "tanh": ({}, (5,)),
+    "softmax": ({"dim": -1}, (5,)),
+    "log_softmax": ({"dim": -1}, (5,)),
+    "dropout": ({"p": 0.5}, (5,)),
+    "flatten": ({}, (2, 4, 4)),
+    "batchnorm1d": ({}, (5,)),
+    "batchnorm2d": ({}, (3, 8, 8)),
+    "conv2d": ({"out_channels": 4, "kernel_size": 3}, (1, 8, 8)),
+    "maxpool2d": ({"kernel_size": 2}, (3, 8, 8)),
+    "avgpool2d": ({"kernel_size": 2}, (3, 8, 8)),
+}
+EXPECTED_SHAPES = {"linear": (3,), "noisy_linear": (3,), "flatten": (32,), "conv2d": (4, 6, 6)}
+EXPECTED_SHAPES |= {"maxpool2d": (3, 4, 4), "avgpool2d": (3, 4, 4)}
+
+
+def config(layers, **overrides):
+    """A valid XOR-sized config with the given layers."""
+    cfg = {
+        "seed": 1,
+        "device": "cpu",
+        "trainer": {"epochs": 1, "batch_size": 2},
+        "model": {"name": "m", "layers": layers, "loss": {"name": "bce"}},
+        "data": {"name": "xor"},
+        "optim": {"name": "sgd", "lr": 0.1},
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def test_every_registered_layer_has_a_case():
+    assert set(LAYERS.names()) == set(LAYER_CASES)
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_CASES))
+def test_every_layer_builds_with_inferred_input(name):
+    args, shape = LAYER_CASES[name]
+    spec = validate(config([{"layer": name, **args}]))
+    model, infos = builders.build_model(spec.model, shape)
+    out = model(torch.randn(4, *shape))
+    assert tuple(out.shape[1:]) == infos[0].output_shape
+    assert infos[0].output_shape == EXPECTED_SHAPES.get(name, shape)
+    assert infos[0].params == sum(p.numel() for p in model.parameters())
+
+
+def test_a_contradicting_explicit_width_is_refused():
+    layers = [{"layer": "linear", "out_features": 8}, {"layer": "linear", "in_features": 3}]
+    layers[1]["out_features"] = 1
+    spec = validate(config(layers))
+    with pytest.raises(ConfigError, match=r"model.layers\[1\].in_features: 3 contradicts.* 8"):
+        builders.build_model(spec.model, (2,))
+
+
+def test_shape_errors_name_the_layer():
+    spec = validate(config([{"layer": "conv2d", "out_channels": 2, "kernel_size": 9}]))
+    with pytest.raises(ConfigError, match=r"model.layers\[0\]: 'conv2d' cannot take input"):
+        builders.build_model(spec.model, (1, 4, 4))
+
+
+@pytest.mark.parametrize("name", INITIALIZERS.names())
+def test_every_initializer_applies_per_layer(name):
+    args = {"val": 0.5} if name == "constant" else {}
+    init = {"weight": {"name": name, **args}, "bias": "zeros"}
+    spec = validate(config([{"layer": "linear", "out_features": 4, "init": init}]))
+    torch.manual_seed(0)
+    model, _ = builders.build_model(spec.model, (6,))
+    assert torch.count_nonzero(model[0].bias) == 0
+    if name == "zeros":
+        assert torch.count_nonzero(model[0].weight) == 0
+    if name == "constant":
+        assert torch.all(model[0].weight == 0.5)
+
+
+def test_initializer_arguments_and_model_wide_defaults():
+    layers = [
+        {"layer": "linear", "out_features": 4, "init": {"weight": {"name": "normal", "std": 0.0, "mean": 2.0}}},
+        {"layer": "batchnorm1d"},
+        {"layer": "linear", "out_features": 1},
+    ]
+    cfg = config(layers)
+    cfg["model"]["init"] = {"weight": {"name": "constant", "val": 0.25}, "bias": "zeros"}
+    model, _ = builders.build_model(validate(cfg).model, (3,))
+    assert torch.all(model[0].weight == 2.0)  # the layer's own init wins
+    assert torch.all(model[2].weight == 0.25) and torch.all(model[2].bias == 0)
+    assert torch.all(model[1].weight == 1.0)  # 1-D batchnorm weights keep torch's init
+
+
+def test_init_on_a_missing_parameter_is_refused():
+    spec = validate(config([{"layer": "relu", "init": {"weight": "zeros"}}]))
+    with pytest.raises(ConfigError, match=r"layers\[0\].init.weight: layer 'relu' has no parameter"):
+        builders.build_model(spec.model, (2,))
+
+
+def test_l1_covers_the_named_layers_weights_only():
+    layers = [
+        {"layer": "linear", "out_features": 4},
+        {"layer": "relu"},
+        {"layer": "linear", "out_features": 1, "id": "out"},
+    ]
+    cfg = config(layers)
+    cfg["model"]["l1"] = {"strength": 0.1, "layers": ["out"]}
+    spec = validate(cfg)
+    model, _ = builders.build_model(spec.model, (2,))
+    assert builders.l1_parameters(model, spec.model) == [model[2].weight]
+    cfg["model"]["l1"] = {"strength": 0.1, "layers": [0], "include_bias": True}
+    spec = validate(cfg)
+    assert builders.l1_parameters(model, spec.model) == [model[0].weight, model[0].bias]
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_builds_and_computes(name):
+    loss = builders.build_loss(Component("model.loss", name, {}))
+    task = LOSSES.get(name, "x").meta["tasks"][0]
+    if task == "multiclass":
+        value = loss(torch.randn(4, 3), torch.tensor([0, 1, 2, 1]))
+    elif name == "bce":
+        value = loss(torch.rand(4), torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    else:
+        value = loss(torch.randn(4), torch.rand(4))
+    assert torch.isfinite(value)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_optimizer_steps(name):
+    cfg = config([{"layer": "linear", "out_features": 1}], optim={"name": name, "lr": 0.1})
+    spec = validate(cfg)
+    model, _ = builders.build_model(spec.model, (2,))
+    optimizer = builders.build_optimizer(spec.optim, list(model.parameters()))
+    before = model[0].weight.detach().clone()
+    model(torch.ones(3, 2)).sum().backward()
+    optimizer.step()
+    assert not torch.equal(before, model[0].weight)
+
+
+def test_sgd_takes_momentum_nesterov_and_weight_decay():
+    optim = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
+    spec = validate(config([{"layer": "linear", "out_features": 1}], optim=optim))
+    model, _ = builders.build_model(spec.model, (2,))
+    group = builders.build_optimizer(spec.optim, list(model.parameters())).param_groups[0]
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, True, 1e-4)
+
+
+@pytest.mark.parametrize(
+    "scheduler,lr_after_4",
+    [
+        ({"name": "step", "step_size": 2, "gamma": 0.5}, 0.025),
+        ({"name": "cosine"}, 0.0),
+        ({"name": "exponential", "gamma": 0.5}, 0.00625),
+        ({"name": "multistep", "milestones": [1, 3], "gamma": 0.1}, 0.001),
+    ],
+)
+def test_schedulers_step_per_epoch(scheduler, lr_after_4):
+    cfg = config([{"layer": "linear", "out_features": 1}], scheduler=scheduler)
+    cfg["trainer"]["epochs"] = 4
+    spec = validate(cfg)
+    model, _ = builders.build_model(spec.model, (2,))
+    optimizer = builders.build_optimizer(spec.optim, list(model.parameters()))
+    sched = builders.build_scheduler(spec.scheduler, optimizer, spec.trainer)
+    for _ in range(4):
+        optimizer.step()
+        sched.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lr_after_4, abs=1e-9)
+    assert set(SCHEDULERS.names()) >= {"step", "cosine"}
+
+
+def test_no_scheduler_by_default():
+    spec = validate(config([{"layer": "linear", "out_features": 1}], scheduler={"name": "none"}))
+    assert spec.scheduler is None
+    assert builders.build_scheduler(None, None, TrainerSpec(1, 1, None, True, True, "auto")) is None
+
+
+def test_unknown_names_suggest_the_closest_and_list_all():
+    with pytest.raises(ConfigError) as err:
+        LAYERS.get("lineer", "model.layers[0].layer")
+    message = str(err.value)
+    assert "unknown layer 'lineer'. Did you mean 'linear'?" in message
+    assert "Available: avgpool2d, batchnorm1d" in message
+
+
+def test_registry_decorator_and_duplicates():
+    registry = Registry("thing")
+
+    @registry.register("double", kind="demo")
+    def double(x: int = 1) -> int:
+        return 2 * x
+
+    assert registry.get("double", "k").target(3) == 6
+    assert registry.get("double", "k").meta == {"kind": "demo"}
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("double", lambda: 0)
+
+
+def test_plugins_register_layers_from_a_listed_module(tmp_path, monkeypatch):
+    (tmp_path / "my_layers.py").write_text(
+        "from torch import nn\n"
+        "from runner.registry import LAYERS\n\n"
+        "@LAYERS.register('square')\n"
+        "class Square(nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return x * x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "square" not in LAYERS
+    load_plugins(["my_layers"])
+    try:
+        spec = validate(config([{"layer": "square"}]))
+        model, _ = builders.build_model(spec.model, (2,))
+        assert torch.equal(model(torch.tensor([[3.0, 2.0]])), torch.tensor([[9.0, 4.0]]))
+    finally:
+        LAYERS._entries.pop("square", None)
+        sys.modules.pop("my_layers", None)
+    with pytest.raises(ConfigError, match="plugins\\[0\\]: cannot import 'nope_nothing'"):
+        load_plugins(["nope_nothing"])
+
+
+def test_noisy_linear_adds_noise_only_in_training():
+    layer = LAYERS.get("noisy_linear", "k").target(in_features=2, out_features=3, noise_std=0.5)
+    x = torch.ones(4, 2)
+    layer.eval()
+    assert torch.equal(layer(x), layer(x))
+    layer.train()
+    assert not torch.equal(layer(x), layer(x))
+    assert isinstance(layer, nn.Module)

@@ -1,0 +1,109 @@
+"""Bad input: each problem is caught before any work, naming key, value and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from runner.errors import ConfigError
+from runner.spec import validate
+
+GOOD = {
+    "seed": 1,
+    "device": "cpu",
+    "trainer": {"epochs": 2, "batch_size": 2},
+    "model": {
+        "name": "m",
+        "layers": [
+            {"layer": "linear", "out_features": 4, "init": {"weight": "xavier_uniform"}},
+            {"layer": "relu"},
+            {"layer": "linear", "out_features": 1, "id": "out"},
+            {"layer": "sigmoid"},
+        ],
+        "l1": {"strength": 0.01, "layers": ["out"]},
+        "loss": {"name": "bce"},
+    },
+    "data": {"name": "xor", "num_outputs": 1},
+    "optim": {"name": "adam", "lr": 0.01},
+    "scheduler": {"name": "none"},
+}
+
+
+def with_change(path: str, value):
+    """GOOD with one key (dotted, list indices allowed) set or, for value DELETE, removed."""
+    cfg = copy.deepcopy(GOOD)
+    *parents, last = path.split(".")
+    node = cfg
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[int(last) if isinstance(node, list) else last] = value
+    return cfg
+
+
+DELETE = object()
+
+CATALOGUE = [
+    ("model.layers.0.layer", "lineer", ["model.layers[0]", "unknown layer 'lineer'", "Did you mean 'linear'", "Available:"]),
+    ("model.layers.0.init.weight", "xavier_unifrom", ["model.layers[0].init.weight", "'xavier_unifrom'", "Did you mean 'xavier_uniform'"]),
+    ("model.loss.name", "bce_logits", ["model.loss.name", "unknown loss 'bce_logits'", "Did you mean 'bce_with_logits'"]),
+    ("optim.name", "adma", ["optim.name", "unknown optimizer 'adma'", "Did you mean 'adam'"]),
+    ("data.name", "mnits", ["data.name", "unknown dataset 'mnits'", "Did you mean 'mnist'"]),
+    ("scheduler", {"name": "cosin"}, ["scheduler.name", "unknown scheduler 'cosin'", "Did you mean 'cosine'"]),
+    ("optim.lr", "fast", ["optim.lr", "'fast' is not a number"]),
+    ("optim.lr", -0.1, ["optim.lr", "-0.1 is out of range", "> 0"]),
+    ("optim", {"name": "sgd", "lr": 0.1, "momentun": 0.9}, ["optim.momentun", "no argument 'momentun'", "Did you mean 'momentum'"]),
+    ("trainer.epochs", -1, ["trainer.epochs", "-1 is out of range", ">= 1"]),
+    ("trainer.epochs", "ten", ["trainer.epochs", "'ten' is not an integer"]),
+    ("trainer.batch_size", 0, ["trainer.batch_size", "0 is out of range", ">= 1"]),
+    ("trainer.grad_clip", -1, ["trainer.grad_clip", "-1", "> 0"]),
+    ("trainer.epoch", 5, ["trainer.epoch", "unknown key", "Did you mean 'epochs'"]),
+    ("trainer.progress", "fancy", ["trainer.progress", "'fancy'", "auto, bar, lines, none"]),
+    ("device", "gpu", ["device", "'gpu' is not a device", "auto, cpu, cuda"]),
+    ("device", "cuda", ["device", "'cuda'", "CUDA is not available"]),
+    ("seed", "one", ["seed", "'one' is not an integer"]),
+    ("model.layers", [], ["model.layers", "non-empty list"]),
+    ("model.layers.0.out_features", DELETE, ["model.layers[0].out_features", "missing", "requires it"]),
+    ("model.layers.0.out_features", 0, ["model.layers[0].out_features", "0 is out of range"]),
+    ("model.layers.0.bias", "yes", ["model.layers[0].bias", "'yes' is not true or false"]),
+    ("model.layers.0.out_feature", 4, ["model.layers[0].out_feature", "no argument", "Did you mean 'out_features'"]),
+    ("model.layers.1", {"relu": {}}, ["model.layers[1]", "needs a 'layer' key"]),
+    ("model.l1.strength", -1, ["model.l1.strength", "-1", ">= 0"]),
+    ("model.l1.layers", ["hidden9"], ["model.l1.layers", "'hidden9' names no layer", "'out'"]),
+    ("model.l1.stength", 0.1, ["model.l1.stength", "unknown key", "Did you mean 'strength'"]),
+    ("model.loss", {"name": "cross_entropy"}, ["model.loss.name", "'cross_entropy' does not fit a binary task", "bce"]),
+    ("model.loss", {"name": "mse"}, ["does not fit a binary task"]),
+    ("model.layers.1", {"layer": "dropout", "p": 1.5}, ["model.layers[1].p", "1.5 is out of range", "0 to 1"]),
+    ("model.lyers", [], ["model.lyers", "unknown key", "Did you mean 'layers'"]),
+    ("data.n_sample", 10, ["data.n_sample", "no argument", "Did you mean 'n_samples'"]),
+    ("optim.betas", 0.9, ["optim.betas", "0.9 is not a list"]),
+    ("model.loss", None, ["model.loss", "None is not a mapping"]),
+    ("optim", {"lr": 0.1}, ["optim.name", "missing", "adam"]),
+]
+
+
+@pytest.mark.parametrize("path,value,fragments", CATALOGUE, ids=[f"{p}={v!r}"[:50] for p, v, _ in CATALOGUE])
+def test_bad_config_is_refused_with_a_clear_message(path, value, fragments):
+    with pytest.raises(ConfigError) as err:
+        validate(with_change(path, value))
+    message = str(err.value)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_the_good_config_passes():
+    spec = validate(copy.deepcopy(GOOD))
+    assert spec.task == "binary" and spec.optim.args == {"lr": 0.01}
+
+
+def test_all_problems_are_reported_together():
+    cfg = with_change("optim.lr", "fast")
+    cfg["trainer"]["epochs"] = 0
+    cfg["model"]["layers"][0]["layer"] = "lineer"
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert len(err.value.problems) == 3
+    assert str(err.value).startswith("3 problems:")
