@@ -200,7 +200,7 @@ def train(job: Job, hydra_cfg: Any) -> float | None:
     return final.get(f"val_{t.metrics.primary}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: one validated, tracked training run per job."""
     hydra_cfg = HydraConfig.get()

@@ -155,6 +155,9 @@ class Tracker:
         import mlflow.pytorch
         import torch
 
+        # Pickle (0.7 s here) rather than pt2 (2.5 s, torch.export): the model is the
+        # user's own, so mlflow's warning about loading untrusted pickles is noise.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
         mlflow.pytorch.log_model(
             model,
             name="model",

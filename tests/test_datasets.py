@@ -80,7 +80,9 @@ def test_csv_classification_targets(tmp_path):
         tabular.csv(str(csv), target="label", task="binary")
 
 
-@pytest.mark.parametrize("loader,folder", [(vision.mnist, "MNIST"), (vision.fashion_mnist, "FashionMNIST")])
+@pytest.mark.parametrize(
+    "loader,folder", [(vision.mnist, "MNIST"), (vision.fashion_mnist, "FashionMNIST")]
+)
 def test_vision_datasets_read_idx_files(mnist_root, loader, folder):
     data = loader(root=str(mnist_root), download=False, val_size=20, seed=1)
     assert data.x_train.shape == (100, 1, 28, 28) and data.x_val.shape == (20, 1, 28, 28)

@@ -41,7 +41,9 @@ def train(cfg: dict) -> list[dict[str, float]]:
         model=model,
         loss_fn=builders.build_loss(spec.model.loss),
         optimizer=builders.build_optimizer(spec.optim, list(model.parameters())),
-        metrics=TaskMetrics(data.task, builders.output_kind(spec.model), data.target_mean, data.target_std),
+        metrics=TaskMetrics(
+            data.task, builders.output_kind(spec.model), data.target_mean, data.target_std
+        ),
         device=torch.device("cpu"),
         epochs=spec.trainer.epochs,
         batch_size=spec.trainer.batch_size,
@@ -92,4 +94,3 @@ def test_scheduler_and_clipping_take_effect():
     cfg["scheduler"] = {"name": "step", "step_size": 2, "gamma": 0.1}
     history = train(cfg)
     assert [round(r["lr"], 6) for r in history] == [0.015, 0.015, 0.0015, 0.0015]
-

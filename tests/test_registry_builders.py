@@ -99,7 +99,11 @@ def test_every_initializer_applies_per_layer(name):
 
 def test_initializer_arguments_and_model_wide_defaults():
     layers = [
-        {"layer": "linear", "out_features": 4, "init": {"weight": {"name": "normal", "std": 0.0, "mean": 2.0}}},
+        {
+            "layer": "linear",
+            "out_features": 4,
+            "init": {"weight": {"name": "normal", "std": 0.0, "mean": 2.0}},
+        },
         {"layer": "batchnorm1d"},
         {"layer": "linear", "out_features": 1},
     ]
@@ -113,7 +117,9 @@ def test_initializer_arguments_and_model_wide_defaults():
 
 def test_init_on_a_missing_parameter_is_refused():
     spec = validate(config([{"layer": "relu", "init": {"weight": "zeros"}}]))
-    with pytest.raises(ConfigError, match=r"layers\[0\].init.weight: layer 'relu' has no parameter"):
+    with pytest.raises(
+        ConfigError, match=r"layers\[0\].init.weight: layer 'relu' has no parameter"
+    ):
         builders.build_model(spec.model, (2,))
 
 

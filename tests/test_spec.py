@@ -47,15 +47,35 @@ def with_change(path: str, value):
 DELETE = object()
 
 CATALOGUE = [
-    ("model.layers.0.layer", "lineer", ["model.layers[0]", "unknown layer 'lineer'", "Did you mean 'linear'", "Available:"]),
-    ("model.layers.0.init.weight", "xavier_unifrom", ["model.layers[0].init.weight", "'xavier_unifrom'", "Did you mean 'xavier_uniform'"]),
-    ("model.loss.name", "bce_logits", ["model.loss.name", "unknown loss 'bce_logits'", "Did you mean 'bce_with_logits'"]),
+    (
+        "model.layers.0.layer",
+        "lineer",
+        ["model.layers[0]", "unknown layer 'lineer'", "Did you mean 'linear'", "Available:"],
+    ),
+    (
+        "model.layers.0.init.weight",
+        "xavier_unifrom",
+        ["model.layers[0].init.weight", "'xavier_unifrom'", "Did you mean 'xavier_uniform'"],
+    ),
+    (
+        "model.loss.name",
+        "bce_logits",
+        ["model.loss.name", "unknown loss 'bce_logits'", "Did you mean 'bce_with_logits'"],
+    ),
     ("optim.name", "adma", ["optim.name", "unknown optimizer 'adma'", "Did you mean 'adam'"]),
     ("data.name", "mnits", ["data.name", "unknown dataset 'mnits'", "Did you mean 'mnist'"]),
-    ("scheduler", {"name": "cosin"}, ["scheduler.name", "unknown scheduler 'cosin'", "Did you mean 'cosine'"]),
+    (
+        "scheduler",
+        {"name": "cosin"},
+        ["scheduler.name", "unknown scheduler 'cosin'", "Did you mean 'cosine'"],
+    ),
     ("optim.lr", "fast", ["optim.lr", "'fast' is not a number"]),
     ("optim.lr", -0.1, ["optim.lr", "-0.1 is out of range", "> 0"]),
-    ("optim", {"name": "sgd", "lr": 0.1, "momentun": 0.9}, ["optim.momentun", "no argument 'momentun'", "Did you mean 'momentum'"]),
+    (
+        "optim",
+        {"name": "sgd", "lr": 0.1, "momentun": 0.9},
+        ["optim.momentun", "no argument 'momentun'", "Did you mean 'momentum'"],
+    ),
     ("trainer.epochs", -1, ["trainer.epochs", "-1 is out of range", ">= 1"]),
     ("trainer.epochs", "ten", ["trainer.epochs", "'ten' is not an integer"]),
     ("trainer.batch_size", 0, ["trainer.batch_size", "0 is out of range", ">= 1"]),
@@ -66,17 +86,33 @@ CATALOGUE = [
     ("device", "cuda", ["device", "'cuda'", "CUDA is not available"]),
     ("seed", "one", ["seed", "'one' is not an integer"]),
     ("model.layers", [], ["model.layers", "non-empty list"]),
-    ("model.layers.0.out_features", DELETE, ["model.layers[0].out_features", "missing", "requires it"]),
+    (
+        "model.layers.0.out_features",
+        DELETE,
+        ["model.layers[0].out_features", "missing", "requires it"],
+    ),
     ("model.layers.0.out_features", 0, ["model.layers[0].out_features", "0 is out of range"]),
     ("model.layers.0.bias", "yes", ["model.layers[0].bias", "'yes' is not true or false"]),
-    ("model.layers.0.out_feature", 4, ["model.layers[0].out_feature", "no argument", "Did you mean 'out_features'"]),
+    (
+        "model.layers.0.out_feature",
+        4,
+        ["model.layers[0].out_feature", "no argument", "Did you mean 'out_features'"],
+    ),
     ("model.layers.1", {"relu": {}}, ["model.layers[1]", "needs a 'layer' key"]),
     ("model.l1.strength", -1, ["model.l1.strength", "-1", ">= 0"]),
     ("model.l1.layers", ["hidden9"], ["model.l1.layers", "'hidden9' names no layer", "'out'"]),
     ("model.l1.stength", 0.1, ["model.l1.stength", "unknown key", "Did you mean 'strength'"]),
-    ("model.loss", {"name": "cross_entropy"}, ["model.loss.name", "'cross_entropy' does not fit a binary task", "bce"]),
+    (
+        "model.loss",
+        {"name": "cross_entropy"},
+        ["model.loss.name", "'cross_entropy' does not fit a binary task", "bce"],
+    ),
     ("model.loss", {"name": "mse"}, ["does not fit a binary task"]),
-    ("model.layers.1", {"layer": "dropout", "p": 1.5}, ["model.layers[1].p", "1.5 is out of range", "0 to 1"]),
+    (
+        "model.layers.1",
+        {"layer": "dropout", "p": 1.5},
+        ["model.layers[1].p", "1.5 is out of range", "0 to 1"],
+    ),
     ("model.lyers", [], ["model.lyers", "unknown key", "Did you mean 'layers'"]),
     ("data.n_sample", 10, ["data.n_sample", "no argument", "Did you mean 'n_samples'"]),
     ("optim.betas", 0.9, ["optim.betas", "0.9 is not a list"]),
@@ -85,7 +121,9 @@ CATALOGUE = [
 ]
 
 
-@pytest.mark.parametrize("path,value,fragments", CATALOGUE, ids=[f"{p}={v!r}"[:50] for p, v, _ in CATALOGUE])
+@pytest.mark.parametrize(
+    "path,value,fragments", CATALOGUE, ids=[f"{p}={v!r}"[:50] for p, v, _ in CATALOGUE]
+)
 def test_bad_config_is_refused_with_a_clear_message(path, value, fragments):
     with pytest.raises(ConfigError) as err:
         validate(with_change(path, value))

@@ -1,0 +1,152 @@
+"""`python -m runner` for real: runs read back from a real MLflow store in a temp folder."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_cli, store_uri
+
+FAST = ["trainer.progress=lines"]
+
+
+def all_runs(client: MlflowClient, experiment: str = "xor"):
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment!r} missing"
+    return client.search_runs([exp.experiment_id])
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def test_default_run_logs_everything(tmp_path):
+    proc = run_cli("trainer.epochs=6", *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trainable params: 37" in proc.stdout  # the model summary
+    assert "epoch 6/6" in proc.stdout  # plain epoch lines when not a terminal
+    client = MlflowClient(store_uri(tmp_path))
+    (run,) = all_runs(client)
+    assert run.info.status == "FINISHED"
+    params, tags = run.data.params, run.data.tags
+    assert params["model.name"] == "xor_deep" and params["optim.name"] == "adam"
+    assert params["optim.lr"] == "0.015" and params["trainer.batch_size"] == "2"
+    assert params["model.layers.0.init.weight"] == "xavier_uniform"
+    assert params["trainable_params"] == "37" and run.data.metrics["trainable_params"] == 37
+    assert tags["runner.overrides"] == "trainer.epochs=6 trainer.progress=lines"
+    assert tags["runner.device"] == "cpu" and tags["runner.torch"]
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]
+    for key in ("train_loss", "train_total_loss", "val_loss", "train_acc"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 6
+    artifacts = artifact_paths(client, run.info.run_id)
+    assert {
+        "config.yaml",
+        "model_summary.txt",
+        "hydra/config.yaml",
+        "hydra/overrides.yaml",
+    } <= artifacts
+    assert {
+        "plots/learning_curves.png",
+        "plots/decision_regions.png",
+        "plots/confusion_matrix.png",
+    } <= artifacts
+    mlflow.set_tracking_uri(store_uri(tmp_path))
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    assert model(torch.zeros(3, 2)).shape == (3, 1)
+    # Hydra's job folder holds the log; the store is outside it, under the launch folder.
+    assert list((tmp_path / "outputs" / "runs").glob("*/*/runner.log"))
+
+
+def test_multirun_sweep_gives_one_run_per_job_tagged_with_the_sweep(tmp_path):
+    proc = run_cli(
+        "-m", "model=xor_linear,xor_deep", "optim=sgd,adam", "trainer.epochs=2",
+        "trainer.log_model=false", "trainer.plots=false", *FAST, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store_uri(tmp_path))
+    runs = all_runs(client)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["runner.sweep"] for r in runs}) == 1
+    combos = {(r.data.params["model.name"], r.data.params["optim.name"]) for r in runs}
+    assert combos == {(m, o) for m in ("xor_linear", "xor_deep") for o in ("sgd", "adam")}
+    assert {r.data.params["trainable_params"] for r in runs} == {"3", "37"}
+    assert len(list(client.search_experiments())) == 2  # xor and MLflow's Default
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["optim.lr=fast"], "optim.lr: 'fast' is not a number"),
+        (["model.layers.0.layer=lineer"], "Did you mean 'linear'"),
+        (["+model.layers.0.in_features=3"], "contradicts the incoming width 2"),
+        (["device=cuda"], "CUDA is not available"),
+        (["experiment=house_tiny", "data.target=Prize"], "data.target: unknown column 'Prize'"),
+    ],
+)
+def test_bad_input_exits_1_with_one_message_and_no_run(tmp_path, args, fragment):
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
+    db = tmp_path / "outputs" / "mlflow.db"
+    if db.exists():
+        client = MlflowClient(store_uri(tmp_path))
+        assert all(
+            r.info.status != "RUNNING"
+            for e in client.search_experiments()
+            for r in client.search_runs([e.experiment_id])
+        )
+
+
+def test_a_failure_mid_training_ends_the_run_failed_with_metrics_kept(tmp_path):
+    # An absurd learning rate makes the regression loss overflow after a few epochs.
+    proc = run_cli("experiment=house_tiny", "optim=sgd", "optim.lr=1e6", *FAST, cwd=tmp_path)
+    assert proc.returncode != 0
+    client = MlflowClient(store_uri(tmp_path))
+    (run,) = all_runs(client, "house_tiny")
+    assert run.info.status == "FAILED"
+    assert "loss became" in run.data.tags["error"]
+    assert "error/traceback.txt" in artifact_paths(client, run.info.run_id)
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 1
+
+
+def test_mnist_from_idx_files_with_test_metrics(tmp_path, mnist_root):
+    proc = run_cli(
+        "experiment=mnist_mlp", f"data.root={mnist_root}", "data.val_size=20",
+        "data.download=false", "trainer.epochs=3", "trainer.batch_size=16", *FAST, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store_uri(tmp_path))
+    (run,) = all_runs(client, "mnist")
+    metrics = run.data.metrics
+    assert {"val_acc", "test_acc", "test_loss"} <= set(metrics)
+    assert metrics["val_acc"] > 0.5  # the tiny images are learnable
+    assert "plots/confusion_matrix.png" in artifact_paths(client, run.info.run_id)
+
+
+def test_house_tiny_regression_run_from_any_folder(tmp_path):
+    proc = run_cli("experiment=house_tiny", "trainer.epochs=20", *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store_uri(tmp_path))
+    (run,) = all_runs(client, "house_tiny")
+    assert {"val_rmse", "val_mae", "train_r2"} <= set(run.data.metrics)
+    assert "plots/predicted_vs_true.png" in artifact_paths(client, run.info.run_id)
+    assert np.isfinite(run.data.metrics["val_rmse"])
+
+
+def test_tracking_uri_env_points_runs_elsewhere(tmp_path):
+    other = tmp_path / "elsewhere.db"
+    proc = run_cli(
+        "trainer.epochs=1", "trainer.log_model=false", "trainer.plots=false", *FAST,
+        cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"sqlite:///{other}"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert other.exists() and not (tmp_path / "outputs" / "mlflow.db").exists()
+    assert len(all_runs(MlflowClient(f"sqlite:///{other}"))) == 1
