@@ -1,6 +1,6 @@
 """`python -m runner ...`: the Hydra entry point."""
 
-from runner.main import main
+from runner.main import cli
 
 if __name__ == "__main__":
-    main()
+    cli()

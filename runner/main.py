@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from runner import builders, datasets  # noqa: F401  (registers built-in components)
+from runner.choices import group_choice_problems
 from runner.datasets import DataSplits
 from runner.device import resolve_device
 from runner.errors import ConfigError
@@ -172,7 +173,8 @@ def train(job: Job, hydra_cfg: Any) -> float | None:
         tracker.log_text(job.summary, "model_summary.txt")
         tracker.log_dir(Path(hydra_cfg.runtime.output_dir) / ".hydra", "hydra")
 
-        progress = EpochProgress(spec.trainer.epochs, spec.trainer.progress, run_name)
+        label = f"{spec.model.name}/{spec.optim.name}"
+        progress = EpochProgress(spec.trainer.epochs, spec.trainer.progress, label)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             tracker.log_metrics(metrics, step=epoch)
@@ -214,3 +216,12 @@ def main(cfg: DictConfig) -> float | None:
         raise  # in a sweep: this job fails, the others still run
     log.info("model %s on %s\n%s", job.spec.model.name, job.trainer.device, job.summary)
     return train(job, hydra_cfg)
+
+
+def cli() -> None:
+    """`python -m runner`: reject unknown config-group choices early, then hand over to Hydra."""
+    problems = group_choice_problems(sys.argv[1:], PROJECT_ROOT / "conf")
+    if problems:
+        print(f"config error: {ConfigError(problems)}", file=sys.stderr)
+        sys.exit(1)
+    main()

@@ -8,7 +8,7 @@ from typing import Any
 
 EPOCH_LOGGER = "runner.epochs"
 log = logging.getLogger(EPOCH_LOGGER)
-SHOWN = ("train_loss", "val_loss", "train_acc", "val_acc", "val_rmse", "val_r2")
+SHOWN = ("train_loss", "val_loss", "val_acc", "train_acc", "val_rmse", "val_r2")
 
 
 def _format(metrics: dict[str, float]) -> dict[str, str]:

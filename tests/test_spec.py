@@ -145,3 +145,16 @@ def test_all_problems_are_reported_together():
         validate(cfg)
     assert len(err.value.problems) == 3
     assert str(err.value).startswith("3 problems:")
+
+
+def test_unknown_group_choices_suggest_the_closest(tmp_path):
+    from runner.choices import group_choice_problems
+    from runner.main import PROJECT_ROOT
+
+    conf = PROJECT_ROOT / "conf"
+    problems = group_choice_problems(["model=xor_dep", "optim=sgd,adma", "seed=3"], conf)
+    assert len(problems) == 2
+    assert "model: unknown model config 'xor_dep'. Did you mean 'xor_deep'?" in problems[0]
+    assert "optim: unknown optim config 'adma'. Did you mean 'adam'" in problems[1]
+    assert group_choice_problems(["data=house_tiny", "experiment=mnist_mlp"], conf) == []
+    assert group_choice_problems(["-cp", "/x", "model=mine"], conf) == []
