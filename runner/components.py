@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn, optim
 
 from runner import layers
-from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
+from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS, TEMPLATES
 
 # `infer` names the constructor argument filled from the incoming per-sample shape, and
 # which dimension of that shape it takes (-1: features of a vector, 0: channels).
@@ -66,3 +66,30 @@ SCHEDULERS.register("exponential", optim.lr_scheduler.ExponentialLR)
 SCHEDULERS.register(
     "cosine", optim.lr_scheduler.CosineAnnealingLR, from_trainer={"T_max": "epochs"}
 )
+
+
+@TEMPLATES.register("mlp")
+def mlp(
+    width: int = 8,
+    depth: int = 2,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    out_features: int = 1,
+    out_activation: str | None = None,
+    hidden: list | None = None,
+) -> list[dict]:
+    """`depth` hidden layers of `width` units (depth 0: a linear model), then the output.
+
+    `hidden` lists each hidden layer's width instead (`[]`: linear, `[4, 4]`: the book's
+    XOR net), so one sweep key can walk through capacities of any shape.
+    """
+    widths = [width] * depth if hidden is None else list(hidden)
+    layers: list[dict] = []
+    for units in widths:
+        layers += [{"layer": "linear", "out_features": units}, {"layer": activation}]
+        if dropout > 0:
+            layers.append({"layer": "dropout", "p": dropout})
+    layers.append({"layer": "linear", "out_features": out_features})
+    if out_activation:
+        layers.append({"layer": out_activation})
+    return layers

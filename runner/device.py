@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -30,3 +32,11 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("cuda")
         return torch.device("mps" if _mps_available() else "cpu")
     return torch.device(name)
+
+
+def thread_count(setting: int | str, parallel_jobs: int = 1) -> int:
+    """Torch intra-op threads: `auto` shares this process's cores among parallel jobs."""
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, parallel_jobs))

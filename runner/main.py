@@ -20,20 +20,23 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
 from runner import builders, datasets  # noqa: F401  (registers built-in components)
 from runner.choices import group_choice_problems
 from runner.datasets import DataSplits
-from runner.device import resolve_device
+from runner.device import resolve_device, thread_count
 from runner.errors import ConfigError
 from runner.loop import Trainer, evaluate, fit
-from runner.metrics import TaskMetrics
+from runner.metrics import TaskMetrics, primary_metric
 from runner.progress import EpochProgress
 from runner.registry import DATASETS
+from runner.report import REUSED_PREFIX
 from runner.seeding import seed_everything
-from runner.spec import RunSpec, validate
+from runner.spec import RunSpec, TrackingSpec, validate
 from runner.summary import model_summary, trainable_parameters
+from runner.sweep import SweepInfo, fingerprint, read_sweep
 from runner.tracking import Tracker, flatten
 
 log = logging.getLogger("runner")
@@ -69,11 +72,16 @@ def load_data(spec: RunSpec) -> DataSplits:
     return DATASETS.get(spec.data.type, "data.type").target(**spec.data.args)
 
 
-def setup(cfg: DictConfig) -> Job:
-    """Validate, load data and build every torch object; raises ConfigError on bad input."""
+def check(cfg: DictConfig) -> tuple[dict[str, Any], RunSpec]:
+    """Resolve and validate the config (plugins first, so their names exist)."""
     config = OmegaConf.to_container(cfg, resolve=True)
     load_plugins(list(config.get("plugins") or []))
-    spec = validate(config)
+    return config, validate(config)
+
+
+def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
+    """Load data and build every torch object; raises ConfigError on bad input."""
+    torch.set_num_threads(thread_count(spec.trainer.threads, parallel))
     generator = seed_everything(spec.seed)
     data = load_data(spec)
     declared = config["data"].get("num_outputs")
@@ -160,12 +168,23 @@ def log_pictures(tracker: Tracker, job: Job, history: list[dict[str, float]]) ->
         plots.close(figure)
 
 
-def train(job: Job, hydra_cfg: Any) -> float | None:
+def finished_run(tracker: Tracker, sweep: SweepInfo, fp: str) -> Run | None:
+    """In a re-run sweep: the FINISHED run of this exact config, linked to this sweep."""
+    done = tracker.find_finished(fp)
+    if done is not None and done.data.tags.get("mlflow.parentRunId") != sweep.parent_run_id:
+        tracker.client.set_tag(sweep.parent_run_id, f"{REUSED_PREFIX}{fp[:16]}", done.info.run_id)
+    return done
+
+
+def train(job: Job, hydra_cfg: Any, tracker: Tracker, sweep: SweepInfo | None) -> float | None:
     """Run the loop inside an MLflow run and log everything; returns the final val metric."""
     spec, t = job.spec, job.trainer
-    tracker = Tracker(spec.tracking)
+    primary = primary_metric(job.data.task)
     run_name = hydra_cfg.job.override_dirname or f"{spec.model.name}-{spec.optim.name}"
-    with tracker.run(run_name, run_tags(job, hydra_cfg)):
+    tags = run_tags(job, hydra_cfg)
+    tags |= {"runner.fingerprint": fingerprint(job.config), "runner.primary_metric": primary}
+    parent = sweep.parent_run_id if sweep else None
+    with tracker.run(run_name, tags, parent_run_id=parent):
         log.info("MLflow run %s in experiment %r", tracker.run_id, spec.tracking.experiment)
         tracker.log_params({**flatten(job.config), "trainable_params": str(job.params)})
         tracker.log_metrics({"trainable_params": job.params}, step=0)
@@ -199,23 +218,76 @@ def train(job: Job, hydra_cfg: Any) -> float | None:
         if spec.trainer.log_model:
             example = job.data.x_val[:5] if len(job.data.x_val) else job.data.x_train[:5]
             tracker.log_model(t.model.cpu().eval(), example.numpy())
-    return final.get(f"val_{t.metrics.primary}")
+    return final.get(primary)
+
+
+def record_failed_setup(cfg: DictConfig, hydra_cfg: Any, err: ConfigError) -> None:
+    """In a sweep, a job whose config is bad still gets a FAILED child run saying why."""
+    sweep = read_sweep(hydra_cfg.sweep.dir)
+    if sweep is None:
+        return
+    config = OmegaConf.to_container(cfg, resolve=False)
+    experiment = OmegaConf.select(cfg, "tracking.experiment", default="runner")
+    spec = TrackingSpec(sweep.tracking_uri, "outputs", str(experiment))
+    tags = {
+        "runner.overrides": " ".join(hydra_cfg.overrides.task) or "(none)",
+        "runner.sweep": str(Path(hydra_cfg.sweep.dir).resolve()),
+        "runner.sweep_job": str(hydra_cfg.job.num),
+    }
+    tracker = Tracker(spec)
+    try:
+        with tracker.run(hydra_cfg.job.override_dirname, tags, parent_run_id=sweep.parent_run_id):
+            tracker.log_params(flatten(config))
+            raise err
+    except ConfigError:
+        pass  # recorded; the caller reports it
 
 
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: one validated, tracked training run per job."""
     hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep = read_sweep(hydra_cfg.sweep.dir) if in_sweep else None
     try:
-        job = setup(cfg)
+        config, spec = check(cfg)
+        if sweep and spec.sweep.skip_finished:
+            # Checked before any data is loaded: a resumed sweep skips finished jobs fast.
+            done = finished_run(Tracker(spec.tracking), sweep, fingerprint(config))
+            if done is not None:
+                log.info(
+                    "skipped job %s: this exact config already FINISHED as run %s (%s); "
+                    "sweep.skip_finished=false reruns it",
+                    hydra_cfg.job.num, done.info.run_id, done.info.run_name,
+                )  # fmt: skip
+                return done.data.metrics.get(primary_metric(spec.task))
+        job = setup(config, spec, parallel_jobs(hydra_cfg) if in_sweep else 1)
     except ConfigError as err:
-        if hydra_cfg.mode == RunMode.RUN and not os.environ.get("HYDRA_FULL_ERROR"):
+        if not in_sweep and not os.environ.get("HYDRA_FULL_ERROR"):
             print(f"config error: {err}", file=sys.stderr)
             sys.exit(1)  # one clear message, no traceback
-        log.error("config error: %s", err)
-        raise  # in a sweep: this job fails, the others still run
-    log.info("model %s on %s\n%s", job.spec.model.name, job.trainer.device, job.summary)
-    return train(job, hydra_cfg)
+        log.error("job %s failed: config error: %s", hydra_cfg.job.num, err)
+        if not in_sweep:
+            raise
+        record_failed_setup(cfg, hydra_cfg, err)
+        return None
+    log.info("model %s on %s\n%s", spec.model.name, job.trainer.device, job.summary)
+    tracker = Tracker(spec.tracking)
+    if not in_sweep:
+        return train(job, hydra_cfg, tracker, None)
+    try:
+        return train(job, hydra_cfg, tracker, sweep)
+    except Exception as err:  # the run is already FAILED in MLflow; the other jobs go on
+        log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(err).__name__, err)
+        return None
+
+
+def parallel_jobs(hydra_cfg: Any) -> int:
+    """How many jobs the launcher runs at once (joblib's n_jobs; 1 for the basic launcher)."""
+    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
+    if not isinstance(n_jobs, int):
+        return 1
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
 def cli() -> None:

@@ -12,6 +12,11 @@ def align(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return output
 
 
+def primary_metric(task: str) -> str:
+    """The validation metric that says how good a run is: accuracy, or RMSE for regression."""
+    return "val_rmse" if task == "regression" else "val_acc"
+
+
 class TaskMetrics:
     """Turns model outputs into predictions and metrics, as the task and loss dictate."""
 

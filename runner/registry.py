@@ -64,6 +64,7 @@ LOSSES = Registry("loss")  # criteria; meta: tasks it fits, what output it expec
 OPTIMIZERS = Registry("optimizer")  # torch.optim classes
 SCHEDULERS = Registry("scheduler")  # torch.optim.lr_scheduler classes, stepped per epoch
 DATASETS = Registry("dataset")  # functions returning in-memory train/validation splits
+TEMPLATES = Registry("model template")  # functions expanding a few knobs into a layer list
 
 
 def load_builtins() -> None:

@@ -8,6 +8,7 @@ own signature, so a new layer or optimizer is validated without extra code.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from runner.registry import (
     LOSSES,
     OPTIMIZERS,
     SCHEDULERS,
+    TEMPLATES,
     Registry,
     load_builtins,
 )
@@ -50,10 +52,15 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "val_size": (0, None, True),
     "delta": (0, None, False),
     "beta": (0, None, False),
+    "width": (1, None, True),
+    "depth": (0, None, True),
+    "dropout": (0, 1, True),
 }
+# `loss: {name: auto}` picks the usual loss for the data's task (the model emits logits).
+AUTO_LOSS = {"binary": "bce_with_logits", "multiclass": "cross_entropy", "regression": "mse"}
 
 TOP_LEVEL_KEYS = {"seed", "device", "trainer", "model", "data", "optim", "scheduler"}
-TOP_LEVEL_KEYS |= {"tracking", "plugins"}
+TOP_LEVEL_KEYS |= {"tracking", "plugins", "sweep"}
 TRAINER_DEFAULTS: dict[str, Any] = {
     "epochs": 200,
     "batch_size": 2,
@@ -61,8 +68,9 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "log_model": True,
     "plots": True,
     "progress": "auto",
+    "threads": "auto",
 }
-MODEL_KEYS = {"name", "layers", "init", "l1", "loss"}
+MODEL_KEYS = {"name", "layers", "template", "init", "l1", "loss"}
 LAYER_KEYS = {"layer", "id", "init"}
 L1_DEFAULTS: dict[str, Any] = {"strength": 0.0, "layers": None, "include_bias": False}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -120,6 +128,7 @@ class TrainerSpec:
     log_model: bool
     plots: bool
     progress: str
+    threads: int | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,13 @@ class TrackingSpec:
     uri: str | None
     store_dir: str
     experiment: str
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Sweep behaviour: skip jobs whose exact config already has a FINISHED run."""
+
+    skip_finished: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,6 +161,7 @@ class RunSpec:
     scheduler: Component | None
     tracking: TrackingSpec
     plugins: list[str] = field(default_factory=list)
+    sweep: SweepSpec = field(default_factory=SweepSpec)
 
 
 class _Problems:
@@ -302,9 +319,14 @@ def _model(problems: _Problems, cfg: Any) -> ModelSpec | None:
     if not isinstance(cfg, dict):
         problems.add(f"model: {cfg!r} is not a mapping; pick one with model=<name>")
         return None
-    _unknown_keys(problems, "model", cfg, MODEL_KEYS)
     layers_cfg = cfg.get("layers")
-    if not isinstance(layers_cfg, list) or not layers_cfg:
+    if "template" in cfg:
+        layers_cfg = _expand_template(problems, cfg)
+    else:
+        _unknown_keys(problems, "model", cfg, MODEL_KEYS)
+    if layers_cfg is None and "template" in cfg:
+        layers_cfg = []  # the template's own problems are already reported
+    elif not isinstance(layers_cfg, list) or not layers_cfg:
         problems.add(f"model.layers: {layers_cfg!r} is not a non-empty list of layer specs")
         layers_cfg = []
     layers: list[LayerSpec] = []
@@ -330,10 +352,28 @@ def _model(problems: _Problems, cfg: Any) -> ModelSpec | None:
         layers.append(LayerSpec(key, i, layer["layer"], args, layer_id, init))
     init = _init_block(problems, "model.init", cfg.get("init"))
     l1 = _l1(problems, cfg.get("l1"), len(layers_cfg), ids)
-    loss = _component(problems, "model.loss", cfg.get("loss"), LOSSES)
+    loss_cfg = cfg.get("loss")
+    if isinstance(loss_cfg, dict) and loss_cfg.get("name") == "auto":
+        loss = Component("model.loss", "auto", {})  # resolved once the task is known
+    else:
+        loss = _component(problems, "model.loss", loss_cfg, LOSSES)
     if loss is None or l1 is None:
         return None
     return ModelSpec(str(cfg.get("name", "model")), layers, init, l1, loss)
+
+
+def _expand_template(problems: _Problems, cfg: dict) -> list | None:
+    """Validate a model template's knobs (the model keys it takes) and expand its layers."""
+    if "layers" in cfg:
+        problems.add("model.layers: give either layers or a template, not both")
+    entry = problems.capture(lambda: TEMPLATES.get(cfg["template"], "model.template"))
+    if entry is None:
+        return None
+    knobs = {k: v for k, v in cfg.items() if k not in MODEL_KEYS}
+    found = check_args("model", "model template", cfg["template"], entry.target, knobs)
+    for problem in found:
+        problems.add(problem)
+    return None if found else entry.target(**knobs)
 
 
 def _l1(problems: _Problems, cfg: Any, n_layers: int, ids: set[str]) -> L1Spec | None:
@@ -388,8 +428,13 @@ def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
             f"trainer.progress: {merged['progress']!r} is not allowed; "
             "allowed: auto, bar, lines, none"
         )
+    threads = merged["threads"]
+    if threads != "auto" and (not isinstance(threads, int) or isinstance(threads, bool)):
+        problems.add(f"trainer.threads: {threads!r} is not allowed; allowed: auto or an integer")
+    elif threads != "auto" and threads < 1:
+        problems.add(f"trainer.threads: {threads!r} is out of range; allowed: >= 1")
     return TrainerSpec(
-        epochs, batch_size, clip, merged["log_model"], merged["plots"], merged["progress"]
+        epochs, batch_size, clip, merged["log_model"], merged["plots"], merged["progress"], threads
     )
 
 
@@ -446,6 +491,15 @@ def _tracking(problems: _Problems, cfg: Any, data_name: str) -> TrackingSpec:
     return TrackingSpec(cfg.get("uri"), str(cfg.get("store_dir") or "outputs"), str(experiment))
 
 
+def _sweep(problems: _Problems, cfg: Any) -> SweepSpec:
+    cfg = cfg if isinstance(cfg, dict) else {}
+    _unknown_keys(problems, "sweep", cfg, {"skip_finished"})
+    skip = cfg.get("skip_finished", True)
+    if not isinstance(skip, bool):
+        problems.add(f"sweep.skip_finished: {skip!r} is not true or false")
+    return SweepSpec(bool(skip))
+
+
 def validate(cfg: dict[str, Any]) -> RunSpec:
     """Check a resolved config and return its RunSpec, or raise one ConfigError listing all."""
     load_builtins()
@@ -458,13 +512,17 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
     data, task = _data(problems, cfg.get("data"))
     optim = _component(problems, "optim", cfg.get("optim"), OPTIMIZERS, provided={"params"})
     scheduler = _scheduler(problems, cfg.get("scheduler"))
-    if model is not None:
+    if model is not None and model.loss.type == "auto" and task in AUTO_LOSS:
+        loss = Component("model.loss", AUTO_LOSS[task], {}, "auto")
+        model = dataclasses.replace(model, loss=loss)
+    if model is not None and model.loss.type != "auto":
         _loss_fits_task(problems, model.loss, task)
     tracking = _tracking(problems, cfg.get("tracking"), data.name if data else "runner")
     plugins = cfg.get("plugins") or []
+    sweep = _sweep(problems, cfg.get("sweep"))
     if problems.items:
         raise ConfigError(problems.items)
     assert model and data and optim and task
     return RunSpec(
-        seed, device, trainer, model, data, task, optim, scheduler, tracking, list(plugins)
+        seed, device, trainer, model, data, task, optim, scheduler, tracking, list(plugins), sweep
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, Run, RunStatus
 from mlflow.tracking import MlflowClient
 
 from runner.spec import TrackingSpec
@@ -49,6 +49,21 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    """The experiment's id, creating it (artifacts under the store's root) on first use."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = f"{artifact_root}/{name}" if artifact_root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        found = client.get_experiment_by_name(name)  # another process created it first
+        if found is None:
+            raise
+        return found.experiment_id
+
+
 class Tracker:
     """One MLflow run: start it, log into it, and always end it with a final status."""
 
@@ -60,29 +75,33 @@ class Tracker:
         self.uri = uri
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(uri)
-        self.experiment_id = self._experiment(spec.experiment, artifact_root)
+        self.experiment_id = ensure_experiment(self.client, spec.experiment, artifact_root)
         self.run_id: str | None = None
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
 
-    def _experiment(self, name: str, artifact_root: str | None) -> str:
-        """The experiment's id, creating it (with artifacts in the store) on first use."""
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        location = f"{artifact_root}/{name}" if artifact_root else None
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except mlflow.exceptions.MlflowException:
-            found = self.client.get_experiment_by_name(name)  # another job created it first
-            if found is None:
-                raise
-            return found.experiment_id
+    def find_finished(self, fingerprint: str) -> Run | None:
+        """The latest FINISHED run of this experiment with the given config fingerprint."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`runner.fingerprint` = '{fingerprint}' "
+            "and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0] if runs else None
 
     @contextmanager
-    def run(self, run_name: str, tags: dict[str, str]) -> Iterator[Tracker]:
+    def run(
+        self, run_name: str, tags: dict[str, str], parent_run_id: str | None = None
+    ) -> Iterator[Tracker]:
         """Start a run; end it FINISHED, FAILED (error tagged, traceback logged) or KILLED."""
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=tags)
+        run = mlflow.start_run(
+            experiment_id=self.experiment_id,
+            run_name=run_name,
+            tags=tags,
+            parent_run_id=parent_run_id,
+        )
         self.run_id = run.info.run_id
         status = RunStatus.to_string(RunStatus.FINISHED)
         try:

@@ -1,0 +1,357 @@
+"""Sweep reports rebuilt from MLflow alone: a comparison table and a capacity plot.
+
+    python -m runner.report <sweep run id | experiment name> [--tracking-uri URI] [--out DIR]
+
+Works for any past sweep or experiment, after a crashed launcher, and against a remote
+tracking server: it reads only what the runs logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+SWEEP_TAG = "runner.is_sweep"
+REUSED_PREFIX = "runner.reused."  # parent tags naming finished runs a resumed sweep reused
+STATUS_RANK = {"FINISHED": 0, "RUNNING": 1, "KILLED": 2, "FAILED": 3}
+
+
+@dataclass
+class Row:
+    """One job of a sweep, as the report shows it."""
+
+    run_id: str
+    overrides: dict[str, str]
+    params: int | None
+    metric: str
+    final_val: float | None
+    best_val: float | None
+    best_epoch: int | None
+    final_train: float | None
+    wall_seconds: float | None
+    status: str
+    error: str = ""
+    label: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_overrides(text: str) -> dict[str, str]:
+    """`a=1 b=x` (the runner.overrides tag) as a dict."""
+    pairs = [item.split("=", 1) for item in text.split() if "=" in item]
+    return {key.lstrip("+~"): value for key, value in pairs}
+
+
+def _better(metric: str) -> Any:
+    return min if metric.endswith(("rmse", "mse", "mae", "loss")) else max
+
+
+def run_row(client: MlflowClient, run: Run) -> Row:
+    """Read one run's report row: final and best validation metric, capacity, status."""
+    tags, metrics = run.data.tags, run.data.metrics
+    metric = tags.get("runner.primary_metric", "val_acc")
+    history = client.get_metric_history(run.info.run_id, metric) if metric in metrics else []
+    best = _better(metric)(history, key=lambda m: m.value) if history else None
+    train_metric = metric.replace("val_", "train_", 1)
+    end = run.info.end_time or None
+    params = run.data.params.get("trainable_params")
+    return Row(
+        run_id=run.info.run_id,
+        overrides=parse_overrides(tags.get("runner.overrides", "")),
+        params=int(params) if params else None,
+        metric=metric,
+        final_val=metrics.get(metric),
+        best_val=best.value if best else None,
+        best_epoch=best.step if best else None,
+        final_train=metrics.get(train_metric),
+        wall_seconds=(end - run.info.start_time) / 1000 if end else None,
+        status=run.info.status,
+        error=tags.get("error", ""),
+    )
+
+
+def _job_order(run: Run) -> tuple[float, int]:
+    """Sort key: the Hydra job number within its sweep, then start time."""
+    job = run.data.tags.get("runner.sweep_job")
+    return (int(job) if job and job.isdigit() else math.inf, run.info.start_time)
+
+
+def _dedupe(runs: list[Run]) -> list[Run]:
+    """One run per config fingerprint: a finished one over failed attempts, else the latest."""
+    chosen: dict[str, Run] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        key = run.data.tags.get("runner.fingerprint", run.info.run_id)
+        old = chosen.get(key)
+        if old is None or STATUS_RANK.get(run.info.status, 9) <= STATUS_RANK.get(
+            old.info.status, 9
+        ):
+            chosen[key] = run
+    return sorted(chosen.values(), key=_job_order)
+
+
+def sweep_runs(client: MlflowClient, parent: Run) -> list[Run]:
+    """The sweep's jobs: its child runs plus finished runs it reused when resumed."""
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        max_results=10000,
+    )
+    reused = [
+        client.get_run(run_id)
+        for key, run_id in parent.data.tags.items()
+        if key.startswith(REUSED_PREFIX)
+    ]
+    return _dedupe(list(children) + reused)
+
+
+def experiment_runs(client: MlflowClient, name: str) -> list[Run]:
+    """Every job run of an experiment (sweep parents left out)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise LookupError(f"no experiment or run named {name!r}")
+    runs = client.search_runs([experiment.experiment_id], max_results=10000)
+    return _dedupe([r for r in runs if r.data.tags.get(SWEEP_TAG) != "true"])
+
+
+def label_rows(rows: list[Row]) -> list[str]:
+    """Give each row a label made of the overrides that differ across rows; return those keys."""
+    keys = sorted({k for row in rows for k in row.overrides})
+    varying = [k for k in keys if len({row.overrides.get(k) for row in rows}) > 1]
+    for row in rows:
+        row.label = " ".join(f"{k}={row.overrides.get(k, '-')}" for k in varying) or "(run)"
+    return varying
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    """A metric cell: blank when missing, inf for overflow (MLflow stores inf as 1.8e308)."""
+    if value is None or math.isnan(value):
+        return ""
+    if abs(value) > 1e300:
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}g}" if abs(value) >= 1e6 else f"{value:.{digits}f}"
+
+
+def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the per-job comparison table."""
+    metric = rows[0].metric if rows else "val_acc"
+    header = ["job", "params", f"final {metric}", f"best {metric}", "best epoch"]
+    header += [f"final {metric.replace('val_', 'train_', 1)}", "wall s", "status", "error"]
+    cells = [
+        [
+            r.label,
+            "" if r.params is None else str(r.params),
+            _fmt(r.final_val),
+            _fmt(r.best_val),
+            "" if r.best_epoch is None else str(r.best_epoch),
+            _fmt(r.final_train),
+            _fmt(r.wall_seconds, 1),
+            r.status,
+            r.error.splitlines()[0][:120] if r.error else "",
+        ]
+        for r in rows
+    ]
+    return header, cells
+
+
+def seed_groups(rows: list[Row]) -> dict[str, list[Row]]:
+    """Rows grouped by their overrides without the seed (one group per config)."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        key = " ".join(f"{k}={v}" for k, v in sorted(row.overrides.items()) if k != "seed")
+        groups[key].append(row)
+    return groups
+
+
+def aggregate_table(rows: list[Row]) -> tuple[list[str], list[list[str]]] | None:
+    """Mean and spread over seeds per config, when the sweep has several seeds per config."""
+    groups = seed_groups(rows)
+    if all(len(g) < 2 for g in groups.values()):
+        return None
+    metric = rows[0].metric
+    header = ["config", "params", "seeds", f"final {metric} mean", "std", "min", "max"]
+    cells = []
+    for group in groups.values():
+        values = [r.final_val for r in group if r.final_val is not None]
+        label = " ".join(p for p in group[0].label.split() if not p.startswith("seed="))
+        cells.append(
+            [
+                label or "(run)",
+                "" if group[0].params is None else str(group[0].params),
+                str(len(values)),
+                _fmt(statistics.fmean(values)) if values else "",
+                _fmt(statistics.pstdev(values)) if values else "",
+                _fmt(min(values)) if values else "",
+                _fmt(max(values)) if values else "",
+            ]
+        )
+    return header, cells
+
+
+def markdown(header: list[str], cells: list[list[str]]) -> str:
+    """A GitHub-style Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def text_table(header: list[str], cells: list[list[str]]) -> str:
+    """A fixed-width table for the terminal."""
+    widths = [max(len(x) for x in col) for col in zip(header, *cells, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def to_csv(header: list[str], cells: list[list[str]]) -> str:
+    """The table as CSV text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(cells)
+    return buffer.getvalue()
+
+
+def capacity_plot(rows: list[Row], varying: list[str]) -> Any:
+    """Validation (solid) and train (dashed) metric against trainable parameters, one series
+    per value of the swept keys that are not the model's; error bars show spread over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series_keys = [k for k in varying if not k.startswith("model") and k != "seed"]
+    val: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    train: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.params is None or row.final_val is None or abs(row.final_val) > 1e300:
+            continue
+        name = " ".join(f"{k}={row.overrides.get(k, '-')}" for k in series_keys)
+        val[name][row.params].append(row.final_val)
+        if row.final_train is not None and abs(row.final_train) < 1e300:
+            train[name][row.params].append(row.final_train)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name in sorted(val):
+        xs = sorted(val[name])
+        means = [statistics.fmean(val[name][x]) for x in xs]
+        spread = [statistics.pstdev(val[name][x]) for x in xs]
+        label = f"{name} (val)" if name else "validation"
+        line = ax.errorbar(xs, means, yerr=spread, marker="o", capsize=3, label=label)
+        txs = sorted(train[name])
+        if txs:
+            ax.plot(
+                txs, [statistics.fmean(train[name][x]) for x in txs], linestyle="--",
+                marker=".", alpha=0.6, color=line.lines[0].get_color(),
+                label=f"{name} (train)" if name else "train",
+            )  # fmt: skip
+    metric = rows[0].metric if rows else "val_acc"
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel(f"final {metric.replace('val_', '', 1)}")
+    ax.set_title(f"capacity: final {metric.replace('val_', '', 1)} against model size")
+    ax.grid(alpha=0.3)
+    if val:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class Report:
+    """A built report: rows, the tables as text, and the capacity figure."""
+
+    rows: list[Row]
+    text: str
+    markdown: str
+    csv: str
+    figure: Any
+
+
+def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
+    """Rows, tables and plot for `runs`."""
+    rows = [run_row(client, run) for run in runs]
+    varying = label_rows(rows)
+    header, cells = table(rows)
+    text = f"{title}\n{text_table(header, cells)}"
+    md = f"# {title}\n\n{markdown(header, cells)}"
+    agg = aggregate_table(rows)
+    if agg:
+        text += "\n\nper config, over seeds:\n" + text_table(*agg)
+        md += "\n## Per config, over seeds\n\n" + markdown(*agg)
+    failed = [r for r in rows if r.status != "FINISHED"]
+    if failed:
+        text += f"\n\n{len(failed)} of {len(rows)} jobs did not finish:"
+        text += "".join(f"\n  {r.label}: {r.status} {r.error}".rstrip() for r in failed)
+    return Report(rows, text, md, to_csv(header, cells), capacity_plot(rows, varying))
+
+
+def log_report(client: MlflowClient, run_id: str, report: Report) -> None:
+    """Attach the report's CSV, Markdown and capacity plot to the sweep's parent run."""
+    client.log_text(run_id, report.csv, "report/comparison.csv")
+    client.log_text(run_id, report.markdown, "report/comparison.md")
+    client.log_figure(run_id, report.figure, "report/capacity.png")
+
+
+def resolve_target(client: MlflowClient, target: str) -> tuple[list[Run], str, Run | None]:
+    """A sweep parent run id, or an experiment name, to its runs and a title."""
+    try:
+        parent = client.get_run(target)
+    except Exception:  # not a run id: try it as an experiment name
+        parent = None
+    if parent is not None:
+        if parent.data.tags.get(SWEEP_TAG) == "true":
+            return sweep_runs(client, parent), parent.info.run_name, parent
+        return [parent], f"run {parent.info.run_name}", None
+    return experiment_runs(client, target), f"experiment {target}", None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: print the report, write its files, optionally log it to the sweep."""
+    parser = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__)
+    parser.add_argument("target", help="a sweep's parent run id, or an experiment name")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)",
+    )
+    parser.add_argument("--out", default=None, help="folder for comparison.csv/.md, capacity.png")
+    parser.add_argument("--log", action="store_true", help="also log the report to the sweep run")
+    args = parser.parse_args(argv)
+    import os
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = uri or f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
+    client = MlflowClient(uri)
+    try:
+        runs, title, parent = resolve_target(client, args.target)
+    except LookupError as err:
+        print(f"error: {err} in {uri}", file=sys.stderr)
+        return 1
+    if not runs:
+        print(f"error: {title} has no runs in {uri}", file=sys.stderr)
+        return 1
+    report = build_report(client, runs, title)
+    print(report.text)
+    out = Path(args.out or Path("outputs") / "reports" / args.target)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.csv").write_text(report.csv)
+    (out / "comparison.md").write_text(report.markdown)
+    report.figure.savefig(out / "capacity.png", dpi=100)
+    print(f"\nwritten: {out}/comparison.csv, comparison.md, capacity.png")
+    if args.log and parent is not None:
+        log_report(client, parent.info.run_id, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
