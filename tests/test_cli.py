@@ -64,22 +64,6 @@ def test_default_run_logs_everything(tmp_path):
     assert list((tmp_path / "outputs" / "runs").glob("*/*/runner.log"))
 
 
-def test_multirun_sweep_gives_one_run_per_job_tagged_with_the_sweep(tmp_path):
-    proc = run_cli(
-        "-m", "model=xor_linear,xor_deep", "optim=sgd,adam", "trainer.epochs=2",
-        "trainer.log_model=false", "trainer.plots=false", *FAST, cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(store_uri(tmp_path))
-    runs = all_runs(client)
-    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
-    assert len({r.data.tags["runner.sweep"] for r in runs}) == 1
-    combos = {(r.data.params["model.name"], r.data.params["optim.name"]) for r in runs}
-    assert combos == {(m, o) for m in ("xor_linear", "xor_deep") for o in ("sgd", "adam")}
-    assert {r.data.params["trainable_params"] for r in runs} == {"3", "37"}
-    assert len(list(client.search_experiments())) == 2  # xor and MLflow's Default
-
-
 @pytest.mark.parametrize(
     "args,fragment",
     [

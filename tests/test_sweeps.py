@@ -1,0 +1,214 @@
+"""Sweeps for real: parent and child runs, the report, parallel jobs, failures, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from runner.report import main as report_main
+from tests.conftest import run_cli, store_uri
+
+QUIET = ["trainer.progress=none", "trainer.log_model=false", "trainer.plots=false"]
+
+
+def split_runs(client: MlflowClient, experiment: str = "xor"):
+    """(sweep parent runs, job runs) of an experiment."""
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("runner.is_sweep") == "true"]
+    return parents, [r for r in runs if r.data.tags.get("runner.is_sweep") != "true"]
+
+
+def assert_one_sweep(client: MlflowClient, n_jobs: int, epochs: int, experiment: str = "xor"):
+    """One FINISHED parent with n_jobs FINISHED children, each with every epoch's metrics."""
+    parents, jobs = split_runs(client, experiment)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    assert len(jobs) == n_jobs
+    for run in jobs:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        history = client.get_metric_history(run.info.run_id, "val_acc")
+        assert [m.step for m in history] == list(range(1, epochs + 1))
+    return parents[0], jobs
+
+
+def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
+    proc = run_cli("-m", "model=xor_linear,xor_deep", "optim=sgd,adam", "trainer.epochs=3", *QUIET, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store_uri(tmp_path))
+    parent, jobs = assert_one_sweep(client, 4, 3)
+    combos = {(r.data.params["model.name"], r.data.params["optim.name"]) for r in jobs}
+    assert combos == {(m, o) for m in ("xor_linear", "xor_deep") for o in ("sgd", "adam")}
+    assert len({r.data.tags["runner.sweep"] for r in jobs}) == 1
+    # The comparison table printed at the end, one row per job, and logged to the parent.
+    for label in ("model=xor_linear optim=sgd", "model=xor_deep optim=adam"):
+        assert label in proc.stdout
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert artifacts == {"report/comparison.csv", "report/comparison.md", "report/capacity.png"}
+    csv_text = Path(client.download_artifacts(parent.info.run_id, "report/comparison.csv", str(tmp_path))).read_text()
+    lines = csv_text.strip().splitlines()
+    assert lines[0].startswith("job,params,final val_acc,best val_acc,best epoch,final train_acc")
+    by_label = {line.split(",")[0]: line.split(",") for line in lines[1:]}
+    for run in jobs:
+        label = f"model={run.data.params['model.name']} optim={run.data.params['optim.name']}"
+        row = by_label[label]
+        assert row[1] == run.data.params["trainable_params"]
+        assert float(row[2]) == pytest.approx(run.data.metrics["val_acc"], abs=1e-4)
+        best = max(m.value for m in client.get_metric_history(run.info.run_id, "val_acc"))
+        assert float(row[3]) == pytest.approx(best, abs=1e-4)
+        assert row[7] == "FINISHED"
+
+
+def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):
+    proc = run_cli("-m", "model=xor_linear,xor_deep", "seed=1,2", "trainer.epochs=2", *QUIET, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store_uri(tmp_path))
+    (parent,), jobs = split_runs(client)
+    out = tmp_path / "report"
+    code = report_main([parent.info.run_id, "--tracking-uri", store_uri(tmp_path), "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "per config, over seeds:" in printed  # mean and spread over the two seeds
+    assert {p.name for p in out.iterdir()} == {"comparison.csv", "comparison.md", "capacity.png"}
+    assert len((out / "comparison.csv").read_text().strip().splitlines()) == 1 + 4
+    # By experiment name too.
+    assert report_main(["xor", "--tracking-uri", store_uri(tmp_path), "--out", str(out)]) == 0
+    assert report_main(["nope", "--tracking-uri", store_uri(tmp_path)]) == 1
+
+
+def test_parallel_joblib_sweep_loses_nothing(tmp_path):
+    proc = run_cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4,5,6,7,8",
+        "model=xor_linear", "trainer.epochs=20", *QUIET, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "database is locked" not in proc.stderr
+    client = MlflowClient(store_uri(tmp_path))
+    assert [e.name for e in client.search_experiments()].count("xor") == 1
+    _, jobs = assert_one_sweep(client, 8, 20)
+    assert sorted(int(r.data.params["seed"]) for r in jobs) == list(range(1, 9))
+    # Threads per job: 2 cores shared by 2 parallel jobs.
+    assert all(r.data.params["trainer.threads"] == "auto" for r in jobs)
+
+
+def test_a_failing_job_does_not_stop_the_others(tmp_path):
+    proc = run_cli(
+        "-m", "experiment=house_tiny", "optim=sgd", "optim.lr=1e6,0.01", "trainer.epochs=30", *QUIET,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1  # the sweep says a job failed
+    assert "job 0 failed: NonFiniteLoss: loss became inf" in proc.stdout  # right away, in the log
+    client = MlflowClient(store_uri(tmp_path))
+    (parent,), jobs = split_runs(client, "house_tiny")
+    assert parent.info.status == "FAILED"
+    status = {r.data.params["optim.lr"]: r.info.status for r in jobs}
+    assert status == {"1000000.0": "FAILED", "0.01": "FINISHED"}
+    assert "1 of 2 jobs did not finish" in proc.stdout
+
+
+def _finished(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        client = MlflowClient(f"sqlite:///{db}")
+        exp = client.get_experiment_by_name("xor")
+        if exp is None:
+            return 0
+        runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
+        return sum(r.data.tags.get("runner.is_sweep") != "true" for r in runs)
+    except Exception:
+        return 0
+
+
+def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
+    args = [
+        sys.executable, "-m", "runner", "-m", "seed=1,2,3,4,5,6", "model=xor_linear",
+        "trainer.epochs=30", *QUIET,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "outputs" / "mlflow.db"
+    deadline = time.time() + 120
+    while _finished(db) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # nothing can run: no cleanup in the sweep
+    proc.wait()
+    done_before = _finished(db)
+    assert 2 <= done_before < 6
+
+    rerun = run_cli(*args[3:], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stdout.count("skipped job") == done_before
+    client = MlflowClient(store_uri(tmp_path))
+    parents, jobs = split_runs(client)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same sweep, reopened
+    finished = [r for r in jobs if r.info.status == "FINISHED"]
+    assert sorted(int(r.data.params["seed"]) for r in finished) == [1, 2, 3, 4, 5, 6]
+    assert all(r.info.status != "RUNNING" for r in jobs)  # the job killed mid-way was ended
+    # The report covers all six jobs, the reused ones included.
+    assert len([line for line in rerun.stdout.splitlines() if line.startswith("seed=")]) == 6
+
+    forced = run_cli(*args[3:], "sweep.skip_finished=false", cwd=tmp_path)
+    assert forced.returncode == 0 and "skipped job" not in forced.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_parallel_sweep_against_a_tracking_server(tmp_path):
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    server = subprocess.Popen(
+        [
+            str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        time.sleep(1)
+        proc = run_cli(
+            "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4",
+            "model=xor_linear", "trainer.epochs=5", "trainer.progress=none", "trainer.plots=false",
+            "trainer.log_model=false", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert not (tmp_path / "outputs" / "mlflow.db").exists()
+        client = MlflowClient(uri)
+        parent, _ = assert_one_sweep(client, 4, 5)
+        assert report_main([parent.info.run_id, "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+        assert len((tmp_path / "r" / "comparison.csv").read_text().strip().splitlines()) == 5
+        assert (tmp_path / "server-artifacts").exists()  # artifacts went through the server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_submitit_local_launcher(tmp_path):
+    proc = run_cli(
+        "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "seed=1,2",
+        "model=xor_linear", "trainer.epochs=3", *QUIET, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_one_sweep(MlflowClient(store_uri(tmp_path)), 2, 3)
