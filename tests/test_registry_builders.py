@@ -253,3 +253,22 @@ def test_noisy_linear_adds_noise_only_in_training():
     layer.train()
     assert not torch.equal(layer(x), layer(x))
     assert isinstance(layer, nn.Module)
+
+
+def test_mlp_template_expands_knobs_and_picks_the_loss_for_the_task():
+    cfg = config([])
+    cfg["model"] = {"name": "mlp", "template": "mlp", "width": 5, "depth": 2, "out_features": 1}
+    cfg["model"]["loss"] = {"name": "auto"}
+    spec = validate(cfg)
+    assert [layer.type for layer in spec.model.layers] == ["linear", "relu"] * 2 + ["linear"]
+    assert spec.model.loss.type == "bce_with_logits"  # binary data, logits out
+    model, infos = builders.build_model(spec.model, (2,))
+    assert sum(i.params for i in infos) == (2 * 5 + 5) + (5 * 5 + 5) + (5 + 1)
+    cfg["model"]["hidden"] = []
+    assert [layer.type for layer in validate(cfg).model.layers] == ["linear"]
+    cfg["model"] |= {"hidden": [3, 7], "dropout": 0.2, "activation": "tanh"}
+    types = [layer.type for layer in validate(cfg).model.layers]
+    assert types == ["linear", "tanh", "dropout", "linear", "tanh", "dropout", "linear"]
+    cfg["model"]["widht"] = 3
+    with pytest.raises(ConfigError, match="model.widht: model template 'mlp' has no argument"):
+        validate(cfg)

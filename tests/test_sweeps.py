@@ -42,7 +42,14 @@ def assert_one_sweep(client: MlflowClient, n_jobs: int, epochs: int, experiment:
 
 
 def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
-    proc = run_cli("-m", "model=xor_linear,xor_deep", "optim=sgd,adam", "trainer.epochs=3", *QUIET, cwd=tmp_path)
+    proc = run_cli(
+        "-m",
+        "model=xor_linear,xor_deep",
+        "optim=sgd,adam",
+        "trainer.epochs=3",
+        *QUIET,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store_uri(tmp_path))
     parent, jobs = assert_one_sweep(client, 4, 3)
@@ -54,7 +61,9 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
         assert label in proc.stdout
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert artifacts == {"report/comparison.csv", "report/comparison.md", "report/capacity.png"}
-    csv_text = Path(client.download_artifacts(parent.info.run_id, "report/comparison.csv", str(tmp_path))).read_text()
+    csv_text = Path(
+        client.download_artifacts(parent.info.run_id, "report/comparison.csv", str(tmp_path))
+    ).read_text()
     lines = csv_text.strip().splitlines()
     assert lines[0].startswith("job,params,final val_acc,best val_acc,best epoch,final train_acc")
     by_label = {line.split(",")[0]: line.split(",") for line in lines[1:]}
@@ -69,12 +78,16 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
 
 
 def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):
-    proc = run_cli("-m", "model=xor_linear,xor_deep", "seed=1,2", "trainer.epochs=2", *QUIET, cwd=tmp_path)
+    proc = run_cli(
+        "-m", "model=xor_linear,xor_deep", "seed=1,2", "trainer.epochs=2", *QUIET, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store_uri(tmp_path))
     (parent,), jobs = split_runs(client)
     out = tmp_path / "report"
-    code = report_main([parent.info.run_id, "--tracking-uri", store_uri(tmp_path), "--out", str(out)])
+    code = report_main(
+        [parent.info.run_id, "--tracking-uri", store_uri(tmp_path), "--out", str(out)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "per config, over seeds:" in printed  # mean and spread over the two seeds
@@ -102,8 +115,8 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
 
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
     proc = run_cli(
-        "-m", "experiment=house_tiny", "optim=sgd", "optim.lr=1e6,0.01", "trainer.epochs=30", *QUIET,
-        cwd=tmp_path,
+        "-m", "experiment=house_tiny", "optim=sgd", "optim.lr=1e6,0.01", "trainer.epochs=30",
+        *QUIET, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 1  # the sweep says a job failed
     assert "job 0 failed: NonFiniteLoss: loss became inf" in proc.stdout  # right away, in the log
@@ -135,7 +148,9 @@ def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
         "trainer.epochs=30", *QUIET,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     db = tmp_path / "outputs" / "mlflow.db"
     deadline = time.time() + 120
     while _finished(db) < 2 and time.time() < deadline and proc.poll() is None:
@@ -197,7 +212,10 @@ def test_parallel_sweep_against_a_tracking_server(tmp_path):
         assert not (tmp_path / "outputs" / "mlflow.db").exists()
         client = MlflowClient(uri)
         parent, _ = assert_one_sweep(client, 4, 5)
-        assert report_main([parent.info.run_id, "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+        assert (
+            report_main([parent.info.run_id, "--tracking-uri", uri, "--out", str(tmp_path / "r")])
+            == 0
+        )
         assert len((tmp_path / "r" / "comparison.csv").read_text().strip().splitlines()) == 5
         assert (tmp_path / "server-artifacts").exists()  # artifacts went through the server
     finally:
@@ -212,3 +230,20 @@ def test_submitit_local_launcher(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_one_sweep(MlflowClient(store_uri(tmp_path)), 2, 3)
+
+
+def test_optuna_search_trials_are_children_and_a_rerun_skips_them(tmp_path):
+    args = [
+        "hparams_search=xor_optuna",
+        "hydra.sweeper.n_trials=3",
+        "trainer.epochs=3",
+        "trainer.progress=none",
+    ]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Best value:" in proc.stdout + proc.stderr
+    client = MlflowClient(store_uri(tmp_path))
+    assert_one_sweep(client, 3, 3)
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipped job") == 3  # same seeded proposals, all finished
