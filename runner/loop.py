@@ -70,20 +70,21 @@ def fit(
     indexing or collation. Train metrics come from the epoch's own batches, as in the book.
     """
     t = trainer
-    model = t.model.to(t.device)
+    model = t.model.to(t.device)  # a no-op when setup already placed it
     x_train, y_train = data.x_train.to(t.device), data.y_train.to(t.device)
     x_val, y_val = data.x_val.to(t.device), data.y_val.to(t.device)
     n = len(x_train)
     history = []
+    sizes = [min(t.batch_size, n - start) for start in range(0, n, t.batch_size)]
+    weights = torch.tensor(sizes, dtype=torch.float32, device=t.device) / n
     for epoch in range(1, t.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator).to(t.device)
-        loss_sum = torch.zeros((), device=t.device)
-        penalty_sum = torch.zeros((), device=t.device)
-        outputs = []
+        # One gather per epoch; each batch is then a view, not a per-step copy.
+        x_epoch, y_epoch = x_train[order], y_train[order]
+        losses, penalties, outputs = [], [], []
         for start in range(0, n, t.batch_size):
-            idx = order[start : start + t.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
+            xb, yb = x_epoch[start : start + t.batch_size], y_epoch[start : start + t.batch_size]
             out = model(xb)
             loss = t.loss_fn(align(out, yb), yb)
             penalty = l1_penalty(t.l1_params, t.l1_strength)
@@ -93,15 +94,18 @@ def fit(
             if t.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             t.optimizer.step()
-            loss_sum += loss.detach() * len(idx)
+            # Kept as tensors: no device sync per step; summed once per epoch.
+            losses.append(loss.detach())
             if penalty is not None:
-                penalty_sum += penalty.detach() * len(idx)
+                penalties.append(penalty.detach())
             outputs.append(out.detach())
-        train_loss = loss_sum.item() / n
+        train_loss = float(torch.stack(losses) @ weights)
         if not math.isfinite(train_loss):
-            raise NonFiniteLoss(f"loss became {train_loss} at epoch {epoch}")
-        row = {"train_loss": train_loss, "train_total_loss": train_loss + penalty_sum.item() / n}
-        train_metrics = t.metrics.compute(torch.cat(outputs), y_train[order])
+            batch = next(i for i, v in enumerate(losses) if not torch.isfinite(v)) + 1
+            raise NonFiniteLoss(f"loss became {train_loss} at epoch {epoch}, batch {batch}")
+        penalty_mean = float(torch.stack(penalties) @ weights) if penalties else 0.0
+        row = {"train_loss": train_loss, "train_total_loss": train_loss + penalty_mean}
+        train_metrics = t.metrics.compute(torch.cat(outputs), y_epoch)
         row |= {f"train_{k}": v for k, v in train_metrics.items()}
         val, _ = evaluate(model, t.loss_fn, t.metrics, x_val, y_val)
         row |= {f"val_{k}": v for k, v in val.items()}

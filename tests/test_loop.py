@@ -7,8 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 from runner import builders
+from runner.job import load_data
 from runner.loop import Trainer, fit
-from runner.main import PROJECT_ROOT, load_data
+from runner.main import PROJECT_ROOT
 from runner.metrics import TaskMetrics
 from runner.seeding import seed_everything
 from runner.spec import validate

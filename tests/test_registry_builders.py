@@ -10,7 +10,7 @@ from torch import nn
 
 from runner import builders
 from runner.errors import ConfigError
-from runner.main import load_plugins
+from runner.job import load_plugins
 from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS, Registry
 from runner.spec import Component, TrainerSpec, validate
 
