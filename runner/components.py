@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn, optim
 
-from runner import layers
+from runner import layers, losses
 from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS, TEMPLATES
 
 # `infer` names the constructor argument filled from the incoming per-sample shape, and
@@ -49,6 +49,7 @@ LOSSES.register("bce_with_logits", nn.BCEWithLogitsLoss, tasks=("binary",), outp
 LOSSES.register("cross_entropy", nn.CrossEntropyLoss, tasks=("multiclass",), output="logits")
 LOSSES.register("nll", nn.NLLLoss, tasks=("multiclass",), output="log_probability")
 LOSSES.register("mse", nn.MSELoss, tasks=("regression",), output="value")
+LOSSES.register("mse_onehot", losses.OneHotMSELoss, tasks=("multiclass",), output="probability")
 LOSSES.register("l1", nn.L1Loss, tasks=("regression",), output="value")
 LOSSES.register("huber", nn.HuberLoss, tasks=("regression",), output="value")
 LOSSES.register("smooth_l1", nn.SmoothL1Loss, tasks=("regression",), output="value")

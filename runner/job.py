@@ -101,6 +101,8 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
         l1_params=builders.l1_parameters(model, spec.model),
         l1_strength=spec.model.l1.strength,
         grad_clip=spec.trainer.grad_clip,
+        data_path=spec.trainer.data_path,
+        num_workers=spec.trainer.num_workers,
     )
     trainer.scheduler = builders.build_scheduler(spec.scheduler, trainer.optimizer, spec.trainer)
     summary = model_summary(infos, data.input_shape, str(device))

@@ -4,7 +4,7 @@ objects and in-memory data, and reports each epoch's metrics to a callback."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +36,53 @@ class Trainer:
     l1_params: Sequence[nn.Parameter] = field(default_factory=list)
     l1_strength: float = 0.0
     grad_clip: float | None = None
+    data_path: str = "auto"  # memory, loader, or auto (see choose_data_path)
+    num_workers: int = 0  # DataLoader workers on the loader path
+
+
+MEMORY_SHARE = 0.5  # auto keeps data on an accelerator only if it takes at most this share
+
+
+def choose_data_path(setting: str, data: DataSplits, device: torch.device) -> str:
+    """`memory` (tensors on the device, randperm slices) or `loader` (a DataLoader streaming
+    batches from host memory). Auto picks memory unless the data would take more than
+    MEMORY_SHARE of the accelerator's free memory; on the CPU the data is in memory anyway."""
+    if setting != "auto":
+        return setting
+    if device.type != "cuda":
+        return "memory"
+    size = sum(t.numel() * t.element_size() for t in (data.x_train, data.y_train))
+    free, _ = torch.cuda.mem_get_info(device)
+    return "memory" if size <= MEMORY_SHARE * free else "loader"
+
+
+def epoch_batches(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    order: torch.Tensor,
+    batch_size: int,
+    path: str,
+    device: torch.device,
+    num_workers: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch's batches in `order`: the same batches, in the same order, on both paths."""
+    if path == "memory":
+        # One gather per epoch; each batch is then a view, not a per-step copy.
+        x_epoch, y_epoch = x[order], y[order]
+        for start in range(0, len(order), batch_size):
+            yield x_epoch[start : start + batch_size], y_epoch[start : start + batch_size]
+        return
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(
+        TensorDataset(x, y),
+        batch_size=batch_size,
+        sampler=order.tolist(),  # the epoch's permutation, so both paths shuffle alike
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    for xb, yb in loader:
+        yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
 
 
 def l1_penalty(params: Sequence[nn.Parameter], strength: float) -> torch.Tensor | None:
@@ -66,12 +113,15 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train for trainer.epochs epochs; returns each epoch's metrics (also sent to on_epoch).
 
-    Batches are cut from tensors held on the device with a seeded randperm: no per-sample
-    indexing or collation. Train metrics come from the epoch's own batches, as in the book.
+    On the memory path, batches are cut from tensors held on the device with a seeded
+    randperm: no per-sample indexing or collation. The loader path streams the same batches
+    from host memory. Train metrics come from the epoch's own batches, as in the book.
     """
     t = trainer
     model = t.model.to(t.device)  # a no-op when setup already placed it
-    x_train, y_train = data.x_train.to(t.device), data.y_train.to(t.device)
+    path = choose_data_path(t.data_path, data, t.device)
+    host = torch.device("cpu") if path == "loader" else t.device
+    x_train, y_train = data.x_train.to(host), data.y_train.to(host)
     x_val, y_val = data.x_val.to(t.device), data.y_val.to(t.device)
     n = len(x_train)
     history = []
@@ -79,12 +129,12 @@ def fit(
     weights = torch.tensor(sizes, dtype=torch.float32, device=t.device) / n
     for epoch in range(1, t.epochs + 1):
         model.train()
-        order = torch.randperm(n, generator=generator).to(t.device)
-        # One gather per epoch; each batch is then a view, not a per-step copy.
-        x_epoch, y_epoch = x_train[order], y_train[order]
-        losses, penalties, outputs = [], [], []
-        for start in range(0, n, t.batch_size):
-            xb, yb = x_epoch[start : start + t.batch_size], y_epoch[start : start + t.batch_size]
+        order = torch.randperm(n, generator=generator).to(host)
+        losses, penalties, outputs, targets = [], [], [], []
+        batches = epoch_batches(
+            x_train, y_train, order, t.batch_size, path, t.device, t.num_workers
+        )
+        for xb, yb in batches:
             out = model(xb)
             loss = t.loss_fn(align(out, yb), yb)
             penalty = l1_penalty(t.l1_params, t.l1_strength)
@@ -99,13 +149,14 @@ def fit(
             if penalty is not None:
                 penalties.append(penalty.detach())
             outputs.append(out.detach())
+            targets.append(yb)
         train_loss = float(torch.stack(losses) @ weights)
         if not math.isfinite(train_loss):
             batch = next(i for i, v in enumerate(losses) if not torch.isfinite(v)) + 1
             raise NonFiniteLoss(f"loss became {train_loss} at epoch {epoch}, batch {batch}")
         penalty_mean = float(torch.stack(penalties) @ weights) if penalties else 0.0
         row = {"train_loss": train_loss, "train_total_loss": train_loss + penalty_mean}
-        train_metrics = t.metrics.compute(torch.cat(outputs), y_epoch)
+        train_metrics = t.metrics.compute(torch.cat(outputs), torch.cat(targets))
         row |= {f"train_{k}": v for k, v in train_metrics.items()}
         val, _ = evaluate(model, t.loss_fn, t.metrics, x_val, y_val)
         row |= {f"val_{k}": v for k, v in val.items()}

@@ -69,6 +69,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "plots": True,
     "progress": "auto",
     "threads": "auto",
+    "data_path": "auto",
+    "num_workers": 0,
 }
 MODEL_KEYS = {"name", "layers", "template", "init", "l1", "loss"}
 LAYER_KEYS = {"layer", "id", "init"}
@@ -129,6 +131,8 @@ class TrainerSpec:
     plots: bool
     progress: str
     threads: int | str = "auto"
+    data_path: str = "auto"
+    num_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -433,8 +437,22 @@ def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
         problems.add(f"trainer.threads: {threads!r} is not allowed; allowed: auto or an integer")
     elif threads != "auto" and threads < 1:
         problems.add(f"trainer.threads: {threads!r} is out of range; allowed: >= 1")
+    if merged["data_path"] not in ("auto", "memory", "loader"):
+        problems.add(
+            f"trainer.data_path: {merged['data_path']!r} is not allowed; "
+            "allowed: auto, memory, loader"
+        )
+    workers = _int_at_least(problems, "trainer.num_workers", merged["num_workers"], 0)
     return TrainerSpec(
-        epochs, batch_size, clip, merged["log_model"], merged["plots"], merged["progress"], threads
+        epochs,
+        batch_size,
+        clip,
+        merged["log_model"],
+        merged["plots"],
+        merged["progress"],
+        threads,
+        merged["data_path"],
+        workers,
     )
 
 

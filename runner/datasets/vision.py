@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from runner.datasets.base import DataSplits
-from runner.errors import ConfigError
+from runner.errors import ConfigError, unknown_name
 from runner.registry import DATASETS
 
 RAW_FILES = (
@@ -18,10 +18,26 @@ RAW_FILES = (
 )
 
 
+SCALINGS = ("standardize", "minus_one_one")
+
+
 def _load(
-    cls_name: str, mean: float, std: float, root: str, download: bool, val_size: int, seed: int
+    cls_name: str,
+    mean: float,
+    std: float,
+    root: str,
+    download: bool,
+    val_size: int,
+    seed: int,
+    scaling: str = "standardize",
 ) -> DataSplits:
-    """Read torchvision's raw tensors once and normalize them once (no per-sample PIL)."""
+    """Read torchvision's raw tensors once and normalize them once (no per-sample PIL).
+
+    `scaling`: standardize with the data set's mean and std, or map pixels to [-1, 1] as
+    the book's ch. 11 NumPy MLP does.
+    """
+    if scaling not in SCALINGS:
+        raise ConfigError(unknown_name("data.scaling", "scaling", scaling, SCALINGS))
     from torchvision import datasets  # heavy import, only for the datasets that need it
 
     cls = getattr(datasets, cls_name)
@@ -45,6 +61,9 @@ def _load(
     n = len(train.data)
     if not 0 <= val_size < n:
         raise ConfigError(f"data.val_size: {val_size!r} is out of range; allowed: 0 to {n - 1}")
+
+    if scaling == "minus_one_one":
+        mean, std = 0.5, 0.5
 
     def normalize(images: torch.Tensor) -> torch.Tensor:
         return ((images.float() / 255.0 - mean) / std).unsqueeze(1)  # (N, 1, H, W)
@@ -72,15 +91,23 @@ def _load(
 
 @DATASETS.register("mnist", task="multiclass")
 def mnist(
-    root: str = "data", download: bool = True, val_size: int = 5000, seed: int = 1
+    root: str = "data",
+    download: bool = True,
+    val_size: int = 5000,
+    seed: int = 1,
+    scaling: str = "standardize",
 ) -> DataSplits:
     """MNIST digits; `val_size` training images held out for validation, test set kept apart."""
-    return _load("MNIST", 0.1307, 0.3081, root, download, val_size, seed)
+    return _load("MNIST", 0.1307, 0.3081, root, download, val_size, seed, scaling)
 
 
 @DATASETS.register("fashion_mnist", task="multiclass")
 def fashion_mnist(
-    root: str = "data", download: bool = True, val_size: int = 5000, seed: int = 1
+    root: str = "data",
+    download: bool = True,
+    val_size: int = 5000,
+    seed: int = 1,
+    scaling: str = "standardize",
 ) -> DataSplits:
     """Fashion-MNIST clothing images, same layout and splits as MNIST."""
-    return _load("FashionMNIST", 0.2860, 0.3530, root, download, val_size, seed)
+    return _load("FashionMNIST", 0.2860, 0.3530, root, download, val_size, seed, scaling)
