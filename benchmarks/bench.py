@@ -165,6 +165,7 @@ class RunnerLog:
     run_started: float  # the "MLflow run ... in experiment" line: training starts next
     last_epoch: float  # the last "epoch E/E" line
     final: Result  # the metrics of the "final:" line
+    logging_share: float  # "training took ... of which MLflow metric logging ... (P%)"
 
 
 def log_time(stamp: str) -> float:
@@ -179,7 +180,7 @@ def read_runner_log(cwd: Path, epochs: int) -> RunnerLog:
     logs = sorted(cwd.rglob("runner.log"))
     if len(logs) != 1:
         raise SystemExit(f"bench: expected one runner.log under {cwd}, found {len(logs)}")
-    run_id, run_started, last_epoch, final = None, None, None, {}
+    run_id, run_started, last_epoch, final, share = None, None, None, {}, float("nan")
     for line in logs[0].read_text().splitlines():
         # Hydra's format: "[<asctime>][<logger>][<LEVEL>] - <message>"
         if not line.startswith("[") or "] - " not in line:
@@ -194,11 +195,13 @@ def read_runner_log(cwd: Path, epochs: int) -> RunnerLog:
             run_id, run_started = message.split()[2], log_time(stamp)
         elif logger == "runner.epochs" and message.startswith(f"epoch {epochs}/{epochs} "):
             last_epoch = log_time(stamp)
+        elif logger == "runner" and message.startswith("training took "):
+            share = float(message.rsplit("(", 1)[1].rstrip("%)")) / 100
         elif logger == "runner" and message.startswith("final: "):
             final = {k: float(v) for k, v in (kv.split("=") for kv in message.split()[1:])}
     if run_id is None or run_started is None or last_epoch is None:
         raise SystemExit(f"bench: {logs[0]} lacks the 'MLflow run' or 'epoch {epochs}' line")
-    return RunnerLog(run_id, run_started, last_epoch, final)
+    return RunnerLog(run_id, run_started, last_epoch, final, share)
 
 
 def runner_cmd(*overrides: str) -> list[str]:
@@ -326,6 +329,7 @@ def bench_mnist_runner(root: Path, workdir: Path) -> Result:
         "test_acc": run.data.metrics["test_acc"],
         "wall_s": child.wall,
         "rss_mib": child.peak_rss_mib,
+        "logging_share": log.logging_share,
     }
 
 
@@ -368,6 +372,7 @@ def bench_xor_runner(workdir: Path) -> tuple[Result, Result]:
                 "after_s": child.end - log.last_epoch,
                 "rss_mib": child.peak_rss_mib,
                 "valid_acc": log.final.get("val_acc", float("nan")),
+                "logging_share": log.logging_share,
             }
         )
     return results[0], results[1]
@@ -456,6 +461,8 @@ def mnist_report(canonical: Result, in_memory: Result, runner: Result, root: Pat
             f"{runner['samples_per_s'] / canonical['samples_per_s']:.2f}x",
             f"runner / hand-written (samples/s): "
             f"{runner['samples_per_s'] / in_memory['samples_per_s']:.2f}x",
+            f"runner: MLflow metric logging {100 * runner['logging_share']:.1f}% of training time "
+            "(the runner's own 'training took' log line)",
             "train s: a, b = the epoch loop only (a's includes the DataLoader's per-sample",
             "  ToTensor+Normalize, which is part of its loop); c = runner log line 'MLflow run ...",
             "  in experiment' to 'epoch 1/1': the epoch plus one validation pass over the 10,000",
@@ -498,6 +505,8 @@ def xor_report(book: Result, first: Result, second: Result) -> str:
             f"existing store {second['wall_s'] / book['wall_s']:.2f}x",
             f"runner / book (train): new store {first['train_s'] / book['train_s']:.2f}x, "
             f"existing store {second['train_s'] / book['train_s']:.2f}x",
+            f"runner: MLflow metric logging {100 * first['logging_share']:.1f}% / "
+            f"{100 * second['logging_share']:.1f}% of training time",
             "wall s: process start to exit, imports included.",
             "start->train s: process start to the first training step (runner: its 'MLflow run",
             "  ... in experiment' log line; book: the script's own clock before its loop).",
@@ -547,6 +556,48 @@ def run_xor(args: argparse.Namespace, workdir: Path) -> str:
     return xor_report(median(book), median(first), median(second))
 
 
+ACCURACY_RUNS = [  # experiment, what it must reach, the book's or LeCun's figure
+    ("mnist_mlp", "test acc >= 0.980 in 10 epochs", lambda acc: acc >= 0.980),
+    ("mnist_mlp_large", "test acc >= 0.985 (LeCun's best plain MLP: 0.9847)", lambda a: a >= 0.985),
+    (
+        "mnist_ch11",
+        "test acc 0.945 +/- 0.007 (book ch. 11: 0.9451)",
+        lambda a: abs(a - 0.945) <= 0.007,
+    ),
+]
+
+
+def run_accuracy(args: argparse.Namespace, workdir: Path) -> str:
+    """Train the accuracy configs in full and read their test accuracy back from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    rows = []
+    for experiment, target, ok in ACCURACY_RUNS:
+        note(f"accuracy: experiment={experiment} ...")
+        cwd, store = workdir / f"acc-{experiment}", workdir / f"acc-{experiment}-store"
+        cwd.mkdir()
+        cmd = runner_cmd(
+            f"experiment={experiment}", f"data.root={args.mnist_root}", "trainer.progress=none",
+            "trainer.log_model=false", "trainer.plots=false", f"tracking.store_dir={store}",
+        )  # fmt: skip
+        child = run_child(cmd, cwd)
+        log = read_runner_log(cwd, epochs=child_epochs(cwd))
+        acc = MlflowClient(f"sqlite:///{store / 'mlflow.db'}").get_run(log.run_id).data.metrics
+        rows.append(
+            [experiment, f"{acc['test_acc']:.4f}", target, "yes" if ok(acc["test_acc"]) else "NO",
+             f"{child.wall:.0f}", f"{child.peak_rss_mib:.0f}"]
+        )  # fmt: skip
+    body = table(["experiment", "test acc", "target", "met", "wall s", "peak RSS MiB"], rows)
+    return f"MNIST accuracy (full runs of the shipped experiment configs)\n{body}"
+
+
+def child_epochs(cwd: Path) -> int:
+    """trainer.epochs of the one run under `cwd`, from Hydra's saved config."""
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(next(cwd.rglob(".hydra/config.yaml"))).trainer.epochs)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
@@ -561,6 +612,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; median reported")
     parser.add_argument("--skip-mnist", action="store_true", help="skip the MNIST comparison")
     parser.add_argument("--skip-xor", action="store_true", help="skip the XOR comparison")
+    parser.add_argument(
+        "--accuracy", action="store_true", help="also train the MNIST accuracy configs in full"
+    )
     # Internal: the MNIST variants re-run this file in a fresh interpreter.
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -585,6 +639,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             sections.append(run_mnist(args, Path(tmp)))
         if not args.skip_xor:
             sections.append(run_xor(args, Path(tmp)))
+        if args.accuracy:
+            sections.append(run_accuracy(args, Path(tmp)))
     rule = "=" * 100
     top = header(args, started, load_start)
     print("\n".join([rule, top, *(f"{rule}\n{s}" for s in sections), rule]))

@@ -22,6 +22,9 @@ if __name__ == "__main__":
         code = 0
     except SystemExit as err:
         code = _exit_code(err)
+    except KeyboardInterrupt as err:  # the run is already ended KILLED, its checkpoint saved
+        print(f"interrupted: {err}".rstrip(": "), file=sys.stderr)
+        code = 128 + getattr(err, "signum", 2)
     # Tearing down an interpreter that loaded torch and mlflow takes about 2 s here (3 s
     # with a launcher's worker pool); every result is already written, so end the idle
     # workers, run the exit handlers, flush, and leave at once.

@@ -11,8 +11,14 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,7 @@ from hydra.types import RunMode
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from runner import builders, datasets  # noqa: F401  (registers built-in components)
+from runner import builders, checkpoint, datasets  # noqa: F401  (registers components)
 from runner.datasets import DataSplits
 from runner.device import resolve_device, thread_count
 from runner.errors import ConfigError
@@ -51,6 +57,7 @@ class Job:
     generator: torch.Generator
     params: int
     summary: str
+    resume: dict[str, Any] | None = None  # a loaded checkpoint to continue from
 
 
 def load_plugins(names: list[str]) -> None:
@@ -131,6 +138,8 @@ def run_tags(job: Job, hydra_cfg: Any) -> dict[str, str]:
         "runner.optim": job.spec.optim.name,
         "runner.task": job.data.task,
         "runner.output_dir": hydra_cfg.runtime.output_dir,
+        "runner.host": socket.gethostname(),
+        "runner.pid": str(os.getpid()),
     }
     if hydra_cfg.mode == RunMode.MULTIRUN:
         tags["runner.sweep"] = str(Path(hydra_cfg.sweep.dir).resolve())
@@ -182,25 +191,80 @@ def train(job: Job, hydra_cfg: Any, tracker: Tracker, sweep: SweepInfo | None) -
     tags = run_tags(job, hydra_cfg)
     tags |= {"runner.fingerprint": fingerprint(job.config), "runner.primary_metric": primary}
     parent = sweep.parent_run_id if sweep else None
-    with tracker.run(run_name, tags, parent_run_id=parent):
+    resume = job.resume
+    fp = fingerprint(job.config)
+    if resume is None:
+        end_stale_runs(tracker, fp)
+    with tracker.run(run_name, tags, parent, run_id=resume["run_id"] if resume else None):
         log.info("MLflow run %s in experiment %r", tracker.run_id, spec.tracking.experiment)
-        tracker.log_params({**flatten(job.config), "trainable_params": str(job.params)})
-        tracker.log_metrics({"trainable_params": job.params}, step=0)
-        tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(job.config)), "config.yaml")
-        tracker.log_text(job.summary, "model_summary.txt")
-        tracker.log_dir(Path(hydra_cfg.runtime.output_dir) / ".hydra", "hydra")
+        if resume is None:
+            tracker.log_params({**flatten(job.config), "trainable_params": str(job.params)})
+            tracker.log_metrics({"trainable_params": job.params}, step=0)
+            tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(job.config)), "config.yaml")
+            tracker.log_text(job.summary, "model_summary.txt")
+            tracker.log_dir(Path(hydra_cfg.runtime.output_dir) / ".hydra", "hydra")
+        else:  # the same run goes on: its params stay as first logged
+            log.info("resuming at epoch %d", resume["epoch"] + 1)
+        # Epochs whose metrics MLflow already holds are not logged twice; those a killed
+        # process had not flushed yet come back from the checkpoint's history.
+        logged = tracker.logged_steps("train_loss") if resume else set()
+        for epoch, row in enumerate(resume["history"] if resume else [], start=1):
+            if epoch not in logged:
+                tracker.log_metrics(row, step=epoch)
+                logged.add(epoch)
+        ckpt_path = Path(hydra_cfg.runtime.output_dir).resolve() / "checkpoints" / "last.pt"
+        tracker.set_tags({"runner.checkpoint": str(ckpt_path)})
 
         label = f"{spec.model.name}/{spec.optim.name}"
         progress = EpochProgress(spec.trainer.epochs, spec.trainer.progress, label)
+        seen = list(resume["history"]) if resume else []
+        logging_seconds = 0.0
+
+        def save_checkpoint(epoch: int) -> None:
+            state = checkpoint.capture(t, job.generator, epoch, seen, tracker.run_id, fp)
+            checkpoint.save(state, ckpt_path)
+            tracker.flush()  # MLflow is never behind the checkpoint
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            tracker.log_metrics(metrics, step=epoch)
+            nonlocal logging_seconds
+            started = time.perf_counter()
+            if epoch not in logged:
+                tracker.log_metrics(metrics, step=epoch)
+            logging_seconds += time.perf_counter() - started
             progress(epoch, metrics)
+            seen.append(metrics)
+            every = spec.trainer.checkpoint_every
+            if (every and epoch % every == 0) or STOP.signum is not None:
+                save_checkpoint(epoch)
+            if STOP.signum is not None:
+                raise Interrupted(STOP.signum, epoch)
 
+        started = time.perf_counter()
         try:
-            history = fit(t, job.data, job.generator, on_epoch)
+            history = fit(
+                t, job.data, job.generator, on_epoch,
+                start_epoch=resume["epoch"] + 1 if resume else 1, history=seen[:],
+            )  # fmt: skip
+        except BaseException:
+            if ckpt_path.exists():  # the last good state goes with the failed or killed run
+                tracker.log_artifact(ckpt_path, "checkpoints")
+            raise
         finally:
             progress.close()
+        save_checkpoint(spec.trainer.epochs)
+        tracker.log_artifact(ckpt_path, "checkpoints")
+        flush_started = time.perf_counter()
+        tracker.flush()
+        logging_seconds += time.perf_counter() - flush_started
+        train_seconds = time.perf_counter() - started
+        log.info(
+            "training took %.2f s, of which MLflow metric logging %.3f s (%.1f%%)",
+            train_seconds, logging_seconds, 100 * logging_seconds / train_seconds,
+        )  # fmt: skip
+        tracker.log_metrics(
+            {"time_train_s": train_seconds, "time_logging_s": logging_seconds},
+            step=spec.trainer.epochs,
+        )
         final = history[-1]
         if job.data.x_test is not None:
             test, _ = evaluate(
@@ -258,6 +322,8 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
                 )  # fmt: skip
                 return done.data.metrics.get(primary_metric(spec.task))
         job = setup(config, spec, parallel_jobs(hydra_cfg) if in_sweep else 1)
+        if spec.resume:
+            job.resume = load_resume(spec.resume, spec, config, job)
     except ConfigError as err:
         if not in_sweep and not os.environ.get("HYDRA_FULL_ERROR"):
             print(f"config error: {err}", file=sys.stderr)
@@ -269,13 +335,14 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
         return None
     log.info("model %s on %s\n%s", spec.model.name, job.trainer.device, job.summary)
     tracker = Tracker(spec.tracking)
-    if not in_sweep:
-        return train(job, hydra_cfg, tracker, None)
-    try:
-        return train(job, hydra_cfg, tracker, sweep)
-    except Exception as err:  # the run is already FAILED in MLflow; the other jobs go on
-        log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(err).__name__, err)
-        return None
+    with stop_on_signals():
+        if not in_sweep:
+            return train(job, hydra_cfg, tracker, None)
+        try:
+            return train(job, hydra_cfg, tracker, sweep)
+        except Exception as err:  # the run is already FAILED in MLflow; the other jobs go on
+            log.error("job %s failed: %s: %s", hydra_cfg.job.num, type(err).__name__, err)
+            return None
 
 
 def parallel_jobs(hydra_cfg: Any) -> int:
@@ -284,3 +351,108 @@ def parallel_jobs(hydra_cfg: Any) -> int:
     if not isinstance(n_jobs, int):
         return 1
     return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: the run stopped after a checkpointed epoch."""
+
+    def __init__(self, signum: int, epoch: int) -> None:
+        super().__init__(f"stopped by signal {signum} after epoch {epoch}")
+        self.signum = signum
+
+
+class _StopRequest:
+    """The first SIGINT/SIGTERM asks to stop after the current epoch; a second stops now."""
+
+    signum: int | None = None
+
+
+STOP = _StopRequest()
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within a job: SIGINT/SIGTERM end the epoch, write a checkpoint, end the run KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        if STOP.signum is not None:
+            raise KeyboardInterrupt  # asked twice: stop at once
+        STOP.signum = signum
+        log.warning("signal %d: stopping after this epoch (send it again to stop now)", signum)
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        STOP.signum = None
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def load_resume(target: str, spec: RunSpec, config: dict[str, Any], job: Job) -> dict[str, Any]:
+    """Load the checkpoint named by `resume=` (a file, or an MLflow run id) into the job."""
+    path = Path(target).expanduser()
+    if not path.is_file():
+        path = _checkpoint_of_run(target, spec)
+    try:
+        state = checkpoint.load(path)
+    except Exception as err:  # a truncated or foreign file: say so, never execute it
+        raise ConfigError(f"resume: {str(path)!r} is not a readable checkpoint ({err})") from None
+    if state["fingerprint"] != fingerprint(config):
+        raise ConfigError(
+            f"resume: the checkpoint {str(path)!r} was written by a different config; resume "
+            "with the same overrides as the original run (resume= aside)"
+        )
+    if state["epoch"] >= spec.trainer.epochs:
+        raise ConfigError(
+            f"resume: run {state['run_id']} already trained all {state['epoch']} epochs"
+        )
+    checkpoint.restore(state, job.trainer, job.generator)
+    return state
+
+
+def _checkpoint_of_run(run_id: str, spec: RunSpec) -> Path:
+    """A run's checkpoint: its local file if still there, else the one logged to MLflow."""
+    tracker = Tracker(spec.tracking)
+    try:
+        run = tracker.client.get_run(run_id)
+    except Exception:
+        raise ConfigError(
+            f"resume: {run_id!r} is neither a checkpoint file nor an MLflow run id in {tracker.uri}"
+        ) from None
+    local = Path(run.data.tags.get("runner.checkpoint", ""))
+    if local.is_file():
+        return local
+    try:
+        return Path(tracker.client.download_artifacts(run_id, "checkpoints/last.pt"))
+    except Exception:
+        raise ConfigError(f"resume: run {run_id} has no checkpoint (local or logged)") from None
+
+
+def end_stale_runs(tracker: Tracker, fp: str) -> None:
+    """Runs of this config left RUNNING by a process that is gone are ended KILLED."""
+    for run in tracker.running_runs(fp):
+        tags = run.data.tags
+        if tags.get("runner.host") != socket.gethostname() or _alive(tags.get("runner.pid")):
+            continue
+        tracker.client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning(
+            "run %s of this config was left RUNNING by a dead process: ended KILLED; "
+            "resume=%s continues it from its last checkpoint",
+            run.info.run_id, run.info.run_id,
+        )  # fmt: skip
+
+
+def _alive(pid: str | None) -> bool:
+    if not pid or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

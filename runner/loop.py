@@ -110,6 +110,8 @@ def fit(
     data: DataSplits,
     generator: torch.Generator,
     on_epoch: EpochCallback | None = None,
+    start_epoch: int = 1,
+    history: list[dict[str, float]] | None = None,
 ) -> list[dict[str, float]]:
     """Train for trainer.epochs epochs; returns each epoch's metrics (also sent to on_epoch).
 
@@ -124,10 +126,10 @@ def fit(
     x_train, y_train = data.x_train.to(host), data.y_train.to(host)
     x_val, y_val = data.x_val.to(t.device), data.y_val.to(t.device)
     n = len(x_train)
-    history = []
+    history = list(history or [])
     sizes = [min(t.batch_size, n - start) for start in range(0, n, t.batch_size)]
     weights = torch.tensor(sizes, dtype=torch.float32, device=t.device) / n
-    for epoch in range(1, t.epochs + 1):
+    for epoch in range(start_epoch, t.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator).to(host)
         losses, penalties, outputs, targets = [], [], [], []

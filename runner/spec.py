@@ -60,7 +60,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 AUTO_LOSS = {"binary": "bce_with_logits", "multiclass": "cross_entropy", "regression": "mse"}
 
 TOP_LEVEL_KEYS = {"seed", "device", "trainer", "model", "data", "optim", "scheduler"}
-TOP_LEVEL_KEYS |= {"tracking", "plugins", "sweep"}
+TOP_LEVEL_KEYS |= {"tracking", "plugins", "sweep", "resume"}
 TRAINER_DEFAULTS: dict[str, Any] = {
     "epochs": 200,
     "batch_size": 2,
@@ -71,6 +71,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "threads": "auto",
     "data_path": "auto",
     "num_workers": 0,
+    "checkpoint_every": 10,
 }
 MODEL_KEYS = {"name", "layers", "template", "init", "l1", "loss"}
 LAYER_KEYS = {"layer", "id", "init"}
@@ -133,6 +134,7 @@ class TrainerSpec:
     threads: int | str = "auto"
     data_path: str = "auto"
     num_workers: int = 0
+    checkpoint_every: int = 10
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ class RunSpec:
     tracking: TrackingSpec
     plugins: list[str] = field(default_factory=list)
     sweep: SweepSpec = field(default_factory=SweepSpec)
+    resume: str | None = None
 
 
 class _Problems:
@@ -443,6 +446,7 @@ def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
             "allowed: auto, memory, loader"
         )
     workers = _int_at_least(problems, "trainer.num_workers", merged["num_workers"], 0)
+    every = _int_at_least(problems, "trainer.checkpoint_every", merged["checkpoint_every"], 0)
     return TrainerSpec(
         epochs,
         batch_size,
@@ -453,6 +457,7 @@ def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
         threads,
         merged["data_path"],
         workers,
+        every,
     )
 
 
@@ -538,9 +543,23 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
     tracking = _tracking(problems, cfg.get("tracking"), data.name if data else "runner")
     plugins = cfg.get("plugins") or []
     sweep = _sweep(problems, cfg.get("sweep"))
+    resume = cfg.get("resume")
+    if resume is not None and not isinstance(resume, str):
+        problems.add(f"resume: {resume!r} is not a checkpoint path or an MLflow run id")
     if problems.items:
         raise ConfigError(problems.items)
     assert model and data and optim and task
     return RunSpec(
-        seed, device, trainer, model, data, task, optim, scheduler, tracking, list(plugins), sweep
+        seed,
+        device,
+        trainer,
+        model,
+        data,
+        task,
+        optim,
+        scheduler,
+        tracking,
+        list(plugins),
+        sweep,
+        resume,
     )

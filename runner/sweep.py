@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("runner.sweep")
 SWEEP_FILE = "mlflow_sweep.json"
 # Keys that do not change what a run computes: left out of its fingerprint.
-NOT_FINGERPRINTED = {"tracking", "sweep", "plugins"}
-NOT_FINGERPRINTED_TRAINER = {"progress", "threads"}
+NOT_FINGERPRINTED = {"tracking", "sweep", "plugins", "resume"}
+NOT_FINGERPRINTED_TRAINER = {"progress", "threads", "checkpoint_every", "num_workers"}
 
 
 @dataclass(frozen=True)

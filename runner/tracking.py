@@ -91,17 +91,34 @@ class Tracker:
         )
         return runs[0] if runs else None
 
+    def running_runs(self, fingerprint: str) -> list[Run]:
+        """Runs of this experiment with the given config fingerprint still marked RUNNING."""
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`runner.fingerprint` = '{fingerprint}' "
+            "and attributes.status = 'RUNNING'",
+        )
+
     @contextmanager
     def run(
-        self, run_name: str, tags: dict[str, str], parent_run_id: str | None = None
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
     ) -> Iterator[Tracker]:
-        """Start a run; end it FINISHED, FAILED (error tagged, traceback logged) or KILLED."""
-        run = mlflow.start_run(
-            experiment_id=self.experiment_id,
-            run_name=run_name,
-            tags=tags,
-            parent_run_id=parent_run_id,
-        )
+        """Start a run (or reopen run_id to continue it); end it FINISHED, FAILED (error
+        tagged, traceback logged) or KILLED."""
+        if run_id is not None:
+            run = mlflow.start_run(run_id=run_id)
+            self.client.set_tag(run_id, "runner.pid", tags.get("runner.pid", ""))
+        else:
+            run = mlflow.start_run(
+                experiment_id=self.experiment_id,
+                run_name=run_name,
+                tags=tags,
+                parent_run_id=parent_run_id,
+            )
         self.run_id = run.info.run_id
         status = RunStatus.to_string(RunStatus.FINISHED)
         try:
@@ -143,6 +160,10 @@ class Tracker:
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps at which this run already has a value of metric `key`."""
+        return {m.step for m in self.client.get_metric_history(self.run_id, key)}
+
     def flush(self) -> None:
         """Write every buffered metric point."""
         while self._buffer:
@@ -163,6 +184,10 @@ class Tracker:
     def log_figure(self, figure: Any, path: str) -> None:
         """Store a matplotlib figure as an image artifact."""
         self.client.log_figure(self.run_id, figure, path)
+
+    def log_artifact(self, path: str | Path, directory: str) -> None:
+        """Store one file as an artifact under `directory`."""
+        self.client.log_artifact(self.run_id, str(path), directory)
 
     def log_dir(self, directory: str | Path, path: str) -> None:
         """Store a folder's files as artifacts under `path`."""

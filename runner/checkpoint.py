@@ -1,0 +1,84 @@
+"""Checkpoints: all a run needs to continue bit for bit, written atomically.
+
+A checkpoint holds the model, optimizer and scheduler states, every RNG state, the epoch,
+the history so far, the MLflow run id and the config fingerprint. Only tensors and plain
+Python values go in, so it loads with `torch.load(weights_only=True)`: a checkpoint file
+cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from runner.loop import Trainer
+
+
+def capture(
+    trainer: Trainer,
+    generator: torch.Generator,
+    epoch: int,
+    history: list[dict[str, float]],
+    run_id: str,
+    fingerprint: str,
+) -> dict[str, Any]:
+    """The state at the end of `epoch`."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    scheduler = trainer.scheduler.state_dict() if trainer.scheduler is not None else None
+    if scheduler is not None and isinstance(scheduler.get("milestones"), Counter):
+        scheduler["milestones"] = dict(scheduler["milestones"])  # plain dict: weights_only
+    return {
+        "epoch": epoch,
+        "run_id": run_id,
+        "fingerprint": fingerprint,
+        "history": [dict(row) for row in history],
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": scheduler,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "generator": generator.get_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(),
+        },
+    }
+
+
+def save(state: dict[str, Any], path: Path) -> Path:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint without executing anything from it."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def restore(state: dict[str, Any], trainer: Trainer, generator: torch.Generator) -> None:
+    """Put a checkpoint's states back into freshly built objects."""
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.scheduler is not None and state["scheduler"] is not None:
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        if isinstance(getattr(trainer.scheduler, "milestones", None), dict):
+            trainer.scheduler.milestones = Counter(trainer.scheduler.milestones)
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    generator.set_state(rng["generator"])
+    kind, keys, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = rng["python"]
+    random.setstate((version, tuple(internal), gauss_next))

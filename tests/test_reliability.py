@@ -1,0 +1,140 @@
+"""Interrupts, kills and resume: a run is never left RUNNING and continues bit for bit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from runner import checkpoint
+from tests.conftest import run_cli, store_uri
+
+ARGS = ["model=xor_noisy", "trainer.epochs=60", "trainer.checkpoint_every=1"]
+ARGS += ["trainer.progress=lines", "trainer.plots=false", "trainer.log_model=false"]
+
+
+def start(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *ARGS, *extra],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def wait_for_epoch(proc: subprocess.Popen, epoch: int) -> list[str]:
+    """Read the process's output until it logs `epoch`, and return the lines read."""
+    lines = []
+    deadline = time.time() + 120
+    for line in proc.stdout:
+        lines.append(line)
+        if f"epoch {epoch}/" in line or time.time() > deadline:
+            break
+    return lines
+
+
+def runs(tmp_path: Path):
+    client = MlflowClient(store_uri(tmp_path))
+    exp = client.get_experiment_by_name("xor")
+    return client, client.search_runs([exp.experiment_id], order_by=["attributes.start_time"])
+
+
+def final_metrics(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    keys = ("train_loss", "train_total_loss", "train_acc", "val_loss", "val_acc")
+    return {
+        k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys
+    }
+
+
+def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path):
+    reference = run_cli(*ARGS, cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    proc = start(tmp_path)
+    wait_for_epoch(proc, 23)
+    proc.send_signal(signal.SIGKILL)  # nothing runs: the run stays RUNNING in the store
+    proc.wait()
+    client, (ref_run, killed) = runs(tmp_path)
+    assert killed.info.status == "RUNNING"
+
+    # A plain re-run notices the dead process's run and ends it KILLED, naming resume=.
+    again = run_cli(*ARGS, "trainer.epochs=1", cwd=tmp_path)
+    assert again.returncode == 0
+    client, _ = runs(tmp_path)
+    assert client.get_run(killed.info.run_id).info.status == "RUNNING"  # other config: untouched
+
+    resumed = run_cli(*ARGS, f"resume={killed.info.run_id}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming at epoch" in resumed.stdout
+    done = client.get_run(killed.info.run_id)
+    assert done.info.status == "FINISHED"
+    assert final_metrics(client, done.info.run_id) == final_metrics(client, ref_run.info.run_id)
+
+
+def test_stale_running_run_is_ended_when_the_same_config_starts_again(tmp_path):
+    proc = start(tmp_path)
+    wait_for_epoch(proc, 5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = run_cli(*ARGS, cwd=tmp_path)
+    assert rerun.returncode == 0
+    assert "left RUNNING by a dead process: ended KILLED" in rerun.stdout
+    _, all_runs = runs(tmp_path)
+    assert [r.info.status for r in all_runs] == ["KILLED", "FINISHED"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_end_the_run_killed_with_a_checkpoint(tmp_path, sig):
+    proc = start(tmp_path)
+    wait_for_epoch(proc, 10)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    assert "stopping after this epoch" in out
+    client, (run,) = runs(tmp_path)
+    assert run.info.status == "KILLED"
+    assert "checkpoints/last.pt" in {
+        a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")
+    }
+    state = checkpoint.load(Path(run.data.tags["runner.checkpoint"]))
+    assert state["run_id"] == run.info.run_id and 10 <= state["epoch"] < 60
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == state["epoch"]
+    # Resuming from the file path works as well as from the run id.
+    resumed = run_cli(*ARGS, f"resume={run.data.tags['runner.checkpoint']}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 60
+
+
+def test_checkpoints_cannot_run_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"epoch": 1, "payload": Evil()}, bad)
+    with pytest.raises(Exception, match="Weights only load failed|weights_only"):
+        checkpoint.load(bad)
+    proc = run_cli(*ARGS, f"resume={bad}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "resume:" in proc.stderr and "is not a readable checkpoint" in proc.stderr
+
+
+def test_resume_with_another_config_or_unknown_target_is_refused(tmp_path):
+    proc = start(tmp_path)
+    wait_for_epoch(proc, 3)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    _, (run,) = runs(tmp_path)
+    other = run_cli(*ARGS, "seed=7", f"resume={run.info.run_id}", cwd=tmp_path)
+    assert other.returncode == 1 and "written by a different config" in other.stderr
+    unknown = run_cli(*ARGS, "resume=0123456789abcdef", cwd=tmp_path)
+    assert (
+        unknown.returncode == 1 and "neither a checkpoint file nor an MLflow run" in unknown.stderr
+    )
