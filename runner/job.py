@@ -84,7 +84,7 @@ def check(cfg: DictConfig) -> tuple[dict[str, Any], RunSpec]:
 def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
     """Load data and build every torch object; raises ConfigError on bad input."""
     torch.set_num_threads(thread_count(spec.trainer.threads, parallel))
-    generator = seed_everything(spec.seed)
+    generator = seed_everything(spec.seed, spec.trainer.deterministic)
     data = load_data(spec)
     declared = config["data"].get("num_outputs")
     if declared is not None and declared != data.num_outputs:
@@ -108,6 +108,7 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
         l1_params=builders.l1_parameters(model, spec.model),
         l1_strength=spec.model.l1.strength,
         grad_clip=spec.trainer.grad_clip,
+        on_nan=spec.trainer.on_nan,
         data_path=spec.trainer.data_path,
         num_workers=spec.trainer.num_workers,
     )

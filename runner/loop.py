@@ -36,6 +36,7 @@ class Trainer:
     l1_params: Sequence[nn.Parameter] = field(default_factory=list)
     l1_strength: float = 0.0
     grad_clip: float | None = None
+    on_nan: str = "stop"  # stop: fail the run; skip: drop batches whose loss is not finite
     data_path: str = "auto"  # memory, loader, or auto (see choose_data_path)
     num_workers: int = 0  # DataLoader workers on the loader path
 
@@ -133,6 +134,7 @@ def fit(
         model.train()
         order = torch.randperm(n, generator=generator).to(host)
         losses, penalties, outputs, targets = [], [], [], []
+        skipped = 0
         batches = epoch_batches(
             x_train, y_train, order, t.batch_size, path, t.device, t.num_workers
         )
@@ -141,6 +143,9 @@ def fit(
             loss = t.loss_fn(align(out, yb), yb)
             penalty = l1_penalty(t.l1_params, t.l1_strength)
             total = loss if penalty is None else loss + penalty
+            if t.on_nan == "skip" and not torch.isfinite(total):  # a sync per step, only here
+                skipped += 1
+                continue
             t.optimizer.zero_grad(set_to_none=True)
             total.backward()
             if t.grad_clip is not None:
@@ -152,17 +157,26 @@ def fit(
                 penalties.append(penalty.detach())
             outputs.append(out.detach())
             targets.append(yb)
-        train_loss = float(torch.stack(losses) @ weights)
+        if not losses:
+            raise NonFiniteLoss(f"every batch of epoch {epoch} had a non-finite loss")
+        if skipped:  # weights must follow the batches that were kept
+            kept = torch.stack([o.new_tensor(float(len(o))) for o in outputs])
+            weights_epoch = kept / kept.sum()
+        else:
+            weights_epoch = weights
+        train_loss = float(torch.stack(losses) @ weights_epoch)
         if not math.isfinite(train_loss):
             batch = next(i for i, v in enumerate(losses) if not torch.isfinite(v)) + 1
             raise NonFiniteLoss(f"loss became {train_loss} at epoch {epoch}, batch {batch}")
-        penalty_mean = float(torch.stack(penalties) @ weights) if penalties else 0.0
+        penalty_mean = float(torch.stack(penalties) @ weights_epoch) if penalties else 0.0
         row = {"train_loss": train_loss, "train_total_loss": train_loss + penalty_mean}
         train_metrics = t.metrics.compute(torch.cat(outputs), torch.cat(targets))
         row |= {f"train_{k}": v for k, v in train_metrics.items()}
         val, _ = evaluate(model, t.loss_fn, t.metrics, x_val, y_val)
         row |= {f"val_{k}": v for k, v in val.items()}
         row["lr"] = t.optimizer.param_groups[0]["lr"]
+        if t.on_nan == "skip":
+            row["skipped_batches"] = float(skipped)
         if t.scheduler is not None:
             t.scheduler.step()
         history.append(row)

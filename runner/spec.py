@@ -72,6 +72,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "data_path": "auto",
     "num_workers": 0,
     "checkpoint_every": 10,
+    "on_nan": "stop",
+    "deterministic": False,
 }
 MODEL_KEYS = {"name", "layers", "template", "init", "l1", "loss"}
 LAYER_KEYS = {"layer", "id", "init"}
@@ -135,6 +137,8 @@ class TrainerSpec:
     data_path: str = "auto"
     num_workers: int = 0
     checkpoint_every: int = 10
+    on_nan: str = "stop"
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -447,6 +451,10 @@ def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
         )
     workers = _int_at_least(problems, "trainer.num_workers", merged["num_workers"], 0)
     every = _int_at_least(problems, "trainer.checkpoint_every", merged["checkpoint_every"], 0)
+    if merged["on_nan"] not in ("stop", "skip"):
+        problems.add(f"trainer.on_nan: {merged['on_nan']!r} is not allowed; allowed: stop, skip")
+    if not isinstance(merged["deterministic"], bool):
+        problems.add(f"trainer.deterministic: {merged['deterministic']!r} is not true or false")
     return TrainerSpec(
         epochs,
         batch_size,
@@ -458,6 +466,8 @@ def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
         merged["data_path"],
         workers,
         every,
+        merged["on_nan"],
+        merged["deterministic"],
     )
 
 

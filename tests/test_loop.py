@@ -6,12 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from runner import builders
-from runner.job import load_data
-from runner.loop import Trainer, fit
+from runner.job import setup
+from runner.loop import fit
 from runner.main import PROJECT_ROOT
-from runner.metrics import TaskMetrics
-from runner.seeding import seed_everything
 from runner.spec import validate
 
 
@@ -33,27 +30,10 @@ def shipped(model: str, optim: str = "adam", data: str = "xor", **trainer) -> di
 
 
 def train(cfg: dict) -> list[dict[str, float]]:
-    """Seed, build and fit as the entry point does, without Hydra or MLflow."""
+    """Validate, build and fit exactly as a job does, without Hydra or MLflow."""
     spec = validate(cfg)
-    generator = seed_everything(spec.seed)
-    data = load_data(spec)
-    model, _ = builders.build_model(spec.model, data.input_shape)
-    trainer = Trainer(
-        model=model,
-        loss_fn=builders.build_loss(spec.model.loss),
-        optimizer=builders.build_optimizer(spec.optim, list(model.parameters())),
-        metrics=TaskMetrics(
-            data.task, builders.output_kind(spec.model), data.target_mean, data.target_std
-        ),
-        device=torch.device("cpu"),
-        epochs=spec.trainer.epochs,
-        batch_size=spec.trainer.batch_size,
-        l1_params=builders.l1_parameters(model, spec.model),
-        l1_strength=spec.model.l1.strength,
-        grad_clip=spec.trainer.grad_clip,
-    )
-    trainer.scheduler = builders.build_scheduler(spec.scheduler, trainer.optimizer, spec.trainer)
-    return fit(trainer, data, generator)
+    job = setup(cfg, spec)
+    return fit(job.trainer, job.data, job.generator)
 
 
 def test_deep_model_learns_xor_and_linear_does_not():
@@ -95,3 +75,29 @@ def test_scheduler_and_clipping_take_effect():
     cfg["scheduler"] = {"name": "step", "step_size": 2, "gamma": 0.1}
     history = train(cfg)
     assert [round(r["lr"], 6) for r in history] == [0.015, 0.015, 0.0015, 0.0015]
+
+
+def test_nan_loss_stops_naming_epoch_and_batch_or_is_skipped():
+    from runner.loop import NonFiniteLoss
+
+    cfg = shipped("house_linear", "sgd", data="house_tiny", epochs=50, batch_size=1)
+    cfg["optim"]["lr"] = 1e9  # diverges within a few steps
+    with pytest.raises(NonFiniteLoss, match=r"loss became (nan|inf) at epoch \d+, batch \d+"):
+        train(cfg)
+    cfg["trainer"]["on_nan"] = "skip"
+    with pytest.raises(NonFiniteLoss, match="every batch of epoch"):
+        train(cfg)  # once the weights are inf, every batch is skipped: still an error
+    ok = shipped("xor_deep", "adam", epochs=2)
+    ok["trainer"]["on_nan"] = "skip"
+    history = train(ok)
+    assert [row["skipped_batches"] for row in history] == [0.0, 0.0]
+
+
+def test_deterministic_switch_keeps_cpu_results():
+    cfg = shipped("xor_noisy", "sgd", epochs=3)
+    plain = train(cfg)
+    cfg["trainer"]["deterministic"] = True
+    try:
+        assert train(cfg) == plain
+    finally:
+        torch.use_deterministic_algorithms(False)
