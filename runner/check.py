@@ -1,11 +1,10 @@
 """`python -m runner.check [-m] [overrides]`: validate configs without training.
 
-Takes the same command line as `python -m runner`. Each config is composed as Hydra would
-compose it (the `hydra` node included, so `${hydra:runtime.cwd}` resolves), a sweep is
-expanded into its jobs as Hydra's basic sweeper does (its `hydra.sweeper.params`, then the
-command line, crossed), and every job goes through `runner.spec.validate`. No data is
-loaded, nothing is written, MLflow is never touched. Exit status: 0 when every job is
-valid, 1 when any is not, 2 when the command line itself is wrong.
+Takes the command line of `python -m runner`. Each job's config is composed as Hydra would
+(with the `hydra` node, so `${hydra:runtime.cwd}` resolves), a sweep is expanded into its
+jobs as Hydra's basic sweeper does (`hydra.sweeper.params`, then the command line, crossed)
+and every job goes through `runner.spec.validate`. No data is loaded, nothing is written,
+MLflow is never touched. Exit status: 0 all valid, 1 any invalid, 2 a bad command line.
 """
 
 from __future__ import annotations
@@ -37,24 +36,14 @@ class UsageError(Exception):
     """The command line cannot be checked as given (exit status 2)."""
 
 
-def parse_argv(argv: list[str]) -> tuple[bool, list[str]]:
-    """Split off -m/--multirun; any other flag is a usage error."""
-    flags = [a for a in argv if a.startswith("-")]
-    unknown = [a for a in flags if a not in ("-m", "--multirun")]
-    if unknown:
-        raise UsageError(f"unknown option {unknown[0]!r}; only -m/--multirun is understood")
-    return bool(flags), [a for a in argv if not a.startswith("-")]
-
-
 def compose_job(overrides: list[str], num: int | None = None) -> DictConfig:
-    """Compose one job and set Hydra's runtime state the way its launcher would."""
+    """Compose one job and set Hydra's runtime state as its launcher would (num: in a sweep)."""
     cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
+        out = cfg.hydra.run.dir
         if num is not None:
             cfg.hydra.job.num, cfg.hydra.job.id = num, num
             out = f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}"
-        else:
-            out = cfg.hydra.run.dir
         cfg.hydra.runtime.output_dir = os.path.abspath(out)  # never created
     HydraConfig.instance().set_config(cfg)  # what `${hydra:...}` resolves against
     return cfg
@@ -62,6 +51,9 @@ def compose_job(overrides: list[str], num: int | None = None) -> DictConfig:
 
 def job_problems(overrides: list[str], num: int | None = None) -> list[str]:
     """Compose, resolve and validate one job; [] when it would start."""
+    problems = group_choice_problems(overrides, CONF_DIR)  # sweeper params may name groups
+    if problems:
+        return problems
     try:
         cfg = compose_job(overrides, num)
         with open_dict(cfg):
@@ -77,8 +69,8 @@ def job_problems(overrides: list[str], num: int | None = None) -> list[str]:
         return err.problems
     except (HydraException, OmegaConfBaseException) as err:
         return [str(err)]
-    except Exception as err:  # a validator bug: the run would crash on it just the same
-        return [f"unexpected {type(err).__name__} while validating: {err}"]
+    except Exception as err:  # a bug, e.g. in the validator: the run would crash on it too
+        return [f"unexpected {type(err).__name__}: {err}"]
     return []
 
 
@@ -110,37 +102,39 @@ def plan(multirun: bool, overrides: list[str]) -> tuple[list[str], list[list[str
     fixed = [o.input_line for o in parsed if not (o.is_hydra_override() or o.is_sweep_override())]
     try:  # like Hydra's own multirun, the base config ignores the sweep values
         base = compose(config_name="config", overrides=hydra + fixed, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException):
-        return hydra, [fixed], multirun, ""  # checking that one job reports why
+    except Exception:  # Hydra, OmegaConf (or a bug in them): checking the job reports it
+        return [], [hydra + fixed], multirun, ""
     if not (multirun or base.hydra.mode == RunMode.MULTIRUN):
         if sweeps:
             raise UsageError(f"{sweeps[0].input_line}: sweep values need -m (a list: key=[a,b])")
         return hydra, [fixed], False, ""
     sweeper = base.hydra.runtime.choices.get("hydra/sweeper", "basic")
-    if sweeper != "basic":
+    if sweeper != "basic":  # a search proposes its jobs while it runs: only the base is known
         keys = list(base.hydra.sweeper.get("params") or {}) + [o.key_or_group for o in sweeps]
-        note = (
+        return hydra, [fixed], True, (
             f"note: hydra/sweeper={sweeper} searches {', '.join(keys) or 'its own space'}; "
             "that search space is not expanded, only the base config is checked"
-        )
-        return hydra, [fixed], True, note
+        )  # fmt: skip
     return hydra + ["hydra.mode=MULTIRUN"], expand(base, task, parser), True, ""
 
 
 def main(argv: list[str]) -> int:
     """Check every job the command line describes; return the exit status."""
-    if any(a in ("-h", "--help") for a in argv):
+    if "-h" in argv or "--help" in argv:
         print(f"{USAGE}\n\n{__doc__}")
         return 0
     try:
-        multirun, overrides = parse_argv(argv)
+        unknown = [a for a in argv if a.startswith("-") and a not in ("-m", "--multirun")]
+        if unknown:
+            raise UsageError(f"unknown option {unknown[0]!r}; only -m/--multirun is understood")
+        overrides = [a for a in argv if not a.startswith("-")]
         problems = group_choice_problems(overrides, CONF_DIR)
         if problems:  # the same did-you-mean as `python -m runner`, before composing
             print(f"config error: {ConfigError(problems)}", file=sys.stderr)
             return 1
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             try:
-                hydra, jobs, sweep, note = plan(multirun, overrides)
+                hydra, jobs, sweep, note = plan(len(overrides) < len(argv), overrides)
             except OverrideParseException as err:
                 raise UsageError(str(err)) from None
             if note:

@@ -38,7 +38,7 @@ from runner.progress import EpochProgress
 from runner.registry import DATASETS
 from runner.report import REUSED_PREFIX
 from runner.seeding import seed_everything
-from runner.spec import RunSpec, TrackingSpec, validate
+from runner.spec import RunSpec, TrackingSpec, plugin_list, validate
 from runner.summary import model_summary, trainable_parameters
 from runner.sweep import SweepInfo, fingerprint, read_sweep
 from runner.tracking import Tracker, flatten
@@ -65,8 +65,10 @@ def load_plugins(names: list[str]) -> None:
     for i, name in enumerate(names):
         try:
             importlib.import_module(name)
-        except ImportError as err:
-            raise ConfigError(f"plugins[{i}]: cannot import {name!r}: {err}") from None
+        except Exception as err:  # ImportError, or the module failing as it loads
+            raise ConfigError(
+                f"plugins[{i}]: cannot import {name!r}: {type(err).__name__}: {err}"
+            ) from None
 
 
 def load_data(spec: RunSpec) -> DataSplits:
@@ -77,7 +79,7 @@ def load_data(spec: RunSpec) -> DataSplits:
 def check(cfg: DictConfig) -> tuple[dict[str, Any], RunSpec]:
     """Resolve and validate the config (plugins first, so their names exist)."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    load_plugins(list(config.get("plugins") or []))
+    load_plugins(plugin_list(config.get("plugins")))
     return config, validate(config)
 
 

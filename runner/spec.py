@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "width": (1, None, True),
     "depth": (0, None, True),
     "dropout": (0, 1, True),
+    "seed": (0, 2**32 - 1, True),
 }
 # `loss: {name: auto}` picks the usual loss for the data's task (the model emits logits).
 AUTO_LOSS = {"binary": "bce_with_logits", "multiclass": "cross_entropy", "regression": "mse"}
@@ -201,7 +203,11 @@ def _type_problem(key: str, value: Any, param: inspect.Parameter) -> str | None:
     """Compare `value` with the kind of value the parameter's default or annotation implies."""
     default, annotation = param.default, str(param.annotation)
     if value is None:
-        return None
+        if default is None:
+            return None
+        if default is inspect.Parameter.empty:
+            return f"{key}: null is not allowed; a value is required"
+        return f"{key}: null is not allowed; give a value (default: {default!r})"
     if isinstance(default, bool) or annotation == "bool" or annotation == "<class 'bool'>":
         expected, ok = "true or false", isinstance(value, bool)
     elif annotation in ("int", "<class 'int'>"):
@@ -219,6 +225,8 @@ def _type_problem(key: str, value: Any, param: inspect.Parameter) -> str | None:
 
 def _range_problem(key: str, name: str, value: Any) -> str | None:
     """Check a numeric value against RANGES for its argument name."""
+    if isinstance(value, float) and math.isnan(value):
+        return f"{key}: nan is not allowed"
     if name not in RANGES or not _is_number(value):
         return None
     low, high, inclusive = RANGES[name]
@@ -355,6 +363,9 @@ def _model(problems: _Problems, cfg: Any) -> ModelSpec | None:
         for p in check_args(key, "layer", layer["layer"], entry.target, args, provided=inferred):
             problems.add(p)
         layer_id = layer.get("id")
+        if layer_id is not None and not isinstance(layer_id, str):
+            problems.add(f"{key}.id: {layer_id!r} is not a string")
+            layer_id = None
         if layer_id is not None:
             if layer_id in ids:
                 problems.add(f"{key}.id: {layer_id!r} is used by another layer; ids are unique")
@@ -384,7 +395,13 @@ def _expand_template(problems: _Problems, cfg: dict) -> list | None:
     found = check_args("model", "model template", cfg["template"], entry.target, knobs)
     for problem in found:
         problems.add(problem)
-    return None if found else entry.target(**knobs)
+    if found:
+        return None
+    try:
+        return entry.target(**knobs)
+    except (TypeError, ValueError) as err:
+        problems.add(f"model: template {cfg['template']!r} rejected {knobs}: {err}")
+        return None
 
 
 def _l1(problems: _Problems, cfg: Any, n_layers: int, ids: set[str]) -> L1Spec | None:
@@ -395,14 +412,17 @@ def _l1(problems: _Problems, cfg: Any, n_layers: int, ids: set[str]) -> L1Spec |
     _unknown_keys(problems, "model.l1", cfg, set(L1_DEFAULTS))
     merged = {**L1_DEFAULTS, **cfg}
     strength, layers = merged["strength"], merged["layers"]
-    if not _is_number(strength) or strength < 0:
+    if not _is_number(strength) or not strength >= 0:  # `not >=` catches nan
         problems.add(f"model.l1.strength: {strength!r} is not a number >= 0")
         strength = 0.0
     if layers is not None:
         if not isinstance(layers, list):
             layers = [layers]
         for ref in layers:
-            ok = (isinstance(ref, int) and -n_layers <= ref < n_layers) or ref in ids
+            ok = (isinstance(ref, int) and not isinstance(ref, bool)) and (
+                -n_layers <= ref < n_layers
+            )
+            ok = ok or (isinstance(ref, str) and ref in ids)
             if not ok:
                 problems.add(
                     f"model.l1.layers: {ref!r} names no layer; allowed: layer indices 0 to "
@@ -422,14 +442,24 @@ def _int_at_least(problems: _Problems, key: str, value: Any, low: int) -> int:
     return value
 
 
+def _mapping(problems: _Problems, key: str, cfg: Any) -> dict:
+    """The config block at `key` as a dict; a scalar or list there is a problem."""
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict):
+        problems.add(f"{key}: {cfg!r} is not a mapping of {key} settings")
+        return {}
+    return cfg
+
+
 def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
-    cfg = cfg if isinstance(cfg, dict) else {}
+    cfg = _mapping(problems, "trainer", cfg)
     _unknown_keys(problems, "trainer", cfg, set(TRAINER_DEFAULTS))
     merged = {**TRAINER_DEFAULTS, **cfg}
     epochs = _int_at_least(problems, "trainer.epochs", merged["epochs"], 1)
     batch_size = _int_at_least(problems, "trainer.batch_size", merged["batch_size"], 1)
     clip = merged["grad_clip"]
-    if clip is not None and (not _is_number(clip) or clip <= 0):
+    if clip is not None and (not _is_number(clip) or not clip > 0):  # `not >` catches nan
         problems.add(f"trainer.grad_clip: {clip!r} is not a number > 0 (or null for none)")
     for flag in ("log_model", "plots"):
         if not isinstance(merged[flag], bool):
@@ -516,7 +546,7 @@ def _scheduler(problems: _Problems, cfg: Any) -> Component | None:
 
 
 def _tracking(problems: _Problems, cfg: Any, data_name: str) -> TrackingSpec:
-    cfg = cfg if isinstance(cfg, dict) else {}
+    cfg = _mapping(problems, "tracking", cfg)
     _unknown_keys(problems, "tracking", cfg, {"uri", "store_dir", "experiment"})
     experiment = cfg.get("experiment") or data_name
     if not isinstance(experiment, str):
@@ -525,12 +555,21 @@ def _tracking(problems: _Problems, cfg: Any, data_name: str) -> TrackingSpec:
 
 
 def _sweep(problems: _Problems, cfg: Any) -> SweepSpec:
-    cfg = cfg if isinstance(cfg, dict) else {}
+    cfg = _mapping(problems, "sweep", cfg)
     _unknown_keys(problems, "sweep", cfg, {"skip_finished"})
     skip = cfg.get("skip_finished", True)
     if not isinstance(skip, bool):
         problems.add(f"sweep.skip_finished: {skip!r} is not true or false")
     return SweepSpec(bool(skip))
+
+
+def plugin_list(value: Any) -> list[str]:
+    """`plugins:` as a list of module names, or a ConfigError saying what it must be."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"plugins: {value!r} is not a list of module names, e.g. [my_layers]")
+    return value
 
 
 def validate(cfg: dict[str, Any]) -> RunSpec:
@@ -539,19 +578,24 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
     problems = _Problems()
     _unknown_keys(problems, "config", cfg, TOP_LEVEL_KEYS)
     seed = _int_at_least(problems, "seed", cfg.get("seed", 0), 0)
+    problem = _range_problem("seed", "seed", seed)
+    if problem:
+        problems.add(problem)
     device = _device(problems, cfg.get("device", "auto"))
     trainer = _trainer(problems, cfg.get("trainer"))
     model = _model(problems, cfg.get("model"))
     data, task = _data(problems, cfg.get("data"))
     optim = _component(problems, "optim", cfg.get("optim"), OPTIMIZERS, provided={"params"})
     scheduler = _scheduler(problems, cfg.get("scheduler"))
+    if not isinstance(task, str):
+        task = None  # already reported as data.task's type problem
     if model is not None and model.loss.type == "auto" and task in AUTO_LOSS:
         loss = Component("model.loss", AUTO_LOSS[task], {}, "auto")
         model = dataclasses.replace(model, loss=loss)
     if model is not None and model.loss.type != "auto":
         _loss_fits_task(problems, model.loss, task)
     tracking = _tracking(problems, cfg.get("tracking"), data.name if data else "runner")
-    plugins = cfg.get("plugins") or []
+    plugins = plugin_list(cfg.get("plugins"))
     sweep = _sweep(problems, cfg.get("sweep"))
     resume = cfg.get("resume")
     if resume is not None and not isinstance(resume, str):
