@@ -32,7 +32,7 @@ from runner import builders, checkpoint, datasets  # noqa: F401  (registers comp
 from runner.datasets import DataSplits
 from runner.device import resolve_device, thread_count
 from runner.errors import ConfigError
-from runner.loop import Trainer, evaluate, fit
+from runner.loop import NonFiniteLoss, Trainer, evaluate, fit
 from runner.metrics import TaskMetrics, primary_metric
 from runner.progress import EpochProgress
 from runner.registry import DATASETS
@@ -41,7 +41,7 @@ from runner.seeding import seed_everything
 from runner.spec import RunSpec, TrackingSpec, plugin_list, validate
 from runner.summary import model_summary, trainable_parameters
 from runner.sweep import SweepInfo, fingerprint, read_sweep
-from runner.tracking import Tracker, flatten
+from runner.tracking import ArtifactStoreError, Tracker, flatten
 
 log = logging.getLogger("runner")
 
@@ -340,7 +340,13 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     tracker = Tracker(spec.tracking)
     with stop_on_signals():
         if not in_sweep:
-            return train(job, hydra_cfg, tracker, None)
+            try:
+                return train(job, hydra_cfg, tracker, None)
+            except (NonFiniteLoss, ArtifactStoreError) as err:  # known: a message, no traceback
+                if os.environ.get("HYDRA_FULL_ERROR"):
+                    raise
+                print(f"error: {err} (run {tracker.run_id} ended FAILED)", file=sys.stderr)
+                sys.exit(1)
         try:
             return train(job, hydra_cfg, tracker, sweep)
         except Exception as err:  # the run is already FAILED in MLflow; the other jobs go on

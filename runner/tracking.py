@@ -64,6 +64,22 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
         return found.experiment_id
 
 
+class ArtifactStoreError(RuntimeError):
+    """Artifacts could not be written (disk full, unwritable folder): a clear, final error."""
+
+
+@contextmanager
+def _artifact_write(what: str, uri: str) -> Iterator[None]:
+    """Turn an OS error while storing an artifact into one message naming where and why."""
+    try:
+        yield
+    except OSError as err:
+        raise ArtifactStoreError(
+            f"cannot store {what} in {uri}: {err.strerror or err}. Params and metrics logged "
+            "so far are kept; free space or fix the artifact folder, then resume= the run"
+        ) from err
+
+
 class Tracker:
     """One MLflow run: start it, log into it, and always end it with a final status."""
 
@@ -177,31 +193,42 @@ class Tracker:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
 
+    def _artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri
+
     def log_text(self, text: str, path: str) -> None:
         """Store `text` as an artifact file."""
-        self.client.log_text(self.run_id, text, path)
+        with _artifact_write(path, self._artifact_uri()):
+            self.client.log_text(self.run_id, text, path)
 
     def log_figure(self, figure: Any, path: str) -> None:
         """Store a matplotlib figure as an image artifact."""
-        self.client.log_figure(self.run_id, figure, path)
+        with _artifact_write(path, self._artifact_uri()):
+            self.client.log_figure(self.run_id, figure, path)
 
     def log_artifact(self, path: str | Path, directory: str) -> None:
         """Store one file as an artifact under `directory`."""
-        self.client.log_artifact(self.run_id, str(path), directory)
+        with _artifact_write(f"{directory}/{Path(path).name}", self._artifact_uri()):
+            self.client.log_artifact(self.run_id, str(path), directory)
 
     def log_dir(self, directory: str | Path, path: str) -> None:
         """Store a folder's files as artifacts under `path`."""
         if Path(directory).is_dir():
-            self.client.log_artifacts(self.run_id, str(directory), path)
+            with _artifact_write(f"{path}/", self._artifact_uri()):
+                self.client.log_artifacts(self.run_id, str(directory), path)
 
     def log_model(self, model: Any, input_example: Any) -> None:
         """Log the trained torch model with an input example (pickle: fast, no torch.export)."""
-        import mlflow.pytorch
-        import torch
-
         # Pickle (0.7 s here) rather than pt2 (2.5 s, torch.export): the model is the
         # user's own, so mlflow's warning about loading untrusted pickles is noise.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        with _artifact_write("the model", self._artifact_uri()):
+            self._log_model(model, input_example)
+
+    def _log_model(self, model: Any, input_example: Any) -> None:
+        import mlflow.pytorch
+        import torch
+
         mlflow.pytorch.log_model(
             model,
             name="model",

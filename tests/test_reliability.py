@@ -138,3 +138,22 @@ def test_resume_with_another_config_or_unknown_target_is_refused(tmp_path):
     assert (
         unknown.returncode == 1 and "neither a checkpoint file nor an MLflow run" in unknown.stderr
     )
+
+
+def test_an_unwritable_artifact_store_fails_clearly_and_keeps_metrics(tmp_path):
+    ok = run_cli("trainer.epochs=2", "trainer.plots=false", "trainer.log_model=false", cwd=tmp_path)
+    assert ok.returncode == 0
+    artifacts = tmp_path / "outputs" / "mlartifacts"
+    import shutil
+
+    shutil.rmtree(artifacts)
+    artifacts.write_text("not a folder")  # every artifact write now fails (root ignores chmod)
+    proc = run_cli("trainer.epochs=5", "trainer.progress=lines", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "error: cannot store" in proc.stderr and "Params and metrics logged" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    client, all_runs = runs(tmp_path)
+    failed = all_runs[-1]
+    assert failed.info.status == "FAILED"
+    assert "cannot store" in failed.data.tags["error"]
+    assert failed.data.params["trainer.epochs"] == "5"  # params logged before the failure stay
