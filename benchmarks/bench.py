@@ -162,7 +162,7 @@ class RunnerLog:
     """The marks this benchmark needs from one runner job's log file."""
 
     run_id: str
-    run_started: float  # the "MLflow run ... in experiment" line: training starts next
+    run_started: float  # the "training starts" line
     last_epoch: float  # the last "epoch E/E" line
     final: Result  # the metrics of the "final:" line
     logging_share: float  # "training took ... of which MLflow metric logging ... (P%)"
@@ -187,12 +187,10 @@ def read_runner_log(cwd: Path, epochs: int) -> RunnerLog:
             continue
         head, message = line.split("] - ", 1)
         stamp, logger = head[1:].split("][")[:2]
-        if (
-            logger == "runner"
-            and message.startswith("MLflow run ")
-            and " in experiment " in message
-        ):
-            run_id, run_started = message.split()[2], log_time(stamp)
+        if logger == "runner" and message == "training starts":
+            run_started = log_time(stamp)
+        elif message.startswith("MLflow run ") and " in store " in message:
+            run_id = message.split()[2]  # logged by the MLflow companion once the run exists
         elif logger == "runner.epochs" and message.startswith(f"epoch {epochs}/{epochs} "):
             last_epoch = log_time(stamp)
         elif logger == "runner" and message.startswith("training took "):
@@ -200,7 +198,7 @@ def read_runner_log(cwd: Path, epochs: int) -> RunnerLog:
         elif logger == "runner" and message.startswith("final: "):
             final = {k: float(v) for k, v in (kv.split("=") for kv in message.split()[1:])}
     if run_id is None or run_started is None or last_epoch is None:
-        raise SystemExit(f"bench: {logs[0]} lacks the 'MLflow run' or 'epoch {epochs}' line")
+        raise SystemExit(f"bench: {logs[0]} lacks 'training starts', 'MLflow run' or 'epoch' lines")
     return RunnerLog(run_id, run_started, last_epoch, final, share)
 
 
@@ -464,8 +462,8 @@ def mnist_report(canonical: Result, in_memory: Result, runner: Result, root: Pat
             f"runner: MLflow metric logging {100 * runner['logging_share']:.1f}% of training time "
             "(the runner's own 'training took' log line)",
             "train s: a, b = the epoch loop only (a's includes the DataLoader's per-sample",
-            "  ToTensor+Normalize, which is part of its loop); c = runner log line 'MLflow run ...",
-            "  in experiment' to 'epoch 1/1': the epoch plus one validation pass over the 10,000",
+            "  ToTensor+Normalize, which is part of its loop); c = runner log line 'training",
+            "  starts' to 'epoch 1/1': the epoch plus one validation pass over the 10,000",
             "  test images (data.val_size=0), train accuracy, and the run's setup logging (params,",
             "  config, summary, .hydra) - so c slightly understates the runner's loop throughput.",
             "test acc: a, b computed in the worker; c read back from the MLflow store (test_acc).",
@@ -508,8 +506,8 @@ def xor_report(book: Result, first: Result, second: Result) -> str:
             f"runner: MLflow metric logging {100 * first['logging_share']:.1f}% / "
             f"{100 * second['logging_share']:.1f}% of training time",
             "wall s: process start to exit, imports included.",
-            "start->train s: process start to the first training step (runner: its 'MLflow run",
-            "  ... in experiment' log line; book: the script's own clock before its loop).",
+            "start->train s: process start to the first training step (runner: its 'training",
+            "  starts' log line; book: the script's own clock before its loop).",
             "train s: runner = that line to the last 'epoch 200/200' line (includes the run's",
             "  setup logging and buffered per-epoch metric writes); book = its epoch loop.",
             "after s: end of training to process exit (runner: test/final metrics, plots,",

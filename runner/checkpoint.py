@@ -25,7 +25,7 @@ def capture(
     generator: torch.Generator,
     epoch: int,
     history: list[dict[str, float]],
-    run_id: str,
+    run_id: str | None,
     fingerprint: str,
 ) -> dict[str, Any]:
     """The state at the end of `epoch`."""

@@ -35,3 +35,17 @@ def unknown_name(key: str, kind: str, value: Any, allowed: Iterable[str]) -> str
         f"{key}: unknown {kind} {value!r}.{did_you_mean(value, allowed)} "
         f"Available: {', '.join(allowed)}."
     )
+
+
+class ArtifactStoreError(RuntimeError):
+    """Artifacts could not be written (disk full, unwritable folder): a clear, final error."""
+
+
+def ending(err: BaseException) -> tuple[str, str | None, str | None]:
+    """How an exception ends a run: KILLED for Ctrl-C/SIGTERM, else FAILED with its error."""
+    import traceback
+
+    if isinstance(err, KeyboardInterrupt):
+        return "KILLED", None, None
+    trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    return "FAILED", f"{type(err).__name__}: {err}", trace

@@ -21,27 +21,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.types import RunMode
-from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
 from runner import builders, checkpoint, datasets  # noqa: F401  (registers components)
 from runner.datasets import DataSplits
 from runner.device import resolve_device, thread_count
-from runner.errors import ConfigError
+from runner.errors import ArtifactStoreError, ConfigError
 from runner.loop import NonFiniteLoss, Trainer, evaluate, fit
 from runner.metrics import TaskMetrics, primary_metric
+from runner.params import flatten
 from runner.progress import EpochProgress
 from runner.registry import DATASETS
-from runner.report import REUSED_PREFIX
 from runner.seeding import seed_everything
 from runner.spec import RunSpec, TrackingSpec, plugin_list, validate
 from runner.summary import model_summary, trainable_parameters
-from runner.sweep import SweepInfo, fingerprint, read_sweep
-from runner.tracking import ArtifactStoreError, Tracker, flatten
+from runner.sweep import REUSED_PREFIX, SweepInfo, fingerprint, parallel_jobs, read_sweep
+
+if TYPE_CHECKING:  # mlflow is imported only where a job logs in-process
+    from mlflow.entities import Run
+
+    from runner.tracking import Tracker
 
 log = logging.getLogger("runner")
 
@@ -153,29 +156,38 @@ def run_tags(job: Job, hydra_cfg: Any) -> dict[str, str]:
     return tags
 
 
-def log_pictures(tracker: Tracker, job: Job, history: list[dict[str, float]]) -> None:
-    """Learning curves, decision regions (2-D inputs), confusion matrix or predicted vs true."""
-    from runner import plots
-
+@torch.inference_mode()
+def picture_data(job: Job, history: list[dict[str, float]]) -> dict[str, Any]:
+    """What the plots need, as plain arrays: drawing happens where the tracker lives."""
     t, data = job.trainer, job.data
-    figures = {"plots/learning_curves.png": plots.learning_curves(history, t.metrics.primary)}
+    pictures: dict[str, Any] = {"history": history, "primary": t.metrics.primary}
     if data.input_shape == (2,) and data.task != "regression":
-        figures["plots/decision_regions.png"] = plots.decision_regions(
-            t.model, t.metrics, data.x_train, data.y_train, data.x_val, data.y_val
+        points = torch.cat([data.x_train, data.x_val])
+        lo, hi = points.min(0).values - 0.1, points.max(0).values + 0.1
+        gx, gy = torch.meshgrid(
+            torch.linspace(lo[0], hi[0], 200), torch.linspace(lo[1], hi[1], 200), indexing="xy"
         )
+        grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1).to(t.device)
+        t.model.eval()
+        pred = t.metrics.predict(t.model(grid).cpu()).reshape(gx.shape)
+        pictures["regions"] = {
+            "grid_x": gx.numpy(), "grid_y": gy.numpy(), "grid_pred": pred.numpy(),
+            "x_train": data.x_train.numpy(), "y_train": data.y_train.numpy(),
+            "x_val": data.x_val.numpy(), "y_val": data.y_val.numpy(),
+        }  # fmt: skip
     if len(data.y_val):
         _, outputs = evaluate(t.model, t.loss_fn, t.metrics, data.x_val.to(t.device), data.y_val)
         pred = t.metrics.predict(outputs.cpu())
         if data.task == "regression":
             true = data.y_val * data.target_std + data.target_mean
-            figures["plots/predicted_vs_true.png"] = plots.predicted_vs_true(true, pred)
+            pictures["regression"] = {"y_true": true.numpy(), "y_pred": pred.numpy()}
         else:
-            figures["plots/confusion_matrix.png"] = plots.confusion_matrix(
-                data.y_val.long(), pred, data.class_names
-            )
-    for path, figure in figures.items():
-        tracker.log_figure(figure, path)
-        plots.close(figure)
+            pictures["confusion"] = {
+                "y_true": data.y_val.long().numpy(),
+                "y_pred": pred.numpy(),
+                "class_names": data.class_names,
+            }
+    return pictures
 
 
 def finished_run(tracker: Tracker, sweep: SweepInfo, fp: str) -> Run | None:
@@ -196,11 +208,10 @@ def train(job: Job, hydra_cfg: Any, tracker: Tracker, sweep: SweepInfo | None) -
     parent = sweep.parent_run_id if sweep else None
     resume = job.resume
     fp = fingerprint(job.config)
-    if resume is None:
-        end_stale_runs(tracker, fp)
     with tracker.run(run_name, tags, parent, run_id=resume["run_id"] if resume else None):
-        log.info("MLflow run %s in experiment %r", tracker.run_id, spec.tracking.experiment)
+        log.info("MLflow run in experiment %r (store: %s)", spec.tracking.experiment, tracker.uri)
         if resume is None:
+            tracker.end_stale_runs(fp, socket.gethostname())
             tracker.log_params({**flatten(job.config), "trainable_params": str(job.params)})
             tracker.log_metrics({"trainable_params": job.params}, step=0)
             tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(job.config)), "config.yaml")
@@ -223,8 +234,11 @@ def train(job: Job, hydra_cfg: Any, tracker: Tracker, sweep: SweepInfo | None) -
         seen = list(resume["history"]) if resume else []
         logging_seconds = 0.0
 
-        def save_checkpoint(epoch: int) -> None:
-            state = checkpoint.capture(t, job.generator, epoch, seen, tracker.run_id, fp)
+        def save_checkpoint(epoch: int, wait_for_run: bool = False) -> None:
+            # Periodic saves never wait for the MLflow companion; the last one before a stop
+            # does, so that resuming from the file finds its run.
+            run_id = tracker.wait_run_id() if wait_for_run else tracker.run_id
+            state = checkpoint.capture(t, job.generator, epoch, seen, run_id, fp)
             checkpoint.save(state, ckpt_path)
             tracker.flush()  # MLflow is never behind the checkpoint
 
@@ -233,16 +247,19 @@ def train(job: Job, hydra_cfg: Any, tracker: Tracker, sweep: SweepInfo | None) -
             started = time.perf_counter()
             if epoch not in logged:
                 tracker.log_metrics(metrics, step=epoch)
+            tracker.poll()  # a failed artifact or store write stops the run now
             logging_seconds += time.perf_counter() - started
             progress(epoch, metrics)
             seen.append(metrics)
             every = spec.trainer.checkpoint_every
-            if (every and epoch % every == 0) or STOP.signum is not None:
-                save_checkpoint(epoch)
-            if STOP.signum is not None:
-                raise Interrupted(STOP.signum, epoch)
+            stop = STOP.signum  # read once: a signal may land at any line
+            if (every and epoch % every == 0) or stop is not None:
+                save_checkpoint(epoch, wait_for_run=stop is not None)
+            if stop is not None:
+                raise Interrupted(stop, epoch)
 
         started = time.perf_counter()
+        log.info("training starts")
         try:
             history = fit(
                 t, job.data, job.generator, on_epoch,
@@ -254,7 +271,7 @@ def train(job: Job, hydra_cfg: Any, tracker: Tracker, sweep: SweepInfo | None) -
             raise
         finally:
             progress.close()
-        save_checkpoint(spec.trainer.epochs)
+        save_checkpoint(spec.trainer.epochs, wait_for_run=True)
         tracker.log_artifact(ckpt_path, "checkpoints")
         flush_started = time.perf_counter()
         tracker.flush()
@@ -279,7 +296,7 @@ def train(job: Job, hydra_cfg: Any, tracker: Tracker, sweep: SweepInfo | None) -
         tracker.flush()
         log.info("final: %s", " ".join(f"{k}={v:.4f}" for k, v in final.items()))
         if spec.trainer.plots:
-            log_pictures(tracker, job, history)
+            tracker.log_pictures(picture_data(job, history))
         if spec.trainer.log_model:
             example = job.data.x_val[:5] if len(job.data.x_val) else job.data.x_train[:5]
             tracker.log_model(t.model.cpu().eval(), example.numpy())
@@ -299,6 +316,8 @@ def record_failed_setup(cfg: DictConfig, hydra_cfg: Any, err: ConfigError) -> No
         "runner.sweep": str(Path(hydra_cfg.sweep.dir).resolve()),
         "runner.sweep_job": str(hydra_cfg.job.num),
     }
+    from runner.tracking import Tracker
+
     tracker = Tracker(spec)
     try:
         with tracker.run(hydra_cfg.job.override_dirname, tags, parent_run_id=sweep.parent_run_id):
@@ -308,14 +327,19 @@ def record_failed_setup(cfg: DictConfig, hydra_cfg: Any, err: ConfigError) -> No
         pass  # recorded; the caller reports it
 
 
-def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
-    """One validated, tracked training run; in a sweep, failures are logged, not raised."""
+def run_job(cfg: DictConfig, hydra_cfg: Any, companion: Any = None) -> float | None:
+    """One validated, tracked training run; in a sweep, failures are logged, not raised.
+
+    `companion`: a started MLflow companion process (runner.sidecar) to log through.
+    """
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     sweep = read_sweep(hydra_cfg.sweep.dir) if in_sweep else None
     try:
         config, spec = check(cfg)
         if sweep and spec.sweep.skip_finished:
             # Checked before any data is loaded: a resumed sweep skips finished jobs fast.
+            from runner.tracking import Tracker
+
             done = finished_run(Tracker(spec.tracking), sweep, fingerprint(config))
             if done is not None:
                 log.info(
@@ -324,7 +348,9 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
                     hydra_cfg.job.num, done.info.run_id, done.info.run_name,
                 )  # fmt: skip
                 return done.data.metrics.get(primary_metric(spec.task))
-        job = setup(config, spec, parallel_jobs(hydra_cfg) if in_sweep else 1)
+        parallel = parallel_jobs(hydra_cfg) if in_sweep else 1
+        # The MLflow companion gets a core of its own: training threads share the rest.
+        job = setup(config, spec, parallel + (companion is not None))
         if spec.resume:
             job.resume = load_resume(spec.resume, spec, config, job)
     except ConfigError as err:
@@ -337,7 +363,7 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
         record_failed_setup(cfg, hydra_cfg, err)
         return None
     log.info("model %s on %s\n%s", spec.model.name, job.trainer.device, job.summary)
-    tracker = Tracker(spec.tracking)
+    tracker = make_tracker(spec, companion)
     with stop_on_signals():
         if not in_sweep:
             try:
@@ -345,7 +371,7 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
             except (NonFiniteLoss, ArtifactStoreError) as err:  # known: a message, no traceback
                 if os.environ.get("HYDRA_FULL_ERROR"):
                     raise
-                print(f"error: {err} (run {tracker.run_id} ended FAILED)", file=sys.stderr)
+                print(f"error: {err} (run {tracker.run_id or ''} ended FAILED)", file=sys.stderr)
                 sys.exit(1)
         try:
             return train(job, hydra_cfg, tracker, sweep)
@@ -354,12 +380,15 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
             return None
 
 
-def parallel_jobs(hydra_cfg: Any) -> int:
-    """How many jobs the launcher runs at once (joblib's n_jobs; 1 for the basic launcher)."""
-    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
-    if not isinstance(n_jobs, int):
-        return 1
-    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+def make_tracker(spec: RunSpec, companion: Any) -> Any:
+    """A RemoteTracker served by the companion process, or an in-process Tracker."""
+    if companion is not None:
+        from runner.sidecar import RemoteTracker
+
+        return RemoteTracker(spec.tracking, companion)
+    from runner.tracking import Tracker
+
+    return Tracker(spec.tracking)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -404,8 +433,9 @@ def stop_on_signals() -> Iterator[None]:
 def load_resume(target: str, spec: RunSpec, config: dict[str, Any], job: Job) -> dict[str, Any]:
     """Load the checkpoint named by `resume=` (a file, or an MLflow run id) into the job."""
     path = Path(target).expanduser()
+    run_id = None
     if not path.is_file():
-        path = _checkpoint_of_run(target, spec)
+        path, run_id = _checkpoint_of_run(target, spec), target
     try:
         state = checkpoint.load(path)
     except Exception as err:  # a truncated or foreign file: say so, never execute it
@@ -419,12 +449,15 @@ def load_resume(target: str, spec: RunSpec, config: dict[str, Any], job: Job) ->
         raise ConfigError(
             f"resume: run {state['run_id']} already trained all {state['epoch']} epochs"
         )
+    state["run_id"] = state["run_id"] or run_id  # written before the run id was known
     checkpoint.restore(state, job.trainer, job.generator)
     return state
 
 
 def _checkpoint_of_run(run_id: str, spec: RunSpec) -> Path:
     """A run's checkpoint: its local file if still there, else the one logged to MLflow."""
+    from runner.tracking import Tracker
+
     tracker = Tracker(spec.tracking)
     try:
         run = tracker.client.get_run(run_id)
@@ -439,29 +472,3 @@ def _checkpoint_of_run(run_id: str, spec: RunSpec) -> Path:
         return Path(tracker.client.download_artifacts(run_id, "checkpoints/last.pt"))
     except Exception:
         raise ConfigError(f"resume: run {run_id} has no checkpoint (local or logged)") from None
-
-
-def end_stale_runs(tracker: Tracker, fp: str) -> None:
-    """Runs of this config left RUNNING by a process that is gone are ended KILLED."""
-    for run in tracker.running_runs(fp):
-        tags = run.data.tags
-        if tags.get("runner.host") != socket.gethostname() or _alive(tags.get("runner.pid")):
-            continue
-        tracker.client.set_terminated(run.info.run_id, status="KILLED")
-        log.warning(
-            "run %s of this config was left RUNNING by a dead process: ended KILLED; "
-            "resume=%s continues it from its last checkpoint",
-            run.info.run_id, run.info.run_id,
-        )  # fmt: skip
-
-
-def _alive(pid: str | None) -> bool:
-    if not pid or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

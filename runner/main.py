@@ -24,9 +24,23 @@ OmegaConf.register_new_resolver("runner.project", lambda: str(PROJECT_ROOT), rep
 @hydra.main(version_base="1.3", config_path=str(PROJECT_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Hydra's task function: one job; returns its final validation metric (for sweepers)."""
-    from runner.job import run_job
+    from hydra.types import RunMode
 
-    return run_job(cfg, HydraConfig.get())
+    from runner.sidecar import spawn_companion, use_companion
+    from runner.sweep import parallel_jobs
+
+    hydra_cfg = HydraConfig.get()
+    parallel = parallel_jobs(hydra_cfg) if hydra_cfg.mode == RunMode.MULTIRUN else 1
+    # Started before torch is imported below, so both imports overlap on two cores.
+    companion = spawn_companion() if use_companion(parallel) else None
+    try:
+        from runner.job import run_job
+
+        return run_job(cfg, hydra_cfg, companion)
+    finally:
+        if companion is not None:  # unused (a config error, a skipped job) or done: let it go
+            companion.stdin.close()
+            companion.wait()
 
 
 def cli() -> None:

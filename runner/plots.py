@@ -6,12 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window
 
+from typing import Any  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-
-from runner.metrics import TaskMetrics  # noqa: E402
 
 
 def learning_curves(history: list[dict[str, float]], primary: str) -> Figure:
@@ -33,34 +32,23 @@ def learning_curves(history: list[dict[str, float]], primary: str) -> Figure:
     return fig
 
 
-@torch.inference_mode()
 def decision_regions(
-    model: torch.nn.Module,
-    metrics: TaskMetrics,
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    x_val: torch.Tensor,
-    y_val: torch.Tensor,
-    resolution: int = 200,
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    grid_pred: np.ndarray,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
 ) -> Figure:
     """For 2-D inputs: the predicted class over the plane, with train and validation points."""
-    device = next(model.parameters(), torch.zeros(())).device
-    points = torch.cat([x_train, x_val])
-    lo, hi = points.min(0).values - 0.1, points.max(0).values + 0.1
-    gx, gy = torch.meshgrid(
-        torch.linspace(lo[0], hi[0], resolution),
-        torch.linspace(lo[1], hi[1], resolution),
-        indexing="xy",
-    )
-    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
-    model.eval()
-    pred = metrics.predict(model(grid.to(device)).cpu()).reshape(gx.shape)
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.contourf(gx.numpy(), gy.numpy(), pred.numpy(), alpha=0.3, cmap="coolwarm")
+    ax.contourf(grid_x, grid_y, grid_pred, alpha=0.3, cmap="coolwarm")
+    top = max(1, int(max(y_train.max(initial=0), y_val.max(initial=0))))
     for x, y, marker, label in ((x_train, y_train, "o", "train"), (x_val, y_val, "^", "val")):
         ax.scatter(
-            x[:, 0], x[:, 1], c=y.numpy(), marker=marker, cmap="coolwarm",
-            edgecolors="k", s=30, label=label, vmin=0, vmax=max(1, int(y.max())),
+            x[:, 0], x[:, 1], c=y, marker=marker, cmap="coolwarm",
+            edgecolors="k", s=30, label=label, vmin=0, vmax=top,
         )  # fmt: skip
     ax.set_xlabel("$x_0$")
     ax.set_ylabel("$x_1$")
@@ -71,7 +59,7 @@ def decision_regions(
 
 
 def confusion_matrix(
-    y_true: torch.Tensor, y_pred: torch.Tensor, class_names: list[str] | None
+    y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str] | None
 ) -> Figure:
     """Validation confusion matrix with counts in each cell."""
     from sklearn.metrics import ConfusionMatrixDisplay
@@ -80,7 +68,7 @@ def confusion_matrix(
     labels = list(range(n_classes))
     fig, ax = plt.subplots(figsize=(1.5 + 0.6 * n_classes, 1.2 + 0.6 * n_classes))
     ConfusionMatrixDisplay.from_predictions(
-        y_true.numpy(), y_pred.numpy(), labels=labels, display_labels=class_names,
+        y_true, y_pred, labels=labels, display_labels=class_names,
         ax=ax, colorbar=False,
     )  # fmt: skip
     ax.set_title("validation confusion matrix")
@@ -88,10 +76,10 @@ def confusion_matrix(
     return fig
 
 
-def predicted_vs_true(y_true: torch.Tensor, y_pred: torch.Tensor) -> Figure:
+def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray) -> Figure:
     """Regression: each validation point's prediction against its target, with y = x."""
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(y_true.numpy(), y_pred.numpy(), s=20, alpha=0.7)
+    ax.scatter(y_true, y_pred, s=20, alpha=0.7)
     lo = float(min(y_true.min(), y_pred.min()))
     hi = float(max(y_true.max(), y_pred.max()))
     ax.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="y = x")
@@ -106,3 +94,17 @@ def predicted_vs_true(y_true: torch.Tensor, y_pred: torch.Tensor) -> Figure:
 def close(fig: Figure) -> None:
     """Free a figure's memory once it is logged."""
     plt.close(fig)
+
+
+def draw(pictures: dict[str, Any]) -> dict[str, Figure]:
+    """Figures for a `pictures` payload (plain arrays, see job.picture_data), by artifact path."""
+    figures = {
+        "plots/learning_curves.png": learning_curves(pictures["history"], pictures["primary"])
+    }
+    if "regions" in pictures:
+        figures["plots/decision_regions.png"] = decision_regions(**pictures["regions"])
+    if "confusion" in pictures:
+        figures["plots/confusion_matrix.png"] = confusion_matrix(**pictures["confusion"])
+    if "regression" in pictures:
+        figures["plots/predicted_vs_true.png"] = predicted_vs_true(**pictures["regression"])
+    return figures

@@ -22,8 +22,9 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from runner.sweep import REUSED_PREFIX
+
 SWEEP_TAG = "runner.is_sweep"
-REUSED_PREFIX = "runner.reused."  # parent tags naming finished runs a resumed sweep reused
 STATUS_RANK = {"FINISHED": 0, "RUNNING": 1, "KILLED": 2, "FAILED": 3}
 
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("runner.sweep")
 SWEEP_FILE = "mlflow_sweep.json"
+REUSED_PREFIX = "runner.reused."  # parent tags naming finished runs a resumed sweep reused
 # Keys that do not change what a run computes: left out of its fingerprint.
 NOT_FINGERPRINTED = {"tracking", "sweep", "plugins", "resume"}
 NOT_FINGERPRINTED_TRAINER = {"progress", "threads", "checkpoint_every", "num_workers"}
@@ -44,6 +45,14 @@ def fingerprint(config: dict[str, Any]) -> str:
         trainer = kept["trainer"]
         kept["trainer"] = {k: v for k, v in trainer.items() if k not in NOT_FINGERPRINTED_TRAINER}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def parallel_jobs(hydra_cfg: Any) -> int:
+    """How many jobs the launcher runs at once (joblib's n_jobs; 1 for the basic launcher)."""
+    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
+    if not isinstance(n_jobs, int):
+        return 1
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
 def read_sweep(sweep_dir: str) -> SweepInfo | None:

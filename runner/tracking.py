@@ -9,23 +9,22 @@ from __future__ import annotations
 import logging
 import os
 import time
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, Run, RunStatus
+from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
+from runner.errors import ArtifactStoreError, ending  # noqa: F401  (re-exported)
 from runner.spec import TrackingSpec
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 2.0  # metric buffer age that triggers a write: bounded loss, few DB calls
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 MAX_PARAMS_PER_BATCH = 100
-MAX_PARAM_LENGTH = 6000
 
 
 def default_store(store_dir: str) -> tuple[str, str]:
@@ -33,20 +32,6 @@ def default_store(store_dir: str) -> tuple[str, str]:
     root = Path(store_dir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, str]:
-    """Nested dicts and lists as flat dotted keys (`model.layers.0.out_features`)."""
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
-        items = ((str(i), v) for i, v in enumerate(value))
-    else:
-        return {prefix: str(value)[:MAX_PARAM_LENGTH]}
-    out: dict[str, str] = {}
-    for key, sub in items:
-        out.update(flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
@@ -62,10 +47,6 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
         if found is None:
             raise
         return found.experiment_id
-
-
-class ArtifactStoreError(RuntimeError):
-    """Artifacts could not be written (disk full, unwritable folder): a clear, final error."""
 
 
 @contextmanager
@@ -115,16 +96,14 @@ class Tracker:
             "and attributes.status = 'RUNNING'",
         )
 
-    @contextmanager
-    def run(
+    def start(
         self,
         run_name: str,
         tags: dict[str, str],
         parent_run_id: str | None = None,
         run_id: str | None = None,
-    ) -> Iterator[Tracker]:
-        """Start a run (or reopen run_id to continue it); end it FINISHED, FAILED (error
-        tagged, traceback logged) or KILLED."""
+    ) -> str:
+        """Start a run, or reopen run_id to continue it; returns the run id."""
         if run_id is not None:
             run = mlflow.start_run(run_id=run_id)
             self.client.set_tag(run_id, "runner.pid", tags.get("runner.pid", ""))
@@ -136,32 +115,67 @@ class Tracker:
                 parent_run_id=parent_run_id,
             )
         self.run_id = run.info.run_id
-        status = RunStatus.to_string(RunStatus.FINISHED)
+        return self.run_id
+
+    def end(self, status: str, error: str | None = None, trace: str | None = None) -> None:
+        """Flush, record an error (tag + traceback artifact) if any, and end the run."""
+        try:
+            if error is not None:
+                self._record_error(error, trace or error)
+            self.flush()
+        finally:
+            mlflow.end_run(status=status)
+            log.info("MLflow run %s ended %s (store: %s)", self.run_id, status, self.uri)
+
+    @contextmanager
+    def run(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[Tracker]:
+        """A run that always ends: FINISHED, FAILED (error tagged, traceback logged) or
+        KILLED (Ctrl-C, SIGTERM)."""
+        self.start(run_name, tags, parent_run_id, run_id)
+        outcome: tuple[str, str | None, str | None] = ("FINISHED", None, None)
         try:
             yield self
-        except KeyboardInterrupt:
-            status = RunStatus.to_string(RunStatus.KILLED)
-            raise
         except BaseException as err:
-            status = RunStatus.to_string(RunStatus.FAILED)
-            self._record_error(err)
+            outcome = ending(err)
             raise
         finally:
-            try:
-                self.flush()
-            finally:
-                mlflow.end_run(status=status)
-                log.info("MLflow run %s ended %s (store: %s)", self.run_id, status, self.uri)
+            self.end(*outcome)
 
-    def _record_error(self, err: BaseException) -> None:
+    def _record_error(self, error: str, trace: str) -> None:
         """Keep the failure's message as a tag and its traceback as an artifact."""
         try:
             self.flush()
-            self.client.set_tag(self.run_id, "error", f"{type(err).__name__}: {err}"[:5000])
-            text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-            self.client.log_text(self.run_id, text, "error/traceback.txt")
+            self.client.set_tag(self.run_id, "error", error[:5000])
+            self.client.log_text(self.run_id, trace, "error/traceback.txt")
         except Exception:  # the original error matters more than a failed report of it
             log.exception("could not record the error in MLflow")
+
+    def end_stale_runs(self, fingerprint: str, host: str) -> None:
+        """Runs of this config left RUNNING by a dead process on this host are ended KILLED."""
+        for run in self.running_runs(fingerprint):
+            tags = run.data.tags
+            if tags.get("runner.host") != host or _alive(tags.get("runner.pid")):
+                continue
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+            log.warning(
+                "run %s of this config was left RUNNING by a dead process: ended KILLED; "
+                "resume=%s continues it from its last checkpoint",
+                run.info.run_id, run.info.run_id,
+            )  # fmt: skip
+
+    def log_pictures(self, pictures: dict[str, Any]) -> None:
+        """Draw the plots from their data and store them as image artifacts."""
+        from runner import plots
+
+        for path, figure in plots.draw(pictures).items():
+            self.log_figure(figure, path)
+            plots.close(figure)
 
     def log_params(self, params: dict[str, str]) -> None:
         """Log params in MLflow-sized batches."""
@@ -175,6 +189,13 @@ class Tracker:
         self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
+
+    def poll(self) -> None:
+        """Nothing to collect in-process (RemoteTracker reports its companion's errors here)."""
+
+    def wait_run_id(self) -> str | None:
+        """The run id (known at once in-process)."""
+        return self.run_id
 
     def logged_steps(self, key: str) -> set[int]:
         """The steps at which this run already has a value of metric `key`."""
@@ -237,3 +258,16 @@ class Tracker:
             # Given explicitly: inferring them runs a subprocess that takes seconds.
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
+
+
+def _alive(pid: str | None) -> bool:
+    """Whether a process with this id still exists on this host."""
+    if not pid or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -25,18 +25,24 @@ def start(tmp_path: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "runner", *ARGS, *extra],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group: killpg reaches the MLflow companion
     )  # fmt: skip
 
 
-def wait_for_epoch(proc: subprocess.Popen, epoch: int) -> list[str]:
-    """Read the process's output until it logs `epoch`, and return the lines read."""
+def wait_for(proc: subprocess.Popen, text: str) -> list[str]:
+    """Read the process's output until a line holds `text`, and return the lines read."""
     lines = []
     deadline = time.time() + 120
     for line in proc.stdout:
         lines.append(line)
-        if f"epoch {epoch}/" in line or time.time() > deadline:
+        if text in line or time.time() > deadline:
             break
     return lines
+
+
+def wait_for_epoch(proc: subprocess.Popen, epoch: int) -> list[str]:
+    """Read the process's output until it logs `epoch`."""
+    return wait_for(proc, f"epoch {epoch}/")
 
 
 def runs(tmp_path: Path):
@@ -58,16 +64,18 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path
 
     proc = start(tmp_path)
     wait_for_epoch(proc, 23)
-    proc.send_signal(signal.SIGKILL)  # nothing runs: the run stays RUNNING in the store
+    proc.send_signal(signal.SIGKILL)  # the training process gets no chance to clean up
     proc.wait()
+    # Its MLflow companion sees it gone and ends the run KILLED, keeping every metric sent.
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        _, found = runs(tmp_path)
+        if len(found) == 2 and found[-1].info.status != "RUNNING":
+            break
+        time.sleep(0.2)
     client, (ref_run, killed) = runs(tmp_path)
-    assert killed.info.status == "RUNNING"
-
-    # A plain re-run notices the dead process's run and ends it KILLED, naming resume=.
-    again = run_cli(*ARGS, "trainer.epochs=1", cwd=tmp_path)
-    assert again.returncode == 0
-    client, _ = runs(tmp_path)
-    assert client.get_run(killed.info.run_id).info.status == "RUNNING"  # other config: untouched
+    assert killed.info.status == "KILLED"
+    assert len(client.get_metric_history(killed.info.run_id, "val_acc")) >= 20
 
     resumed = run_cli(*ARGS, f"resume={killed.info.run_id}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -79,9 +87,10 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path
 
 def test_stale_running_run_is_ended_when_the_same_config_starts_again(tmp_path):
     proc = start(tmp_path)
-    wait_for_epoch(proc, 5)
-    proc.send_signal(signal.SIGKILL)
+    wait_for(proc, " in store ")  # the MLflow companion has started the run
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: no process can end the run
     proc.wait()
+    time.sleep(0.5)
     rerun = run_cli(*ARGS, cwd=tmp_path)
     assert rerun.returncode == 0
     assert "left RUNNING by a dead process: ended KILLED" in rerun.stdout
