@@ -47,6 +47,9 @@ if TYPE_CHECKING:  # mlflow is imported only where a job logs in-process
     from runner.tracking import Tracker
 
 log = logging.getLogger("runner")
+# Models this large spend their steps in multi-threaded kernels that a busy companion
+# process slows; smaller ones (XOR's 37 parameters) are bound by Python on one core.
+KERNEL_BOUND_PARAMS = 10_000
 
 
 @dataclass
@@ -97,6 +100,8 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
             f"data.num_outputs: {declared!r} but the loaded data has {data.num_outputs} outputs"
         )
     model, infos = builders.build_model(spec.model, data.input_shape)
+    if spec.trainer.threads == "auto" and trainable_parameters(infos) < KERNEL_BOUND_PARAMS:
+        torch.set_num_threads(1)  # tiny tensors: extra threads only spin, on a busy core
     builders.check_output(spec.model, infos, data.task, data.num_outputs)
     device = resolve_device(spec.device)
     model.to(device)  # before the optimizer, so fused kernels see the device
@@ -258,6 +263,8 @@ def train(job: Job, hydra_cfg: Any, tracker: Tracker, sweep: SweepInfo | None) -
             if stop is not None:
                 raise Interrupted(stop, epoch)
 
+        if job.params >= KERNEL_BOUND_PARAMS and torch.get_num_threads() > 1:
+            tracker.wait_warm()  # its imports would slow every multi-threaded kernel
         started = time.perf_counter()
         log.info("training starts")
         try:
@@ -348,9 +355,9 @@ def run_job(cfg: DictConfig, hydra_cfg: Any, companion: Any = None) -> float | N
                     hydra_cfg.job.num, done.info.run_id, done.info.run_name,
                 )  # fmt: skip
                 return done.data.metrics.get(primary_metric(spec.task))
-        parallel = parallel_jobs(hydra_cfg) if in_sweep else 1
-        # The MLflow companion gets a core of its own: training threads share the rest.
-        job = setup(config, spec, parallel + (companion is not None))
+        # Training keeps every core: the MLflow companion is busy only at the run's start
+        # and end, and a matrix-heavy model (MNIST) needs both cores in between.
+        job = setup(config, spec, parallel_jobs(hydra_cfg) if in_sweep else 1)
         if spec.resume:
             job.resume = load_resume(spec.resume, spec, config, job)
     except ConfigError as err:

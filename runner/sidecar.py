@@ -61,6 +61,7 @@ class RemoteTracker:
     def __init__(self, spec: Any, companion: subprocess.Popen | None = None) -> None:
         self._proc = companion or spawn_companion()
         self.run_id: str | None = None
+        self._warm = False
         self.uri = spec.uri or os.environ.get("MLFLOW_TRACKING_URI") or spec.store_dir
         self._call("__init__", spec)
 
@@ -86,9 +87,17 @@ class RemoteTracker:
             self._handle(message)
         return self.run_id
 
+    def wait_warm(self) -> None:
+        """Block until the companion has done its imports: contended, they would slow the
+        training threads (OpenMP waits for its slowest thread) more than they cost."""
+        while not self._warm and self._proc.poll() is None:
+            self._handle(self._read(block=True))
+
     def _handle(self, message: tuple[str, Any]) -> Any:
         kind, value = message
-        if kind == "run_id":
+        if kind == "warm":
+            self._warm = True
+        elif kind == "run_id":
             self.run_id = value
         elif kind == "error":
             name, text = value
@@ -176,7 +185,7 @@ def serve() -> None:
     inbox, outbox = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints must not corrupt the reply stream
     tracker: Tracker | None = None
-    started, ended, failed, warm = False, False, False, False
+    started, ended, failed = False, False, False
     failure = ""
 
     def send(kind: str, value: Any) -> None:
@@ -186,10 +195,11 @@ def serve() -> None:
         except BrokenPipeError:
             pass  # the training process is gone; the EOF that follows ends the run KILLED
 
+    # Import everything now, while the training process is still importing and loading
+    # data: imports during training would steal CPU from its threads.
+    _prewarm()
+    send("warm", None)
     while True:
-        if not warm and not select.select([inbox], [], [], 0)[0]:
-            _prewarm()  # idle: get ready for the run's end while the training runs
-            warm = True
         try:
             method, args, kwargs = pickle.load(inbox)
         except EOFError:  # the training process is gone without ending the run
@@ -228,7 +238,7 @@ def serve() -> None:
 
 
 def _prewarm() -> None:
-    """Import what the run's end needs (plots, model logging) while the training runs."""
+    """Import what the run needs, plots and model logging included."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,5 +271,10 @@ def _configure_logging() -> None:
 
 
 if __name__ == "__main__":
+    os.nice(10)  # training first: the companion takes the CPU time training leaves over
     _configure_logging()
     serve()
+    # Everything is written; skip the slow teardown of an interpreter holding torch+mlflow.
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(0)

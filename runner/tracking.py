@@ -193,6 +193,9 @@ class Tracker:
     def poll(self) -> None:
         """Nothing to collect in-process (RemoteTracker reports its companion's errors here)."""
 
+    def wait_warm(self) -> None:
+        """Nothing to wait for in-process."""
+
     def wait_run_id(self) -> str | None:
         """The run id (known at once in-process)."""
         return self.run_id
