@@ -27,12 +27,13 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from runner.sidecar import spawn_companion, use_companion
-    from runner.sweep import parallel_jobs
 
     hydra_cfg = HydraConfig.get()
-    parallel = parallel_jobs(hydra_cfg) if hydra_cfg.mode == RunMode.MULTIRUN else 1
-    # Started before torch is imported below, so both imports overlap on two cores.
-    companion = spawn_companion() if use_companion(parallel) else None
+    # A single run logs through a companion process, started before torch is imported
+    # below so both imports overlap; a sweep's jobs share one in-process MLflow instead of
+    # paying a companion's imports per job.
+    single = hydra_cfg.mode == RunMode.RUN
+    companion = spawn_companion() if single and use_companion(1) else None
     try:
         from runner.job import run_job
 
