@@ -208,7 +208,7 @@ class Tracker:
         """Write every buffered metric point."""
         while self._buffer:
             batch = self._buffer[:MAX_METRICS_PER_BATCH]
-            self.client.log_batch(self.run_id, metrics=batch)
+            _retry_when_locked(lambda b=batch: self.client.log_batch(self.run_id, metrics=b))
             del self._buffer[: len(batch)]
         self._last_flush = time.monotonic()
 
@@ -261,6 +261,19 @@ class Tracker:
             # Given explicitly: inferring them runs a subprocess that takes seconds.
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
+
+
+def _retry_when_locked(write: Any, attempts: int = 8) -> None:
+    """Run a store write, waiting out SQLite's "database is locked" while another process
+    (a parallel job, the UI, a report) holds the file: metrics are not dropped for that."""
+    for attempt in range(attempts):
+        try:
+            write()
+            return
+        except mlflow.exceptions.MlflowException as err:
+            if "locked" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)
 
 
 def _alive(pid: str | None) -> bool:

@@ -72,7 +72,7 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path
         _, found = runs(tmp_path)
         if len(found) == 2 and found[-1].info.status != "RUNNING":
             break
-        time.sleep(0.2)
+        time.sleep(0.5)
     client, (ref_run, killed) = runs(tmp_path)
     assert killed.info.status == "KILLED"
     assert len(client.get_metric_history(killed.info.run_id, "val_acc")) >= 20

@@ -153,8 +153,13 @@ def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
     )
     db = tmp_path / "outputs" / "mlflow.db"
     deadline = time.time() + 120
-    while _finished(db) < 2 and time.time() < deadline and proc.poll() is None:
+    # Read the store only once the sweep has created it: a reader racing the schema
+    # migration of a new SQLite store can break it.
+    while not list(tmp_path.glob("outputs/multirun/*/*/mlflow_sweep.json")):
+        assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
+    while _finished(db) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)  # nothing can run: no cleanup in the sweep
     proc.wait()
     done_before = _finished(db)
