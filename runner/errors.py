@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -49,3 +50,17 @@ def ending(err: BaseException) -> tuple[str, str | None, str | None]:
         return "KILLED", None, None
     trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     return "FAILED", f"{type(err).__name__}: {err}", trace
+
+
+@contextmanager
+def always_ended(end: Callable[[str, str | None, str | None], None]) -> Iterator[None]:
+    """Call `end(status, error, traceback)` however the block exits: a run never stays
+    RUNNING because of an error or an interrupt."""
+    outcome: tuple[str, str | None, str | None] = ("FINISHED", None, None)
+    try:
+        yield
+    except BaseException as err:
+        outcome = ending(err)
+        raise
+    finally:
+        end(*outcome)

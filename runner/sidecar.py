@@ -150,17 +150,11 @@ class RemoteTracker:
         run_id: str | None = None,
     ) -> Iterator[RemoteTracker]:
         """Like Tracker.run; the run id arrives once the companion has started the run."""
-        from runner.errors import ending
+        from runner.errors import always_ended
 
         self._call("start", run_name, tags, parent_run_id, run_id)
-        outcome: tuple[str, str | None, str | None] = ("FINISHED", None, None)
-        try:
+        with always_ended(self._finish):
             yield self
-        except BaseException as err:
-            outcome = ending(err)
-            raise
-        finally:
-            self._finish(*outcome)
 
     def _finish(self, status: str, error: str | None, trace: str | None) -> None:
         """End the run, wait for the companion, and raise any error it reported."""

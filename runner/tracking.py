@@ -18,7 +18,7 @@ import mlflow
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
-from runner.errors import ArtifactStoreError, ending  # noqa: F401  (re-exported)
+from runner.errors import ArtifactStoreError, always_ended
 from runner.spec import TrackingSpec
 
 log = logging.getLogger(__name__)
@@ -138,14 +138,8 @@ class Tracker:
         """A run that always ends: FINISHED, FAILED (error tagged, traceback logged) or
         KILLED (Ctrl-C, SIGTERM)."""
         self.start(run_name, tags, parent_run_id, run_id)
-        outcome: tuple[str, str | None, str | None] = ("FINISHED", None, None)
-        try:
+        with always_ended(self.end):
             yield self
-        except BaseException as err:
-            outcome = ending(err)
-            raise
-        finally:
-            self.end(*outcome)
 
     def _record_error(self, error: str, trace: str) -> None:
         """Keep the failure's message as a tag and its traceback as an artifact."""

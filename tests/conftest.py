@@ -47,13 +47,18 @@ def mnist_root(tmp_path: Path) -> Path:
 
 
 def run_cli(
-    *args: str, cwd: Path, timeout: float = 300, env: dict | None = None
+    *args: str,
+    cwd: Path,
+    timeout: float = 300,
+    env: dict | None = None,
+    module: str = "runner",
 ) -> subprocess.CompletedProcess:
-    """Run `python -m runner` for real in `cwd` (its outputs/ holds the MLflow store)."""
+    """Run `python -m runner` (or another module) for real in `cwd`, whose outputs/ holds
+    the MLflow store; no tracking server comes from the environment."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "runner", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

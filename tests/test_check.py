@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,19 +10,12 @@ from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from runner.check import CONF_DIR, compose_job, expand, job_problems
+from tests.conftest import run_cli
 
 
 def run_check(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run `python -m runner.check` in `cwd`, with no tracking server in the environment."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run(
-        [sys.executable, "-m", "runner.check", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """Run `python -m runner.check` in `cwd`."""
+    return run_cli(*args, cwd=cwd, timeout=120, module="runner.check")
 
 
 def test_a_valid_config_passes_and_writes_nothing(tmp_path):
