@@ -18,6 +18,7 @@ import pickle
 import select
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -193,6 +194,9 @@ def serve() -> None:
     # data: imports during training would steal CPU from its threads.
     _prewarm()
     send("warm", None)
+    # What the run's end would otherwise pay for, done while the run trains.
+    warming = threading.Thread(target=_warm_end_of_run, name="warm-end-of-run", daemon=True)
+    warming.start()
     while True:
         try:
             method, args, kwargs = pickle.load(inbox)
@@ -201,6 +205,8 @@ def serve() -> None:
                 tracker.end("KILLED")
             return
         reply = kwargs.pop("reply", False)
+        if method in END_OF_RUN:
+            warming.join()  # the two must not do the same work side by side
         try:
             if method == "__init__":
                 tracker = Tracker(*args)
@@ -240,6 +246,29 @@ def _prewarm() -> None:
     import mlflow.pytorch  # noqa: F401 (imports torch too)
 
     from runner import plots  # noqa: F401
+
+
+END_OF_RUN = {"log_pictures", "log_model_bytes"}  # calls that use what _warm_end_of_run prepares
+
+
+def _warm_end_of_run() -> None:
+    """Pay in advance for the first-use costs of the plots and the model: mlflow's scan of
+    every installed distribution (its requirement check, 0.5-1.5 s), mlflow.pyfunc's import,
+    and matplotlib's first render (fonts, Agg)."""
+    try:
+        import matplotlib.pyplot as plt
+        import mlflow.pyfunc  # noqa: F401
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()  # cached for the process
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1], label="warm")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(io.BytesIO(), format="png")
+        plt.close(fig)
+    except Exception:  # only a head start: the real calls do the same work if this fails
+        log.debug("warming up for the end of the run failed", exc_info=True)
 
 
 def _log_model_bytes(tracker: Any, data: bytes, input_example: Any) -> None:
