@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -59,6 +61,39 @@ def test_l1_term_is_reported_apart_from_the_data_loss():
     cfg = shipped("xor_deep", "adam", epochs=3)
     cfg["model"]["l1"]["strength"] = 0.0
     assert all(r["train_total_loss"] == r["train_loss"] for r in train(cfg))
+
+
+def test_l1_as_a_gradient_matches_autograd_on_the_penalty_term_bit_for_bit():
+    """The loop adds strength * sign(w) to the grads; the book puts the term in the loss."""
+    cfg = shipped("xor_deep", "adam", epochs=3, grad_clip=1.0)
+    job = setup(cfg, validate(cfg))
+    t = job.trainer
+    reference = copy.deepcopy(t.model)
+    ref_opt = type(t.optimizer)(reference.parameters(), **t.optimizer.defaults)
+    ref_l1 = [dict(reference.named_parameters())[n] for n, p in t.model.named_parameters()
+              if any(p is q for q in t.l1_params)]  # fmt: skip
+    assert len(ref_l1) == len(t.l1_params) == 1
+    generator = torch.Generator().manual_seed(5)
+    history = fit(t, job.data, torch.Generator().manual_seed(5))
+    penalties = []
+    for _ in range(3):
+        order = torch.randperm(len(job.data.x_train), generator=generator)
+        x, y = job.data.x_train[order], job.data.y_train[order]
+        epoch_penalties = []
+        for i in range(0, len(x), t.batch_size):
+            out = reference(x[i : i + t.batch_size])
+            penalty = t.l1_strength * sum(p.abs().sum() for p in ref_l1)
+            loss = t.loss_fn(out.squeeze(-1), y[i : i + t.batch_size]) + penalty
+            ref_opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+            ref_opt.step()
+            epoch_penalties.append(penalty.item())
+        penalties.append(sum(epoch_penalties) / len(epoch_penalties))
+    for mine, theirs in zip(t.model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    for row, penalty in zip(history, penalties, strict=True):
+        assert row["train_total_loss"] - row["train_loss"] == pytest.approx(penalty, rel=1e-5)
 
 
 def test_regression_metrics_in_data_units():
