@@ -105,6 +105,70 @@ print(json.dumps({
 """
 
 
+# The same training as the book's script, written lean by hand: batches cut from in-memory
+# tensors with randperm (no DataLoader), losses kept as tensors (no .item() per step). A
+# stronger baseline than the book's: what a careful user would write without any tool.
+XOR_LEAN_SCRIPT = """\
+import json
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+torch.manual_seed(1)
+np.random.seed(1)
+x = np.random.uniform(low=-1, high=1, size=(200, 2))
+y = np.ones(len(x))
+y[x[:, 0] * x[:, 1] < 0] = 0
+n_train = 100
+x_train = torch.tensor(x[:n_train, :], dtype=torch.float32)
+y_train = torch.tensor(y[:n_train], dtype=torch.float32)
+x_valid = torch.tensor(x[n_train:, :], dtype=torch.float32)
+y_valid = torch.tensor(y[n_train:], dtype=torch.float32)
+batch_size = 2
+
+model = nn.Sequential(
+    nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1), nn.Sigmoid()
+)
+nn.init.xavier_uniform_(model[0].weight)
+loss_fn = nn.BCELoss()
+l1_weight = 0.01
+optimizer = torch.optim.Adam(model.parameters(), lr=0.015)
+num_epochs = 200
+history = []
+
+train_start = time.time()
+for epoch in range(num_epochs):
+    order = torch.randperm(n_train)
+    xs, ys = x_train[order], y_train[order]
+    losses, correct = [], []
+    for i in range(0, n_train, batch_size):
+        x_batch, y_batch = xs[i : i + batch_size], ys[i : i + batch_size]
+        pred = model(x_batch)[:, 0]
+        loss = loss_fn(pred, y_batch) + l1_weight * model[2].weight.abs().sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+        correct.append(((pred.detach() >= 0.5).float() == y_batch).float().sum())
+    with torch.no_grad():
+        pred = model(x_valid)[:, 0]
+        valid_loss = loss_fn(pred, y_valid).item()
+        valid_acc = ((pred >= 0.5).float() == y_valid).float().mean().item()
+    train_loss = torch.stack(losses).mean().item()
+    history.append((train_loss, torch.stack(correct).sum().item() / n_train, valid_loss, valid_acc))
+train_end = time.time()
+
+print(json.dumps({
+    "train_start": train_start,
+    "train_end": train_end,
+    "train_acc": history[-1][1],
+    "valid_acc": history[-1][3],
+}))
+"""
+
+
 # --- child processes -----------------------------------------------------------------------
 
 
@@ -334,10 +398,10 @@ def bench_mnist_runner(root: Path, workdir: Path) -> Result:
 # --- XOR -----------------------------------------------------------------------------------
 
 
-def bench_xor_book(workdir: Path) -> Result:
-    """The book's plain script, process start to exit."""
-    script = workdir / "xor_book.py"
-    script.write_text(XOR_BOOK_SCRIPT)
+def bench_xor_script(workdir: Path, name: str, source: str) -> Result:
+    """A plain XOR script (the book's, or the lean one), process start to exit."""
+    script = workdir / f"{name}.py"
+    script.write_text(source)
     child = run_child([sys.executable, str(script)], workdir)
     out = child.last_json()
     return {
@@ -472,10 +536,11 @@ def mnist_report(canonical: Result, in_memory: Result, runner: Result, root: Pat
     )
 
 
-def xor_report(book: Result, first: Result, second: Result) -> str:
+def xor_report(book: Result, lean: Result, first: Result, second: Result) -> str:
     """The XOR table, ratios and what each figure means."""
     rows = [
         ("book script (no logging)", book),
+        ("lean hand-written script (no logging)", lean),
         ("python -m runner, new store", first),
         ("python -m runner, existing store", second),
     ]
@@ -503,11 +568,13 @@ def xor_report(book: Result, first: Result, second: Result) -> str:
             f"existing store {second['wall_s'] / book['wall_s']:.2f}x",
             f"runner / book (train): new store {first['train_s'] / book['train_s']:.2f}x, "
             f"existing store {second['train_s'] / book['train_s']:.2f}x",
+            f"runner / lean script (wall): new store {first['wall_s'] / lean['wall_s']:.2f}x, "
+            f"existing store {second['wall_s'] / lean['wall_s']:.2f}x",
             f"runner: MLflow metric logging {100 * first['logging_share']:.1f}% / "
             f"{100 * second['logging_share']:.1f}% of training time",
             "wall s: process start to exit, imports included.",
             "start->train s: process start to the first training step (runner: its 'training",
-            "  starts' log line; book: the script's own clock before its loop).",
+            "  starts' log line; scripts: their own clock before their loop).",
             "train s: runner = that line to the last 'epoch 200/200' line (includes the run's",
             "  setup logging and buffered per-epoch metric writes); book = its epoch loop.",
             "after s: end of training to process exit (runner: test/final metrics, plots,",
@@ -538,20 +605,23 @@ def run_mnist(args: argparse.Namespace, workdir: Path) -> str:
 
 
 def run_xor(args: argparse.Namespace, workdir: Path) -> str:
-    """The book's script and the runner (new, then existing store), `--repeat` times."""
-    book, first, second = [], [], []
+    """Both plain scripts and the runner (new, then existing store), `--repeat` times."""
+    book, lean, first, second = [], [], [], []
     for i in range(args.repeat):
         rep = workdir / f"xor{i}"  # a fresh store per repeat, so "new store" stays new
         rep.mkdir()
         note(f"XOR {i + 1}/{args.repeat}: book script ...")
-        book.append(bench_xor_book(rep))
+        book.append(bench_xor_script(rep, "xor_book", XOR_BOOK_SCRIPT))
         note(f"  {book[-1]['wall_s']:.2f} s")
+        note(f"XOR {i + 1}/{args.repeat}: lean script ...")
+        lean.append(bench_xor_script(rep, "xor_lean", XOR_LEAN_SCRIPT))
+        note(f"  {lean[-1]['wall_s']:.2f} s")
         note(f"XOR {i + 1}/{args.repeat}: python -m runner, twice ...")
         a, b = bench_xor_runner(rep)
         first.append(a)
         second.append(b)
         note(f"  {a['wall_s']:.2f} s, {b['wall_s']:.2f} s")
-    return xor_report(median(book), median(first), median(second))
+    return xor_report(median(book), median(lean), median(first), median(second))
 
 
 ACCURACY_RUNS = [  # experiment, what it must reach, the book's or LeCun's figure
