@@ -103,7 +103,7 @@ def build_model(
     return nn.Sequential(*modules), infos
 
 
-def check_output(spec: ModelSpec, infos: list[LayerInfo], task: str, num_outputs: int) -> None:
+def check_output(infos: list[LayerInfo], task: str, num_outputs: int) -> None:
     """The model's output must match the data: one unit for binary/regression, C for C classes."""
     out = infos[-1].output_shape
     if out != (num_outputs,):

@@ -102,7 +102,7 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
     model, infos = builders.build_model(spec.model, data.input_shape)
     if spec.trainer.threads == "auto" and trainable_parameters(infos) < KERNEL_BOUND_PARAMS:
         torch.set_num_threads(1)  # tiny tensors: extra threads only spin, on a busy core
-    builders.check_output(spec.model, infos, data.task, data.num_outputs)
+    builders.check_output(infos, data.task, data.num_outputs)
     device = resolve_device(spec.device)
     model.to(device)  # before the optimizer, so fused kernels see the device
     trainer = Trainer(

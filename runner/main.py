@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> float | None:
     # below so both imports overlap; a sweep's jobs share one in-process MLflow instead of
     # paying a companion's imports per job.
     single = hydra_cfg.mode == RunMode.RUN
-    companion = spawn_companion() if single and use_companion(1) else None
+    companion = spawn_companion() if single and use_companion() else None
     try:
         from runner.job import run_job
 

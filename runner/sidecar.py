@@ -30,11 +30,11 @@ class RemoteError(RuntimeError):
     """A tracking call failed in the companion process."""
 
 
-def use_companion(parallel: int) -> bool:
-    """MLflow in a companion process when one job runs at a time on a machine with a core
-    to spare (RUNNER_SIDECAR=0 keeps it in-process)."""
+def use_companion() -> bool:
+    """MLflow in a companion process when the machine has a core to spare for it
+    (RUNNER_SIDECAR=0 keeps it in-process). Only single runs ask: sweeps log in-process."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return parallel == 1 and (cores or 1) > 1 and os.environ.get("RUNNER_SIDECAR", "1") != "0"
+    return (cores or 1) > 1 and os.environ.get("RUNNER_SIDECAR", "1") != "0"
 
 
 def spawn_companion() -> subprocess.Popen:
@@ -125,10 +125,6 @@ class RemoteTracker:
         if method.startswith("_"):
             raise AttributeError(method)
         return lambda *args, **kwargs: self._call(method, *args, **kwargs)
-
-    def flush(self) -> None:
-        """Ask the companion to write its buffered metrics now."""
-        self._call("flush")
 
     def logged_steps(self, key: str) -> set[int]:
         """The steps at which the run already holds metric `key` (waits for the answer)."""

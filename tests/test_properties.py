@@ -138,7 +138,7 @@ def test_a_random_valid_stack_builds_and_trains_one_step(blocks, optim, lr, seed
     with torch.random.fork_rng():  # the seed stays local to this example
         torch.manual_seed(seed)
         model, infos = builders.build_model(spec.model, (2,))
-        builders.check_output(spec.model, infos, spec.task, 1)
+        builders.check_output(infos, spec.task, 1)
         loss_fn = builders.build_loss(spec.model.loss)
         optimizer = builders.build_optimizer(spec.optim, list(model.parameters()))
         before = [p.detach().clone() for p in model.parameters()]
