@@ -363,11 +363,12 @@ def bench_mnist_worker(name: str, root: Path, workdir: Path) -> Result:
     return {**child.last_json(), "wall_s": child.wall, "rss_mib": child.peak_rss_mib}
 
 
-def bench_mnist_runner(root: Path, workdir: Path) -> Result:
-    """Variant c: one epoch through `python -m runner`, timed from its log lines."""
+def bench_mnist_runner(root: Path, workdir: Path, data_path: str = "auto") -> Result:
+    """Variants c, d: one epoch through `python -m runner` on the given data path, timed from
+    its log lines."""
     from mlflow.tracking import MlflowClient  # here, so the parent pays for it only when used
 
-    cwd, store = workdir / "cwd", workdir / "store"
+    cwd, store = workdir / f"cwd-{data_path}", workdir / "store"
     cwd.mkdir()
     child = run_child(
         runner_cmd(
@@ -378,6 +379,7 @@ def bench_mnist_runner(root: Path, workdir: Path) -> Result:
             "trainer.log_model=false",
             "trainer.plots=false",
             "trainer.progress=none",
+            f"trainer.data_path={data_path}",
             f"tracking.store_dir={store}",
         ),
         cwd,
@@ -492,12 +494,15 @@ def header(args: argparse.Namespace, started: str, load_start: Sequence[float]) 
     )
 
 
-def mnist_report(canonical: Result, in_memory: Result, runner: Result, root: Path) -> str:
+def mnist_report(
+    canonical: Result, in_memory: Result, runner: Result, loader: Result, root: Path
+) -> str:
     """The MNIST table, ratios and what each figure means."""
     rows = [
         ("a. canonical (torchvision + DataLoader)", canonical),
         ("b. hand-written in-memory (randperm)", in_memory),
         ("c. python -m runner (epoch incl. 1 val pass)", runner),
+        ("d. the same, trainer.data_path=loader", loader),
     ]
     body = table(
         ["variant", "samples/s", "train s", "test acc", "wall s", "peak RSS MiB"],
@@ -523,6 +528,9 @@ def mnist_report(canonical: Result, in_memory: Result, runner: Result, root: Pat
             f"{runner['samples_per_s'] / canonical['samples_per_s']:.2f}x",
             f"runner / hand-written (samples/s): "
             f"{runner['samples_per_s'] / in_memory['samples_per_s']:.2f}x",
+            f"runner loader path / memory path (samples/s): "
+            f"{loader['samples_per_s'] / runner['samples_per_s']:.2f}x "
+            f"(same test acc: {loader['test_acc'] == runner['test_acc']})",
             f"runner: MLflow metric logging {100 * runner['logging_share']:.1f}% of training time "
             "(the runner's own 'training took' log line)",
             "train s: a, b = the epoch loop only (a's includes the DataLoader's per-sample",
@@ -585,7 +593,7 @@ def xor_report(book: Result, lean: Result, first: Result, second: Result) -> str
 
 def run_mnist(args: argparse.Namespace, workdir: Path) -> str:
     """All MNIST variants, `--repeat` times, interleaved so load drifts hit each alike."""
-    runs: dict[str, list[Result]] = {"canonical": [], "in_memory": [], "runner": []}
+    runs: dict[str, list[Result]] = {"canonical": [], "in_memory": [], "runner": [], "loader": []}
     for i in range(args.repeat):
         rep = workdir / f"mnist{i}"
         rep.mkdir()
@@ -593,13 +601,15 @@ def run_mnist(args: argparse.Namespace, workdir: Path) -> str:
             note(f"MNIST {i + 1}/{args.repeat}: {key} ...")
             runs[key].append(bench_mnist_worker(name, args.mnist_root, rep))
             note(f"  {runs[key][-1]['samples_per_s']:,.0f} samples/s")
-        note(f"MNIST {i + 1}/{args.repeat}: python -m runner ...")
-        runs["runner"].append(bench_mnist_runner(args.mnist_root, rep))
-        note(f"  {runs['runner'][-1]['samples_per_s']:,.0f} samples/s")
+        for key, data_path in (("runner", "auto"), ("loader", "loader")):
+            note(f"MNIST {i + 1}/{args.repeat}: python -m runner trainer.data_path={data_path} ...")
+            runs[key].append(bench_mnist_runner(args.mnist_root, rep, data_path))
+            note(f"  {runs[key][-1]['samples_per_s']:,.0f} samples/s")
     return mnist_report(
         median(runs["canonical"]),
         median(runs["in_memory"]),
         median(runs["runner"]),
+        median(runs["loader"]),
         args.mnist_root,
     )
 

@@ -42,19 +42,37 @@ class Trainer:
 
 
 MEMORY_SHARE = 0.5  # auto keeps data on an accelerator only if it takes at most this share
+HOST_MEMORY_SHARE = 0.25  # on the CPU: each epoch's shuffled copy must fit beside the data
+
+
+def available_host_memory() -> int | None:
+    """Bytes of RAM this machine can still give (Linux: MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def choose_data_path(setting: str, data: DataSplits, device: torch.device) -> str:
     """`memory` (tensors on the device, randperm slices) or `loader` (a DataLoader streaming
-    batches from host memory). Auto picks memory unless the data would take more than
-    MEMORY_SHARE of the accelerator's free memory; on the CPU the data is in memory anyway."""
+    batches from host memory). Auto picks memory unless the training data is too large for
+    it: more than MEMORY_SHARE of an accelerator's free memory, or on the CPU more than
+    HOST_MEMORY_SHARE of the RAM still available (the memory path gathers a shuffled copy of
+    the whole training set each epoch; the loader path copies one batch at a time)."""
     if setting != "auto":
         return setting
-    if device.type != "cuda":
-        return "memory"
     size = sum(t.numel() * t.element_size() for t in (data.x_train, data.y_train))
-    free, _ = torch.cuda.mem_get_info(device)
-    return "memory" if size <= MEMORY_SHARE * free else "loader"
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return "memory" if size <= MEMORY_SHARE * free else "loader"
+    available = available_host_memory()
+    if device.type != "cpu" or available is None:
+        return "memory"
+    return "memory" if size <= HOST_MEMORY_SHARE * available else "loader"
 
 
 def epoch_batches(
@@ -73,12 +91,15 @@ def epoch_batches(
         for start in range(0, len(order), batch_size):
             yield x_epoch[start : start + batch_size], y_epoch[start : start + batch_size]
         return
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import BatchSampler, DataLoader, TensorDataset
 
+    # Each batch is one indexing of the tensors by the batch's indices (no per-sample
+    # __getitem__ and collate); the indices follow the epoch's permutation, as on the
+    # memory path.
     loader = DataLoader(
         TensorDataset(x, y),
-        batch_size=batch_size,
-        sampler=order.tolist(),  # the epoch's permutation, so both paths shuffle alike
+        sampler=BatchSampler(order.tolist(), batch_size, drop_last=False),
+        batch_size=None,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )

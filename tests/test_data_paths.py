@@ -25,6 +25,8 @@ def test_both_paths_cut_identical_batches():
     for (xm, ym), (xl, yl) in zip(memory, loader, strict=True):
         assert torch.equal(xm, xl) and torch.equal(ym, yl)
     assert torch.equal(torch.cat([b[1] for b in memory]), order)  # same order as the perm
+    workers = list(epoch_batches(x, y, order, 4, "loader", cpu, num_workers=2))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(memory, workers, strict=True))
 
 
 def test_both_paths_give_identical_metrics():
@@ -35,11 +37,17 @@ def test_both_paths_give_identical_metrics():
     assert train(cfg) == memory
 
 
-def test_auto_path_keeps_cpu_data_in_memory():
-    from runner.loop import choose_data_path
+def test_auto_path_streams_data_too_large_for_the_memory_left(monkeypatch):
+    from runner import loop
 
-    assert choose_data_path("auto", xor(), torch.device("cpu")) == "memory"
-    assert choose_data_path("loader", xor(), torch.device("cpu")) == "loader"
+    data = xor()  # 100 x 2 floats + 100 targets: 1,200 bytes
+    assert loop.available_host_memory() > 1 << 20  # read from /proc/meminfo
+    assert loop.choose_data_path("auto", data, torch.device("cpu")) == "memory"
+    monkeypatch.setattr(loop, "available_host_memory", lambda: 4000)
+    assert loop.choose_data_path("auto", data, torch.device("cpu")) == "loader"
+    assert loop.choose_data_path("memory", data, torch.device("cpu")) == "memory"
+    monkeypatch.setattr(loop, "available_host_memory", lambda: None)  # not Linux
+    assert loop.choose_data_path("auto", data, torch.device("cpu")) == "memory"
 
 
 def test_buffered_logging_loses_no_metric_point(tmp_path):
