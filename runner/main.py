@@ -29,10 +29,12 @@ def main(cfg: DictConfig) -> float | None:
     from runner.sidecar import spawn_companion, use_companion
 
     hydra_cfg = HydraConfig.get()
+    single = hydra_cfg.mode == RunMode.RUN
+    if single:
+        early_config_check(cfg)
     # A single run logs through a companion process, started before torch is imported
     # below so both imports overlap; a sweep's jobs share one in-process MLflow instead of
     # paying a companion's imports per job.
-    single = hydra_cfg.mode == RunMode.RUN
     companion = spawn_companion() if single and use_companion() else None
     try:
         from runner.job import run_job
@@ -42,6 +44,26 @@ def main(cfg: DictConfig) -> float | None:
         if companion is not None:  # unused (a config error, a skipped job) or done: let it go
             companion.stdin.close()
             companion.wait()
+
+
+def early_config_check(cfg: DictConfig) -> None:
+    """Fail a single run at once, before torch is imported, on the config problems that can
+    be found without it (the job's full validation reports every other one)."""
+    import os
+
+    from runner.spec import precheck
+
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation error: the job reports it with its context
+        return
+    try:
+        precheck(config)
+    except ConfigError as err:
+        if os.environ.get("HYDRA_FULL_ERROR"):
+            raise
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def cli() -> None:

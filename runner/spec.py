@@ -502,8 +502,8 @@ def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
 
 
 def _device(problems: _Problems, value: Any) -> str:
+    """The device, if this machine has it (its spelling is checked in _plain_sections)."""
     if not isinstance(value, str) or not DEVICE_PATTERN.match(value):
-        problems.add(f"device: {value!r} is not a device; allowed: auto, cpu, cuda, cuda:N, mps")
         return "cpu"
     from runner.device import device_problem
 
@@ -572,17 +572,40 @@ def plugin_list(value: Any) -> list[str]:
     return value
 
 
-def validate(cfg: dict[str, Any]) -> RunSpec:
-    """Check a resolved config and return its RunSpec, or raise one ConfigError listing all."""
-    load_builtins()
-    problems = _Problems()
+def _plain_sections(problems: _Problems, cfg: dict[str, Any]) -> tuple[int, TrainerSpec, SweepSpec]:
+    """The checks that need neither torch nor the registries: top-level keys, seed, the
+    device's spelling, trainer, sweep, resume."""
     _unknown_keys(problems, "config", cfg, TOP_LEVEL_KEYS)
     seed = _int_at_least(problems, "seed", cfg.get("seed", 0), 0)
     problem = _range_problem("seed", "seed", seed)
     if problem:
         problems.add(problem)
-    device = _device(problems, cfg.get("device", "auto"))
+    device = cfg.get("device", "auto")
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+        problems.add(f"device: {device!r} is not a device; allowed: auto, cpu, cuda, cuda:N, mps")
     trainer = _trainer(problems, cfg.get("trainer"))
+    sweep = _sweep(problems, cfg.get("sweep"))
+    resume = cfg.get("resume")
+    if resume is not None and not isinstance(resume, str):
+        problems.add(f"resume: {resume!r} is not a checkpoint path or an MLflow run id")
+    return seed, trainer, sweep
+
+
+def precheck(cfg: dict[str, Any]) -> None:
+    """Raise a ConfigError for the problems found without importing torch (see
+    _plain_sections): a single run calls this first, so such a typo fails at once."""
+    problems = _Problems()
+    _plain_sections(problems, cfg)
+    if problems.items:
+        raise ConfigError(problems.items)
+
+
+def validate(cfg: dict[str, Any]) -> RunSpec:
+    """Check a resolved config and return its RunSpec, or raise one ConfigError listing all."""
+    load_builtins()
+    problems = _Problems()
+    seed, trainer, sweep = _plain_sections(problems, cfg)
+    device = _device(problems, cfg.get("device", "auto"))
     model = _model(problems, cfg.get("model"))
     data, task = _data(problems, cfg.get("data"))
     optim = _component(problems, "optim", cfg.get("optim"), OPTIMIZERS, provided={"params"})
@@ -596,10 +619,7 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
         _loss_fits_task(problems, model.loss, task)
     tracking = _tracking(problems, cfg.get("tracking"), data.name if data else "runner")
     plugins = plugin_list(cfg.get("plugins"))
-    sweep = _sweep(problems, cfg.get("sweep"))
     resume = cfg.get("resume")
-    if resume is not None and not isinstance(resume, str):
-        problems.add(f"resume: {resume!r} is not a checkpoint path or an MLflow run id")
     if problems.items:
         raise ConfigError(problems.items)
     assert model and data and optim and task

@@ -89,6 +89,20 @@ def test_bad_input_exits_1_with_one_message_and_no_run(tmp_path, args, fragment)
         )
 
 
+def test_trainer_typo_fails_before_torch_or_mlflow_is_imported(tmp_path):
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}  # every import, logged to stderr
+    proc = run_cli("trainer.epochs=0", "+trainer.batchsize=2", cwd=tmp_path, env=env)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    message = "\n".join(line for line in lines if not line.startswith("import time:"))
+    assert message.startswith("config error: 2 problems:")
+    assert "trainer.epochs: 0 is out of range; allowed: >= 1" in message
+    assert "Did you mean 'batch_size'" in message
+    imported = {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")}
+    assert "hydra" in imported  # the import log is there...
+    assert not {"torch", "mlflow"} & imported  # ...and holds neither
+
+
 def test_a_failure_mid_training_ends_the_run_failed_with_metrics_kept(tmp_path):
     # An absurd learning rate makes the regression loss overflow after a few epochs.
     proc = run_cli("experiment=house_tiny", "optim=sgd", "optim.lr=1e6", *FAST, cwd=tmp_path)
