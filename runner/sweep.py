@@ -91,11 +91,12 @@ class SweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         from runner.report import SWEEP_TAG
-        from runner.tracking import ensure_experiment
+        from runner.tracking import ensure_experiment, store_opening
 
         uri, artifact_root, experiment = _tracking_target(config)
-        client = MlflowClient(uri)
-        experiment_id = ensure_experiment(client, experiment, artifact_root)
+        with store_opening(uri):
+            client = MlflowClient(uri)
+            experiment_id = ensure_experiment(client, experiment, artifact_root)
         overrides = sorted(str(o) for o in config.hydra.overrides.task)
         key = hashlib.sha256(json.dumps([experiment, overrides]).encode()).hexdigest()
         previous = client.search_runs(

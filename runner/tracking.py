@@ -18,6 +18,11 @@ import mlflow
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
+try:
+    import fcntl
+except ImportError:  # Windows: no file locks here; open new stores from one process first
+    fcntl = None
+
 from runner.errors import ArtifactStoreError, always_ended
 from runner.spec import TrackingSpec
 
@@ -32,6 +37,45 @@ def default_store(store_dir: str) -> tuple[str, str]:
     root = Path(store_dir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` tracking URI (None for any other store)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix) :] in ("", ":memory:"):
+        return None
+    return Path(uri[len(prefix) :].split("?")[0])
+
+
+@contextmanager
+def store_opening(uri: str) -> Iterator[None]:
+    """Open a SQLite store one process at a time while it is new or needs migrating.
+
+    Two processes that create (or migrate) the same SQLite store at once leave it broken
+    ("table _alembic_tmp_... already exists" on every later open): measured on every try
+    here. The first opener takes an exclusive lock on `<db>.lock`, lets mlflow create the
+    schema, and writes mlflow's version into the lock file; later opens of a store marked
+    with the running mlflow's version skip the lock.
+    """
+    db = _sqlite_file(uri)
+    if db is None or fcntl is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    marker = f"schema ready for mlflow {mlflow.__version__}\n"
+    lock_path = db.with_name(db.name + ".lock")
+    if db.is_file() and lock_path.is_file() and lock_path.read_text() == marker:
+        yield
+        return
+    with open(lock_path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits while another process creates the schema
+        try:
+            yield
+            lock.seek(0)
+            lock.truncate()
+            lock.write(marker)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
@@ -71,8 +115,9 @@ class Tracker:
             uri, artifact_root = default_store(spec.store_dir)
         self.uri = uri
         mlflow.set_tracking_uri(uri)
-        self.client = MlflowClient(uri)
-        self.experiment_id = ensure_experiment(self.client, spec.experiment, artifact_root)
+        with store_opening(uri):
+            self.client = MlflowClient(uri)
+            self.experiment_id = ensure_experiment(self.client, spec.experiment, artifact_root)
         self.run_id: str | None = None
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
