@@ -188,7 +188,9 @@ def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path):
         procs = [
             subprocess.Popen(
                 [sys.executable, "-c", OPEN_NEW_STORE, str(store), f"run{i}"],
-                env=env, stderr=subprocess.PIPE, text=True,
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
             )  # fmt: skip
             for i in range(3)
         ]

@@ -8,43 +8,7 @@ import pytest
 
 from runner.errors import ConfigError
 from runner.spec import validate
-
-GOOD = {
-    "seed": 1,
-    "device": "cpu",
-    "trainer": {"epochs": 2, "batch_size": 2},
-    "model": {
-        "name": "m",
-        "layers": [
-            {"layer": "linear", "out_features": 4, "init": {"weight": "xavier_uniform"}},
-            {"layer": "relu"},
-            {"layer": "linear", "out_features": 1, "id": "out"},
-            {"layer": "sigmoid"},
-        ],
-        "l1": {"strength": 0.01, "layers": ["out"]},
-        "loss": {"name": "bce"},
-    },
-    "data": {"name": "xor", "num_outputs": 1},
-    "optim": {"name": "adam", "lr": 0.01},
-    "scheduler": {"name": "none"},
-}
-
-
-def with_change(path: str, value):
-    """GOOD with one key (dotted, list indices allowed) set or, for value DELETE, removed."""
-    cfg = copy.deepcopy(GOOD)
-    *parents, last = path.split(".")
-    node = cfg
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[int(last) if isinstance(node, list) else last] = value
-    return cfg
-
-
-DELETE = object()
+from tests.configs import DELETE, GOOD, with_change
 
 CATALOGUE = [
     (
