@@ -38,10 +38,11 @@ SEED = 1
 
 Result = dict[str, float]
 
-# The book's XOR network (Raschka et al., ch. 13) as a stand-alone script, timed as a whole
-# process. Its only output is one JSON line at the end: accuracies and wall-clock marks around
-# the training loop, so its phases line up with the runner's log timestamps.
-XOR_BOOK_SCRIPT = """\
+# The book's XOR setup (Raschka et al., ch. 13): data, network, loss and optimizer. Both XOR
+# scripts below start with it; each is timed as a whole process and prints one JSON line at
+# the end: accuracies and wall-clock marks around its training loop, so its phases line up
+# with the runner's log timestamps.
+XOR_SETUP = """\
 import json
 import time
 
@@ -61,7 +62,6 @@ y_train = torch.tensor(y[:n_train], dtype=torch.float32)
 x_valid = torch.tensor(x[n_train:, :], dtype=torch.float32)
 y_valid = torch.tensor(y[n_train:], dtype=torch.float32)
 batch_size = 2
-train_dl = DataLoader(TensorDataset(x_train, y_train), batch_size, shuffle=True)
 
 model = nn.Sequential(
     nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1), nn.Sigmoid()
@@ -71,6 +71,13 @@ loss_fn = nn.BCELoss()
 l1_weight = 0.01
 optimizer = torch.optim.Adam(model.parameters(), lr=0.015)
 num_epochs = 200
+"""
+
+# The book's own loop: a DataLoader, .item() and an accuracy per step.
+XOR_BOOK_SCRIPT = (
+    XOR_SETUP
+    + """\
+train_dl = DataLoader(TensorDataset(x_train, y_train), batch_size, shuffle=True)
 loss_hist_train = [0] * num_epochs
 accuracy_hist_train = [0] * num_epochs
 loss_hist_valid = [0] * num_epochs
@@ -103,39 +110,14 @@ print(json.dumps({
     "valid_acc": float(accuracy_hist_valid[-1]),
 }))
 """
-
-
-# The same training as the book's script, written lean by hand: batches cut from in-memory
-# tensors with randperm (no DataLoader), losses kept as tensors (no .item() per step). A
-# stronger baseline than the book's: what a careful user would write without any tool.
-XOR_LEAN_SCRIPT = """\
-import json
-import time
-
-import numpy as np
-import torch
-from torch import nn
-
-torch.manual_seed(1)
-np.random.seed(1)
-x = np.random.uniform(low=-1, high=1, size=(200, 2))
-y = np.ones(len(x))
-y[x[:, 0] * x[:, 1] < 0] = 0
-n_train = 100
-x_train = torch.tensor(x[:n_train, :], dtype=torch.float32)
-y_train = torch.tensor(y[:n_train], dtype=torch.float32)
-x_valid = torch.tensor(x[n_train:, :], dtype=torch.float32)
-y_valid = torch.tensor(y[n_train:], dtype=torch.float32)
-batch_size = 2
-
-model = nn.Sequential(
-    nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1), nn.Sigmoid()
 )
-nn.init.xavier_uniform_(model[0].weight)
-loss_fn = nn.BCELoss()
-l1_weight = 0.01
-optimizer = torch.optim.Adam(model.parameters(), lr=0.015)
-num_epochs = 200
+
+# The same training written lean by hand: batches cut from in-memory tensors with randperm
+# (no DataLoader), losses kept as tensors (no .item() per step). A stronger baseline than
+# the book's: what a careful user would write without any tool.
+XOR_LEAN_SCRIPT = (
+    XOR_SETUP
+    + """\
 history = []
 
 train_start = time.time()
@@ -167,6 +149,7 @@ print(json.dumps({
     "valid_acc": history[-1][3],
 }))
 """
+)
 
 
 # --- child processes -----------------------------------------------------------------------
