@@ -332,6 +332,16 @@ def main(argv: list[str] | None = None) -> int:
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     uri = uri or f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
+    from runner.tracking import sqlite_file
+
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():  # say so, rather than create an empty store
+        print(
+            f"error: no MLflow store at {db}; run from the folder you launched the runs "
+            "from, or pass --tracking-uri",
+            file=sys.stderr,
+        )
+        return 1
     client = MlflowClient(uri)
     try:
         runs, title, parent = resolve_target(client, args.target)

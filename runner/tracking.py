@@ -39,7 +39,7 @@ def default_store(store_dir: str) -> tuple[str, str]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
 
 
-def _sqlite_file(uri: str) -> Path | None:
+def sqlite_file(uri: str) -> Path | None:
     """The database file of a `sqlite:///...` tracking URI (None for any other store)."""
     prefix = "sqlite:///"
     if not uri.startswith(prefix) or uri[len(prefix) :] in ("", ":memory:"):
@@ -57,7 +57,7 @@ def store_opening(uri: str) -> Iterator[None]:
     schema, and writes mlflow's version into the lock file; later opens of a store marked
     with the running mlflow's version skip the lock.
     """
-    db = _sqlite_file(uri)
+    db = sqlite_file(uri)
     if db is None or fcntl is None:
         yield
         return

@@ -96,6 +96,11 @@ def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):
     # By experiment name too.
     assert report_main(["xor", "--tracking-uri", store_uri(tmp_path), "--out", str(out)]) == 0
     assert report_main(["nope", "--tracking-uri", store_uri(tmp_path)]) == 1
+    # A folder with no store: an error naming where it looked, and no empty store created.
+    missing = tmp_path / "elsewhere" / "mlflow.db"
+    assert report_main(["xor", "--tracking-uri", f"sqlite:///{missing}"]) == 1
+    assert f"no MLflow store at {missing}" in capsys.readouterr().err
+    assert not missing.exists()
 
 
 def test_parallel_joblib_sweep_loses_nothing(tmp_path):
