@@ -6,6 +6,7 @@ config-group typo fails at once and a sweep's launching process starts fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -49,8 +50,6 @@ def main(cfg: DictConfig) -> float | None:
 def early_config_check(cfg: DictConfig) -> None:
     """Fail a single run at once, before torch is imported, on the config problems that can
     be found without it (the job's full validation reports every other one)."""
-    import os
-
     from runner.spec import precheck
 
     try:

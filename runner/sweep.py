@@ -88,15 +88,11 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Create (or, for a re-run of the same command, reopen) the parent run."""
-        from mlflow.tracking import MlflowClient
-
         from runner.report import SWEEP_TAG
-        from runner.tracking import ensure_experiment, store_opening
+        from runner.tracking import open_store
 
         uri, artifact_root, experiment = _tracking_target(config)
-        with store_opening(uri):
-            client = MlflowClient(uri)
-            experiment_id = ensure_experiment(client, experiment, artifact_root)
+        client, experiment_id = open_store(uri, experiment, artifact_root)
         overrides = sorted(str(o) for o in config.hydra.overrides.task)
         key = hashlib.sha256(json.dumps([experiment, overrides]).encode()).hexdigest()
         previous = client.search_runs(

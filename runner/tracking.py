@@ -74,8 +74,16 @@ def store_opening(uri: str) -> Iterator[None]:
             lock.seek(0)
             lock.truncate()
             lock.write(marker)
+            lock.flush()  # written before another process may take the lock
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def open_store(uri: str, experiment: str, artifact_root: str | None) -> tuple[MlflowClient, str]:
+    """A client on the store (created safely if new) and the experiment's id in it."""
+    with store_opening(uri):
+        client = MlflowClient(uri)
+        return client, ensure_experiment(client, experiment, artifact_root)
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
@@ -115,9 +123,7 @@ class Tracker:
             uri, artifact_root = default_store(spec.store_dir)
         self.uri = uri
         mlflow.set_tracking_uri(uri)
-        with store_opening(uri):
-            self.client = MlflowClient(uri)
-            self.experiment_id = ensure_experiment(self.client, spec.experiment, artifact_root)
+        self.client, self.experiment_id = open_store(uri, spec.experiment, artifact_root)
         self.run_id: str | None = None
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
