@@ -25,9 +25,9 @@ if __name__ == "__main__":
     except KeyboardInterrupt as err:  # the run is already ended KILLED, its checkpoint saved
         print(f"interrupted: {err}".rstrip(": "), file=sys.stderr)
         code = 128 + getattr(err, "signum", 2)
-    # Tearing down an interpreter that loaded torch and mlflow takes about 2 s here (3 s
-    # with a launcher's worker pool); every result is already written, so end the idle
-    # workers, run the exit handlers, flush, and leave at once.
+    # Tearing down an interpreter that loaded torch and mlflow is slow (seconds, more with a
+    # launcher's worker pool); every result is already written, so end the idle workers,
+    # run the exit handlers, flush, and leave at once.
     for worker in multiprocessing.active_children():
         worker.terminate()
     atexit._run_exitfuncs()

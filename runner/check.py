@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -24,11 +23,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from runner.choices import group_choice_problems
-from runner.errors import ConfigError
-from runner.main import PROJECT_ROOT  # importing it also registers `${runner.project:}`
+from runner.errors import ConfigError, failure_message
+from runner.project import CONF_DIR  # importing it also registers `${runner.project:}`
 from runner.spec import validate
 
-CONF_DIR = PROJECT_ROOT / "conf"
 USAGE = "usage: python -m runner.check [-m|--multirun] [override ...]"
 
 
@@ -58,13 +56,7 @@ def job_problems(overrides: list[str], num: int | None = None) -> list[str]:
         cfg = compose_job(overrides, num)
         with open_dict(cfg):
             del cfg["hydra"]  # as in a job: the task config has no hydra node
-        config: Any = OmegaConf.to_container(cfg, resolve=True)
-        plugins = list(config.get("plugins") or [])
-        if plugins:  # runner.job imports mlflow (about 1 s): pay for it only when needed
-            from runner.job import load_plugins
-
-            load_plugins(plugins)
-        validate(config)
+        validate(OmegaConf.to_container(cfg, resolve=True))
     except ConfigError as err:
         return err.problems
     except (HydraException, OmegaConfBaseException) as err:
@@ -130,7 +122,7 @@ def main(argv: list[str]) -> int:
         overrides = [a for a in argv if not a.startswith("-")]
         problems = group_choice_problems(overrides, CONF_DIR)
         if problems:  # the same did-you-mean as `python -m runner`, before composing
-            print(f"config error: {ConfigError(problems)}", file=sys.stderr)
+            print(failure_message(ConfigError(problems)), file=sys.stderr)
             return 1
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             try:
@@ -157,4 +149,4 @@ if __name__ == "__main__":
     status = main(sys.argv[1:])
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(status)  # skip torch's slow interpreter teardown (about 0.5 s); nothing is open
+    os._exit(status)  # skip torch's slow interpreter teardown; nothing is open

@@ -1,4 +1,4 @@
-"""Checkpoints: all a run needs to continue bit for bit, written atomically.
+"""Checkpoints and resume: all a run needs to continue bit for bit, written atomically.
 
 A checkpoint holds the model, optimizer and scheduler states, every RNG state, the epoch,
 the history so far, the MLflow run id and the config fingerprint. Only tensors and plain
@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from runner.errors import ConfigError
 from runner.loop import Trainer
+from runner.spec import RunSpec
 
 
 def capture(
@@ -82,3 +84,32 @@ def restore(state: dict[str, Any], trainer: Trainer, generator: torch.Generator)
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = rng["python"]
     random.setstate((version, tuple(internal), gauss_next))
+
+
+def load_resume(
+    spec: RunSpec, fingerprint: str, trainer: Trainer, generator: torch.Generator
+) -> dict[str, Any]:
+    """Load the checkpoint `resume=` names (a file, or an MLflow run id) into freshly built
+    objects; refuse one written by another config or for a run already complete."""
+    target = spec.resume
+    path, run_id = Path(target).expanduser(), None
+    if not path.is_file():
+        from runner.tracking.store import Store
+
+        path, run_id = Store(spec.tracking).checkpoint_of_run(target), target
+    try:
+        state = load(path)
+    except Exception as err:  # a truncated or foreign file: say so, never execute it
+        raise ConfigError(f"resume: {str(path)!r} is not a readable checkpoint ({err})") from None
+    if state["fingerprint"] != fingerprint:
+        raise ConfigError(
+            f"resume: the checkpoint {str(path)!r} was written by a different config; resume "
+            "with the same overrides as the original run (resume= aside)"
+        )
+    if state["epoch"] >= spec.trainer.epochs:
+        raise ConfigError(
+            f"resume: run {state['run_id']} already trained all {state['epoch']} epochs"
+        )
+    state["run_id"] = state["run_id"] or run_id  # written before the run id was known
+    restore(state, trainer, generator)
+    return state

@@ -1,10 +1,15 @@
-"""Device choice: `auto` takes cuda, then mps, then cpu; an explicit device must exist."""
+"""Where a job computes: the device (`auto` takes cuda, then mps, then cpu; an explicit
+device must exist) and how many CPU threads torch uses."""
 
 from __future__ import annotations
 
 import os
 
 import torch
+
+# Models this large spend their steps in multi-threaded kernels; smaller ones (XOR's 37
+# parameters) are bound by Python on one core, where extra threads only spin.
+KERNEL_BOUND_PARAMS = 10_000
 
 
 def _mps_available() -> bool:
@@ -40,3 +45,18 @@ def thread_count(setting: int | str, parallel_jobs: int = 1) -> int:
         return int(setting)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // max(1, parallel_jobs))
+
+
+def set_threads(setting: int | str, parallel_jobs: int = 1, params: int | None = None) -> None:
+    """Apply `trainer.threads`: `auto` shares the cores among parallel jobs, and gives a
+    model known (`params`) to be small one thread."""
+    threads = thread_count(setting, parallel_jobs)
+    if setting == "auto" and params is not None and params < KERNEL_BOUND_PARAMS:
+        threads = 1
+    torch.set_num_threads(threads)
+
+
+def is_kernel_bound(params: int) -> bool:
+    """Whether a model's steps run in multi-threaded kernels (and so suffer from a process
+    busy beside them) rather than in Python."""
+    return params >= KERNEL_BOUND_PARAMS and torch.get_num_threads() > 1

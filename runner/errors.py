@@ -1,8 +1,16 @@
-"""The one exception type for bad user input, with the key, the value and what is allowed."""
+"""The project's exception types and the one place that turns them into a clean exit.
+
+`ConfigError` is bad user input; `RunError` a known failure during a run (a non-finite loss,
+an unwritable artifact store). `exit_on_known_failure` prints either as one line and exits
+1; everything else is a bug and keeps its traceback. `always_ended` ends an MLflow run with
+the status an exception implies.
+"""
 
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +27,16 @@ class ConfigError(Exception):
         if len(self.problems) == 1:
             return self.problems[0]
         return f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class RunError(RuntimeError):
+    """A known failure during a run: reported in one line, the run ended FAILED."""
+
+    run_id: str | None = None  # set once the run that failed is known
+
+
+class ArtifactStoreError(RunError):
+    """Artifacts could not be written (disk full, unwritable folder): a clear, final error."""
 
 
 def did_you_mean(value: Any, allowed: Iterable[str]) -> str:
@@ -38,8 +56,23 @@ def unknown_name(key: str, kind: str, value: Any, allowed: Iterable[str]) -> str
     )
 
 
-class ArtifactStoreError(RuntimeError):
-    """Artifacts could not be written (disk full, unwritable folder): a clear, final error."""
+def failure_message(err: ConfigError | RunError) -> str:
+    """The one line a known failure prints."""
+    if isinstance(err, ConfigError):
+        return f"config error: {err}"
+    return f"error: {err}" + (f" (run {err.run_id} ended FAILED)" if err.run_id else "")
+
+
+@contextmanager
+def exit_on_known_failure() -> Iterator[None]:
+    """Known failures print one message and exit 1 (HYDRA_FULL_ERROR=1: the traceback)."""
+    try:
+        yield
+    except (ConfigError, RunError) as err:
+        if os.environ.get("HYDRA_FULL_ERROR"):
+            raise
+        print(failure_message(err), file=sys.stderr)
+        sys.exit(1)
 
 
 def ending(err: BaseException) -> tuple[str, str | None, str | None]:

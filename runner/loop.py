@@ -11,13 +11,14 @@ import torch
 from torch import nn
 
 from runner.datasets.base import DataSplits
+from runner.errors import RunError
 from runner.metrics import TaskMetrics, align
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 EVAL_CHUNK = 8192  # validation batch size: large, since no gradients are kept
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(RunError):
     """The training loss became nan or inf."""
 
 
@@ -112,8 +113,8 @@ class L1Penalty:
 
     Applied as its gradient, strength * sign(w), added to each .grad after backward: the
     same gradients autograd gives for the penalty term (bit for bit: float addition is
-    commutative), without its forward and backward nodes, which cost about a quarter of a
-    small model's step. Its value (taken before each step, from the weights that step used)
+    commutative), without its forward and backward nodes, a large share of a small
+    model's step. Its value (taken before each step, from the weights that step used)
     only feeds the logged train_total_loss.
     """
 
@@ -144,8 +145,8 @@ class L1Penalty:
 
 
 def clear_grads(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> None:
-    """optimizer.zero_grad(set_to_none=True), without its per-call profiling wrapper (a
-    tenth of a small model's step) unless the optimizer defines its own."""
+    """optimizer.zero_grad(set_to_none=True), without its per-call profiling wrapper
+    (costly for a small model's step) unless the optimizer defines its own."""
     if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
         optimizer.zero_grad(set_to_none=True)
         return

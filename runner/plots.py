@@ -68,8 +68,8 @@ def confusion_matrix(
     y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str] | None
 ) -> Figure:
     """Validation confusion matrix with counts in each cell."""
-    # Drawn here rather than with sklearn's display: importing sklearn (and scipy) costs
-    # about 2 s, longer than the whole plot, at the end of every run.
+    # Drawn here rather than with sklearn's display: importing sklearn and scipy takes
+    # longer than the whole plot (BENCHMARKS.md).
     n_classes = len(class_names) if class_names else int(max(y_true.max(), y_pred.max())) + 1
     counts = confusion_counts(y_true, y_pred, n_classes)
     names = class_names or [str(i) for i in range(n_classes)]
@@ -110,7 +110,7 @@ def close(fig: Figure) -> None:
 
 
 def draw(pictures: dict[str, Any]) -> dict[str, Figure]:
-    """Figures for a `pictures` payload (plain arrays, see job.picture_data), by artifact path."""
+    """Figures for a `pictures` payload (runner.pictures.picture_data), by artifact path."""
     figures = {
         "plots/learning_curves.png": learning_curves(pictures["history"], pictures["primary"])
     }

@@ -1,8 +1,9 @@
 """Named registries: the only way a config name becomes code.
 
 Each registry maps a config name to a callable plus metadata that the validator and
-builders read. Built-in entries are registered in `runner.components` and
-`runner.datasets`; users register their own in a module listed under `plugins:`.
+builders read. This module is a leaf: built-in entries are registered by `runner.builtins`,
+users register their own in a module listed under `plugins:`, and `runner.plugins` is the
+one place that imports both (validation calls it before it reads any name).
 """
 
 from __future__ import annotations
@@ -65,9 +66,3 @@ OPTIMIZERS = Registry("optimizer")  # torch.optim classes
 SCHEDULERS = Registry("scheduler")  # torch.optim.lr_scheduler classes, stepped per epoch
 DATASETS = Registry("dataset")  # functions returning in-memory train/validation splits
 TEMPLATES = Registry("model template")  # functions expanding a few knobs into a layer list
-
-
-def load_builtins() -> None:
-    """Register the built-in components (imported here, lazily, to avoid import cycles)."""
-    import runner.components  # noqa: F401
-    import runner.datasets  # noqa: F401

@@ -12,6 +12,7 @@ import argparse
 import csv
 import io
 import math
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -22,9 +23,8 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from runner.sweep import REUSED_PREFIX
+from runner import tags
 
-SWEEP_TAG = "runner.is_sweep"
 STATUS_RANK = {"FINISHED": 0, "RUNNING": 1, "KILLED": 2, "FAILED": 3}
 
 
@@ -59,8 +59,8 @@ def _better(metric: str) -> Any:
 
 def run_row(client: MlflowClient, run: Run) -> Row:
     """Read one run's report row: final and best validation metric, capacity, status."""
-    tags, metrics = run.data.tags, run.data.metrics
-    metric = tags.get("runner.primary_metric", "val_acc")
+    run_tags, metrics = run.data.tags, run.data.metrics
+    metric = run_tags.get(tags.PRIMARY_METRIC, "val_acc")
     history = client.get_metric_history(run.info.run_id, metric) if metric in metrics else []
     best = _better(metric)(history, key=lambda m: m.value) if history else None
     train_metric = metric.replace("val_", "train_", 1)
@@ -68,7 +68,7 @@ def run_row(client: MlflowClient, run: Run) -> Row:
     params = run.data.params.get("trainable_params")
     return Row(
         run_id=run.info.run_id,
-        overrides=parse_overrides(tags.get("runner.overrides", "")),
+        overrides=parse_overrides(run_tags.get(tags.OVERRIDES, "")),
         params=int(params) if params else None,
         metric=metric,
         final_val=metrics.get(metric),
@@ -77,13 +77,13 @@ def run_row(client: MlflowClient, run: Run) -> Row:
         final_train=metrics.get(train_metric),
         wall_seconds=(end - run.info.start_time) / 1000 if end else None,
         status=run.info.status,
-        error=tags.get("error", ""),
+        error=run_tags.get(tags.ERROR, ""),
     )
 
 
 def _job_order(run: Run) -> tuple[float, int]:
     """Sort key: the Hydra job number within its sweep, then start time."""
-    job = run.data.tags.get("runner.sweep_job")
+    job = run.data.tags.get(tags.SWEEP_JOB)
     return (int(job) if job and job.isdigit() else math.inf, run.info.start_time)
 
 
@@ -91,7 +91,7 @@ def _dedupe(runs: list[Run]) -> list[Run]:
     """One run per config fingerprint: a finished one over failed attempts, else the latest."""
     chosen: dict[str, Run] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):
-        key = run.data.tags.get("runner.fingerprint", run.info.run_id)
+        key = run.data.tags.get(tags.FINGERPRINT, run.info.run_id)
         old = chosen.get(key)
         if old is None or STATUS_RANK.get(run.info.status, 9) <= STATUS_RANK.get(
             old.info.status, 9
@@ -104,13 +104,13 @@ def sweep_runs(client: MlflowClient, parent: Run) -> list[Run]:
     """The sweep's jobs: its child runs plus finished runs it reused when resumed."""
     children = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        filter_string=f"tags.{tags.PARENT_RUN_ID} = '{parent.info.run_id}'",
         max_results=10000,
     )
     reused = [
         client.get_run(run_id)
         for key, run_id in parent.data.tags.items()
-        if key.startswith(REUSED_PREFIX)
+        if key.startswith(tags.REUSED_PREFIX)
     ]
     return _dedupe(list(children) + reused)
 
@@ -121,7 +121,7 @@ def experiment_runs(client: MlflowClient, name: str) -> list[Run]:
     if experiment is None:
         raise LookupError(f"no experiment or run named {name!r}")
     runs = client.search_runs([experiment.experiment_id], max_results=10000)
-    return _dedupe([r for r in runs if r.data.tags.get(SWEEP_TAG) != "true"])
+    return _dedupe([r for r in runs if r.data.tags.get(tags.IS_SWEEP) != "true"])
 
 
 def label_rows(rows: list[Row]) -> list[str]:
@@ -310,7 +310,7 @@ def resolve_target(client: MlflowClient, target: str) -> tuple[list[Run], str, R
     except Exception:  # not a run id: try it as an experiment name
         parent = None
     if parent is not None:
-        if parent.data.tags.get(SWEEP_TAG) == "true":
+        if parent.data.tags.get(tags.IS_SWEEP) == "true":
             return sweep_runs(client, parent), parent.info.run_name, parent
         return [parent], f"run {parent.info.run_name}", None
     return experiment_runs(client, target), f"experiment {target}", None
@@ -328,8 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="folder for comparison.csv/.md, capacity.png")
     parser.add_argument("--log", action="store_true", help="also log the report to the sweep run")
     args = parser.parse_args(argv)
-    import os
-
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     uri = uri or f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
     from runner.tracking import sqlite_file

@@ -1,82 +1,89 @@
 """A multirun is one thing in MLflow: a parent run made before any job starts, every job a
 child of it (whatever the launcher), and a comparison report when the sweep ends.
 
-The launching process creates the store, the experiment and the parent run once (parallel
-jobs would race to), and writes their ids to a file in the sweep folder that every job,
-in any process or on any node, reads back.
+`SweepCallback` (named in conf/config.yaml) runs in the launching process: it creates the
+store, the experiment and the parent run once (parallel jobs would race to) and leaves
+their ids for the jobs (runner.launch). The job side: `finished_run` lets a re-run sweep
+skip what already finished, `record_failed_setup` gives a job with a bad config its FAILED
+child run.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from runner import tags
+from runner.errors import ConfigError
+from runner.fingerprint import sweep_fingerprint
+from runner.launch import Launch, SweepInfo, write_sweep
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+    from runner.spec import TrackingSpec
+
 log = logging.getLogger("runner.sweep")
-SWEEP_FILE = "mlflow_sweep.json"
-REUSED_PREFIX = "runner.reused."  # parent tags naming finished runs a resumed sweep reused
-# Keys that do not change what a run computes: left out of its fingerprint.
-NOT_FINGERPRINTED = {"tracking", "sweep", "plugins", "resume"}
-NOT_FINGERPRINTED_TRAINER = {"progress", "threads", "checkpoint_every", "num_workers"}
 
 
-@dataclass(frozen=True)
-class SweepInfo:
-    """Where a sweep's jobs log: the tracking URI, experiment and parent run."""
+def finished_run(spec: TrackingSpec, sweep: SweepInfo, fingerprint: str) -> Run | None:
+    """In a re-run sweep: the FINISHED run of this exact config, linked to this sweep."""
+    from runner.tracking.store import Store
 
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-
-
-def fingerprint(config: dict[str, Any]) -> str:
-    """A hash of everything in a resolved config that decides a run's results (seed too)."""
-    kept = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
-    if isinstance(kept.get("trainer"), dict):
-        trainer = kept["trainer"]
-        kept["trainer"] = {k: v for k, v in trainer.items() if k not in NOT_FINGERPRINTED_TRAINER}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+    store = Store(spec)
+    done = store.find_finished(fingerprint)
+    if done is not None and done.data.tags.get(tags.PARENT_RUN_ID) != sweep.parent_run_id:
+        key = f"{tags.REUSED_PREFIX}{fingerprint[:16]}"
+        store.client.set_tag(sweep.parent_run_id, key, done.info.run_id)
+    return done
 
 
-def parallel_jobs(hydra_cfg: Any) -> int:
-    """How many jobs the launcher runs at once (joblib's n_jobs; 1 for the basic launcher)."""
-    n_jobs = OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=None)
-    if not isinstance(n_jobs, int):
-        return 1
-    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+def record_failed_setup(cfg: DictConfig, launch: Launch, err: ConfigError) -> None:
+    """A sweep job whose config is bad still gets a FAILED child run saying why."""
+    from runner.params import flatten
+    from runner.spec import TrackingSpec
+    from runner.tracking import make_tracker
 
-
-def read_sweep(sweep_dir: str) -> SweepInfo | None:
-    """The sweep's MLflow ids, as the launching process wrote them (None outside a sweep)."""
-    path = Path(sweep_dir) / SWEEP_FILE
-    if not path.is_file():
-        return None
-    return SweepInfo(**json.loads(path.read_text()))
+    if launch.sweep is None:
+        return
+    experiment = OmegaConf.select(cfg, "tracking.experiment", default="runner")
+    spec = TrackingSpec(uri=launch.sweep.tracking_uri, experiment=str(experiment))
+    job_tags = {
+        tags.OVERRIDES: " ".join(launch.overrides) or "(none)",
+        tags.SWEEP: str(launch.sweep_dir),
+        tags.SWEEP_JOB: str(launch.job_num),
+    }
+    tracker = make_tracker(spec)
+    try:
+        with tracker.run(launch.run_name, job_tags, parent_run_id=launch.sweep.parent_run_id):
+            tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=False)))
+            raise err
+    except ConfigError:
+        pass  # recorded; the caller reports it
 
 
 def _tracking_target(config: DictConfig) -> tuple[str, str | None, str]:
     """Tracking URI, artifact root (embedded store only) and experiment, from the config."""
     from hydra.core.hydra_config import HydraConfig
 
-    from runner.tracking import default_store
+    from runner.spec import TrackingSpec
+    from runner.tracking import store_location
 
     # Before any job, `${hydra:...}` interpolations need the sweep's config installed.
     HydraConfig.instance().set_config(config)
     tracking = OmegaConf.to_container(config.tracking, resolve=True)
-    uri = tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    artifact_root = None
-    if not uri:
-        uri, artifact_root = default_store(tracking["store_dir"])
-    return uri, artifact_root, str(tracking.get("experiment") or "runner")
+    experiment = str(tracking.get("experiment") or "runner")
+    spec = TrackingSpec(
+        uri=tracking.get("uri"), store_dir=tracking["store_dir"], experiment=experiment
+    )
+    return *store_location(spec), experiment
 
 
 class SweepCallback(Callback):
@@ -88,16 +95,15 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Create (or, for a re-run of the same command, reopen) the parent run."""
-        from runner.report import SWEEP_TAG
-        from runner.tracking import open_store
+        from runner.tracking.store import open_store
 
         uri, artifact_root, experiment = _tracking_target(config)
         client, experiment_id = open_store(uri, experiment, artifact_root)
         overrides = sorted(str(o) for o in config.hydra.overrides.task)
-        key = hashlib.sha256(json.dumps([experiment, overrides]).encode()).hexdigest()
+        key = sweep_fingerprint(experiment, overrides)
         previous = client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`runner.sweep_fingerprint` = '{key}'",
+            filter_string=f"tags.`{tags.SWEEP_FINGERPRINT}` = '{key}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -105,30 +111,30 @@ class SweepCallback(Callback):
         if previous:
             run_id = previous[0].info.run_id
             client.update_run(run_id, status="RUNNING")
-            client.set_tag(run_id, "runner.sweep", sweep_dir)
+            client.set_tag(run_id, tags.SWEEP, sweep_dir)
             self._end_stale_children(client, experiment_id, run_id)
             log.info("resuming sweep run %s: finished jobs will be skipped", run_id)
         else:
-            tags = {
-                SWEEP_TAG: "true",
-                "runner.sweep_fingerprint": key,
-                "runner.sweep": sweep_dir,
-                "runner.overrides": " ".join(overrides) or "(none)",
+            parent_tags = {
+                tags.IS_SWEEP: "true",
+                tags.SWEEP_FINGERPRINT: key,
+                tags.SWEEP: sweep_dir,
+                tags.OVERRIDES: " ".join(overrides) or "(none)",
             }
             name = "sweep " + time.strftime("%Y-%m-%d %H:%M:%S")
-            run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            run_id = client.create_run(experiment_id, run_name=name, tags=parent_tags).info.run_id
         self.info = SweepInfo(uri, experiment_id, run_id)
         self.started = time.time()
-        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-        (Path(sweep_dir) / SWEEP_FILE).write_text(json.dumps(self.info.__dict__))
+        write_sweep(sweep_dir, self.info)
         log.info("sweep run %s in experiment %r (%s)", run_id, experiment, uri)
 
     @staticmethod
-    def _end_stale_children(client: Any, experiment_id: str, run_id: str) -> None:
+    def _end_stale_children(client: MlflowClient, experiment_id: str, run_id: str) -> None:
         """Jobs left RUNNING by a killed launcher are dead: end them KILLED before resuming."""
         stale = client.search_runs(
             [experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'",
+            filter_string=f"tags.{tags.PARENT_RUN_ID} = '{run_id}' "
+            "and attributes.status = 'RUNNING'",
             max_results=10000,
         )
         for run in stale:

@@ -1,9 +1,14 @@
-"""One valid config for validation tests, and a way to change one key of it."""
+"""Configs for tests: one valid config and a way to change one key of it, a config around
+a list of layers, the shipped YAML files merged, and a job trained without Hydra or MLflow."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from omegaconf import OmegaConf
+
+from runner.project import CONF_DIR
 
 GOOD: dict[str, Any] = {
     "seed": 1,
@@ -42,3 +47,46 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
     else:
         node[int(last) if isinstance(node, list) else last] = value
     return cfg
+
+
+def layers_config(layers: list, **overrides: Any) -> dict[str, Any]:
+    """A valid XOR-sized config with the given layers."""
+    cfg = {
+        "seed": 1,
+        "device": "cpu",
+        "trainer": {"epochs": 1, "batch_size": 2},
+        "model": {"name": "m", "layers": layers, "loss": {"name": "bce"}},
+        "data": {"name": "xor"},
+        "optim": {"name": "sgd", "lr": 0.1},
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def shipped(model: str, optim: str = "adam", data: str = "xor", **trainer: Any) -> dict:
+    """The shipped YAML files merged as the default config would merge them."""
+    main = OmegaConf.load(CONF_DIR / "config.yaml")
+    cfg = OmegaConf.create(
+        {
+            "seed": 1,
+            "device": "cpu",
+            "trainer": {**OmegaConf.to_container(main.trainer), "progress": "none", **trainer},
+            "model": OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml"),
+            "data": OmegaConf.load(CONF_DIR / "data" / f"{data}.yaml"),
+            "optim": OmegaConf.merge(
+                OmegaConf.load(CONF_DIR / "optim" / f"{optim}.yaml"), main.optim
+            ),
+        }
+    )
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def train(cfg: dict) -> list[dict[str, float]]:
+    """Validate, build and fit exactly as a job does, without Hydra or MLflow."""
+    from runner.job import setup
+    from runner.loop import fit
+    from runner.spec import validate
+
+    spec = validate(cfg)
+    job = setup(cfg, spec)
+    return fit(job.trainer, job.data, job.generator)

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from runner.plugins import load_components
+
 PROJECT = Path(__file__).resolve().parents[1]
+load_components([])  # the built-in registry entries, as validation would load them
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -54,8 +57,10 @@ def run_cli(
     module: str = "runner",
 ) -> subprocess.CompletedProcess:
     """Run `python -m runner` (or another module) for real in `cwd`, whose outputs/ holds
-    the MLflow store; no tracking server comes from the environment."""
+    the MLflow store; no tracking server comes from the environment. A single run logs
+    through the MLflow companion whatever the core count (`env` may say otherwise)."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env["RUNNER_COMPANION"] = "1"
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", module, *args],

@@ -1,16 +1,12 @@
-"""The in-memory and DataLoader paths give the same batches and metrics; logging loses no
-metric point."""
+"""The in-memory and DataLoader paths give the same batches and metrics."""
 
 from __future__ import annotations
 
 import torch
-from mlflow.tracking import MlflowClient
 
 from runner.datasets.xor import xor
 from runner.loop import epoch_batches
-from runner.spec import TrackingSpec
-from runner.tracking import Tracker
-from tests.test_loop import shipped, train
+from tests.configs import shipped, train
 
 
 def test_both_paths_cut_identical_batches():
@@ -48,17 +44,3 @@ def test_auto_path_streams_data_too_large_for_the_memory_left(monkeypatch):
     assert loop.choose_data_path("memory", data, torch.device("cpu")) == "memory"
     monkeypatch.setattr(loop, "available_host_memory", lambda: None)  # not Linux
     assert loop.choose_data_path("auto", data, torch.device("cpu")) == "memory"
-
-
-def test_buffered_logging_loses_no_metric_point(tmp_path):
-    spec = TrackingSpec(None, str(tmp_path / "store"), "logging")
-    tracker = Tracker(spec)
-    with tracker.run("many", {}):
-        for step in range(1, 401):  # 1,200 points: more than one MLflow batch
-            tracker.log_metrics({"a": step, "b": -step, "c": step / 2}, step=step)
-    client = MlflowClient(tracker.uri)
-    (run,) = client.search_runs([tracker.experiment_id])
-    assert run.info.status == "FINISHED"
-    for key, sign in (("a", 1), ("b", -1)):
-        history = client.get_metric_history(run.info.run_id, key)
-        assert sorted((m.step, m.value) for m in history) == [(s, sign * s) for s in range(1, 401)]

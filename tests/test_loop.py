@@ -6,36 +6,11 @@ import copy
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from runner.job import setup
 from runner.loop import fit
-from runner.main import PROJECT_ROOT
 from runner.spec import validate
-
-
-def shipped(model: str, optim: str = "adam", data: str = "xor", **trainer) -> dict:
-    """The shipped YAML files merged as the default config would merge them."""
-    conf = PROJECT_ROOT / "conf"
-    main = OmegaConf.load(conf / "config.yaml")
-    cfg = OmegaConf.create(
-        {
-            "seed": 1,
-            "device": "cpu",
-            "trainer": {**OmegaConf.to_container(main.trainer), "progress": "none", **trainer},
-            "model": OmegaConf.load(conf / "model" / f"{model}.yaml"),
-            "data": OmegaConf.load(conf / "data" / f"{data}.yaml"),
-            "optim": OmegaConf.merge(OmegaConf.load(conf / "optim" / f"{optim}.yaml"), main.optim),
-        }
-    )
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def train(cfg: dict) -> list[dict[str, float]]:
-    """Validate, build and fit exactly as a job does, without Hydra or MLflow."""
-    spec = validate(cfg)
-    job = setup(cfg, spec)
-    return fit(job.trainer, job.data, job.generator)
+from tests.configs import shipped, train
 
 
 def test_deep_model_learns_xor_and_linear_does_not():
@@ -105,11 +80,27 @@ def test_regression_metrics_in_data_units():
     assert last["val_rmse"] > 100  # dollars, not standardized units
 
 
-def test_scheduler_and_clipping_take_effect():
-    cfg = shipped("xor_deep", "sgd", epochs=4, grad_clip=0.5)
+def test_scheduler_steps_the_learning_rate_per_epoch():
+    cfg = shipped("xor_deep", "sgd", epochs=4)
     cfg["scheduler"] = {"name": "step", "step_size": 2, "gamma": 0.1}
     history = train(cfg)
     assert [round(r["lr"], 6) for r in history] == [0.015, 0.015, 0.0015, 0.0015]
+
+
+def test_grad_clip_bounds_every_step():
+    """Plain SGD moves the weights by lr * grad per step; clipped, that is at most lr * clip."""
+
+    def weight_change(grad_clip: float | None) -> float:
+        cfg = shipped("xor_deep", "sgd", epochs=2, grad_clip=grad_clip)
+        job = setup(cfg, validate(cfg))
+        before = torch.cat([p.detach().flatten().clone() for p in job.trainer.model.parameters()])
+        fit(job.trainer, job.data, job.generator)
+        after = torch.cat([p.detach().flatten() for p in job.trainer.model.parameters()])
+        return float((after - before).norm())
+
+    clip, lr, steps = 1e-3, 0.015, 2 * 50  # 2 epochs of 100 samples in batches of 2
+    assert weight_change(clip) <= steps * lr * clip * (1 + 1e-5)
+    assert weight_change(None) > steps * lr * clip * 10  # unclipped steps are far larger
 
 
 def test_nan_loss_stops_naming_epoch_and_batch_or_is_skipped():

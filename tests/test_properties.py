@@ -21,27 +21,11 @@ from hypothesis import strategies as st
 from runner import builders
 from runner.errors import ConfigError
 from runner.metrics import align
-from runner.registry import (
-    DATASETS,
-    INITIALIZERS,
-    LAYERS,
-    LOSSES,
-    OPTIMIZERS,
-    SCHEDULERS,
-    load_builtins,
-)
-from runner.spec import (
-    L1_DEFAULTS,
-    LAYER_KEYS,
-    MODEL_KEYS,
-    TOP_LEVEL_KEYS,
-    TRAINER_DEFAULTS,
-    signature_params,
-    validate,
-)
+from runner.registry import DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
+from runner.spec import L1Spec, SweepSpec, TrackingSpec, TrainerSpec, validate
+from runner.spec.args import signature_params
+from runner.spec.schema import LAYER_KEYS, MODEL_KEYS, TOP_LEVEL_KEYS, defaults
 from tests.configs import DELETE, GOOD, with_change
-
-load_builtins()
 
 MLP: dict[str, Any] = {
     "name": "mlp",
@@ -259,14 +243,14 @@ BAD_VALUES = {
 }
 UNKNOWN_KEY_PLACES = {
     "": TOP_LEVEL_KEYS,
-    "trainer.": set(TRAINER_DEFAULTS),
+    "trainer.": set(defaults(TrainerSpec)),
     "model.": MODEL_KEYS,
-    "model.l1.": set(L1_DEFAULTS),
+    "model.l1.": set(defaults(L1Spec)),
     "model.layers.0.": _allowed(torch.nn.Linear, set(LAYER_KEYS)),
     "optim.": _allowed(OPTIMIZERS.get("adam", "optim").target, {"name", "type"}),
     "data.": _allowed(DATASETS.get("xor", "data").target, {"name", "type", "num_outputs"}),
-    "tracking.": {"uri", "store_dir", "experiment"},
-    "sweep.": {"skip_finished"},
+    "tracking.": set(defaults(TrackingSpec)),
+    "sweep.": set(defaults(SweepSpec)),
 }
 REQUIRED = [
     "model", "model.layers", "model.loss", "data", "data.name", "optim", "optim.name",

@@ -113,12 +113,25 @@ def test_all_problems_are_reported_together():
 
 def test_unknown_group_choices_suggest_the_closest(tmp_path):
     from runner.choices import group_choice_problems
-    from runner.main import PROJECT_ROOT
+    from runner.project import CONF_DIR as conf
 
-    conf = PROJECT_ROOT / "conf"
     problems = group_choice_problems(["model=xor_dep", "optim=sgd,adma", "seed=3"], conf)
     assert len(problems) == 2
     assert "model: unknown model config 'xor_dep'. Did you mean 'xor_deep'?" in problems[0]
     assert "optim: unknown optim config 'adma'. Did you mean 'adam'" in problems[1]
     assert group_choice_problems(["data=house_tiny", "experiment=mnist_mlp"], conf) == []
     assert group_choice_problems(["-cp", "/x", "model=mine"], conf) == []
+
+
+def test_config_yaml_shows_the_schema_defaults():
+    """conf/config.yaml lists the trainer and sweep keys for users; the values in force when
+    a key is absent are the schema's. They must be the same."""
+    from omegaconf import OmegaConf
+
+    from runner.project import CONF_DIR
+    from runner.spec import SweepSpec, TrainerSpec
+    from runner.spec.schema import defaults
+
+    main = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))
+    assert main["trainer"] == defaults(TrainerSpec)
+    assert main["sweep"] == defaults(SweepSpec)

@@ -1,8 +1,7 @@
-"""Every registered name builds; widths are inferred; unknown names suggest the closest."""
+"""Builders: every registered name builds; widths are inferred; init, L1, losses,
+optimizers and schedulers take effect."""
 
 from __future__ import annotations
-
-import sys
 
 import pytest
 import torch
@@ -10,9 +9,9 @@ from torch import nn
 
 from runner import builders
 from runner.errors import ConfigError
-from runner.job import load_plugins
-from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS, Registry
+from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
 from runner.spec import Component, TrainerSpec, validate
+from tests.configs import layers_config as config
 
 # Arguments and the per-sample input shape each built-in layer is tried with.
 LAYER_CASES = {
@@ -38,20 +37,6 @@ LAYER_CASES = {
 }
 EXPECTED_SHAPES = {"linear": (3,), "noisy_linear": (3,), "flatten": (32,), "conv2d": (4, 6, 6)}
 EXPECTED_SHAPES |= {"maxpool2d": (3, 4, 4), "avgpool2d": (3, 4, 4)}
-
-
-def config(layers, **overrides):
-    """A valid XOR-sized config with the given layers."""
-    cfg = {
-        "seed": 1,
-        "device": "cpu",
-        "trainer": {"epochs": 1, "batch_size": 2},
-        "model": {"name": "m", "layers": layers, "loss": {"name": "bce"}},
-        "data": {"name": "xor"},
-        "optim": {"name": "sgd", "lr": 0.1},
-    }
-    cfg.update(overrides)
-    return cfg
 
 
 def test_every_registered_layer_has_a_case():
@@ -198,51 +183,7 @@ def test_schedulers_step_per_epoch(scheduler, lr_after_4):
 def test_no_scheduler_by_default():
     spec = validate(config([{"layer": "linear", "out_features": 1}], scheduler={"name": "none"}))
     assert spec.scheduler is None
-    assert builders.build_scheduler(None, None, TrainerSpec(1, 1, None, True, True, "auto")) is None
-
-
-def test_unknown_names_suggest_the_closest_and_list_all():
-    with pytest.raises(ConfigError) as err:
-        LAYERS.get("lineer", "model.layers[0].layer")
-    message = str(err.value)
-    assert "unknown layer 'lineer'. Did you mean 'linear'?" in message
-    assert "Available: avgpool2d, batchnorm1d" in message
-
-
-def test_registry_decorator_and_duplicates():
-    registry = Registry("thing")
-
-    @registry.register("double", kind="demo")
-    def double(x: int = 1) -> int:
-        return 2 * x
-
-    assert registry.get("double", "k").target(3) == 6
-    assert registry.get("double", "k").meta == {"kind": "demo"}
-    with pytest.raises(ValueError, match="already registered"):
-        registry.register("double", lambda: 0)
-
-
-def test_plugins_register_layers_from_a_listed_module(tmp_path, monkeypatch):
-    (tmp_path / "my_layers.py").write_text(
-        "from torch import nn\n"
-        "from runner.registry import LAYERS\n\n"
-        "@LAYERS.register('square')\n"
-        "class Square(nn.Module):\n"
-        "    def forward(self, x):\n"
-        "        return x * x\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    assert "square" not in LAYERS
-    load_plugins(["my_layers"])
-    try:
-        spec = validate(config([{"layer": "square"}]))
-        model, _ = builders.build_model(spec.model, (2,))
-        assert torch.equal(model(torch.tensor([[3.0, 2.0]])), torch.tensor([[9.0, 4.0]]))
-    finally:
-        LAYERS._entries.pop("square", None)
-        sys.modules.pop("my_layers", None)
-    with pytest.raises(ConfigError, match="plugins\\[0\\]: cannot import 'nope_nothing'"):
-        load_plugins(["nope_nothing"])
+    assert builders.build_scheduler(None, None, TrainerSpec(epochs=1, batch_size=1)) is None
 
 
 def test_noisy_linear_adds_noise_only_in_training():

@@ -1,22 +1,19 @@
-"""Config → validated spec. Every check that needs no data runs here, before any work.
+"""Section validators: each config block checked, every problem collected, one
+ConfigError listing them all (each names the key path, the bad value and what is allowed).
 
-`validate` walks the resolved config (plain dicts and lists), collects every problem it
-finds, and raises one ConfigError listing them all; each names the key path, the bad value
-and what is allowed. Component arguments are checked against the registered callable's
-own signature, so a new layer or optimizer is validated without extra code.
+`precheck` runs the checks that need neither torch nor the registries (a single run calls
+it before torch is imported); `validate` runs them all and returns the RunSpec.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from runner.errors import ConfigError, did_you_mean
+from runner.plugins import load_components
 from runner.registry import (
     DATASETS,
     INITIALIZERS,
@@ -26,155 +23,29 @@ from runner.registry import (
     SCHEDULERS,
     TEMPLATES,
     Registry,
-    load_builtins,
+)
+from runner.spec.args import check_args, is_number, range_problem, signature_params
+from runner.spec.schema import (
+    LAYER_KEYS,
+    MODEL_KEYS,
+    TOP_LEVEL_KEYS,
+    Component,
+    L1Spec,
+    LayerSpec,
+    ModelSpec,
+    RunSpec,
+    SweepSpec,
+    TrackingSpec,
+    TrainerSpec,
+    defaults,
 )
 
-# Value ranges by argument name, shared by every component that takes such an argument.
-# (low, high, low_inclusive): None means unbounded on that side.
-RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "lr": (0, None, False),
-    "momentum": (0, None, True),
-    "dampening": (0, None, True),
-    "weight_decay": (0, None, True),
-    "alpha": (0, None, True),
-    "eps": (0, None, False),
-    "p": (0, 1, True),
-    "in_features": (1, None, True),
-    "out_features": (1, None, True),
-    "in_channels": (1, None, True),
-    "out_channels": (1, None, True),
-    "num_features": (1, None, True),
-    "std": (0, None, True),
-    "noise_std": (0, None, True),
-    "gamma": (0, None, False),
-    "step_size": (1, None, True),
-    "T_max": (1, None, True),
-    "n_samples": (2, None, True),
-    "val_size": (0, None, True),
-    "delta": (0, None, False),
-    "beta": (0, None, False),
-    "width": (1, None, True),
-    "depth": (0, None, True),
-    "dropout": (0, 1, True),
-    "seed": (0, 2**32 - 1, True),
-}
 # `loss: {name: auto}` picks the usual loss for the data's task (the model emits logits).
 AUTO_LOSS = {"binary": "bce_with_logits", "multiclass": "cross_entropy", "regression": "mse"}
-
-TOP_LEVEL_KEYS = {"seed", "device", "trainer", "model", "data", "optim", "scheduler"}
-TOP_LEVEL_KEYS |= {"tracking", "plugins", "sweep", "resume"}
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "epochs": 200,
-    "batch_size": 2,
-    "grad_clip": None,
-    "log_model": True,
-    "plots": True,
-    "progress": "auto",
-    "threads": "auto",
-    "data_path": "auto",
-    "num_workers": 0,
-    "checkpoint_every": 10,
-    "on_nan": "stop",
-    "deterministic": False,
-}
-MODEL_KEYS = {"name", "layers", "template", "init", "l1", "loss"}
-LAYER_KEYS = {"layer", "id", "init"}
-L1_DEFAULTS: dict[str, Any] = {"strength": 0.0, "layers": None, "include_bias": False}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-@dataclass(frozen=True)
-class Component:
-    """A registry name with its arguments, remembered with the config key it came from."""
-
-    key: str
-    type: str
-    args: dict[str, Any]
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One layer of a model: its registry type, arguments, optional id and initializers."""
-
-    key: str
-    index: int
-    type: str
-    args: dict[str, Any]
-    id: str | None
-    init: dict[str, Component]
-
-
-@dataclass(frozen=True)
-class L1Spec:
-    """L1 penalty: strength, the layers (ids or indices; None: all) and whether biases count."""
-
-    strength: float
-    layers: list[int | str] | None
-    include_bias: bool
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A validated model: layers, model-wide default initializers, L1 penalty and loss."""
-
-    name: str
-    layers: list[LayerSpec]
-    init: dict[str, Component]
-    l1: L1Spec
-    loss: Component
-
-
-@dataclass(frozen=True)
-class TrainerSpec:
-    """How long and how to train."""
-
-    epochs: int
-    batch_size: int
-    grad_clip: float | None
-    log_model: bool
-    plots: bool
-    progress: str
-    threads: int | str = "auto"
-    data_path: str = "auto"
-    num_workers: int = 0
-    checkpoint_every: int = 10
-    on_nan: str = "stop"
-    deterministic: bool = False
-
-
-@dataclass(frozen=True)
-class TrackingSpec:
-    """Where runs go: a tracking URI (None: the embedded store under store_dir)."""
-
-    uri: str | None
-    store_dir: str
-    experiment: str
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """Sweep behaviour: skip jobs whose exact config already has a FINISHED run."""
-
-    skip_finished: bool = True
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything one run needs, checked."""
-
-    seed: int
-    device: str
-    trainer: TrainerSpec
-    model: ModelSpec
-    data: Component
-    task: str
-    optim: Component
-    scheduler: Component | None
-    tracking: TrackingSpec
-    plugins: list[str] = field(default_factory=list)
-    sweep: SweepSpec = field(default_factory=SweepSpec)
-    resume: str | None = None
+PROGRESS_MODES = ("auto", "bar", "lines", "none")
+DATA_PATHS = ("auto", "memory", "loader")
+ON_NAN = ("stop", "skip")
 
 
 class _Problems:
@@ -193,92 +64,6 @@ class _Problems:
         except ConfigError as err:
             self.items.extend(err.problems)
             return None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _type_problem(key: str, value: Any, param: inspect.Parameter) -> str | None:
-    """Compare `value` with the kind of value the parameter's default or annotation implies."""
-    default, annotation = param.default, str(param.annotation)
-    if value is None:
-        if default is None:
-            return None
-        if default is inspect.Parameter.empty:
-            return f"{key}: null is not allowed; a value is required"
-        return f"{key}: null is not allowed; give a value (default: {default!r})"
-    if isinstance(default, bool) or annotation == "bool" or annotation == "<class 'bool'>":
-        expected, ok = "true or false", isinstance(value, bool)
-    elif annotation in ("int", "<class 'int'>"):
-        expected, ok = "an integer", isinstance(value, int) and not isinstance(value, bool)
-    elif _is_number(default) or annotation in ("float", "<class 'float'>"):
-        expected, ok = "a number", _is_number(value)
-    elif isinstance(default, str) or annotation in ("str", "<class 'str'>"):
-        expected, ok = "a string", isinstance(value, str)
-    elif isinstance(default, (tuple, list)):
-        expected, ok = "a list", isinstance(value, (list, tuple))
-    else:
-        return None
-    return None if ok else f"{key}: {value!r} is not {expected}"
-
-
-def _range_problem(key: str, name: str, value: Any) -> str | None:
-    """Check a numeric value against RANGES for its argument name."""
-    if isinstance(value, float) and math.isnan(value):
-        return f"{key}: nan is not allowed"
-    if name not in RANGES or not _is_number(value):
-        return None
-    low, high, inclusive = RANGES[name]
-    too_low = low is not None and (value < low if inclusive else value <= low)
-    too_high = high is not None and value > high
-    if not (too_low or too_high):
-        return None
-    bound = ">=" if inclusive else ">"
-    allowed = f"{bound} {low}" if high is None else f"{low} to {high}"
-    return f"{key}: {value!r} is out of range; allowed: {allowed}"
-
-
-def signature_params(target: Callable[..., Any]) -> dict[str, inspect.Parameter]:
-    """Named parameters of a callable or class constructor (no self, *args, **kwargs)."""
-    sig = inspect.signature(target)
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {n: p for n, p in sig.parameters.items() if p.kind in kinds and n != "self"}
-
-
-def check_args(
-    key: str,
-    kind: str,
-    type_name: str,
-    target: Callable[..., Any],
-    args: dict[str, Any],
-    skip_first: bool = False,
-    provided: set[str] = frozenset(),
-) -> list[str]:
-    """Problems with `args` for `target`: unknown, missing, wrongly typed or out-of-range."""
-    params = signature_params(target)
-    if skip_first:  # initializers take the tensor first
-        params = dict(list(params.items())[1:])
-    # What the builder passes itself (the optimizer's params, the scheduler's optimizer) is
-    # not the user's to set.
-    params = {n: p for n, p in params.items() if n not in ("params", "optimizer")}
-    problems = []
-    for name, value in args.items():
-        if name not in params:
-            problems.append(
-                f"{key}.{name}: {kind} {type_name!r} has no argument {name!r}."
-                f"{did_you_mean(name, params)} Allowed: {', '.join(params) or 'none'}."
-            )
-            continue
-        problem = _type_problem(f"{key}.{name}", value, params[name])
-        problem = problem or _range_problem(f"{key}.{name}", name, value)
-        if problem:
-            problems.append(problem)
-    for name, param in params.items():
-        required = param.default is inspect.Parameter.empty
-        if required and name not in args and name not in provided:
-            problems.append(f"{key}.{name}: missing; {kind} {type_name!r} requires it")
-    return problems
 
 
 def _component(
@@ -307,7 +92,7 @@ def _component(
     args = {k: v for k, v in value.items() if k not in {"name", "type"} | reserved}
     for p in check_args(key, registry.kind, type_name, entry.target, args, skip_first, provided):
         problems.add(p)
-    return Component(key, type_name, args, str(value.get("name", type_name)))
+    return Component(key=key, type=type_name, args=args, name=str(value.get("name", type_name)))
 
 
 def _init_block(problems: _Problems, key: str, value: Any) -> dict[str, Component]:
@@ -371,17 +156,19 @@ def _model(problems: _Problems, cfg: Any) -> ModelSpec | None:
                 problems.add(f"{key}.id: {layer_id!r} is used by another layer; ids are unique")
             ids.add(str(layer_id))
         init = _init_block(problems, f"{key}.init", layer.get("init"))
-        layers.append(LayerSpec(key, i, layer["layer"], args, layer_id, init))
+        layers.append(
+            LayerSpec(key=key, index=i, type=layer["layer"], args=args, id=layer_id, init=init)
+        )
     init = _init_block(problems, "model.init", cfg.get("init"))
     l1 = _l1(problems, cfg.get("l1"), len(layers_cfg), ids)
     loss_cfg = cfg.get("loss")
     if isinstance(loss_cfg, dict) and loss_cfg.get("name") == "auto":
-        loss = Component("model.loss", "auto", {})  # resolved once the task is known
+        loss = Component(key="model.loss", type="auto", args={})  # resolved once the task is known
     else:
         loss = _component(problems, "model.loss", loss_cfg, LOSSES)
     if loss is None or l1 is None:
         return None
-    return ModelSpec(str(cfg.get("name", "model")), layers, init, l1, loss)
+    return ModelSpec(name=str(cfg.get("name", "model")), layers=layers, init=init, l1=l1, loss=loss)
 
 
 def _expand_template(problems: _Problems, cfg: dict) -> list | None:
@@ -409,10 +196,10 @@ def _l1(problems: _Problems, cfg: Any, n_layers: int, ids: set[str]) -> L1Spec |
     if not isinstance(cfg, dict):
         problems.add(f"model.l1: {cfg!r} is not a mapping with strength, layers, include_bias")
         return None
-    _unknown_keys(problems, "model.l1", cfg, set(L1_DEFAULTS))
-    merged = {**L1_DEFAULTS, **cfg}
+    _unknown_keys(problems, "model.l1", cfg, set(defaults(L1Spec)))
+    merged = {**defaults(L1Spec), **cfg}
     strength, layers = merged["strength"], merged["layers"]
-    if not _is_number(strength) or not strength >= 0:  # `not >=` catches nan
+    if not is_number(strength) or not strength >= 0:  # `not >=` catches nan
         problems.add(f"model.l1.strength: {strength!r} is not a number >= 0")
         strength = 0.0
     if layers is not None:
@@ -430,7 +217,9 @@ def _l1(problems: _Problems, cfg: Any, n_layers: int, ids: set[str]) -> L1Spec |
                 )
     if not isinstance(merged["include_bias"], bool):
         problems.add(f"model.l1.include_bias: {merged['include_bias']!r} is not true or false")
-    return L1Spec(float(strength), layers, bool(merged["include_bias"]))
+    return L1Spec(
+        strength=float(strength), layers=layers, include_bias=bool(merged["include_bias"])
+    )
 
 
 def _int_at_least(problems: _Problems, key: str, value: Any, low: int) -> int:
@@ -454,51 +243,38 @@ def _mapping(problems: _Problems, key: str, cfg: Any) -> dict:
 
 def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
     cfg = _mapping(problems, "trainer", cfg)
-    _unknown_keys(problems, "trainer", cfg, set(TRAINER_DEFAULTS))
-    merged = {**TRAINER_DEFAULTS, **cfg}
-    epochs = _int_at_least(problems, "trainer.epochs", merged["epochs"], 1)
-    batch_size = _int_at_least(problems, "trainer.batch_size", merged["batch_size"], 1)
+    _unknown_keys(problems, "trainer", cfg, set(defaults(TrainerSpec)))
+    merged = {
+        **defaults(TrainerSpec),
+        **{k: v for k, v in cfg.items() if k in defaults(TrainerSpec)},
+    }
+    merged["epochs"] = _int_at_least(problems, "trainer.epochs", merged["epochs"], 1)
+    merged["batch_size"] = _int_at_least(problems, "trainer.batch_size", merged["batch_size"], 1)
     clip = merged["grad_clip"]
-    if clip is not None and (not _is_number(clip) or not clip > 0):  # `not >` catches nan
+    if clip is not None and (not is_number(clip) or not clip > 0):  # `not >` catches nan
         problems.add(f"trainer.grad_clip: {clip!r} is not a number > 0 (or null for none)")
-    for flag in ("log_model", "plots"):
+    for flag in ("log_model", "plots", "deterministic"):
         if not isinstance(merged[flag], bool):
             problems.add(f"trainer.{flag}: {merged[flag]!r} is not true or false")
-    if merged["progress"] not in ("auto", "bar", "lines", "none"):
-        problems.add(
-            f"trainer.progress: {merged['progress']!r} is not allowed; "
-            "allowed: auto, bar, lines, none"
-        )
+    for key, allowed in (
+        ("progress", PROGRESS_MODES),
+        ("data_path", DATA_PATHS),
+        ("on_nan", ON_NAN),
+    ):
+        if merged[key] not in allowed:
+            problems.add(
+                f"trainer.{key}: {merged[key]!r} is not allowed; allowed: {', '.join(allowed)}"
+            )
     threads = merged["threads"]
     if threads != "auto" and (not isinstance(threads, int) or isinstance(threads, bool)):
         problems.add(f"trainer.threads: {threads!r} is not allowed; allowed: auto or an integer")
     elif threads != "auto" and threads < 1:
         problems.add(f"trainer.threads: {threads!r} is out of range; allowed: >= 1")
-    if merged["data_path"] not in ("auto", "memory", "loader"):
-        problems.add(
-            f"trainer.data_path: {merged['data_path']!r} is not allowed; "
-            "allowed: auto, memory, loader"
-        )
-    workers = _int_at_least(problems, "trainer.num_workers", merged["num_workers"], 0)
-    every = _int_at_least(problems, "trainer.checkpoint_every", merged["checkpoint_every"], 0)
-    if merged["on_nan"] not in ("stop", "skip"):
-        problems.add(f"trainer.on_nan: {merged['on_nan']!r} is not allowed; allowed: stop, skip")
-    if not isinstance(merged["deterministic"], bool):
-        problems.add(f"trainer.deterministic: {merged['deterministic']!r} is not true or false")
-    return TrainerSpec(
-        epochs,
-        batch_size,
-        clip,
-        merged["log_model"],
-        merged["plots"],
-        merged["progress"],
-        threads,
-        merged["data_path"],
-        workers,
-        every,
-        merged["on_nan"],
-        merged["deterministic"],
+    merged["num_workers"] = _int_at_least(problems, "trainer.num_workers", merged["num_workers"], 0)
+    merged["checkpoint_every"] = _int_at_least(
+        problems, "trainer.checkpoint_every", merged["checkpoint_every"], 0
     )
+    return TrainerSpec(**merged)
 
 
 def _device(problems: _Problems, value: Any) -> str:
@@ -547,20 +323,24 @@ def _scheduler(problems: _Problems, cfg: Any) -> Component | None:
 
 def _tracking(problems: _Problems, cfg: Any, data_name: str) -> TrackingSpec:
     cfg = _mapping(problems, "tracking", cfg)
-    _unknown_keys(problems, "tracking", cfg, {"uri", "store_dir", "experiment"})
+    _unknown_keys(problems, "tracking", cfg, set(defaults(TrackingSpec)))
     experiment = cfg.get("experiment") or data_name
     if not isinstance(experiment, str):
         problems.add(f"tracking.experiment: {experiment!r} is not a string")
-    return TrackingSpec(cfg.get("uri"), str(cfg.get("store_dir") or "outputs"), str(experiment))
+    return TrackingSpec(
+        uri=cfg.get("uri"),
+        store_dir=str(cfg.get("store_dir") or TrackingSpec.store_dir),
+        experiment=str(experiment),
+    )
 
 
 def _sweep(problems: _Problems, cfg: Any) -> SweepSpec:
     cfg = _mapping(problems, "sweep", cfg)
-    _unknown_keys(problems, "sweep", cfg, {"skip_finished"})
-    skip = cfg.get("skip_finished", True)
+    _unknown_keys(problems, "sweep", cfg, set(defaults(SweepSpec)))
+    skip = cfg.get("skip_finished", SweepSpec.skip_finished)
     if not isinstance(skip, bool):
         problems.add(f"sweep.skip_finished: {skip!r} is not true or false")
-    return SweepSpec(bool(skip))
+    return SweepSpec(skip_finished=bool(skip))
 
 
 def plugin_list(value: Any) -> list[str]:
@@ -577,7 +357,7 @@ def _plain_sections(problems: _Problems, cfg: dict[str, Any]) -> tuple[int, Trai
     device's spelling, trainer, sweep, resume."""
     _unknown_keys(problems, "config", cfg, TOP_LEVEL_KEYS)
     seed = _int_at_least(problems, "seed", cfg.get("seed", 0), 0)
-    problem = _range_problem("seed", "seed", seed)
+    problem = range_problem("seed", "seed", seed)
     if problem:
         problems.add(problem)
     device = cfg.get("device", "auto")
@@ -601,8 +381,12 @@ def precheck(cfg: dict[str, Any]) -> None:
 
 
 def validate(cfg: dict[str, Any]) -> RunSpec:
-    """Check a resolved config and return its RunSpec, or raise one ConfigError listing all."""
-    load_builtins()
+    """Check a resolved config and return its RunSpec, or raise one ConfigError listing all.
+
+    Fills the registries first (built-ins and the config's `plugins:`), so every name the
+    config uses can be looked up."""
+    plugins = plugin_list(cfg.get("plugins"))
+    load_components(plugins)
     problems = _Problems()
     seed, trainer, sweep = _plain_sections(problems, cfg)
     device = _device(problems, cfg.get("device", "auto"))
@@ -613,27 +397,25 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
     if not isinstance(task, str):
         task = None  # already reported as data.task's type problem
     if model is not None and model.loss.type == "auto" and task in AUTO_LOSS:
-        loss = Component("model.loss", AUTO_LOSS[task], {}, "auto")
+        loss = Component(key="model.loss", type=AUTO_LOSS[task], args={}, name="auto")
         model = dataclasses.replace(model, loss=loss)
     if model is not None and model.loss.type != "auto":
         _loss_fits_task(problems, model.loss, task)
     tracking = _tracking(problems, cfg.get("tracking"), data.name if data else "runner")
-    plugins = plugin_list(cfg.get("plugins"))
-    resume = cfg.get("resume")
     if problems.items:
         raise ConfigError(problems.items)
     assert model and data and optim and task
     return RunSpec(
-        seed,
-        device,
-        trainer,
-        model,
-        data,
-        task,
-        optim,
-        scheduler,
-        tracking,
-        list(plugins),
-        sweep,
-        resume,
+        seed=seed,
+        device=device,
+        trainer=trainer,
+        model=model,
+        data=data,
+        task=task,
+        optim=optim,
+        scheduler=scheduler,
+        tracking=tracking,
+        plugins=list(plugins),
+        sweep=sweep,
+        resume=cfg.get("resume"),
     )

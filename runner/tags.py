@@ -1,0 +1,60 @@
+"""The tag vocabulary: every MLflow tag the runner writes or reads, named once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+# On every job's run
+OVERRIDES = "runner.overrides"  # the command-line overrides, space-separated
+DEVICE = "runner.device"
+TORCH = "runner.torch"  # torch's version
+MODEL = "runner.model"
+DATA = "runner.data"
+OPTIM = "runner.optim"
+TASK = "runner.task"
+OUTPUT_DIR = "runner.output_dir"  # Hydra's job folder
+HOST = "runner.host"  # with PID: tells a dead process's stale RUNNING run from a live one
+PID = "runner.pid"
+FINGERPRINT = "runner.fingerprint"  # runner.fingerprint.fingerprint of the resolved config
+PRIMARY_METRIC = "runner.primary_metric"  # what the sweep report compares
+CHECKPOINT = "runner.checkpoint"  # the local checkpoint file
+SWEEP = "runner.sweep"  # the sweep folder (on jobs and on the sweep's parent run)
+SWEEP_JOB = "runner.sweep_job"  # Hydra's job number within the sweep
+ERROR = "error"  # a failed run's error message
+# On a sweep's parent run
+IS_SWEEP = "runner.is_sweep"
+SWEEP_FINGERPRINT = "runner.sweep_fingerprint"
+REUSED_PREFIX = "runner.reused."  # + fingerprint: a FINISHED run a resumed sweep reused
+# MLflow's own
+PARENT_RUN_ID = "mlflow.parentRunId"
+GIT_COMMIT = "mlflow.source.git.commit"
+
+
+def origin_tags(overrides: list[str], output_dir: str, cwd: str) -> dict[str, str]:
+    """Where a run came from: overrides, job folder, host and process, git commit."""
+    tags = {
+        OVERRIDES: " ".join(overrides) or "(none)",
+        OUTPUT_DIR: output_dir,
+        HOST: socket.gethostname(),
+        PID: str(os.getpid()),
+    }
+    if "torch" in sys.modules:  # a job's process; never imported just for this
+        tags[TORCH] = sys.modules["torch"].__version__
+    commit = git_commit(cwd)
+    if commit:
+        tags[GIT_COMMIT] = commit
+    return tags
+
+
+def git_commit(directory: str) -> str | None:
+    """The checked-out commit of the repository holding `directory`, if any."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", directory, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None

@@ -1,0 +1,124 @@
+"""Tracking: the interface every job logs through, and the one factory that picks its
+implementation.
+
+- `MlflowTracker` (`mlflow_tracker.py`) logs in this process.
+- `CompanionTracker` (`companion.py`) sends the same calls to the MLflow companion, a
+  process of its own (`companion_server.py`), so a single run's training process never
+  imports mlflow and the store's slow calls overlap training.
+- `store.py` opens the store (safely while it is new) and answers queries about past runs.
+
+This module imports neither mlflow nor torch: the entry point uses it before both.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from runner.spec import TrackingSpec
+
+
+class Tracker(Protocol):
+    """One MLflow run of a job, from start to a final status.
+
+    Logging calls may return before the store has the data (the companion works
+    asynchronously); `check_errors` raises the first failure reported so far, `flush` makes
+    every metric sent so far durable, and the run's end reports anything left.
+    """
+
+    uri: str  # where the runs go, as shown to the user
+    run_id: str | None  # None until the run has started (the companion says so later)
+
+    def run(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+    ) -> AbstractContextManager[Tracker]:
+        """Start a run (or reopen `run_id`); it ends FINISHED, FAILED or KILLED however the
+        block exits."""
+
+    def end_stale_runs(self, fingerprint: str, host: str) -> None:
+        """End KILLED the runs of this config that a dead process on `host` left RUNNING."""
+
+    def log_params(self, params: dict[str, str]) -> None:
+        """Log the run's params."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log one step's metrics (buffered; written in batches)."""
+
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps at which the run already holds metric `key` (waits for the answer)."""
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set run tags."""
+
+    def log_text(self, text: str, path: str) -> None:
+        """Store `text` as an artifact file."""
+
+    def log_dir(self, directory: str | Path, path: str) -> None:
+        """Store a folder's files as artifacts under `path`."""
+
+    def log_artifact(self, path: str | Path, directory: str) -> None:
+        """Store one file as an artifact under `directory`."""
+
+    def log_pictures(self, pictures: dict[str, Any]) -> None:
+        """Draw the plots from their data (runner.pictures) and store them."""
+
+    def log_model(self, model: Any, input_example: Any) -> None:
+        """Log the trained torch model with an input example."""
+
+    def flush(self) -> None:
+        """Write every metric point sent so far."""
+
+    def check_errors(self) -> None:
+        """Raise the first error a logging call reported so far (in-process: none pending)."""
+
+    def wait_imports(self) -> None:
+        """Block until the tracker has done its imports (in-process: already done)."""
+
+    def wait_run_id(self) -> str | None:
+        """Block until the run exists, and return its id."""
+
+
+def make_tracker(spec: TrackingSpec, companion: subprocess.Popen | None = None) -> Tracker:
+    """The tracker for a job: through the companion process if one was started, else
+    in this process."""
+    if companion is not None:
+        from runner.tracking.companion import CompanionTracker
+
+        return CompanionTracker(spec, companion)
+    from runner.tracking.mlflow_tracker import MlflowTracker
+
+    return MlflowTracker(spec)
+
+
+def store_location(spec: TrackingSpec) -> tuple[str, str | None]:
+    """Tracking URI and artifact root (None: the server's own) for a tracking spec:
+    `tracking.uri`, else MLFLOW_TRACKING_URI, else the embedded store under store_dir."""
+    uri = spec.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri, None
+    return embedded_store(spec.store_dir)
+
+
+def embedded_store(store_dir: str) -> tuple[str, str]:
+    """Tracking URI and artifact root of the embedded store in `store_dir` (made absolute,
+    so every job of a sweep lands in the same store whatever its working folder)."""
+    root = Path(store_dir).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` tracking URI (None for any other store)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix) :] in ("", ":memory:"):
+        return None
+    return Path(uri[len(prefix) :].split("?")[0])

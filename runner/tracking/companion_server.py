@@ -1,0 +1,163 @@
+"""The MLflow companion, server side: `python -m runner.tracking.companion_server`.
+
+Reads the calls a `CompanionTracker` pickles onto its stdin and runs each, in order, on an
+`MlflowTracker`. It imports mlflow, matplotlib and the model logger at once (while the
+training process imports torch and loads data), then pays the first-use costs of the run's
+end while training runs. It runs SCHED_IDLE: only on CPU time training leaves idle.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import sys
+import threading
+from typing import Any
+
+log = logging.getLogger("runner.tracking")
+# The MlflowTracker methods a client may call, besides "open" (make the tracker) and
+# "log_model_bytes" (unpickle a model, then log it).
+FORWARDED = {
+    "start", "end", "end_stale_runs", "log_params", "log_metrics", "logged_steps",
+    "set_tags", "log_text", "log_dir", "log_artifact", "log_pictures", "flush",
+}  # fmt: skip
+END_OF_RUN = {"log_pictures", "log_model_bytes"}  # calls that use what _warm_end_of_run prepares
+
+
+def serve() -> None:
+    """The companion's loop: run each call on an MlflowTracker, in order."""
+    from runner.tracking.mlflow_tracker import MlflowTracker
+
+    inbox, outbox = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # stray prints must not corrupt the reply stream
+    tracker: MlflowTracker | None = None
+    started, ended, failed = False, False, False
+    failure = ""
+
+    def send(kind: str, value: Any) -> None:
+        try:
+            pickle.dump((kind, value), outbox)
+            outbox.flush()
+        except BrokenPipeError:
+            pass  # the training process is gone; the EOF that follows ends the run KILLED
+
+    # Import everything now, while the training process is still importing and loading
+    # data: imports during training would steal CPU from its threads.
+    _prewarm()
+    send("warm", None)
+    # What the run's end would otherwise pay for, done while the run trains.
+    warming = threading.Thread(target=_warm_end_of_run, name="warm-end-of-run", daemon=True)
+    warming.start()
+    while True:
+        try:
+            method, args, reply = pickle.load(inbox)
+        except EOFError:  # the training process is gone without ending the run
+            if started and not ended:
+                tracker.end("KILLED")
+            return
+        if method in END_OF_RUN:
+            warming.join()  # the two must not do the same work side by side
+        try:
+            if method == "open":
+                tracker = MlflowTracker(*args)
+                result = None
+            elif failed and method != "end":
+                result = None  # after an error only the run's end still matters
+            elif failed and args and args[0] == "FINISHED":
+                result = tracker.end("FAILED", failure, failure)  # the run did not succeed
+            elif method == "log_model_bytes":
+                result = _log_model_bytes(tracker, *args)
+            elif method in FORWARDED:
+                result = getattr(tracker, method)(*args)
+            else:
+                raise ValueError(f"unknown call {method!r}")
+            if method == "start":
+                started = True
+                send("run_id", result)
+                log.info("MLflow run %s in store %s", result, tracker.uri)
+            if method == "end":
+                ended = True
+        except Exception as err:
+            failed, failure = True, f"{type(err).__name__}: {err}"
+            log.error("MLflow call %s failed: %s", method, err)
+            send("error", (type(err).__name__, str(err)))
+            if method == "end":
+                return
+        if reply:
+            send("reply", result)
+        if ended:
+            return
+
+
+def _prewarm() -> None:
+    """Import what the run needs, plots and model logging included."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import mlflow.pytorch  # noqa: F401 (imports torch too)
+
+    from runner import plots  # noqa: F401
+
+
+def _warm_end_of_run() -> None:
+    """Pay in advance for the first-use costs of the plots and the model: mlflow's scan of
+    every installed distribution (its requirement check), mlflow.pyfunc's import, and
+    matplotlib's first render (fonts, Agg)."""
+    try:
+        import matplotlib.pyplot as plt
+        import mlflow.pyfunc  # noqa: F401
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()  # cached for the process
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1], label="warm")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(io.BytesIO(), format="png")
+        plt.close(fig)
+    except Exception:  # only a head start: the real calls do the same work if this fails
+        log.debug("warming up for the end of the run failed", exc_info=True)
+
+
+def _log_model_bytes(tracker: Any, data: bytes, input_example: Any) -> None:
+    import torch
+
+    model = torch.load(io.BytesIO(data), weights_only=False)  # our own process's model
+    tracker.log_model(model, input_example)
+
+
+def yield_cpu_to_training() -> None:
+    """Run on the CPU time training leaves idle: Linux's SCHED_IDLE does exactly that (nice
+    10 still slowed a model training on every core; see BENCHMARKS.md); else nice 10."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(10)
+
+
+def _configure_logging() -> None:
+    """Log like Hydra's job: to the launching process's console and to its job log."""
+    fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    handlers: list[logging.Handler] = []
+    console = os.environ.get("RUNNER_COMPANION_CONSOLE")
+    if console:
+        handlers.append(logging.StreamHandler(os.fdopen(int(console), "w", buffering=1)))
+    if os.environ.get("RUNNER_COMPANION_LOG"):
+        handlers.append(logging.FileHandler(os.environ["RUNNER_COMPANION_LOG"]))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+
+
+if __name__ == "__main__":
+    yield_cpu_to_training()
+    _configure_logging()
+    serve()
+    # Everything is written; skip the slow teardown of an interpreter holding torch+mlflow.
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(0)
