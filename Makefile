@@ -17,11 +17,12 @@ setup: $(STAMP)
 run: $(STAMP)            ## the default XOR experiment, logged to outputs/mlflow.db
 	$(PY) -m runner $(ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)            ## ruff, and the architecture's import contracts (pyproject.toml)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
-test: lint               ## ruff, then the whole test suite
+test: lint               ## lint, then the whole test suite
 	$(PY) -m pytest -q $(ARGS)
 
 ui: $(STAMP)             ## MLflow UI on the default store, on localhost only
