@@ -11,6 +11,7 @@ child run.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner import tags
-from runner.errors import ConfigError
+from runner.errors import ConfigError, RunError, ending
 from runner.fingerprint import sweep_fingerprint
 from runner.launch import Launch, SweepInfo, write_sweep
 
@@ -86,6 +87,21 @@ def _tracking_target(config: DictConfig) -> tuple[str, str | None, str]:
     return *store_location(spec), experiment
 
 
+def _print_failure(what: str, err: BaseException) -> None:
+    """One line on stderr for a failure of the sweep's own work (HYDRA_FULL_ERROR=1: the
+    traceback too); a callback's exception would only be a warning from Hydra."""
+    if os.environ.get("HYDRA_FULL_ERROR"):
+        import traceback
+
+        traceback.print_exception(type(err), err, err.__traceback__)
+    if isinstance(err, ConfigError | RunError):
+        reason = str(err)
+    else:
+        lines = str(err).strip().splitlines()
+        reason = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    print(f"error: {what}: {reason}", file=sys.stderr, flush=True)
+
+
 class SweepCallback(Callback):
     """Hydra callback: the sweep's parent run, before the jobs and after them."""
 
@@ -94,7 +110,19 @@ class SweepCallback(Callback):
         self.started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Create (or, for a re-run of the same command, reopen) the parent run."""
+        """Create (or, for a re-run of the same command, reopen) the parent run; if that
+        fails, stop the sweep before any job runs."""
+        try:
+            self._start(config)
+        except Exception as err:
+            self.info = None
+            _print_failure("the sweep could not start", err)
+            # Hydra turns a callback's exception into a warning and launches the jobs anyway,
+            # ungrouped; an exit stops it here.
+            sys.exit(1)
+
+    def _start(self, config: DictConfig) -> None:
+        """Open the store, make or reopen the parent run, and leave its ids for the jobs."""
         from runner.tracking.store import open_store
 
         uri, artifact_root, experiment = _tracking_target(config)
@@ -108,24 +136,35 @@ class SweepCallback(Callback):
             max_results=1,
         )
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
-        if previous:
-            run_id = previous[0].info.run_id
-            client.update_run(run_id, status="RUNNING")
-            client.set_tag(run_id, tags.SWEEP, sweep_dir)
-            self._end_stale_children(client, experiment_id, run_id)
-            log.info("resuming sweep run %s: finished jobs will be skipped", run_id)
-        else:
-            parent_tags = {
-                tags.IS_SWEEP: "true",
-                tags.SWEEP_FINGERPRINT: key,
-                tags.SWEEP: sweep_dir,
-                tags.OVERRIDES: " ".join(overrides) or "(none)",
-            }
-            name = "sweep " + time.strftime("%Y-%m-%d %H:%M:%S")
-            run_id = client.create_run(experiment_id, run_name=name, tags=parent_tags).info.run_id
-        self.info = SweepInfo(uri, experiment_id, run_id)
+        run_id = None
+        try:
+            if previous:
+                run_id = previous[0].info.run_id
+                client.update_run(run_id, status="RUNNING")
+                client.set_tag(run_id, tags.SWEEP, sweep_dir)
+                self._end_stale_children(client, experiment_id, run_id)
+                log.info("resuming sweep run %s: finished jobs will be skipped", run_id)
+            else:
+                parent_tags = {
+                    tags.IS_SWEEP: "true",
+                    tags.SWEEP_FINGERPRINT: key,
+                    tags.SWEEP: sweep_dir,
+                    tags.OVERRIDES: " ".join(overrides) or "(none)",
+                }
+                name = "sweep " + time.strftime("%Y-%m-%d %H:%M:%S")
+                run = client.create_run(experiment_id, run_name=name, tags=parent_tags)
+                run_id = run.info.run_id
+            info = SweepInfo(uri, experiment_id, run_id)
+            write_sweep(sweep_dir, info)
+        except BaseException as err:
+            if run_id is not None:  # no job will run under it: it does not stay RUNNING
+                try:
+                    client.set_terminated(run_id, status=ending(err)[0])
+                except Exception:
+                    log.exception("could not end the sweep run %s", run_id)
+            raise
+        self.info = info
         self.started = time.time()
-        write_sweep(sweep_dir, self.info)
         log.info("sweep run %s in experiment %r (%s)", run_id, experiment, uri)
 
     @staticmethod
@@ -144,28 +183,40 @@ class SweepCallback(Callback):
             )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Report the sweep, end the parent run, and exit non-zero if any job failed."""
+        """Report the sweep, end the parent run, and exit non-zero if any job failed or the
+        report could not be made (the runs are kept either way)."""
         if self.info is None:
             return
         from mlflow.tracking import MlflowClient
 
         from runner.report import build_report, log_report, sweep_runs
 
-        client = MlflowClient(self.info.tracking_uri)
-        parent = client.get_run(self.info.parent_run_id)
-        runs = sweep_runs(client, parent)
+        uri, run_id = self.info.tracking_uri, self.info.parent_run_id
+        client = None
         failed = True
         try:
+            client = MlflowClient(uri)
+            parent = client.get_run(run_id)
+            runs = sweep_runs(client, parent)
             if runs:
                 report = build_report(client, runs, parent.info.run_name)
                 print(report.text, flush=True)
-                log_report(client, parent.info.run_id, report)
+                log_report(client, run_id, report)
                 failed = any(r.status != "FINISHED" for r in report.rows)
             else:
                 print("sweep ended with no runs", flush=True)
+        except Exception as err:
+            _print_failure(
+                f"the sweep's report failed (its runs are kept; `python -m runner.report "
+                f"{run_id}` rebuilds it)",
+                err,
+            )
         finally:
             status = "FAILED" if failed else "FINISHED"
-            client.set_terminated(self.info.parent_run_id, status=status)
-            log.info("sweep run %s ended %s", self.info.parent_run_id, status)
+            try:
+                (client or MlflowClient(uri)).set_terminated(run_id, status=status)
+                log.info("sweep run %s ended %s", run_id, status)
+            except Exception as err:
+                _print_failure(f"the sweep run {run_id} could not be ended {status}", err)
         if failed:
             sys.exit(1)  # Hydra turns callback exceptions into warnings; an exit still counts

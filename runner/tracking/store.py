@@ -1,4 +1,5 @@
-"""The MLflow store: opened safely while it is new, and queried about past runs.
+"""The MLflow store: opened safely while it is new (even while a process outside the runner,
+such as the MLflow UI, creates it), and queried about past runs.
 
 Queries here serve resume and sweeps: a config's FINISHED run (skip it), its runs left
 RUNNING by a dead process (end them KILLED), a run's checkpoint (continue it).
@@ -8,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,32 @@ except ImportError:  # Windows: no file locks here; open new stores from one pro
     fcntl = None
 
 from runner import tags
-from runner.errors import ConfigError
+from runner.errors import ConfigError, RunError
 from runner.spec import TrackingSpec
 from runner.tracking import sqlite_file, store_location
 
 log = logging.getLogger("runner.tracking")
+
+# A store's schema can be created by a process that does not take the runner's lock (the
+# MLflow UI, a notebook's MlflowClient): opening waits for it rather than joining in.
+OPEN_PATIENCE = 3.0  # seconds a store must stay unchanged to count as nobody's work in progress
+OPEN_LIMIT = 60.0  # seconds at most spent waiting for another process's schema creation
+OPEN_STALLED_TRIES = 2  # failed opens, with nobody changing the store, before giving up
+OPEN_BLIND = 10.0  # seconds of retries for a store whose changes cannot be watched (a server)
+# The errors of a schema that another process is creating (or migrating) at the same time.
+SCHEMA_RACE = (
+    "already exists",
+    "duplicate column",
+    "database is locked",
+    "out-of-date database schema",
+    "expected to match one row",  # alembic: the version moved under its migration
+    "no such table",
+    "unique constraint failed",  # both made the default experiment
+)
+
+
+class StoreError(RunError):
+    """A store that cannot be opened: one line naming the store and why."""
 
 
 @contextmanager
@@ -64,10 +87,164 @@ def store_opening(uri: str) -> Iterator[None]:
 
 
 def open_store(uri: str, experiment: str, artifact_root: str | None) -> tuple[MlflowClient, str]:
-    """A client on the store (created safely if new) and the experiment's id in it."""
-    with store_opening(uri):
-        client = MlflowClient(uri)
-        return client, ensure_experiment(client, experiment, artifact_root)
+    """A client on the store (created safely if new) and the experiment's id in it; any
+    failure to open is a StoreError naming the store."""
+    try:
+        with store_opening(uri):
+            return _open_patiently(uri, experiment, artifact_root)
+    except StoreError:
+        raise
+    except Exception as err:
+        raise StoreError(f"cannot open the MLflow store {uri}: {_first_line(err)}") from err
+
+
+def _open_patiently(
+    uri: str, experiment: str, artifact_root: str | None
+) -> tuple[MlflowClient, str]:
+    """Open the store, waiting out another process that creates its schema meanwhile."""
+    db = sqlite_file(uri)
+    started = time.monotonic()
+    deadline = started + OPEN_LIMIT
+    stalled = 0
+    while True:
+        try:
+            if db is not None:  # after a failure nobody followed up on, it waited already
+                _create_or_await(db, artifact_root, deadline, wait=stalled == 0)
+            # A store that failed to open is not cached by mlflow: this builds it anew.
+            client = MlflowClient(uri)
+            return client, ensure_experiment(client, experiment, artifact_root)
+        except Exception as err:
+            # Reading a schema while another process migrates it fails in odd ways too (a
+            # KeyError, "Circular dependency detected"): any error on an incomplete schema
+            # counts, until nobody changes the store any more.
+            race = _schema_race(err)
+            if race is None and (db is None or not db.exists() or _schema_complete(db)):
+                raise
+            race = race or f"{type(err).__name__}: {_first_line(err)}"
+            if db is None:
+                time.sleep(1.0)
+                progressing = time.monotonic() - started < OPEN_BLIND
+            else:  # taken after the failure: changes seen now are another process's work
+                progressing = _await_change(db, min(OPEN_PATIENCE, _left(deadline)))
+            stalled = 0 if progressing else stalled + 1
+            if stalled >= OPEN_STALLED_TRIES or _left(deadline) <= 0:
+                raise StoreError(
+                    f"cannot open the MLflow store {uri}: {race} (its schema stayed incomplete: "
+                    "if no other process is creating it, it was left broken)"
+                ) from err
+            log.warning(
+                "the MLflow store %s is being created by another process (%s): opening it again",
+                uri, race,
+            )  # fmt: skip
+
+
+def _create_or_await(db: Path, artifact_root: str | None, deadline: float, wait: bool) -> None:
+    """A new SQLite store appears complete or not at all; one that another process is
+    creating is waited for until its schema is complete (or nobody changes it any more)."""
+    if not db.exists():
+        _create_aside(db, artifact_root)
+    if not wait or _schema_complete(db):
+        return
+    log.info("waiting for another process to finish creating the MLflow store %s", db)
+    last, quiet_since = _signature(db), time.monotonic()
+    while _left(deadline) > 0 and time.monotonic() - quiet_since < OPEN_PATIENCE:
+        time.sleep(0.1)
+        if _schema_complete(db):
+            return
+        now = _signature(db)
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+
+
+def _create_aside(db: Path, artifact_root: str | None) -> None:
+    """Create the schema in a file of its own, then link it in place unless another process
+    created the store first: no process ever sees (or migrates) a half-made schema of ours."""
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    new = db.with_name(f"{db.name}.new-{os.getpid()}")
+    for leftover in (new, new.with_name(new.name + "-journal")):
+        leftover.unlink(missing_ok=True)
+    try:
+        store = SqlAlchemyStore(
+            f"sqlite:///{new}", artifact_root or DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+        )
+        store.engine.dispose()  # no connection left on the file once it is linked
+        try:
+            os.link(new, db)
+        except FileExistsError:
+            log.info("another process created the MLflow store %s meanwhile: opening it", db)
+        except OSError:  # no hard links here: a rename, not quite atomic
+            if not db.exists():
+                os.replace(new, db)
+    finally:
+        new.unlink(missing_ok=True)
+
+
+def _schema_complete(db: Path) -> bool:
+    """Whether every table mlflow expects is in the store (it then migrates nothing)."""
+    from mlflow.store.db.base_sql_model import Base
+    from mlflow.store.tracking import sqlalchemy_store  # noqa: F401  (defines the tables)
+
+    try:
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as c:
+            names = {row[0] for row in c.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error:  # being written, or not a database yet
+        return False
+    return set(Base.metadata.tables) <= names
+
+
+def _signature(db: Path) -> tuple[tuple[int, int] | None, ...]:
+    """What changes whenever any process writes the store."""
+    signature = []
+    for path in (db, db.with_name(db.name + "-journal"), db.with_name(db.name + "-wal")):
+        try:
+            stat = path.stat()
+            signature.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            signature.append(None)
+    return tuple(signature)
+
+
+def _await_change(db: Path, seconds: float) -> bool:
+    """Wait until the store changes (True: another process is at work) or `seconds` pass."""
+    before, end = _signature(db), time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.1)
+        if _signature(db) != before:
+            return True
+    return False
+
+
+def _left(deadline: float) -> float:
+    return deadline - time.monotonic()
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """The exception and those it was raised from or during."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _schema_race(err: BaseException) -> str | None:
+    """The known sign of a concurrent schema creation in the error's chain, if any."""
+    for link in _chain(err):
+        text = str(link).lower()
+        for sign in SCHEMA_RACE:
+            if sign in text:
+                return _first_line(link)
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message (SQLAlchemy's add the SQL and a link)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
