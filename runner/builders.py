@@ -197,7 +197,9 @@ def build_trainer(
         model=model,
         loss_fn=build_loss(spec.model.loss),
         optimizer=optimizer,
-        metrics=TaskMetrics(data.task, output_kind(spec.model), data.target_mean, data.target_std),
+        metrics=TaskMetrics(
+            data.task, output_kind(spec.model), data.target_mean, data.target_std, spec.metric
+        ),
         device=device,
         epochs=spec.trainer.epochs,
         batch_size=spec.trainer.batch_size,

@@ -8,6 +8,7 @@ launching process never pays for torch.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import builders, checkpoint, device, sweep, tags
 from runner.datasets import DataSplits
+from runner.datasets.tabular import TabularPredictor
 from runner.errors import ConfigError, RunError
 from runner.fingerprint import fingerprint
 from runner.launch import Launch
@@ -69,7 +71,7 @@ def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | N
                     "sweep.skip_finished=false reruns it",
                     launch.job_num, done.info.run_id, done.info.run_name,
                 )  # fmt: skip
-                return done.data.metrics.get(primary_metric(spec.task))
+                return done.data.metrics.get(primary_metric(spec.task, spec.metric))
         job = setup(config, spec, launch.parallel)
     except ConfigError as err:
         if not launch.multirun:
@@ -158,7 +160,7 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
         tracker.flush()
         log.info("final: %s", " ".join(f"{k}={v:.4f}" for k, v in final.items()))
         log_outputs(job, history, tracker)
-    return final.get(primary_metric(job.data.task))
+    return final.get(primary_metric(job.data.task, spec.metric))
 
 
 def run_tags(job: Job, launch: Launch) -> dict[str, str]:
@@ -172,7 +174,7 @@ def run_tags(job: Job, launch: Launch) -> dict[str, str]:
         tags.OPTIM: spec.optim.name,
         tags.TASK: job.data.task,
         tags.FINGERPRINT: job.fingerprint,
-        tags.PRIMARY_METRIC: primary_metric(job.data.task),
+        tags.PRIMARY_METRIC: primary_metric(job.data.task, spec.metric),
     }
     if launch.multirun:
         run |= {tags.SWEEP: str(launch.sweep_dir), tags.SWEEP_JOB: str(launch.job_num)}
@@ -186,6 +188,8 @@ def log_inputs(job: Job, launch: Launch, tracker: Tracker) -> None:
     tracker.log_metrics({"trainable_params": job.params}, step=0)
     tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(job.config)), "config.yaml")
     tracker.log_text(job.summary, "model_summary.txt")
+    if job.data.encoder is not None:  # every statistic fitted on the training rows
+        tracker.log_text(json.dumps(job.data.encoder.state(), indent=1), "data/encoder.json")
     tracker.log_dir(launch.output_dir / ".hydra", "hydra")
 
 
@@ -269,6 +273,16 @@ def log_outputs(job: Job, history: list[dict[str, float]], tracker: Tracker) -> 
     t, data = job.trainer, job.data
     if job.spec.trainer.plots:
         tracker.log_pictures(picture_data(t, data, history))
-    if job.spec.trainer.log_model:
+    if not job.spec.trainer.log_model:
+        return
+    model = t.model.cpu().eval()
+    if data.encoder is not None:  # a table: the logged model takes raw rows
+        m = t.metrics
+        predictor = TabularPredictor(
+            data.encoder, model, data.task, m.output_kind, m.target_mean, m.target_std,
+            data.class_names,
+        )  # fmt: skip
+        tracker.log_predictor(predictor, data.raw_example)
+    else:
         example = data.x_val[:5] if len(data.x_val) else data.x_train[:5]
-        tracker.log_model(t.model.cpu().eval(), example.numpy())
+        tracker.log_model(model, example.numpy())

@@ -1,8 +1,17 @@
-"""Task-aware metrics: accuracy for classification, MSE/RMSE/MAE/R2 for regression."""
+"""Task-aware metrics: accuracy for classification; MSE/RMSE/MAE/R2 (and, when chosen,
+d2l's log-RMSE) for regression."""
 
 from __future__ import annotations
 
 import torch
+
+# What a data config may choose as its primary metric (`data.metric`), per task.
+METRICS = {
+    "binary": ("acc",),
+    "multiclass": ("acc",),
+    "regression": ("rmse", "mse", "mae", "r2", "log_rmse"),
+}
+DEFAULT_METRIC = {"binary": "acc", "multiclass": "acc", "regression": "rmse"}
 
 
 def align(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -12,26 +21,28 @@ def align(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return output
 
 
-def primary_metric(task: str) -> str:
-    """The validation metric that says how good a run is: accuracy, or RMSE for regression."""
-    return "val_rmse" if task == "regression" else "val_acc"
+def primary_metric(task: str, metric: str | None = None) -> str:
+    """The validation metric that says how good a run is: the data's choice, else accuracy,
+    or RMSE for regression."""
+    return f"val_{metric or DEFAULT_METRIC[task]}"
 
 
 class TaskMetrics:
     """Turns model outputs into predictions and metrics, as the task and loss dictate."""
 
     def __init__(
-        self, task: str, output_kind: str, target_mean: float = 0.0, target_std: float = 1.0
+        self,
+        task: str,
+        output_kind: str,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+        metric: str | None = None,
     ) -> None:
         self.task = task
         self.output_kind = output_kind
         self.target_mean = target_mean
         self.target_std = target_std
-
-    @property
-    def primary(self) -> str:
-        """The metric that says how good a run is: accuracy, or RMSE for regression."""
-        return "rmse" if self.task == "regression" else "acc"
+        self.primary = metric or DEFAULT_METRIC[task]  # the metric that says how good a run is
 
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         """Class ids for classification, values in the data's units for regression."""
@@ -56,4 +67,13 @@ class TaskMetrics:
         metrics = {"mse": mse, "rmse": mse**0.5, "mae": err.abs().mean().item()}
         if var > 0:
             metrics["r2"] = 1.0 - mse / var
+        if self.primary == "log_rmse":
+            metrics["log_rmse"] = log_rmse(pred, true)
         return metrics
+
+
+def log_rmse(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """d2l's log-RMSE (ch. 5.7): RMSE of the logs, predictions clamped to at least 1, so
+    relative errors count alike for cheap and dear targets."""
+    clamped = pred.clamp(min=1.0)
+    return torch.sqrt((clamped.log() - true.clamp(min=1e-12).log()).pow(2).mean()).item()

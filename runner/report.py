@@ -61,9 +61,12 @@ def run_row(client: MlflowClient, run: Run) -> Row:
     """Read one run's report row: final and best validation metric, capacity, status."""
     run_tags, metrics = run.data.tags, run.data.metrics
     metric = run_tags.get(tags.PRIMARY_METRIC, "val_acc")
+    held_out = metric.replace("val_", "test_", 1)
+    if metric not in metrics and held_out in metrics:  # no validation rows: the test split
+        metric = held_out
     history = client.get_metric_history(run.info.run_id, metric) if metric in metrics else []
     best = _better(metric)(history, key=lambda m: m.value) if history else None
-    train_metric = metric.replace("val_", "train_", 1)
+    train_metric = "train_" + metric.split("_", 1)[1]
     end = run.info.end_time or None
     params = run.data.params.get("trainable_params")
     return Row(
@@ -146,7 +149,7 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the per-job comparison table."""
     metric = rows[0].metric if rows else "val_acc"
     header = ["job", "params", f"final {metric}", f"best {metric}", "best epoch"]
-    header += [f"final {metric.replace('val_', 'train_', 1)}", "wall s", "status", "error"]
+    header += [f"final train_{metric.split('_', 1)[1]}", "wall s", "status", "error"]
     cells = [
         [
             r.label,
@@ -164,26 +167,33 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
+REPEAT_KEYS = ("seed", "data.fold")  # repeats of one config: seeds, cross-validation folds
+
+
 def seed_groups(rows: list[Row]) -> dict[str, list[Row]]:
-    """Rows grouped by their overrides without the seed (one group per config)."""
+    """Rows grouped by their overrides without seed and fold (one group per config)."""
     groups: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
-        key = " ".join(f"{k}={v}" for k, v in sorted(row.overrides.items()) if k != "seed")
+        key = " ".join(f"{k}={v}" for k, v in sorted(row.overrides.items()) if k not in REPEAT_KEYS)
         groups[key].append(row)
     return groups
 
 
 def aggregate_table(rows: list[Row]) -> tuple[list[str], list[list[str]]] | None:
-    """Mean and spread over seeds per config, when the sweep has several seeds per config."""
+    """Mean and spread over seeds and folds per config, when a config has several runs."""
     groups = seed_groups(rows)
     if all(len(g) < 2 for g in groups.values()):
         return None
     metric = rows[0].metric
-    header = ["config", "params", "seeds", f"final {metric} mean", "std", "min", "max"]
+    header = ["config", "params", "runs", f"final {metric} mean", "std", "min", "max"]
     cells = []
     for group in groups.values():
         values = [r.final_val for r in group if r.final_val is not None]
-        label = " ".join(p for p in group[0].label.split() if not p.startswith("seed="))
+        label = " ".join(
+            p
+            for p in group[0].label.split()
+            if not p.startswith(tuple(f"{k}=" for k in REPEAT_KEYS))
+        )
         cells.append(
             [
                 label or "(run)",
@@ -231,7 +241,7 @@ def capacity_plot(rows: list[Row], varying: list[str]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series_keys = [k for k in varying if not k.startswith("model") and k != "seed"]
+    series_keys = [k for k in varying if not k.startswith("model") and k not in REPEAT_KEYS]
     val: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     train: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
@@ -287,8 +297,8 @@ def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
     md = f"# {title}\n\n{markdown(header, cells)}"
     agg = aggregate_table(rows)
     if agg:
-        text += "\n\nper config, over seeds:\n" + text_table(*agg)
-        md += "\n## Per config, over seeds\n\n" + markdown(*agg)
+        text += "\n\nper config, over seeds and folds:\n" + text_table(*agg)
+        md += "\n## Per config, over seeds and folds\n\n" + markdown(*agg)
     failed = [r for r in rows if r.status != "FINISHED"]
     if failed:
         text += f"\n\n{len(failed)} of {len(rows)} jobs did not finish:"

@@ -90,7 +90,7 @@ def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "per config, over seeds:" in printed  # mean and spread over the two seeds
+    assert "per config, over seeds and folds:" in printed  # mean and spread over two seeds
     assert {p.name for p in out.iterdir()} == {"comparison.csv", "comparison.md", "capacity.png"}
     assert len((out / "comparison.csv").read_text().strip().splitlines()) == 1 + 4
     # By experiment name too.

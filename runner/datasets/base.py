@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -30,6 +31,8 @@ class DataSplits:
     class_names: list[str] | None = None
     target_mean: float = 0.0
     target_std: float = 1.0
+    encoder: Any = None  # raw rows -> features, fitted on the training rows (tables)
+    raw_example: Any = None  # a few raw training rows (a DataFrame), for the logged model
 
     @property
     def input_shape(self) -> tuple[int, ...]:

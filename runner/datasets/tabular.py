@@ -1,13 +1,20 @@
-"""A general CSV dataset: one-hot categoricals (dummy_na), mean-imputed numerics (d2l ch. 2).
+"""A general CSV dataset, with feature columns as the books treat them (Raschka ch. 13,
+d2l ch. 2 and 5.7): numeric columns standardized, an ordinal bucketized, nominal columns
+one-hot (`dummy_na`), ids dropped; a test split, K-fold cross-validation.
 
-Every statistic (column means, dummy columns, target scale) is fitted on the training rows
-only and then applied unchanged to the validation rows.
+Every statistic (means, deviations, ranges, categories, the target's scale) is fitted on
+the training rows only and applied unchanged to validation, test and new raw rows
+(`TabularPredictor`, the model logged to MLflow).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,44 +26,358 @@ from runner.registry import DATASETS
 if TYPE_CHECKING:  # pandas is imported only where a CSV is read: other runs skip it
     import pandas as pd
 
+log = logging.getLogger("runner")
+NUMERIC = ("standardize", "minmax", "log1p", "none")  # transforms of a numeric column
+TRANSFORMS = (*NUMERIC, "bucketize", "onehot", "words", "drop")
+MAPPED_FORMS = "Or {bucketize: [b1, b2]}, {onehot: {dummy_na: false}}, {words: {min_count: 2}}."
+WORD = r"[a-z0-9]+"  # a token of a text column: lower-case letters and digits
+DROP_MISSING = ("target", "any")
 
-class TabularEncoder:
-    """Fit-on-train feature encoding: get_dummies(dummy_na=True) plus mean imputation."""
 
-    def __init__(self, categorical: list[str]) -> None:
-        self.categorical = categorical
-        self.columns: list[str] = []
-        self.means: pd.Series | None = None
+@dataclass
+class Column:
+    """One feature column's transform and what it learned from the training rows."""
 
-    def fit(self, frame: pd.DataFrame) -> TabularEncoder:
-        """Learn the dummy columns and the numeric means from `frame`."""
+    name: str
+    kind: str  # one of TRANSFORMS
+    boundaries: list[float] = field(default_factory=list)  # bucketize
+    fill: float = 0.0  # a missing value's stand-in (training mean, after log1p if any)
+    shift: float = 0.0  # value -> (value - shift) / scale
+    scale: float = 1.0
+    categories: list[Any] = field(default_factory=list)  # onehot, without the NA column
+    dummy_na: bool = True  # onehot: a column for missing (and unseen) values
+    min_count: int = 2  # words: keep words found in at least this many training rows
+
+    def features(self) -> list[str]:
+        """The names of the columns this one becomes (get_dummies' names for onehot)."""
+        if self.kind == "onehot":
+            na = [f"{self.name}_nan"] if self.dummy_na else []
+            return [f"{self.name}_{c}" for c in self.categories] + na
+        if self.kind == "words":
+            return [f"{self.name}:{word}" for word in self.categories]
+        return [self.name]
+
+    def fit(self, values: pd.Series) -> None:
+        """Learn the statistics of this column's training values."""
+        if self.kind == "onehot":
+            self.categories = sorted(values.dropna().unique().tolist(), key=_category_order)
+            return
+        if self.kind == "words":
+            rows_with = _words(values).reset_index().drop_duplicates().iloc[:, 1].value_counts()
+            self.categories = sorted(rows_with[rows_with >= self.min_count].index.tolist())
+            return
+        numbers = _numbers(values, self.name, self.kind)
+        if self.kind == "log1p":
+            if (numbers <= -1).any():
+                raise ConfigError(
+                    f"data.columns.{self.name}: log1p needs values above -1; column "
+                    f"{self.name!r} holds {float(np.nanmin(numbers))!r}"
+                )
+            numbers = np.log1p(numbers)
+        self.fill = float(np.nanmean(numbers))
+        if self.kind == "standardize":
+            std = float(np.nanstd(numbers, ddof=1)) if np.isfinite(numbers).sum() > 1 else 0.0
+            self.shift, self.scale = self.fill, std if std > 0 else 1.0
+        elif self.kind == "minmax":
+            low, high = float(np.nanmin(numbers)), float(np.nanmax(numbers))
+            self.shift, self.scale = low, (high - low) or 1.0
+
+    def encode(self, values: pd.Series, out: np.ndarray) -> None:
+        """Write this column's features for `values` into `out` (rows x len(features()))."""
+        if self.kind == "onehot":
+            self._one_hot(values, out)
+        elif self.kind == "words":
+            self._bag_of_words(values, out)
+        else:
+            out[:, 0] = self._number(values)
+
+    def _number(self, values: pd.Series) -> np.ndarray:
+        numbers = _numbers(values, self.name, self.kind)
+        if self.kind == "log1p":
+            numbers = np.log1p(np.where(numbers > -1, numbers, np.nan))
+        numbers = np.where(np.isnan(numbers), self.fill, numbers)
+        if self.kind == "bucketize":  # torch.bucketize(right=True): i with b[i-1] <= x < b[i]
+            return np.searchsorted(self.boundaries, numbers, side="right")
+        return (numbers - self.shift) / self.scale
+
+    def _bag_of_words(self, values: pd.Series, out: np.ndarray) -> None:
+        """1 where a row's text holds a kept word (words unseen in training are ignored)."""
+        tokens = _words(values.reset_index(drop=True))
+        index = {word: i for i, word in enumerate(self.categories)}
+        columns = tokens.map(index)
+        kept = columns.notna()
+        out[tokens.index[kept].to_numpy(), columns[kept].astype(np.int64).to_numpy()] = 1.0
+
+    def _one_hot(self, values: pd.Series, out: np.ndarray) -> None:
         import pandas as pd
 
-        encoded = pd.get_dummies(frame, columns=self.categorical, dummy_na=True)
-        self.columns = list(encoded.columns)
-        numeric = [c for c in frame.columns if c not in self.categorical]
-        self.means = encoded[numeric].astype(float).mean()
+        # factorize, then map the few distinct values: far faster than pd.Categorical on
+        # a large text column.
+        codes, uniques = pd.factorize(values)
+        lookup = pd.Index(self.categories, dtype=object).get_indexer(
+            pd.Index(uniques, dtype=object)
+        )
+        codes = np.append(lookup, -1)[codes]  # factorize's -1 (missing) stays -1
+        unseen = int((codes < 0).sum() - values.isna().sum())
+        if unseen:
+            examples = sorted({str(v) for v in values[(codes < 0) & values.notna()][:3]})
+            where = f"the {self.name}_nan column" if self.dummy_na else "no column (all zeros)"
+            log.warning(
+                "data.columns.%s: %d value(s) unseen in the training rows (e.g. %s) go to %s",
+                self.name, unseen, ", ".join(examples), where,
+            )  # fmt: skip
+        rows = np.arange(len(codes))
+        if self.dummy_na:
+            codes[codes < 0] = len(self.categories)  # missing or unseen: the NA column
+        else:
+            rows, codes = rows[codes >= 0], codes[codes >= 0]
+        out[rows, codes] = 1.0
+
+
+class TabularEncoder:
+    """Raw rows -> float32 features, column by column, fitted on the training rows."""
+
+    def __init__(self, columns: list[Column]) -> None:
+        self.columns = [c for c in columns if c.kind != "drop"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The encoded features' names, in order."""
+        return [name for column in self.columns for name in column.features()]
+
+    def fit(self, frame: pd.DataFrame) -> TabularEncoder:
+        """Learn every column's statistics from the training rows in `frame`."""
+        for column in self.columns:
+            if frame[column.name].isna().all():
+                raise ConfigError(
+                    f"data.columns.{column.name}: column {column.name!r} is entirely missing "
+                    f"in the training rows; drop it ({column.name}: drop)"
+                )
+            column.fit(frame[column.name])
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """Encode `frame` with the fitted columns and means; unseen categories become zeros."""
-        import pandas as pd
+        """Encode rows (the training columns must be there; others are ignored)."""
+        missing = [c.name for c in self.columns if c.name not in frame.columns]
+        if missing:
+            raise ValueError(f"rows lack the feature column(s) {missing}")
+        widths = [len(column.features()) for column in self.columns]
+        # One float32 array, each column writing its own block: no float64 intermediate.
+        out = np.zeros((len(frame), sum(widths)), dtype=np.float32)
+        start = 0
+        for column, width in zip(self.columns, widths, strict=True):
+            if len(frame):
+                column.encode(frame[column.name], out[:, start : start + width])
+            start += width
+        return out
 
-        encoded = pd.get_dummies(frame, columns=self.categorical, dummy_na=True)
-        encoded = encoded.reindex(columns=self.columns, fill_value=0)
-        encoded = encoded.fillna(self.means)
-        return encoded.astype(np.float32).to_numpy()
+    def state(self) -> dict[str, Any]:
+        """Every fitted statistic, as plain JSON-able values (logged with the run)."""
+        return {
+            "columns": [
+                {k: _plain(v) for k, v in column.__dict__.items()} for column in self.columns
+            ],
+            "features": self.feature_names,
+        }
 
 
-def _split_sizes(n_rows: int, val_size: float) -> int:
-    """Number of validation rows: a count, or a fraction of the rows when below 1."""
-    n_val = int(round(val_size * n_rows)) if 0 < val_size < 1 else int(val_size)
-    if not 0 <= n_val < n_rows:
+@dataclass
+class TabularPredictor:
+    """A trained network with its encoder: raw rows in, predictions in the data's units
+    (class names for classification). What the run's MLflow model wraps."""
+
+    encoder: TabularEncoder
+    model: torch.nn.Module
+    task: str
+    output_kind: str
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    class_names: list[str] | None = None
+
+    @torch.inference_mode()
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predictions for raw rows, encoded with the training rows' statistics."""
+        from runner.metrics import TaskMetrics
+
+        self.model.eval()
+        x = torch.from_numpy(self.encoder.transform(frame))
+        metrics = TaskMetrics(self.task, self.output_kind, self.target_mean, self.target_std)
+        pred = metrics.predict(self.model(x)).numpy()
+        if self.class_names is None:
+            return pred
+        return np.asarray(self.class_names, dtype=object)[pred]
+
+
+def _words(values: pd.Series) -> pd.Series:
+    """Each row's words, one per entry, indexed by the row's position in `values`."""
+    return values.astype("string").str.lower().str.findall(WORD).explode().dropna()
+
+
+def _category_order(value: Any) -> tuple[int, Any]:
+    """Sort numbers before text, each in its own order (get_dummies sorts the categories)."""
+    return (0, value) if isinstance(value, (int, float)) else (1, str(value))
+
+
+def _numbers(values: pd.Series, name: str, kind: str) -> np.ndarray:
+    """A column as float64, or a ConfigError if it holds text a numeric transform needs."""
+    import pandas as pd
+
+    numbers = pd.to_numeric(values, errors="coerce")
+    text = values.notna() & numbers.isna()
+    if text.any():
         raise ConfigError(
-            f"data.val_size: {val_size!r} leaves no training rows out of {n_rows}; allowed: a "
-            f"count from 0 to {n_rows - 1} or a fraction below 1"
+            f"data.columns.{name}: {kind!r} needs numbers, but column {name!r} holds text "
+            f"such as {values[text].iloc[0]!r}; use onehot or drop"
         )
-    return n_val
+    return numbers.to_numpy(dtype=np.float64)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def column_plan(
+    frame: pd.DataFrame,
+    target: str,
+    columns: dict | None,
+    categorical: Sequence[str] | None,
+    numeric: str,
+) -> list[Column]:
+    """Each feature column with its transform: as `columns` says, else onehot for those in
+    `categorical` and for text, else `numeric` (standardize)."""
+    import pandas as pd
+
+    features = [c for c in frame.columns if c != target]
+    chosen: dict[str, Column] = {}
+    for name, spec in (columns or {}).items():
+        if name == target:
+            raise ConfigError(f"data.columns.{name}: {name!r} is the target, not a feature")
+        if name not in features:
+            raise ConfigError(unknown_name("data.columns", "column", name, features))
+        chosen[name] = _column(name, spec)
+    for name in categorical or []:
+        if name not in features:
+            raise ConfigError(unknown_name("data.categorical", "column", name, features))
+        chosen.setdefault(name, Column(name, "onehot"))
+    plan = []
+    for name in features:
+        if name in chosen:
+            plan.append(chosen[name])
+        else:
+            numbers = pd.api.types.is_numeric_dtype(frame[name])
+            plan.append(Column(name, numeric if numbers else "onehot"))
+    if all(c.kind == "drop" for c in plan):
+        raise ConfigError(
+            "data.columns: no feature column is left (every column is dropped); keep at least one"
+        )
+    return plan
+
+
+def _column(name: str, spec: Any) -> Column:
+    """A `columns:` entry: a transform's name, `{bucketize: [boundaries]}`,
+    `{onehot: {dummy_na: false}}` (no column for missing values), or
+    `{words: {min_count: N}}` (a text column as a bag of its frequent words)."""
+    key = f"data.columns.{name}"
+    if isinstance(spec, dict) and list(spec) == ["words"]:
+        options = spec["words"] or {}
+        count = options.get("min_count", 2) if isinstance(options, dict) else None
+        if set(options) - {"min_count"} or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"{key}.words: {options!r} is not a mapping like {{min_count: 2}}")
+        return Column(name, "words", min_count=count)
+    if isinstance(spec, dict) and list(spec) == ["onehot"]:
+        options = spec["onehot"]
+        if not isinstance(options, dict) or set(options) - {"dummy_na"}:
+            raise ConfigError(
+                f"{key}.onehot: {options!r} is not a mapping like {{dummy_na: false}}"
+            )
+        dummy_na = options.get("dummy_na", True)
+        if not isinstance(dummy_na, bool):
+            raise ConfigError(f"{key}.onehot.dummy_na: {dummy_na!r} is not true or false")
+        return Column(name, "onehot", dummy_na=dummy_na)
+    if isinstance(spec, dict) and list(spec) == ["bucketize"]:
+        bounds = spec["bucketize"]
+        ok = (
+            isinstance(bounds, list)
+            and bounds
+            and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
+                for b in bounds
+            )
+        )
+        if not ok or any(a >= b for a, b in zip(bounds, bounds[1:], strict=False)):
+            raise ConfigError(
+                f"{key}.bucketize: {bounds!r} is not an increasing list of numbers, "
+                "e.g. [73, 76, 79]"
+            )
+        return Column(name, "bucketize", boundaries=[float(b) for b in bounds])
+    if not isinstance(spec, str) or spec not in TRANSFORMS:
+        shown = spec if isinstance(spec, str) else repr(spec)
+        raise ConfigError(
+            unknown_name(key, "column transform", shown, TRANSFORMS) + " " + MAPPED_FORMS
+        )
+    if spec == "bucketize":
+        raise ConfigError(
+            f"{key}: bucketize needs its boundaries, e.g. {{bucketize: [73, 76, 79]}}"
+        )
+    return Column(name, spec)
+
+
+def _count(size: float, n_rows: int, key: str) -> int:
+    """Rows for a split: a count, or a fraction of the rows when below 1 (rounded up, as
+    scikit-learn's train_test_split rounds a test fraction)."""
+    count = math.ceil(size * n_rows) if 0 < size < 1 else int(size)
+    if not 0 <= count < n_rows:
+        raise ConfigError(
+            f"{key}: {size!r} leaves no training rows out of {n_rows}; allowed: a count from "
+            f"0 to {n_rows - 1} or a fraction below 1"
+        )
+    return count
+
+
+def split_rows(
+    n_rows: int,
+    test_size: float,
+    val_size: float,
+    folds: int,
+    fold: int,
+    shuffle: bool,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test row indices.
+
+    With `shuffle`, rows are permuted by `RandomState(seed)` and the first `test_size` of
+    the permutation are the test rows: exactly scikit-learn's
+    `train_test_split(rows, test_size=..., random_state=seed)`. Without, the last rows are
+    held out. The rest are split by K-fold (fold `fold` of `folds` validates) or by
+    `val_size` (the last of them).
+    """
+    order = np.random.RandomState(seed).permutation(n_rows) if shuffle else np.arange(n_rows)
+    n_test = _count(test_size, n_rows, "data.test_size")
+    if shuffle:
+        test, rest = order[:n_test], order[n_test:]
+    else:
+        test, rest = order[n_rows - n_test :], order[: n_rows - n_test]
+    if folds:
+        if val_size:
+            raise ConfigError("data.val_size: give either val_size or folds, not both")
+        if not 2 <= folds <= len(rest):
+            raise ConfigError(
+                f"data.folds: {folds!r} is out of range; allowed: 2 to {len(rest)} (the rows "
+                "left after the test split), or 0 for no cross-validation"
+            )
+        if not 0 <= fold < folds:
+            raise ConfigError(f"data.fold: {fold!r} is out of range; allowed: 0 to {folds - 1}")
+        from sklearn.model_selection import KFold
+
+        kfold = KFold(n_splits=folds, shuffle=shuffle, random_state=seed if shuffle else None)
+        train_idx, val_idx = list(kfold.split(rest))[fold]
+        return rest[train_idx], rest[val_idx], test
+    n_val = _count(val_size, len(rest), "data.val_size")
+    return rest[: len(rest) - n_val], rest[len(rest) - n_val :], test
 
 
 @DATASETS.register("csv")
@@ -64,75 +385,101 @@ def csv(
     path: str,
     target: str,
     task: str = "regression",
+    columns: dict | None = None,
     categorical: list | None = None,
+    numeric: str = "standardize",
+    drop_missing: str = "target",
     val_size: float = 0.0,
+    test_size: float = 0.0,
+    folds: int = 0,
+    fold: int = 0,
     shuffle: bool = False,
     seed: int = 1,
     standardize_target: bool = False,
+    metric: str | None = None,
 ) -> DataSplits:
-    """Load a CSV; the last `val_size` rows (after an optional seeded shuffle) validate."""
+    """Load a CSV and encode its feature columns (see the module's docstring)."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"data.path: {path!r} is not a file (looked at {file.resolve()})")
     if task not in TASKS:
         raise ConfigError(unknown_name("data.task", "task", task, TASKS))
+    if numeric not in NUMERIC:
+        raise ConfigError(unknown_name("data.numeric", "numeric transform", numeric, NUMERIC))
+    if drop_missing not in DROP_MISSING:
+        raise ConfigError(unknown_name("data.drop_missing", "choice", drop_missing, DROP_MISSING))
     import pandas as pd
 
     frame = pd.read_csv(file)
     if target not in frame.columns:
         raise ConfigError(unknown_name("data.target", "column", target, frame.columns))
-    features = frame.drop(columns=[target])
-    if categorical is None:
-        categorical = list(features.select_dtypes(exclude="number").columns)
-    missing = [c for c in categorical if c not in features.columns]
-    if missing:
-        raise ConfigError(unknown_name("data.categorical", "column", missing[0], features.columns))
-
-    order = np.arange(len(frame))
-    if shuffle:
-        order = np.random.RandomState(seed).permutation(len(frame))
-    n_val = _split_sizes(len(frame), val_size)
-    train_rows, val_rows = order[: len(order) - n_val], order[len(order) - n_val :]
-
-    encoder = TabularEncoder(categorical).fit(features.iloc[train_rows])
-    x_train = torch.tensor(encoder.transform(features.iloc[train_rows]))
-    x_val = torch.tensor(encoder.transform(features.iloc[val_rows]))
-    y_train, y_val, class_names, mean, std = _targets(frame[target], train_rows, val_rows, task)
+    plan = column_plan(frame, target, columns, categorical, numeric)
+    frame = _drop_missing(frame, target, drop_missing, [c.name for c in plan if c.kind != "drop"])
+    train_rows, val_rows, test_rows = split_rows(
+        len(frame), test_size, val_size, folds, fold, shuffle, seed
+    )
+    parts = {"train": train_rows, "val": val_rows, "test": test_rows}
+    frames = {name: frame.iloc[rows] for name, rows in parts.items()}  # each copied once
+    encoder = TabularEncoder(plan).fit(frames["train"])
+    x = {name: torch.from_numpy(encoder.transform(part)) for name, part in frames.items()}
+    y, class_names = _targets(frame[target], train_rows, task)
+    mean, std = 0.0, 1.0
     if standardize_target and task == "regression":
-        mean, std = float(y_train.mean()), float(y_train.std(unbiased=False)) or 1.0
-        y_train, y_val = (y_train - mean) / std, (y_val - mean) / std
+        mean, std = float(y[train_rows].mean()), float(y[train_rows].std(unbiased=False)) or 1.0
+        y = (y - mean) / std
     return DataSplits(
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
+        x_train=x["train"],
+        y_train=y[train_rows],
+        x_val=x["val"],
+        y_val=y[val_rows],
         task=task,
         num_outputs=len(class_names) if task == "multiclass" else 1,
-        feature_names=encoder.columns,
+        x_test=x["test"] if len(test_rows) else None,
+        y_test=y[test_rows] if len(test_rows) else None,
+        feature_names=encoder.feature_names,
         class_names=class_names,
         target_mean=mean,
         target_std=std,
+        encoder=encoder,
+        raw_example=frames["train"].head(5).drop(columns=[target]),
     )
 
 
+def _drop_missing(frame: pd.DataFrame, target: str, how: str, features: list[str]) -> pd.DataFrame:
+    """Drop rows with a missing target (or, `any`, a missing feature too), saying how many."""
+    checked = [target] if how == "target" else [target, *features]
+    keep = frame[checked].notna().all(axis=1)
+    dropped = int((~keep).sum())
+    if dropped:
+        what = "target" if how == "target" else "value"
+        log.info("data: dropped %d of %d rows with a missing %s", dropped, len(frame), what)
+    if dropped == len(frame):
+        raise ConfigError(f"data.drop_missing: {how!r} drops every row of the table")
+    return frame[keep].reset_index(drop=True)
+
+
 def _targets(
-    column: pd.Series, train_rows: np.ndarray, val_rows: np.ndarray, task: str
-) -> tuple[torch.Tensor, torch.Tensor, list[str] | None, float, float]:
+    column: pd.Series, train_rows: np.ndarray, task: str
+) -> tuple[torch.Tensor, list[str] | None]:
     """Encode the target column for the task; classes are the sorted training values."""
-    if column.iloc[train_rows].isna().any():
-        raise ConfigError(f"data.target: column {column.name!r} has missing values")
+    import pandas as pd
+
     if task == "regression":
-        values = torch.tensor(column.to_numpy(dtype=np.float32))
-        return values[train_rows], values[val_rows], None, 0.0, 1.0
+        numbers = pd.to_numeric(column, errors="coerce")
+        if numbers.isna().any():
+            example = column[numbers.isna()].iloc[0]
+            raise ConfigError(
+                f"data.target: column {column.name!r} is not numeric (it holds {example!r}); "
+                "a regression target must be numbers, or set data.task: binary or multiclass"
+            )
+        return torch.tensor(numbers.to_numpy(dtype=np.float32)), None
     classes = sorted(column.iloc[train_rows].astype(str).unique())
     if task == "binary" and len(classes) != 2:
         raise ConfigError(
             f"data.task: 'binary' needs 2 classes in column {column.name!r}, found {classes}"
         )
-    lookup = {c: i for i, c in enumerate(classes)}
-    codes = column.astype(str).map(lookup)
-    if codes.iloc[val_rows].isna().any():
-        raise ConfigError("data.target: validation rows hold classes unseen in training rows")
+    codes = column.astype(str).map({c: i for i, c in enumerate(classes)})
+    if codes.isna().any():
+        raise ConfigError("data.target: validation or test rows hold classes unseen in training")
     dtype = torch.float32 if task == "binary" else torch.int64
-    values = torch.tensor(codes.to_numpy(dtype=np.int64), dtype=dtype)
-    return values[train_rows], values[val_rows], classes, 0.0, 1.0
+    return torch.tensor(codes.to_numpy(dtype=np.int64), dtype=dtype), classes

@@ -99,6 +99,7 @@ class RunSpec:
     plugins: list[str] = field(default_factory=list)
     sweep: SweepSpec = field(default_factory=SweepSpec)
     resume: str | None = None
+    metric: str = ""  # the data's primary metric (`data.metric`, else the task's), derived
 
 
 def defaults(spec_class: type) -> dict[str, Any]:
@@ -106,6 +107,6 @@ def defaults(spec_class: type) -> dict[str, Any]:
     return {f.name: f.default for f in fields(spec_class) if f.default is not MISSING}
 
 
-TOP_LEVEL_KEYS = {f.name for f in fields(RunSpec)} - {"task"}
+TOP_LEVEL_KEYS = {f.name for f in fields(RunSpec)} - {"task", "metric"}
 MODEL_KEYS = {f.name for f in fields(ModelSpec)} | {"template"}
 LAYER_KEYS = {"layer", "id", "init"}  # the rest of a layer's mapping are its arguments

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from runner.errors import ConfigError, did_you_mean
+from runner.errors import ConfigError, did_you_mean, unknown_name
 from runner.plugins import load_components
 from runner.registry import (
     DATASETS,
@@ -300,6 +300,21 @@ def _data(problems: _Problems, cfg: Any) -> tuple[Component | None, str | None]:
     return comp, task
 
 
+def _metric(problems: _Problems, data: Component | None, task: str | None) -> str:
+    """The primary metric: `data.metric` where the data takes one, else the task's."""
+    from runner.metrics import DEFAULT_METRIC, METRICS
+
+    if task not in METRICS:
+        return ""
+    chosen = data.args.get("metric") if data else None
+    if chosen is None:
+        return DEFAULT_METRIC[task]
+    if chosen not in METRICS[task]:
+        problems.add(unknown_name("data.metric", f"{task} metric", chosen, METRICS[task]))
+        return DEFAULT_METRIC[task]
+    return chosen
+
+
 def _loss_fits_task(problems: _Problems, loss: Component, task: str | None) -> None:
     tasks = LOSSES.get(loss.type, loss.key).meta.get("tasks", ())
     if task is not None and tasks and task not in tasks:
@@ -401,6 +416,7 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
         model = dataclasses.replace(model, loss=loss)
     if model is not None and model.loss.type != "auto":
         _loss_fits_task(problems, model.loss, task)
+    metric = _metric(problems, data, task)
     tracking = _tracking(problems, cfg.get("tracking"), data.name if data else "runner")
     if problems.items:
         raise ConfigError(problems.items)
@@ -418,4 +434,5 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
         plugins=list(plugins),
         sweep=sweep,
         resume=cfg.get("resume"),
+        metric=metric,
     )

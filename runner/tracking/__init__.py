@@ -74,6 +74,10 @@ class Tracker(Protocol):
     def log_model(self, model: Any, input_example: Any) -> None:
         """Log the trained torch model with an input example."""
 
+    def log_predictor(self, predictor: Any, input_example: Any) -> None:
+        """Log a table's raw-rows predictor (encoder + network) as an MLflow pyfunc model,
+        with a few raw rows as its input example."""
+
     def flush(self) -> None:
         """Write every metric point sent so far."""
 

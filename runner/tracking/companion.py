@@ -138,6 +138,14 @@ class CompanionTracker:
         torch.save(model, buffer)
         self._send("log_model_bytes", buffer.getvalue(), input_example)
 
+    def log_predictor(self, predictor: Any, input_example: Any) -> None:
+        """Send a table's predictor (pickled by torch) to be logged as a pyfunc model."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(predictor, buffer)
+        self._send("log_predictor_bytes", buffer.getvalue(), input_example)
+
     def flush(self) -> None:
         """Have the companion write every metric point sent so far."""
         self._send("flush")

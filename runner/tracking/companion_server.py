@@ -17,13 +17,14 @@ import threading
 from typing import Any
 
 log = logging.getLogger("runner.tracking")
-# The MlflowTracker methods a client may call, besides "open" (make the tracker) and
-# "log_model_bytes" (unpickle a model, then log it).
+# The MlflowTracker methods a client may call, besides "open" (make the tracker) and the
+# UNPICKLED ones (a model pickled by torch, then logged by the method named).
 FORWARDED = {
     "start", "end", "end_stale_runs", "log_params", "log_metrics", "logged_steps",
     "set_tags", "log_text", "log_dir", "log_artifact", "log_pictures", "flush",
 }  # fmt: skip
-END_OF_RUN = {"log_pictures", "log_model_bytes"}  # calls that use what _warm_end_of_run prepares
+UNPICKLED = {"log_model_bytes": "log_model", "log_predictor_bytes": "log_predictor"}
+END_OF_RUN = {"log_pictures", *UNPICKLED}  # calls that use what _warm_end_of_run prepares
 
 
 def serve() -> None:
@@ -67,8 +68,8 @@ def serve() -> None:
                 result = None  # after an error only the run's end still matters
             elif failed and args and args[0] == "FINISHED":
                 result = tracker.end("FAILED", failure, failure)  # the run did not succeed
-            elif method == "log_model_bytes":
-                result = _log_model_bytes(tracker, *args)
+            elif method in UNPICKLED:
+                result = _log_unpickled(getattr(tracker, UNPICKLED[method]), *args)
             elif method in FORWARDED:
                 result = getattr(tracker, method)(*args)
             else:
@@ -122,11 +123,11 @@ def _warm_end_of_run() -> None:
         log.debug("warming up for the end of the run failed", exc_info=True)
 
 
-def _log_model_bytes(tracker: Any, data: bytes, input_example: Any) -> None:
+def _log_unpickled(log_call: Any, data: bytes, input_example: Any) -> None:
+    """Unpickle what the training process sent (its own model) and log it."""
     import torch
 
-    model = torch.load(io.BytesIO(data), weights_only=False)  # our own process's model
-    tracker.log_model(model, input_example)
+    log_call(torch.load(io.BytesIO(data), weights_only=False), input_example)
 
 
 def yield_cpu_to_training() -> None:

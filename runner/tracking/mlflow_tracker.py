@@ -187,6 +187,21 @@ class MlflowTracker:
         with _artifact_write("the model", self._artifact_uri()):
             self._log_model(model, input_example)
 
+    def log_predictor(self, predictor: Any, input_example: Any) -> None:
+        """Log a table's encoder and network as one pyfunc model that takes raw rows."""
+        import mlflow.pyfunc
+        import torch
+
+        from runner.tracking.pyfunc_model import RawRowsModel
+
+        with _artifact_write("the model", self._artifact_uri()):
+            mlflow.pyfunc.log_model(
+                name="model",
+                python_model=RawRowsModel(predictor),
+                input_example=input_example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "pandas"],
+            )
+
     def _log_model(self, model: Any, input_example: Any) -> None:
         import mlflow.pytorch
         import torch
