@@ -236,17 +236,23 @@ def read_runner_log(cwd: Path, epochs: int) -> RunnerLog:
         stamp, logger = head[1:].split("][")[:2]
         if logger == "runner" and message == "training starts":
             run_started = log_time(stamp)
-        elif message.startswith("MLflow run ") and " in store " in message:
+        elif message.startswith("MLflow run ") and " store " in message:
             run_id = message.split()[2]  # logged by the MLflow companion once the run exists
         elif logger == "runner.epochs" and message.startswith(f"epoch {epochs}/{epochs} "):
             last_epoch = log_time(stamp)
         elif logger == "runner" and message.startswith("training took "):
             share = float(message.rsplit("(", 1)[1].rstrip("%)")) / 100
         elif logger == "runner" and message.startswith("final: "):
-            final = {k: float(v) for k, v in (kv.split("=") for kv in message.split()[1:])}
+            pairs = [kv.split("=") for kv in message.split()[1:] if "=" in kv]
+            final = {k: _closing_value(v) for k, v in pairs}
     if run_id is None or run_started is None or last_epoch is None:
         raise SystemExit(f"bench: {logs[0]} lacks 'training starts', 'MLflow run' or 'epoch' lines")
     return RunnerLog(run_id, run_started, last_epoch, final, share)
+
+
+def _closing_value(text: str) -> float:
+    """A value of the runner's closing line: `95.0%` is 0.95, else a plain number."""
+    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
 
 
 def runner_cmd(*overrides: str) -> list[str]:

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner import builders, checkpoint, device, sweep, tags
+from runner import builders, checkpoint, device, naming, sweep, tags
+from runner.dataset_input import dataset_input
 from runner.datasets import DataSplits
 from runner.datasets.tabular import TabularPredictor
 from runner.errors import ConfigError, RunError
@@ -34,7 +35,7 @@ from runner.seeding import seed_everything
 from runner.signals import STOP, Interrupted, stop_on_signals
 from runner.spec import RunSpec, validate
 from runner.summary import model_summary, trainable_parameters
-from runner.tracking import Tracker, make_tracker
+from runner.tracking import Tracker, make_tracker, run_page
 
 log = logging.getLogger("runner")
 
@@ -124,9 +125,10 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
     """Run the loop inside an MLflow run and log everything; returns the final val metric."""
     spec, resume = job.spec, job.resume
     parent = launch.sweep.parent_run_id if launch.sweep else None
-    run_name = launch.run_name or f"{spec.model.name}-{spec.optim.name}"
-    with tracker.run(run_name, run_tags(job, launch), parent, resume and resume["run_id"]):
-        log.info("MLflow run in experiment %r (store: %s)", spec.tracking.experiment, tracker.uri)
+    swept = launch.sweep.swept if launch.sweep else None
+    name = launch_name(launch, swept, spec)
+    resumed_run = resume and resume["run_id"]
+    with tracker.run(name, run_tags(job, launch), parent, resumed_run, launch.started_at):
         if resume is None:
             log_inputs(job, launch, tracker)
         else:  # the same run goes on: its params stay as first logged
@@ -146,21 +148,48 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
             raise
         finally:
             epochs.progress.close()
-        epochs.save_checkpoint(spec.trainer.epochs, wait_for_run=True)
+        train_seconds = time.perf_counter() - started - epochs.logging_seconds
+        # The run id is written into the checkpoint when known; `resume=<run id>` finds
+        # the run either way (the checkpoint is logged with it), so nothing waits here.
+        epochs.save_checkpoint(spec.trainer.epochs)
         epochs.keep_last_checkpoint()
         epochs.flush()
-        train_seconds = time.perf_counter() - started
         log.info(
-            "training took %.2f s, of which MLflow metric logging %.3f s (%.1f%%)",
-            train_seconds, epochs.logging_seconds, 100 * epochs.logging_seconds / train_seconds,
+            "training took %.2f s, and MLflow logging %.3f s more (%.1f%%)",
+            train_seconds, epochs.logging_seconds,
+            100 * epochs.logging_seconds / (train_seconds + epochs.logging_seconds),
         )  # fmt: skip
-        timings = {"time_train_s": train_seconds, "time_logging_s": epochs.logging_seconds}
-        tracker.log_metrics(timings, step=spec.trainer.epochs)
+        tracker.set_tags(
+            {
+                tags.TIME_TRAIN: f"{train_seconds:.3f}",
+                tags.TIME_LOGGING: f"{epochs.logging_seconds:.3f}",
+            }
+        )
         final = history[-1] | evaluate_test(job, tracker)
         tracker.flush()
-        log.info("final: %s", " ".join(f"{k}={v:.4f}" for k, v in final.items()))
         log_outputs(job, history, tracker)
+    log.info("final: %s", closing_line(final, job, time.time() - launch.started_at, tracker))
     return final.get(primary_metric(job.data.task, spec.metric))
+
+
+def launch_name(launch: Launch, swept: list[str] | None, spec: RunSpec) -> str:
+    """The run's short name (runner.naming): its swept values in a sweep."""
+    return naming.run_name(launch.overrides, swept, spec.model.name, spec.optim.name)
+
+
+SHOWN_LAST = ("val_", "test_", "train_")  # the closing line's order
+
+
+def closing_line(final: dict[str, float], job: Job, seconds: float, tracker: Tracker) -> str:
+    """The run's end in one line: its final metrics, its time, and where to see it."""
+    shown = [
+        f"{k}={naming.compact(k, v)}"
+        for prefix in SHOWN_LAST
+        for k, v in final.items()
+        if k.startswith(prefix) and k != "train_total_loss"
+    ]
+    where = run_page(tracker.uri, tracker.experiment_id, tracker.run_id)
+    return f"{' '.join(shown)} in {seconds:.1f} s; see {where}"
 
 
 def run_tags(job: Job, launch: Launch) -> dict[str, str]:
@@ -175,17 +204,32 @@ def run_tags(job: Job, launch: Launch) -> dict[str, str]:
         tags.TASK: job.data.task,
         tags.FINGERPRINT: job.fingerprint,
         tags.PRIMARY_METRIC: primary_metric(job.data.task, spec.metric),
+        tags.NOTE: description(job, launch),
     }
     if launch.multirun:
         run |= {tags.SWEEP: str(launch.sweep_dir), tags.SWEEP_JOB: str(launch.job_num)}
     return run
 
 
+def description(job: Job, launch: Launch) -> str:
+    """The run's page text: what trained on what, and the command to run it again."""
+    spec, data = job.spec, job.data
+    sizes = {"train": len(data.x_train), "validation": len(data.x_val)}
+    sizes["test"] = 0 if data.x_test is None else len(data.x_test)
+    return naming.describe(
+        model=spec.model.name, params=job.params, data=spec.data.name, sizes=sizes,
+        optim=spec.optim.name, optim_args=spec.optim.args, epochs=spec.trainer.epochs,
+        batch_size=spec.trainer.batch_size, seed=spec.seed,
+        metric=primary_metric(data.task, spec.metric), overrides=launch.overrides,
+        sweep_parent=launch.sweep.parent_run_id if launch.sweep else None,
+    )  # fmt: skip
+
+
 def log_inputs(job: Job, launch: Launch, tracker: Tracker) -> None:
     """What a new run starts with: params, resolved config, model summary, Hydra's folder."""
     tracker.end_stale_runs(job.fingerprint, socket.gethostname())
     tracker.log_params({**flatten(job.config), "trainable_params": str(job.params)})
-    tracker.log_metrics({"trainable_params": job.params}, step=0)
+    tracker.log_dataset(dataset_input(job.spec.data, job.data))
     tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(job.config)), "config.yaml")
     tracker.log_text(job.summary, "model_summary.txt")
     if job.data.encoder is not None:  # every statistic fitted on the training rows

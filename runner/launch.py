@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ class SweepInfo:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    swept: list[str] = field(default_factory=list)  # the keys the sweep varies
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Launch:
     sweep_dir: str | None = None  # absolute; None outside a sweep
     sweep: SweepInfo | None = None  # None outside a sweep (or if its start failed)
     parallel: int = 1  # jobs the launcher runs at once
+    started_at: float = field(default_factory=time.time)  # the job's start (epoch seconds)
 
 
 def launch_of(hydra_cfg: Any) -> Launch:

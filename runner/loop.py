@@ -228,21 +228,24 @@ def fit(
             weights_epoch = kept / kept.sum()
         else:
             weights_epoch = weights
-        train_loss = float(torch.stack(losses) @ weights_epoch)
+        # Summed in float64: logged values carry no float32 rounding noise.
+        train_loss = float(torch.stack(losses).double() @ weights_epoch.double())
         if not math.isfinite(train_loss):
             batch = next(i for i, v in enumerate(losses) if not torch.isfinite(v)) + 1
             raise NonFiniteLoss(f"loss became {train_loss} at epoch {epoch}, batch {batch}")
-        penalty_mean = float(penalty.take_values() @ weights_epoch) if penalty is not None else 0.0
-        row = {"train_loss": train_loss, "train_total_loss": train_loss + penalty_mean}
+        row = {"train_loss": train_loss}
+        if penalty is not None:  # without L1 the total is the loss itself
+            penalty_mean = float(penalty.take_values().double() @ weights_epoch.double())
+            row["train_total_loss"] = train_loss + penalty_mean
         train_metrics = t.metrics.compute(torch.cat(outputs), torch.cat(targets))
         row |= {f"train_{k}": v for k, v in train_metrics.items()}
         val, _ = evaluate(model, t.loss_fn, t.metrics, x_val, y_val)
         row |= {f"val_{k}": v for k, v in val.items()}
-        row["lr"] = t.optimizer.param_groups[0]["lr"]
+        if t.scheduler is not None:  # a constant rate is a param, not a curve
+            row["lr"] = t.optimizer.param_groups[0]["lr"]
+            t.scheduler.step()
         if t.on_nan == "skip":
             row["skipped_batches"] = float(skipped)
-        if t.scheduler is not None:
-            t.scheduler.step()
         history.append(row)
         if on_epoch is not None:
             on_epoch(epoch, row)

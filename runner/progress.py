@@ -1,4 +1,5 @@
-"""What a person sees while training: a live bar on a terminal, plain epoch lines otherwise."""
+"""What a person sees while training: a live bar on a terminal; elsewhere a line every
+tenth of the run (every epoch still goes to the job's log file)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,21 @@ def _format(metrics: dict[str, float]) -> dict[str, str]:
     return {k: f"{metrics[k]:.4f}" for k in SHOWN if k in metrics}
 
 
+LINES_PER_RUN = 10  # console epoch lines without a terminal, besides the first and last
+
+
 class _HideFromConsole(logging.Filter):
-    """Keeps epoch lines out of the terminal (the bar shows them) but in the job's log file."""
+    """Keeps epoch lines out of the terminal (the bar shows them, or they are thinned) but
+    in the job's log file."""
+
+    def __init__(self, everything: bool) -> None:
+        super().__init__()
+        self.everything = everything
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name != EPOCH_LOGGER
+        if record.name != EPOCH_LOGGER:
+            return True
+        return not self.everything and getattr(record, "on_console", True)
 
 
 class EpochProgress:
@@ -29,13 +40,14 @@ class EpochProgress:
         self.epochs = epochs
         use_bar = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
         self.bar: Any = None
-        self._filter = _HideFromConsole()
+        self._filter = _HideFromConsole(everything=use_bar or mode == "none")
         self._console: list[logging.Handler] = []
+        self.every = 1 if mode == "lines" else max(1, round(epochs / LINES_PER_RUN))
         if use_bar:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=epochs, desc=description, unit="epoch", dynamic_ncols=True)
-        if use_bar or mode == "none":
+        if use_bar or mode in ("none", "auto"):
             self._console = [
                 h
                 for h in logging.getLogger().handlers
@@ -47,7 +59,8 @@ class EpochProgress:
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
         shown = _format(metrics)
         text = " ".join(f"{k}={v}" for k, v in shown.items())
-        log.info("epoch %d/%d %s", epoch, self.epochs, text)
+        on_console = epoch % self.every == 0 or epoch in (1, self.epochs)
+        log.info("epoch %d/%d %s", epoch, self.epochs, text, extra={"on_console": on_console})
         if self.bar is not None:
             self.bar.set_postfix(shown, refresh=False)
             self.bar.update(1)

@@ -87,6 +87,26 @@ def _tracking_target(config: DictConfig) -> tuple[str, str | None, str]:
     return *store_location(spec), experiment
 
 
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a sweep varies: overrides with sweep syntax (`a,b`, `range(..)`) on the
+    command line or in the sweeper's `params`; they name its jobs' runs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = [str(o) for o in config.hydra.overrides.task]
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    given += [f"{key}={value}" for key, value in params.items()]
+    parser = OverridesParser.create()
+    keys: list[str] = []
+    for text in given:
+        try:
+            (override,) = parser.parse_overrides([text])
+        except Exception:  # the sweeper reports its own syntax errors
+            continue
+        if override.is_sweep_override() and override.key_or_group not in keys:
+            keys.append(override.key_or_group)
+    return keys
+
+
 def _print_failure(what: str, err: BaseException) -> None:
     """One line on stderr for a failure of the sweep's own work (HYDRA_FULL_ERROR=1: the
     traceback too); a callback's exception would only be a warning from Hydra."""
@@ -123,8 +143,10 @@ class SweepCallback(Callback):
 
     def _start(self, config: DictConfig) -> None:
         """Open the store, make or reopen the parent run, and leave its ids for the jobs."""
+        from runner.tracking import quiet_third_party_logs
         from runner.tracking.store import open_store
 
+        quiet_third_party_logs()
         uri, artifact_root, experiment = _tracking_target(config)
         client, experiment_id = open_store(uri, experiment, artifact_root)
         overrides = sorted(str(o) for o in config.hydra.overrides.task)
@@ -136,6 +158,7 @@ class SweepCallback(Callback):
             max_results=1,
         )
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
+        swept = swept_keys(config)
         run_id = None
         try:
             if previous:
@@ -151,10 +174,11 @@ class SweepCallback(Callback):
                     tags.SWEEP: sweep_dir,
                     tags.OVERRIDES: " ".join(overrides) or "(none)",
                 }
-                name = "sweep " + time.strftime("%Y-%m-%d %H:%M:%S")
+                varied = " × ".join(swept)
+                name = f"sweep {varied} {time.strftime('%m-%d %H:%M')}".replace("  ", " ")
                 run = client.create_run(experiment_id, run_name=name, tags=parent_tags)
                 run_id = run.info.run_id
-            info = SweepInfo(uri, experiment_id, run_id)
+            info = SweepInfo(uri, experiment_id, run_id, swept)
             write_sweep(sweep_dir, info)
         except BaseException as err:
             if run_id is not None:  # no job will run under it: it does not stay RUNNING

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 import subprocess
 import sys
+
+from runner.naming import command
 
 # On every job's run
 OVERRIDES = "runner.overrides"  # the command-line overrides, space-separated
@@ -24,19 +27,30 @@ CHECKPOINT = "runner.checkpoint"  # the local checkpoint file
 SWEEP = "runner.sweep"  # the sweep folder (on jobs and on the sweep's parent run)
 SWEEP_JOB = "runner.sweep_job"  # Hydra's job number within the sweep
 ERROR = "error"  # a failed run's error message
+TIME_TRAIN = "runner.time_train_s"  # the epochs alone, in seconds
+TIME_LOGGING = "runner.time_logging_s"  # what training waited for MLflow, in seconds
 # On a sweep's parent run
 IS_SWEEP = "runner.is_sweep"
 SWEEP_FINGERPRINT = "runner.sweep_fingerprint"
+BEST_RUN = "runner.best_run"  # the job with the best final primary metric
 REUSED_PREFIX = "runner.reused."  # + fingerprint: a FINISHED run a resumed sweep reused
 # MLflow's own
 PARENT_RUN_ID = "mlflow.parentRunId"
 GIT_COMMIT = "mlflow.source.git.commit"
+NOTE = "mlflow.note.content"  # the run's description (Markdown) on its page
+SOURCE_NAME = "mlflow.source.name"  # the UI's Source column: the command
+SOURCE_TYPE = "mlflow.source.type"
+USER = "mlflow.user"
+DATASET_CONTEXT = "mlflow.data.context"  # on a logged dataset: training
 
 
 def origin_tags(overrides: list[str], output_dir: str, cwd: str) -> dict[str, str]:
     """Where a run came from: overrides, job folder, host and process, git commit."""
     tags = {
         OVERRIDES: " ".join(overrides) or "(none)",
+        SOURCE_NAME: command(overrides),
+        SOURCE_TYPE: "LOCAL",
+        USER: getpass.getuser(),
         OUTPUT_DIR: output_dir,
         HOST: socket.gethostname(),
         PID: str(os.getpid()),

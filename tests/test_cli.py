@@ -38,7 +38,7 @@ def test_default_run_logs_everything(tmp_path):
     assert params["model.name"] == "xor_deep" and params["optim.name"] == "adam"
     assert params["optim.lr"] == "0.015" and params["trainer.batch_size"] == "2"
     assert params["model.layers.0.init.weight"] == "xavier_uniform"
-    assert params["trainable_params"] == "37" and run.data.metrics["trainable_params"] == 37
+    assert params["trainable_params"] == "37" and "trainable_params" not in run.data.metrics
     assert tags["runner.overrides"] == "trainer.epochs=6 trainer.progress=lines"
     assert tags["runner.device"] == "cpu" and tags["runner.torch"]
     history = client.get_metric_history(run.info.run_id, "val_acc")
@@ -62,6 +62,42 @@ def test_default_run_logs_everything(tmp_path):
     assert model(torch.zeros(3, 2)).shape == (3, 1)
     # Hydra's job folder holds the log; the store is outside it, under the launch folder.
     assert list((tmp_path / "outputs" / "runs").glob("*/*/runner.log"))
+
+
+def test_a_run_reads_at_a_glance(tmp_path):
+    """True times, a short name, a description, the command as Source, the data set as an
+    input, sizes and times as params and tags, thinned console lines, a closing line."""
+    proc = run_cli("trainer.epochs=30", "seed=2", "trainer.log_model=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    epoch_lines = [line for line in out.splitlines() if "][runner.epochs][" in line]
+    assert 10 <= len(epoch_lines) <= 12 and "epoch 30/30" in epoch_lines[-1]  # not 30
+    assert "Creating initial MLflow" not in out and "sqlite:" not in out
+    client = MlflowClient(store_uri(tmp_path))
+    (run,) = all_runs(client)
+    tags = run.data.tags
+    closing = out.strip().splitlines()[-1]
+    assert " - final: val_loss=" in closing and "val_acc=" in closing and "%" in closing
+    assert f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in closing
+    assert run.info.run_name == "xor_deep adam epochs=30 s2"
+    assert tags["mlflow.source.name"] == "python -m runner trainer.epochs=30 seed=2 " + (
+        "trainer.log_model=false"
+    )
+    assert "**xor_deep** (37 trainable parameters) on **xor**" in tags["mlflow.note.content"]
+    # The run starts when the job did, before its first epoch; it lasts the epochs at least.
+    first = client.get_metric_history(run.info.run_id, "val_acc")[0]
+    assert run.info.start_time <= first.timestamp
+    train_s = float(tags["runner.time_train_s"])
+    assert 0 < train_s <= (run.info.end_time - run.info.start_time) / 1000
+    assert float(tags["runner.time_logging_s"]) >= 0
+    assert {"trainable_params", "lr", "time_train_s"}.isdisjoint(run.data.metrics)
+    accuracies = [m.value for m in client.get_metric_history(run.info.run_id, "val_acc")]
+    assert all(repr(v) == repr(round(v, 2)) for v in accuracies)  # k/100, no float32 noise
+    (dataset_input,) = run.inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    assert dataset.name == "xor" and len(dataset.digest) == 8
+    assert "x0" in dataset.schema and '"train_rows": 100' in dataset.profile
+    assert {(t.key, t.value) for t in dataset_input.tags} == {("mlflow.data.context", "training")}
 
 
 @pytest.mark.parametrize(

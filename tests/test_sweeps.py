@@ -75,6 +75,18 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
         best = max(m.value for m in client.get_metric_history(run.info.run_id, "val_acc"))
         assert float(row[3]) == pytest.approx(best, abs=1e-4)
         assert row[7] == "FINISHED"
+    # Children named by their swept values; the parent reads like a run of its own.
+    assert {r.info.run_name for r in jobs} == {
+        f"{m} {o}" for m in ("xor_linear", "xor_deep") for o in ("sgd", "adam")
+    }
+    assert parent.info.run_name.startswith("sweep model × optim ")
+    parent = client.get_run(parent.info.run_id)
+    best = max(jobs, key=lambda r: r.data.metrics["val_acc"])
+    assert parent.data.metrics["val_acc"] == best.data.metrics["val_acc"]
+    assert parent.data.tags["runner.best_run"] in {r.info.run_id for r in jobs}
+    assert parent.data.params["trainer.epochs"] == "3" and "model.name" not in parent.data.params
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("Best: **") and "| job | params |" in note
 
 
 def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):

@@ -31,8 +31,9 @@ class Tracker(Protocol):
     every metric sent so far durable, and the run's end reports anything left.
     """
 
-    uri: str  # where the runs go, as shown to the user
+    uri: str  # the tracking URI
     run_id: str | None  # None until the run has started (the companion says so later)
+    experiment_id: str | None  # likewise
 
     def run(
         self,
@@ -40,9 +41,10 @@ class Tracker(Protocol):
         tags: dict[str, str],
         parent_run_id: str | None = None,
         run_id: str | None = None,
+        started_at: float | None = None,
     ) -> AbstractContextManager[Tracker]:
-        """Start a run (or reopen `run_id`); it ends FINISHED, FAILED or KILLED however the
-        block exits."""
+        """Start a run whose start time is `started_at` (epoch seconds; default now), or
+        reopen `run_id`; it ends FINISHED, FAILED or KILLED however the block exits."""
 
     def end_stale_runs(self, fingerprint: str, host: str) -> None:
         """End KILLED the runs of this config that a dead process on `host` left RUNNING."""
@@ -50,8 +52,14 @@ class Tracker(Protocol):
     def log_params(self, params: dict[str, str]) -> None:
         """Log the run's params."""
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Log one step's metrics (buffered; written in batches)."""
+    def log_dataset(self, dataset: dict[str, str]) -> None:
+        """Record the training data (runner.dataset_input's fields) as the run's input."""
+
+    def log_metrics(
+        self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None
+    ) -> None:
+        """Log one step's metrics (buffered; written in batches), stamped `timestamp_ms`
+        (default: now)."""
 
     def logged_steps(self, key: str) -> set[int]:
         """The steps at which the run already holds metric `key` (waits for the answer)."""
@@ -91,6 +99,17 @@ class Tracker(Protocol):
         """Block until the run exists, and return its id."""
 
 
+THIRD_PARTY_LOGGERS = ("mlflow", "alembic", "urllib3")  # their INFO lines would split the epochs
+
+
+def quiet_third_party_logs() -> None:
+    """Keep only warnings and errors of the libraries the tracker drives."""
+    import logging
+
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def make_tracker(spec: TrackingSpec, companion: subprocess.Popen | None = None) -> Tracker:
     """The tracker for a job: through the companion process if one was started, else
     in this process."""
@@ -118,6 +137,40 @@ def embedded_store(store_dir: str) -> tuple[str, str]:
     root = Path(store_dir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
+
+
+def store_label(uri: str) -> str:
+    """The store as the console names it: a SQLite file's path (relative to here when
+    under here), else the URI."""
+    path = sqlite_file(uri)
+    if path is None and "://" in uri:
+        return uri
+    path = Path(path or uri)
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+UI_URL = "http://127.0.0.1:5000"  # where `make ui` / `python -m runner.ui` serves
+
+
+def run_page(uri: str, experiment_id: str | None, run_id: str | None) -> str:
+    """Where a person sees this run: its page on the tracking server, or on the local UI
+    with the command that starts it."""
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    page = f"{UI_URL}/#/experiments/{experiment_id}/runs/{run_id}"
+    path = sqlite_file(uri)
+    if path is None:
+        return f"run {run_id} in {uri}"
+    store_dir = path.parent
+    start = (
+        "make ui"
+        if store_dir.resolve() == (Path.cwd() / "outputs").resolve()
+        else f"python -m runner.ui --store-dir {store_label(str(store_dir))}"
+    )
+    return f"{page} (after `{start}`)"
 
 
 def sqlite_file(uri: str) -> Path | None:

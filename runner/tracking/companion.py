@@ -17,6 +17,7 @@ import pickle
 import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,6 +76,7 @@ class CompanionTracker:
     def __init__(self, spec: TrackingSpec, companion: subprocess.Popen) -> None:
         self._proc = companion
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._warm = False
         self.uri = store_location(spec)[0]
         self._send("open", spec)
@@ -88,9 +90,10 @@ class CompanionTracker:
         tags: dict[str, str],
         parent_run_id: str | None = None,
         run_id: str | None = None,
+        started_at: float | None = None,
     ) -> Iterator[CompanionTracker]:
         """Like MlflowTracker.run; the run id arrives once the companion has started it."""
-        self._send("start", run_name, tags, parent_run_id, run_id)
+        self._send("start", run_name, tags, parent_run_id, run_id, started_at)
         with always_ended(self._end):
             yield self
 
@@ -102,9 +105,15 @@ class CompanionTracker:
         """Log the run's params."""
         self._send("log_params", params)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Log one step's metrics."""
-        self._send("log_metrics", metrics, step)
+    def log_dataset(self, dataset: dict[str, str]) -> None:
+        """Record the training data as the run's input."""
+        self._send("log_dataset", dataset)
+
+    def log_metrics(
+        self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None
+    ) -> None:
+        """Log one step's metrics, stamped now: the companion may write them much later."""
+        self._send("log_metrics", metrics, step, timestamp_ms or int(time.time() * 1000))
 
     def logged_steps(self, key: str) -> set[int]:
         """The steps at which the run already holds metric `key` (waits for the answer)."""
@@ -198,7 +207,7 @@ class CompanionTracker:
         if kind == "warm":
             self._warm = True
         elif kind == "run_id":
-            self.run_id = value
+            self.run_id, self.experiment_id = value
         elif kind == "error":
             name, text = value
             raise (ArtifactStoreError if name == "ArtifactStoreError" else CompanionError)(text)

@@ -20,7 +20,7 @@ log = logging.getLogger("runner.tracking")
 # The MlflowTracker methods a client may call, besides "open" (make the tracker) and the
 # UNPICKLED ones (a model pickled by torch, then logged by the method named).
 FORWARDED = {
-    "start", "end", "end_stale_runs", "log_params", "log_metrics", "logged_steps",
+    "start", "end", "end_stale_runs", "log_params", "log_dataset", "log_metrics", "logged_steps",
     "set_tags", "log_text", "log_dir", "log_artifact", "log_pictures", "flush",
 }  # fmt: skip
 UNPICKLED = {"log_model_bytes": "log_model", "log_predictor_bytes": "log_predictor"}
@@ -76,8 +76,7 @@ def serve() -> None:
                 raise ValueError(f"unknown call {method!r}")
             if method == "start":
                 started = True
-                send("run_id", result)
-                log.info("MLflow run %s in store %s", result, tracker.uri)
+                send("run_id", (result, tracker.experiment_id))
             if method == "end":
                 ended = True
         except Exception as err:

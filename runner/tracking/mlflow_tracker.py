@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 
 from runner import tags as run_tags
 from runner.errors import ArtifactStoreError, always_ended
 from runner.spec import TrackingSpec
+from runner.tracking import quiet_third_party_logs, store_label
 from runner.tracking.store import Store, retry_when_locked
 
 log = logging.getLogger("runner.tracking")
@@ -42,9 +43,11 @@ class MlflowTracker:
     always ended with a final status."""
 
     def __init__(self, spec: TrackingSpec) -> None:
+        quiet_third_party_logs()
         self.store = Store(spec)
         self.uri = self.store.uri
         self.client, self.experiment_id = self.store.client, self.store.experiment_id
+        self.experiment_name = spec.experiment
         self.run_id: str | None = None
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
@@ -55,19 +58,25 @@ class MlflowTracker:
         tags: dict[str, str],
         parent_run_id: str | None = None,
         run_id: str | None = None,
+        started_at: float | None = None,
     ) -> str:
-        """Start a run, or reopen run_id to continue it; returns the run id."""
-        if run_id is not None:
-            run = mlflow.start_run(run_id=run_id)
-            self.client.set_tag(run_id, run_tags.PID, tags.get(run_tags.PID, ""))
+        """Start a run (its start time the job's, `started_at`), or reopen run_id to
+        continue it; returns the run id."""
+        if run_id is None:
+            if parent_run_id is not None:
+                tags = {**tags, run_tags.PARENT_RUN_ID: parent_run_id}
+            start_ms = int(started_at * 1000) if started_at is not None else None
+            run_id = self.client.create_run(
+                self.experiment_id, start_time=start_ms, tags=tags, run_name=run_name
+            ).info.run_id
         else:
-            run = mlflow.start_run(
-                experiment_id=self.experiment_id,
-                run_name=run_name,
-                tags=tags,
-                parent_run_id=parent_run_id,
-            )
-        self.run_id = run.info.run_id
+            self.client.set_tag(run_id, run_tags.PID, tags.get(run_tags.PID, ""))
+        # The active run, for the model loggers that use the fluent API.
+        self.run_id = mlflow.start_run(run_id=run_id).info.run_id
+        log.info(
+            "MLflow run %s in experiment %r, store %s",
+            self.run_id, self.experiment_name, store_label(self.uri),
+        )  # fmt: skip
         return self.run_id
 
     def end(self, status: str, error: str | None = None, trace: str | None = None) -> None:
@@ -78,7 +87,7 @@ class MlflowTracker:
             self.flush()
         finally:
             mlflow.end_run(status=status)
-            log.info("MLflow run %s ended %s (store: %s)", self.run_id, status, self.uri)
+            log.info("MLflow run %s ended %s", self.run_id, status)
 
     @contextmanager
     def run(
@@ -87,10 +96,11 @@ class MlflowTracker:
         tags: dict[str, str],
         parent_run_id: str | None = None,
         run_id: str | None = None,
+        started_at: float | None = None,
     ) -> Iterator[MlflowTracker]:
         """A run that always ends: FINISHED, FAILED (error tagged, traceback logged) or
         KILLED (Ctrl-C, SIGTERM)."""
-        self.start(run_name, tags, parent_run_id, run_id)
+        self.start(run_name, tags, parent_run_id, run_id, started_at)
         with always_ended(self.end):
             yield self
 
@@ -121,9 +131,18 @@ class MlflowTracker:
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Buffer a step's metrics; write them when the buffer is older than FLUSH_SECONDS."""
-        now = int(time.time() * 1000)
+    def log_dataset(self, dataset: dict[str, str]) -> None:
+        """Record the run's training data (runner.dataset_input's fields) as an MLflow input."""
+        entity = Dataset(**dataset)
+        context = InputTag(run_tags.DATASET_CONTEXT, "training")
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=[context])])
+
+    def log_metrics(
+        self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None
+    ) -> None:
+        """Buffer a step's metrics (stamped when they were measured, `timestamp_ms`, else
+        now); write them when the buffer is older than FLUSH_SECONDS."""
+        now = timestamp_ms or int(time.time() * 1000)
         self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()

@@ -1,0 +1,31 @@
+"""Run names that differ where the configs differ, and the console's compact numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.naming import compact, run_name
+
+
+@pytest.mark.parametrize(
+    "overrides,swept,expected",
+    [
+        (["model=xor_deep", "optim=adam", "seed=1"], ["optim", "seed"], "adam s1"),
+        (["optim.lr=0.1", "data.fold=2"], ["optim.lr", "data.fold"], "lr=0.1 fold2"),
+        ([], None, "xor_deep adam"),
+        (["seed=3", "tracking.store_dir=/x"], None, "xor_deep adam s3"),
+        (["optim=sgd", "+optim.momentum=0.9"], None, "xor_deep adam momentum=0.9"),
+    ],
+)
+def test_run_names(overrides, swept, expected):
+    assert run_name(overrides, swept, "xor_deep", "adam") == expected
+
+
+def test_long_names_are_cut():
+    name = run_name([f"model.hidden=[{'64,' * 20}64]"], None, "mlp", "adam")
+    assert len(name) == 40 and name.endswith("…")
+
+
+def test_compact_numbers():
+    assert compact("val_acc", 0.97) == "97.00%"
+    assert compact("val_rmse", 2.94871) == "2.949"
