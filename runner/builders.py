@@ -5,17 +5,67 @@ Names resolve only through the registries (filled by runner.plugins during valid
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from runner.datasets import DataSplits
-from runner.errors import ConfigError
+from runner.errors import ConfigError, RunError
 from runner.loop import Trainer
 from runner.metrics import TaskMetrics
 from runner.registry import DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
 from runner.spec import Component, L1Spec, LayerSpec, ModelSpec, RunSpec, TrainerSpec
+
+# What a constructor raises when its arguments are wrong: a bad value (ValueError,
+# AssertionError), a value of the wrong kind or shape (TypeError, AttributeError, IndexError,
+# KeyError), an impossible size or combination (RuntimeError, ZeroDivisionError, Overflow).
+# Not caught: OSError (a loader reports a missing file itself), MemoryError, and
+# BaseException (Ctrl-C, SystemExit), which are no fault of the config.
+REJECTIONS = (
+    TypeError,
+    ValueError,
+    LookupError,
+    AttributeError,
+    RuntimeError,
+    AssertionError,
+    ArithmeticError,
+)
+
+
+def _reason(err: BaseException) -> str:
+    """The exception as one line, its type first (an IndexError may carry no message)."""
+    message = " ".join(str(err).split())
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+def _construct(
+    key: str,
+    name: str,
+    target: Callable[..., Any],
+    args: dict[str, Any],
+    *leading: Any,
+    shown: dict[str, Any] | None = None,
+    applied_to: str = "",
+) -> Any:
+    """Call `target(*leading, **args)`; a rejection of the arguments becomes a ConfigError
+    naming `key`, the component, the arguments (`shown`, else `args`) and the reason.
+
+    `leading`: what the builder passes itself (parameters, optimizer, tensor), never shown.
+    """
+    try:
+        return target(*leading, **args)
+    except (ConfigError, RunError):
+        raise  # already a known failure with its own message (e.g. a loader's missing file)
+    except REJECTIONS as err:
+        where = f" for {applied_to}" if applied_to else ""
+        shown = args if shown is None else shown
+        # `from err`: HYDRA_FULL_ERROR=1 still shows the constructor's own traceback.
+        raise ConfigError(
+            f"{key}: {name!r} rejected its arguments {shown}{where}: {_reason(err)}"
+        ) from err
 
 
 @dataclass
@@ -30,7 +80,8 @@ class LayerInfo:
 
 def build_data(spec: Component, declared_outputs: int | None = None) -> DataSplits:
     """Call the registered dataset loader; the config's `num_outputs`, if set, must match."""
-    data = DATASETS.get(spec.type, "data.type").target(**spec.args)
+    loader = DATASETS.get(spec.type, "data.type").target
+    data = _construct(spec.key, spec.type, loader, spec.args)
     if declared_outputs is not None and declared_outputs != data.num_outputs:
         raise ConfigError(
             f"data.num_outputs: {declared_outputs!r} but the loaded data has "
@@ -69,17 +120,15 @@ def _initialize(module: nn.Module, layer: LayerSpec, defaults: dict[str, Compone
     weight = params.get("weight")
     takes_defaults = weight is not None and weight.dim() >= 2
     for name, param in params.items():
-        init = layer.init.get(name) or (defaults.get(name) if takes_defaults else None)
+        own = layer.init.get(name)
+        init = own or (defaults.get(name) if takes_defaults else None)
         if init is None:
             continue
         fn = INITIALIZERS.get(init.type, init.key).target
-        try:
-            with torch.no_grad():
-                fn(param, **init.args)
-        except (ValueError, RuntimeError) as err:
-            raise ConfigError(
-                f"{init.key}: {init.type!r} cannot initialize {name!r}: {err}"
-            ) from None
+        # A model-wide default's key is shared by every layer: say which one it failed on.
+        applied_to = "" if init is own else f"{layer.key}.{name}"
+        with torch.no_grad():
+            _construct(init.key, init.type, fn, init.args, param, applied_to=applied_to)
 
 
 def build_model(
@@ -93,22 +142,17 @@ def build_model(
     probe = torch.zeros(2, *shape)
     for layer in spec.layers:
         args = _infer_inputs(layer, shape, previous)
-        try:
-            module = LAYERS.get(layer.type, layer.key).target(**args)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(
-                f"{layer.key}: {layer.type!r} rejected its arguments {args}: {err}"
-            ) from None
+        module = _construct(layer.key, layer.type, LAYERS.get(layer.type, layer.key).target, args)
         _initialize(module, layer, spec.init)
         module.eval()
         try:
             with torch.no_grad():
                 probe = module(probe)
-        except RuntimeError as err:
+        except REJECTIONS as err:  # e.g. softmax's dim out of range is an IndexError
             raise ConfigError(
                 f"{layer.key}: {layer.type!r} cannot take input of shape {list(shape)} "
-                f"(from {previous}): {err}"
-            ) from None
+                f"(from {previous}): {_reason(err)}"
+            ) from err
         module.train()
         shape = tuple(probe.shape[1:])
         previous = f"{layer.key} ({layer.type})"
@@ -150,7 +194,7 @@ def l1_parameters(model: nn.Sequential, spec: ModelSpec) -> list[nn.Parameter]:
 
 def build_loss(spec: Component) -> nn.Module:
     """Instantiate the loss named by the spec."""
-    return LOSSES.get(spec.type, spec.key).target(**spec.args)
+    return _construct(spec.key, spec.type, LOSSES.get(spec.type, spec.key).target, spec.args)
 
 
 def build_optimizer(
@@ -163,10 +207,12 @@ def build_optimizer(
     """
     args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.args.items()}
     entry = OPTIMIZERS.get(spec.type, spec.key)
-    chosen = "fused" in args or "foreach" in args
+    # torch's fused kernels refuse `differentiable`: the automatic choice must not break it.
+    chosen = "fused" in args or "foreach" in args or bool(args.get("differentiable"))
+    shown = dict(spec.args)  # as the config wrote them (lists, not the tuples torch gets)
     if device is not None and not chosen and device.type in entry.meta.get("fused", ()):
-        args["fused"] = True
-    return entry.target(params, **args)
+        args["fused"] = shown["fused"] = True
+    return _construct(spec.key, spec.type, entry.target, args, params, shown=shown)
 
 
 def build_scheduler(
@@ -179,7 +225,7 @@ def build_scheduler(
     args = dict(spec.args)
     for arg, trainer_key in entry.meta.get("from_trainer", {}).items():
         args.setdefault(arg, getattr(trainer, trainer_key))
-    return entry.target(optimizer, **args)
+    return _construct(spec.key, spec.type, entry.target, args, optimizer)
 
 
 def output_kind(spec: ModelSpec) -> str:

@@ -325,6 +325,31 @@ def _loss_fits_task(problems: _Problems, loss: Component, task: str | None) -> N
         )
 
 
+def _optimizer(problems: _Problems, cfg: Any) -> Component | None:
+    """The optimizer, with `betas` checked beyond its type: torch's Adam indexes it without
+    checking its length, so `[0.9]` would fail inside the constructor as an IndexError."""
+    optim = _component(problems, "optim", cfg, OPTIMIZERS, provided={"params"})
+    if optim is not None and "betas" in optim.args:
+        problem = _betas_problem(optim)
+        if problem:
+            problems.add(problem)
+    return optim
+
+
+def _betas_problem(optim: Component) -> str | None:
+    """`betas` must hold as many numbers in [0, 1) as the optimizer's default (Adam: 2)."""
+    betas = optim.args["betas"]
+    default = signature_params(OPTIMIZERS.get(optim.type, "optim").target)["betas"].default
+    if not isinstance(betas, (list, tuple)) or not isinstance(default, (list, tuple)):
+        return None  # a non-list is reported as a type problem; an odd default is not ours
+    if len(betas) == len(default) and all(is_number(b) and 0 <= b < 1 for b in betas):
+        return None
+    return (
+        f"optim.betas: {list(betas)!r} is not {len(default)} numbers in [0, 1); "
+        f"allowed: e.g. {list(default)!r}"
+    )
+
+
 def _scheduler(problems: _Problems, cfg: Any) -> Component | None:
     """An optional LR scheduler; absent, null or name 'none' means a constant rate."""
     name = cfg.get("type", cfg.get("name")) if isinstance(cfg, dict) else cfg
@@ -407,7 +432,7 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
     device = _device(problems, cfg.get("device", "auto"))
     model = _model(problems, cfg.get("model"))
     data, task = _data(problems, cfg.get("data"))
-    optim = _component(problems, "optim", cfg.get("optim"), OPTIMIZERS, provided={"params"})
+    optim = _optimizer(problems, cfg.get("optim"))
     scheduler = _scheduler(problems, cfg.get("scheduler"))
     if not isinstance(task, str):
         task = None  # already reported as data.task's type problem
