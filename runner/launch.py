@@ -34,7 +34,6 @@ class Launch:
     """One job as Hydra launched it."""
 
     multirun: bool
-    run_name: str  # the overrides as Hydra's override_dirname ("" without overrides)
     overrides: list[str]
     output_dir: Path  # Hydra's job folder: log, .hydra/, checkpoints/
     cwd: str  # where the command was run
@@ -53,7 +52,6 @@ def launch_of(hydra_cfg: Any) -> Launch:
     sweep_dir = str(Path(hydra_cfg.sweep.dir).resolve()) if multirun else None
     return Launch(
         multirun=multirun,
-        run_name=hydra_cfg.job.override_dirname,
         overrides=list(hydra_cfg.overrides.task),
         output_dir=Path(hydra_cfg.runtime.output_dir).resolve(),
         cwd=hydra_cfg.runtime.cwd,

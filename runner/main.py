@@ -37,6 +37,12 @@ def main(cfg: DictConfig) -> float | None:
             from runner.job import run_job
 
             return run_job(cfg, launch, companion)
+        except BaseException:
+            # Any run it started has ended already (the tracker waits for that); one never
+            # used would still be importing mlflow, which nothing needs now.
+            if companion is not None:
+                companion.kill()
+            raise
         finally:
             if companion is not None:
                 release_companion(companion)

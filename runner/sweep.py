@@ -48,6 +48,7 @@ def finished_run(spec: TrackingSpec, sweep: SweepInfo, fingerprint: str) -> Run 
 
 def record_failed_setup(cfg: DictConfig, launch: Launch, err: ConfigError) -> None:
     """A sweep job whose config is bad still gets a FAILED child run saying why."""
+    from runner.naming import run_name
     from runner.params import flatten
     from runner.spec import TrackingSpec
     from runner.tracking import make_tracker
@@ -61,9 +62,11 @@ def record_failed_setup(cfg: DictConfig, launch: Launch, err: ConfigError) -> No
         tags.SWEEP: str(launch.sweep_dir),
         tags.SWEEP_JOB: str(launch.job_num),
     }
+    model, optim = (OmegaConf.select(cfg, f"{k}.name", default="?") for k in ("model", "optim"))
+    name = run_name(launch.overrides, launch.sweep.swept, str(model), str(optim))
     tracker = make_tracker(spec)
     try:
-        with tracker.run(launch.run_name, job_tags, parent_run_id=launch.sweep.parent_run_id):
+        with tracker.run(name, job_tags, launch.sweep.parent_run_id, None, launch.started_at):
             tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=False)))
             raise err
     except ConfigError:
@@ -214,6 +217,7 @@ class SweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         from runner.report import build_report, log_report, sweep_runs
+        from runner.tracking import run_page
 
         uri, run_id = self.info.tracking_uri, self.info.parent_run_id
         client = None
@@ -239,7 +243,8 @@ class SweepCallback(Callback):
             status = "FAILED" if failed else "FINISHED"
             try:
                 (client or MlflowClient(uri)).set_terminated(run_id, status=status)
-                log.info("sweep run %s ended %s", run_id, status)
+                page = run_page(uri, self.info.experiment_id, run_id)
+                log.info("sweep run %s ended %s; see %s", run_id, status, page)
             except Exception as err:
                 _print_failure(f"the sweep run {run_id} could not be ended {status}", err)
         if failed:

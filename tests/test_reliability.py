@@ -88,7 +88,7 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path
 
 def test_stale_running_run_is_ended_when_the_same_config_starts_again(tmp_path):
     proc = start(tmp_path)
-    wait_for(proc, " in store ")  # the MLflow companion has started the run
+    wait_for(proc, ", store ")  # the MLflow companion has started the run
     os.killpg(proc.pid, signal.SIGKILL)  # the whole group: no process can end the run
     proc.wait()
     time.sleep(0.5)
