@@ -67,6 +67,11 @@ CASES = {
         {"layer": "linear", "out_features": 4, "dtype": "float"},
         ["model.layers[0]: 'linear' rejected its arguments", "'dtype': 'float'", "TypeError"],
     ),
+    "loss reduction": (  # torch takes any string and fails only at the first batch
+        "model.loss",
+        {"name": "bce", "reduction": "bogus"},
+        ["model.loss.reduction: 'bogus' is not allowed; allowed: mean, sum"],
+    ),
     "softmax dim": (  # torch raises IndexError on the first batch through it
         "model.layers.1",
         {"layer": "softmax", "dim": 5},

@@ -40,6 +40,10 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "seed": (0, 2**32 - 1, True),
 }
 
+# Allowed values by argument name, where the constructor accepts any string and the
+# mistake would only surface mid-training. The loop needs one scalar loss per batch.
+CHOICES: dict[str, tuple[str, ...]] = {"reduction": ("mean", "sum")}
+
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -118,6 +122,8 @@ def check_args(
             continue
         problem = _type_problem(f"{key}.{name}", value, params[name])
         problem = problem or range_problem(f"{key}.{name}", name, value)
+        if not problem and name in CHOICES and value not in CHOICES[name]:
+            problem = f"{key}.{name}: {value!r} is not allowed; allowed: {', '.join(CHOICES[name])}"
         if problem:
             problems.append(problem)
     for name, param in params.items():
