@@ -316,7 +316,12 @@ def log_outputs(job: Job, history: list[dict[str, float]], tracker: Tracker) -> 
     """The plots (drawn by the tracker from plain arrays) and the trained model."""
     t, data = job.trainer, job.data
     if job.spec.trainer.plots:
-        tracker.log_pictures(picture_data(t, data, history))
+        spec = job.spec
+        pictures = picture_data(
+            t, data, history, model_name=spec.model.name, loss_name=spec.model.loss.type,
+            target_name=str(spec.data.args.get("target", "")),
+        )  # fmt: skip
+        tracker.log_pictures(pictures)
     if not job.spec.trainer.log_model:
         return
     model = t.model.cpu().eval()

@@ -9,33 +9,93 @@ import torch
 
 from runner.datasets import DataSplits
 from runner.loop import Trainer, evaluate
+from runner.registry import LOSSES
 
 GRID_POINTS = 200  # per axis of a 2-D decision-region plot
+MAX_TRAIN_POINTS = 2000  # training points shown on predicted-vs-true: enough to see a trend
 
 
 @torch.inference_mode()
 def picture_data(
-    trainer: Trainer, data: DataSplits, history: list[dict[str, float]]
+    trainer: Trainer,
+    data: DataSplits,
+    history: list[dict[str, float]],
+    *,
+    model_name: str = "",
+    loss_name: str = "",
+    target_name: str = "",
 ) -> dict[str, Any]:
-    """The payload of `runner.plots.draw`: history, and per task decision regions (2-D
-    inputs), a confusion matrix or predicted-vs-true values on the validation set."""
+    """The payload of `runner.plots.draw`: history, names for titles and axes, the held-out
+    split's scores, and per task decision regions (2-D inputs), a confusion matrix or
+    predicted-vs-true values (validation rows, else test rows)."""
     t = trainer
-    pictures: dict[str, Any] = {"history": history, "primary": t.metrics.primary}
+    pictures: dict[str, Any] = {
+        "history": history,
+        "primary": t.metrics.primary,
+        "task": data.task,
+        "model": model_name,
+        "loss": loss_name or _loss_name(t.loss_fn),
+        "target": target_name,
+        # the loss is computed on the standardized target; metrics are in the data's units
+        "standardized": data.task == "regression"
+        and (data.target_mean != 0.0 or data.target_std != 1.0),
+    }
     if data.input_shape == (2,) and data.task != "regression":
         pictures["regions"] = _decision_regions(t, data)
-    if len(data.y_val):
-        _, outputs = evaluate(t.model, t.loss_fn, t.metrics, data.x_val.to(t.device), data.y_val)
+    split, x, y = _held_out(data)
+    if split:
+        # both on the model's device: a loss cannot mix a GPU output with a CPU target
+        scores, outputs = evaluate(t.model, t.loss_fn, t.metrics, x.to(t.device), y.to(t.device))
+        pictures["held_out"] = split
+        pictures["scores"] = {f"{split}_{k}": v for k, v in scores.items()}
         pred = t.metrics.predict(outputs.cpu())
         if data.task == "regression":
-            true = data.y_val * data.target_std + data.target_mean
-            pictures["regression"] = {"y_true": true.numpy(), "y_pred": pred.numpy()}
+            pictures["regression"] = {
+                "y_true": _in_units(y, data).numpy(),
+                "y_pred": pred.numpy(),
+                "split": split,
+                **_train_predictions(t, data),
+            }
         else:
             pictures["confusion"] = {
-                "y_true": data.y_val.long().numpy(),
+                "y_true": y.long().numpy(),
                 "y_pred": pred.numpy(),
                 "class_names": data.class_names,
+                "split": split,
             }
     return pictures
+
+
+def _loss_name(loss_fn: torch.nn.Module) -> str:
+    """The registry name of the loss's class (bce, cross_entropy, ...), else the class name."""
+    for entry in LOSSES:
+        if entry.target is type(loss_fn):
+            return entry.name
+    return type(loss_fn).__name__
+
+
+def _held_out(data: DataSplits) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """The split the pictures judge the model on: validation, else test (a table that
+    validates on nothing), else none."""
+    if len(data.y_val):
+        return "val", data.x_val, data.y_val
+    if data.x_test is not None and data.y_test is not None and len(data.y_test):
+        return "test", data.x_test, data.y_test
+    return "", data.x_val, data.y_val
+
+
+def _in_units(y: torch.Tensor, data: DataSplits) -> torch.Tensor:
+    """A regression target back in the data's own units."""
+    return y.reshape(-1) * data.target_std + data.target_mean
+
+
+def _train_predictions(t: Trainer, data: DataSplits) -> dict[str, Any]:
+    """Training targets and predictions (evenly thinned to MAX_TRAIN_POINTS), in data units."""
+    step = max(1, -(-len(data.y_train) // MAX_TRAIN_POINTS))
+    x, y = data.x_train[::step], data.y_train[::step]
+    _, outputs = evaluate(t.model, t.loss_fn, t.metrics, x.to(t.device), y.to(t.device))
+    pred = t.metrics.predict(outputs.cpu())
+    return {"train_true": _in_units(y, data).numpy(), "train_pred": pred.numpy()}
 
 
 def _decision_regions(t: Trainer, data: DataSplits) -> dict[str, Any]:
@@ -54,4 +114,5 @@ def _decision_regions(t: Trainer, data: DataSplits) -> dict[str, Any]:
         "grid_x": gx.numpy(), "grid_y": gy.numpy(), "grid_pred": pred.numpy(),
         "x_train": data.x_train.numpy(), "y_train": data.y_train.numpy(),
         "x_val": data.x_val.numpy(), "y_val": data.y_val.numpy(),
+        "class_names": data.class_names, "feature_names": data.feature_names,
     }  # fmt: skip

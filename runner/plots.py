@@ -1,4 +1,7 @@
-"""Pictures for MLflow: learning curves, decision regions, confusion matrix, predicted vs true."""
+"""Pictures for MLflow: learning curves, decision regions, confusion matrix, predicted vs
+true, and a sweep's capacity plot. Each title names the model and its score, axes name the
+loss or metric in words, and a small grey footer names the run, so that a downloaded PNG
+can be traced back to it."""
 
 from __future__ import annotations
 
@@ -6,30 +9,183 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window
 
+import textwrap  # noqa: E402
+from collections.abc import Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator, StrMethodFormatter  # noqa: E402
+
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+METRIC_WORDS = {  # runner.metrics METRICS and the loop's own rows
+    "acc": "accuracy",
+    "rmse": "root-mean-square error",
+    "mse": "mean squared error",
+    "mae": "mean absolute error",
+    "r2": "R² (coefficient of determination)",
+    "log_rmse": "RMSE of log values",
+    "loss": "loss",
+    "total_loss": "loss + L1 penalty",
+    "lr": "learning rate",
+}
+LOSS_WORDS = {  # runner.builtins LOSSES
+    "bce": "binary cross-entropy",
+    "bce_with_logits": "binary cross-entropy on logits",
+    "cross_entropy": "cross-entropy",
+    "nll": "negative log-likelihood",
+    "mse": "mean squared error",
+    "mse_onehot": "squared error to one-hot targets",
+    "l1": "mean absolute error",
+    "huber": "Huber loss",
+    "smooth_l1": "smooth L1 loss",
+}
+IN_TARGET_UNITS = {"rmse", "mae", "mse"}  # in the target's units (mse: squared)
+LOWER_IS_BETTER = ("loss", "rmse", "mse", "mae")
+TWO_CLASS_COLORS = ("#3b6fb6", "#d1495b")  # blue, red: class 0, class 1
+FOOTER_INCHES = 0.22  # height kept free at the bottom for the footer
+GREY = "0.4"
 
 
-def learning_curves(history: list[dict[str, float]], primary: str) -> Figure:
-    """Loss and the task's primary metric per epoch, train against validation."""
-    epochs = np.arange(1, len(history) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", primary), strict=True):
-        for split, style in (("train", "-"), ("val", "--")):
-            key = f"{split}_{metric}"
-            values = [row.get(key, np.nan) for row in history]
-            if not np.all(np.isnan(values)):
-                ax.plot(epochs, values, style, label=split)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} per epoch")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
+def metric_name(key: str, loss: str = "", target: str = "", standardized: bool = False) -> str:
+    """A metric key in words: `val_acc` -> "validation accuracy", `train_loss` with loss
+    `bce` -> "training loss (binary cross-entropy)"."""
+    split, _, base = key.partition("_")
+    if split not in SPLIT_WORDS:
+        split, base = "", key
+    words = METRIC_WORDS.get(base, base.replace("_", " "))
+    if base in ("loss", "total_loss") and loss:
+        words += f" ({LOSS_WORDS.get(loss, loss)}"
+        words += ", standardized target)" if standardized else ")"
+    elif base in IN_TARGET_UNITS and target:
+        words += f" of {target}"
+    return f"{SPLIT_WORDS[split]} {words}" if split else words
+
+
+def format_value(value: float) -> str:
+    """A score for a title: 0.950, 12.35, 21,034."""
+    if not np.isfinite(value):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.2f}"
+    return f"{value:.3f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2e}"
+
+
+def headline(pictures: Mapping[str, Any]) -> str:
+    """The figure title: the model and its primary metric on the held-out split, e.g.
+    "xor_deep — validation accuracy 0.950"."""
+    final = dict(pictures["history"][-1]) if pictures.get("history") else {}
+    final |= pictures.get("scores", {})
+    primary = pictures.get("primary", "")
+    score = ""
+    for split in ("val", "test", "train"):
+        key = f"{split}_{primary}"
+        if key in final:
+            name = metric_name(key, target=pictures.get("target", ""))
+            score = f"{name} {format_value(final[key])}"
+            break
+    return " — ".join(part for part in (pictures.get("model", ""), score) if part)
+
+
+def _finish(fig: Figure, title: str, caption: str) -> Figure:
+    """Title on top, the run's footer at the bottom, room kept for both by the layout."""
+    if title:  # wrapped to the figure's width: a long model name must not be cut off
+        fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 12)), fontsize=11)
+    if caption:
+        fig.text(0.01, 0.01, caption, fontsize=7, color=GREY, ha="left", va="bottom")
+        bottom = FOOTER_INCHES / fig.get_figheight()
+        fig.get_layout_engine().set(rect=(0, bottom, 1, 1 - bottom))
     return fig
+
+
+def _new_figure(width: float, height: float, **kw: Any) -> tuple[Figure, Any]:
+    """A figure whose layout makes room for legends, colour bars and titles."""
+    return plt.subplots(figsize=(width, height), layout="constrained", **kw)
+
+
+def _log_if_wide(ax: Axes, values: Sequence[float]) -> bool:
+    """Log y when positive values span a factor over 30 (losses that fall fast): the
+    tail, where runs differ, stays readable."""
+    finite = np.asarray([v for v in values if np.isfinite(v)])
+    if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 30:
+        ax.set_yscale("log")
+        return True
+    return False
+
+
+def _thousands(axis: Any, values: Sequence[float]) -> None:
+    """Large numbers (prices, counts) with thousands separators: 120,000 not 120000."""
+    finite = [abs(v) for v in values if np.isfinite(v)]
+    if finite and max(finite) >= 10_000:
+        axis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+
+
+def learning_curves(
+    history: list[dict[str, float]],
+    primary: str,
+    *,
+    loss: str = "",
+    target: str = "",
+    standardized: bool = False,
+    scores: Mapping[str, float] | None = None,
+    title: str = "",
+    caption: str = "",
+) -> Figure:
+    """Loss and the task's primary metric per epoch, training against validation (and the
+    test score after training, when the run validated on nothing)."""
+    epochs = np.arange(1, len(history) + 1)
+    scores = scores or {}
+    marker = "o" if len(history) <= 20 else None  # a few epochs: show each one
+    fig, axes = _new_figure(10, 4.2, ncols=2)
+    for ax, metric in zip(axes, ("loss", primary), strict=True):
+        seen: list[float] = []
+        series = [("train", "-", "training"), ("val", "--", "validation")]
+        if metric == "loss" and any(
+            row.get("train_total_loss", 0) != row.get("train_loss", 0) for row in history
+        ):
+            series.append(("train_total", ":", "training + L1 penalty"))
+        for split, style, label in series:
+            values = [row.get(f"{split}_{metric}", np.nan) for row in history]
+            if not np.all(np.isnan(values)):
+                ax.plot(epochs, values, style, marker=marker, markersize=3, label=label)
+                seen += values
+        test = scores.get(f"test_{metric}")
+        if test is not None and len(history):
+            ax.plot([epochs[-1]], [test], "k*", markersize=9, label="test, after training")
+            seen.append(test)
+        log = _log_if_wide(ax, seen)
+        if not log:
+            _thousands(ax.yaxis, seen)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_xlabel("epoch")
+        name = metric_name(metric, loss=loss, target=target, standardized=standardized)
+        ax.set_ylabel(textwrap.fill(name, 36))  # a long loss name on two lines, not clipped
+        scale = ", log scale" if log else ""
+        short = name.split(" (")[0]
+        ax.set_title(f"{short[0].upper()}{short[1:]} per epoch{scale}", fontsize=10)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return _finish(fig, title, caption)
+
+
+def _class_colors(n_classes: int) -> list[Any]:
+    """Blue and red for two classes; tab10/tab20 for more."""
+    if n_classes <= 2:
+        return list(TWO_CLASS_COLORS)
+    cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n_classes)]
+
+
+def _class_label(name: str) -> str:
+    """A class as the legend shows it: `class 0` for bare numbers, else the name."""
+    return f"class {name}" if name.isdigit() else name
 
 
 def decision_regions(
@@ -40,22 +196,56 @@ def decision_regions(
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
+    *,
+    class_names: list[str] | None = None,
+    feature_names: list[str] | None = None,
+    title: str = "",
+    caption: str = "",
 ) -> Figure:
-    """For 2-D inputs: the predicted class over the plane, with train and validation points."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.contourf(grid_x, grid_y, grid_pred, alpha=0.3, cmap="coolwarm")
-    top = max(1, int(max(y_train.max(initial=0), y_val.max(initial=0))))
-    for x, y, marker, label in ((x_train, y_train, "o", "train"), (x_val, y_val, "^", "val")):
-        ax.scatter(
-            x[:, 0], x[:, 1], c=y, marker=marker, cmap="coolwarm",
-            edgecolors="k", s=30, label=label, vmin=0, vmax=top,
-        )  # fmt: skip
-    ax.set_xlabel("$x_0$")
-    ax.set_ylabel("$x_1$")
-    ax.set_title("decision regions")
-    ax.legend(loc="upper right")
-    fig.tight_layout()
-    return fig
+    """For 2-D inputs: the predicted class shaded over the plane, its boundary, and the
+    points; colour is the class, marker the split (legends beside the plot)."""
+    labels = np.concatenate([y_train, y_val, np.ravel(grid_pred)]).astype(np.int64)
+    n_classes = max(len(class_names or []), int(labels.max(initial=0)) + 1, 2)
+    names = class_names or [str(i) for i in range(n_classes)]
+    colors = _class_colors(n_classes)
+    fig, ax = _new_figure(7.2, 5.2)
+    levels = np.arange(n_classes + 1) - 0.5
+    ax.contourf(grid_x, grid_y, grid_pred, levels=levels, cmap=ListedColormap(colors), alpha=0.2)
+    ax.contour(grid_x, grid_y, grid_pred, levels=levels[1:-1], colors="k", linewidths=0.8)
+    for x, y, marker, size in ((x_train, y_train, "o", 28), (x_val, y_val, "^", 36)):
+        y = y.astype(np.int64)
+        for c in range(n_classes):
+            mine = x[y == c]
+            ax.scatter(
+                mine[:, 0], mine[:, 1], marker=marker, s=size, color=colors[c],
+                edgecolors="k", linewidths=0.5,
+            )  # fmt: skip
+    features = feature_names or ["feature 0", "feature 1"]
+    ax.set_xlabel(features[0])
+    ax.set_ylabel(features[1])
+    ax.set_title("Predicted class over the input plane", fontsize=10)
+    class_handles = [
+        Line2D([], [], marker="s", linestyle="", markersize=9, markerfacecolor=colors[c],
+               markeredgecolor="k", label=_class_label(names[c]))
+        for c in range(n_classes)
+    ]  # fmt: skip
+    class_handles.append(Line2D([], [], color="k", linewidth=0.8, label="decision boundary"))
+    split_handles = [
+        Line2D([], [], marker=m, linestyle="", markersize=7, markerfacecolor="0.75",
+               markeredgecolor="k", label=f"{name} (n={len(x)})")
+        for m, name, x in (("o", "training", x_train), ("^", "validation", x_val))
+    ]  # fmt: skip
+    # Outside the axes: a legend inside would hide points.
+    classes = ax.legend(
+        handles=class_handles, title="colour: class", loc="upper left",
+        bbox_to_anchor=(1.02, 1.0), fontsize=8, title_fontsize=8,
+    )  # fmt: skip
+    ax.add_artist(classes)
+    ax.legend(
+        handles=split_handles, title="marker: split", loc="lower left",
+        bbox_to_anchor=(1.02, 0.0), fontsize=8, title_fontsize=8,
+    )  # fmt: skip
+    return _finish(fig, title, caption)
 
 
 def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -65,43 +255,142 @@ def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
 
 
 def confusion_matrix(
-    y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str] | None
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: list[str] | None,
+    *,
+    split: str = "val",
+    target: str = "",
+    title: str = "",
+    caption: str = "",
 ) -> Figure:
-    """Validation confusion matrix with counts in each cell."""
+    """Confusion matrix of the held-out split: counts in each cell, a colour bar, class
+    names rotated on x so that long ones do not collide."""
     # Drawn here rather than with sklearn's display: importing sklearn and scipy takes
     # longer than the whole plot (BENCHMARKS.md).
     n_classes = len(class_names) if class_names else int(max(y_true.max(), y_pred.max())) + 1
     counts = confusion_counts(y_true, y_pred, n_classes)
     names = class_names or [str(i) for i in range(n_classes)]
-    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * n_classes, 1.2 + 0.6 * n_classes))
-    ax.imshow(counts, cmap="viridis", interpolation="nearest")
-    threshold = counts.max() / 2
-    for (i, j), count in np.ndenumerate(counts):
-        color = "black" if count > threshold else "white"  # readable on both ends of viridis
-        ax.text(j, i, str(count), ha="center", va="center", color=color)
+    longest = max(len(n) for n in names)
+    cell = 0.55 if n_classes <= 12 else max(0.25, 6.6 / n_classes)
+    label_inches = 0.3 + 0.065 * longest  # room for a rotated or horizontal name
+    side = max(n_classes * cell, 2.2)
+    fig, ax = _new_figure(side + label_inches + 2.0, side + label_inches + 1.3)
+    image = ax.imshow(counts, cmap="viridis", interpolation="nearest")
+    if n_classes <= 30:  # beyond that the numbers are unreadable; the colours remain
+        threshold = counts.max() / 2
+        size = 9 if n_classes <= 12 else 7
+        for (i, j), count in np.ndenumerate(counts):
+            color = "black" if count > threshold else "white"  # readable on both ends of viridis
+            ax.text(j, i, str(count), ha="center", va="center", color=color, fontsize=size)
     ticks = np.arange(n_classes)
-    ax.set_xticks(ticks, names)
+    if longest > 2:  # rotated: long names side by side would run into each other
+        ax.set_xticks(ticks, names, rotation=45, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(ticks, names)
     ax.set_yticks(ticks, names)
-    ax.set_xlabel("predicted label")
-    ax.set_ylabel("true label")
-    ax.set_title("validation confusion matrix")
-    fig.tight_layout()
-    return fig
+    of = f" ({target})" if target else ""
+    ax.set_xlabel(f"predicted class{of}")
+    ax.set_ylabel(f"true class{of}")
+    split_name = SPLIT_WORDS.get(split, split)
+    ax.set_title(
+        f"{split_name[0].upper()}{split_name[1:]} confusion matrix (n = {len(y_true):,})",
+        fontsize=10,
+    )
+    fig.colorbar(image, ax=ax, shrink=0.85, label=f"{split_name} samples")
+    return _finish(fig, title, caption)
 
 
-def predicted_vs_true(y_true: np.ndarray, y_pred: np.ndarray) -> Figure:
-    """Regression: each validation point's prediction against its target, with y = x."""
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(y_true, y_pred, s=20, alpha=0.7)
-    lo = float(min(y_true.min(), y_pred.min()))
-    hi = float(max(y_true.max(), y_pred.max()))
-    ax.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="y = x")
-    ax.set_xlabel("true")
-    ax.set_ylabel("predicted")
-    ax.set_title("validation: predicted vs true")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+def predicted_vs_true(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    train_true: np.ndarray | None = None,
+    train_pred: np.ndarray | None = None,
+    split: str = "val",
+    target: str = "",
+    title: str = "",
+    caption: str = "",
+) -> Figure:
+    """Regression: each point's prediction against its target, training and held-out
+    points apart, with the line of perfect prediction y = x."""
+    fig, ax = _new_figure(5.6, 5.6)
+    split_name = SPLIT_WORDS.get(split, split)
+    shown = [np.ravel(y_true), np.ravel(y_pred)]
+    if train_true is not None and train_pred is not None and len(train_true):
+        ax.scatter(
+            train_true, train_pred, s=18, alpha=0.5, color="#3b6fb6", marker="o",
+            label=f"training (n={len(train_true):,})",
+        )  # fmt: skip
+        shown += [np.ravel(train_true), np.ravel(train_pred)]
+    ax.scatter(
+        y_true, y_pred, s=42, color="#e08a1e", marker="^", edgecolors="k", linewidths=0.5,
+        label=f"{split_name} (n={len(y_true):,})", zorder=3,
+    )  # fmt: skip
+    values = np.concatenate(shown)
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.05 * (hi - lo) or 0.05 * max(abs(hi), 1.0)  # one point: still a visible square
+    lo, hi = lo - pad, hi + pad
+    ax.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="y = x (perfect prediction)")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal", adjustable="box")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(nbins=4))  # few ticks: wide numbers do not collide
+        _thousands(axis, [lo, hi])
+    name = target or "target"
+    ax.set_xlabel(f"true {name}")
+    ax.set_ylabel(f"predicted {name}")
+    ax.set_title(f"Predicted against true {name}", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return _finish(fig, title, caption)
+
+
+def capacity(
+    val: Mapping[str, Mapping[int, Sequence[float]]],
+    train: Mapping[str, Mapping[int, Sequence[float]]],
+    metric: str,
+    *,
+    caption: str = "",
+) -> Figure:
+    """A sweep's final metric against trainable parameters: validation (solid, error bars
+    over seeds) and training (dashed), one series per name; ticks at the actual counts."""
+    import statistics
+
+    fig, ax = _new_figure(8, 4.6)
+    for name in sorted(val):
+        xs = sorted(val[name])
+        means = [statistics.fmean(val[name][x]) for x in xs]
+        spread = [statistics.pstdev(val[name][x]) for x in xs]
+        label = f"{name} (validation)" if name else "validation"
+        line = ax.errorbar(xs, means, yerr=spread, marker="o", capsize=3, label=label)
+        txs = sorted(train.get(name, {}))
+        if txs:
+            ax.plot(
+                txs, [statistics.fmean(train[name][x]) for x in txs], linestyle="--",
+                marker=".", alpha=0.6, color=line.lines[0].get_color(),
+                label=f"{name} (training)" if name else "training",
+            )  # fmt: skip
+    counts = sorted({x for series in (*val.values(), *train.values()) for x in series})
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())  # only the sizes that were trained
+    if counts:
+        ax.set_xticks(counts, [f"{c:,}" for c in counts])
+        if len(counts) > 6:
+            ax.tick_params(axis="x", labelrotation=45)
+    name = metric_name(metric)
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel(f"final {name}")
+    ax.set_title(f"Capacity: final {name} against model size", fontsize=11)
+    ax.grid(alpha=0.3)
+    if val:
+        entries = len(val) + len([n for n in train if train[n]])
+        if entries > 4:  # many series: beside the plot, not over it
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        else:
+            ax.legend(fontsize=8, loc="best")
+    return _finish(fig, "", caption)
 
 
 def close(fig: Figure) -> None:
@@ -111,13 +400,28 @@ def close(fig: Figure) -> None:
 
 def draw(pictures: dict[str, Any]) -> dict[str, Figure]:
     """Figures for a `pictures` payload (runner.pictures.picture_data), by artifact path."""
+    title, caption = headline(pictures), pictures.get("caption", "")
+    target = pictures.get("target", "")
+    names = {"title": title, "caption": caption}
     figures = {
-        "plots/learning_curves.png": learning_curves(pictures["history"], pictures["primary"])
+        "plots/learning_curves.png": learning_curves(
+            pictures["history"],
+            pictures["primary"],
+            loss=pictures.get("loss", ""),
+            target=target,
+            standardized=pictures.get("standardized", False),
+            scores=pictures.get("scores"),
+            **names,
+        )  # fmt: skip
     }
     if "regions" in pictures:
-        figures["plots/decision_regions.png"] = decision_regions(**pictures["regions"])
+        figures["plots/decision_regions.png"] = decision_regions(**pictures["regions"], **names)
     if "confusion" in pictures:
-        figures["plots/confusion_matrix.png"] = confusion_matrix(**pictures["confusion"])
+        figures["plots/confusion_matrix.png"] = confusion_matrix(
+            **pictures["confusion"], target=target, **names
+        )
     if "regression" in pictures:
-        figures["plots/predicted_vs_true.png"] = predicted_vs_true(**pictures["regression"])
+        figures["plots/predicted_vs_true.png"] = predicted_vs_true(
+            **pictures["regression"], target=target, **names
+        )
     return figures

@@ -15,12 +15,13 @@ import math
 import os
 import statistics
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Run
+from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
 from runner import tags
@@ -236,10 +237,7 @@ def to_csv(header: list[str], cells: list[list[str]]) -> str:
 def capacity_plot(rows: list[Row], varying: list[str]) -> Any:
     """Validation (solid) and train (dashed) metric against trainable parameters, one series
     per value of the swept keys that are not the model's; error bars show spread over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from runner import plots  # imports matplotlib: only when a report is drawn
 
     series_keys = [k for k in varying if not k.startswith("model") and k not in REPEAT_KEYS]
     val: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -251,30 +249,11 @@ def capacity_plot(rows: list[Row], varying: list[str]) -> Any:
         val[name][row.params].append(row.final_val)
         if row.final_train is not None and abs(row.final_train) < 1e300:
             train[name][row.params].append(row.final_train)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for name in sorted(val):
-        xs = sorted(val[name])
-        means = [statistics.fmean(val[name][x]) for x in xs]
-        spread = [statistics.pstdev(val[name][x]) for x in xs]
-        label = f"{name} (val)" if name else "validation"
-        line = ax.errorbar(xs, means, yerr=spread, marker="o", capsize=3, label=label)
-        txs = sorted(train[name])
-        if txs:
-            ax.plot(
-                txs, [statistics.fmean(train[name][x]) for x in txs], linestyle="--",
-                marker=".", alpha=0.6, color=line.lines[0].get_color(),
-                label=f"{name} (train)" if name else "train",
-            )  # fmt: skip
     metric = rows[0].metric if rows else "val_acc"
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel(f"final {metric.replace('val_', '', 1)}")
-    ax.set_title(f"capacity: final {metric.replace('val_', '', 1)} against model size")
-    ax.grid(alpha=0.3)
-    if val:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    ids = [row.run_id[:8] for row in rows]
+    shown = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
+    caption = f"{len(rows)} runs: {shown}" if rows else ""
+    return plots.capacity(val, train, metric, caption=caption)
 
 
 @dataclass
@@ -286,6 +265,7 @@ class Report:
     markdown: str
     csv: str
     figure: Any
+    runs: list[Run] = field(default_factory=list)
 
 
 def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
@@ -303,14 +283,52 @@ def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
     if failed:
         text += f"\n\n{len(failed)} of {len(rows)} jobs did not finish:"
         text += "".join(f"\n  {r.label}: {r.status} {r.error}".rstrip() for r in failed)
-    return Report(rows, text, md, to_csv(header, cells), capacity_plot(rows, varying))
+    figure = capacity_plot(rows, varying)
+    return Report(rows, text, md, to_csv(header, cells), figure, list(runs))
 
 
 def log_report(client: MlflowClient, run_id: str, report: Report) -> None:
-    """Attach the report's CSV, Markdown and capacity plot to the sweep's parent run."""
+    """Attach the report to the sweep's parent run: CSV, Markdown and capacity plot as
+    artifacts; the params all finished jobs share, the best job's final metrics, and the
+    comparison as its description, so the parent reads like a run in the UI."""
     client.log_text(run_id, report.csv, "report/comparison.csv")
     client.log_text(run_id, report.markdown, "report/comparison.md")
     client.log_figure(run_id, report.figure, "report/capacity.png")
+    finished = [run for run in report.runs if run.info.status == "FINISHED"]
+    best = best_run(report.rows, finished)
+    note = report.markdown
+    if best is not None:
+        row = next(r for r in report.rows if r.run_id == best.info.run_id)
+        note = (
+            f"Best: **{best.info.run_name}** ({row.label}), final {row.metric} "
+            f"{_fmt(row.final_val)}, run `{best.info.run_id}`.\n\n{note}"
+        )
+        client.set_tag(run_id, tags.BEST_RUN, best.info.run_id)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in best.data.metrics.items()]
+        client.log_batch(run_id, metrics=metrics)
+    client.set_tag(run_id, tags.NOTE, note)
+    params = [Param(k, v) for k, v in shared_params(finished).items()]
+    for i in range(0, len(params), 100):  # MLflow's batch limit for params
+        client.log_batch(run_id, params=params[i : i + 100])
+
+
+def best_run(rows: list[Row], finished: list[Run]) -> Run | None:
+    """The finished run with the best final primary metric."""
+    by_id = {run.info.run_id: run for run in finished}
+    scored = [r for r in rows if r.run_id in by_id and r.final_val is not None]
+    if not scored:
+        return None
+    best = _better(scored[0].metric)(scored, key=lambda r: r.final_val)
+    return by_id[best.run_id]
+
+
+def shared_params(runs: list[Run]) -> dict[str, str]:
+    """The params every run has with the same value: what the sweep held fixed."""
+    if not runs:
+        return {}
+    first, *others = (run.data.params for run in runs)
+    return {k: v for k, v in first.items() if all(p.get(k) == v for p in others)}
 
 
 def resolve_target(client: MlflowClient, target: str) -> tuple[list[Run], str, Run | None]:

@@ -121,7 +121,10 @@ class MlflowTracker:
         """Draw the plots from their data and store them as image artifacts."""
         from runner import plots
 
-        for path, figure in plots.draw(pictures).items():
+        # Each PNG names its run, so a downloaded one can be traced back.
+        name = self.client.get_run(self.run_id).info.run_name
+        caption = f"run {name} · {self.run_id} · experiment {self.experiment_name}"
+        for path, figure in plots.draw({**pictures, "caption": caption}).items():
             self.log_figure(figure, path)
             plots.close(figure)
 
