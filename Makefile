@@ -25,8 +25,8 @@ lint: $(STAMP)            ## ruff, and the architecture's import contracts (pypr
 test: lint               ## lint, then the whole test suite
 	$(PY) -m pytest -q $(ARGS)
 
-ui: $(STAMP)             ## MLflow UI on the default store, on localhost only
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
+ui: $(STAMP)             ## MLflow UI on the default store (localhost:5000), opened on the runs
+	$(PY) -m runner.ui $(ARGS)
 
 clean:
 	rm -rf outputs

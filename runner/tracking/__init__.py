@@ -153,24 +153,47 @@ def store_label(uri: str) -> str:
 
 
 UI_URL = "http://127.0.0.1:5000"  # where `make ui` / `python -m runner.ui` serves
+# MLflow 3.17's UI picks an experiment's view from this URL parameter (else the browser's
+# last choice, GenAI's traces at first): every printed URL opens the "Model training" view.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_base(tracking_uri: str | None = None) -> str:
+    """The UI's base URL for a tracking URI: a tracking server's own, else `make ui`'s."""
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return UI_URL
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The URL of an experiment's runs table (the model-training view) in the UI at `base`."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
+
+
+def run_url(tracking_uri: str | None, experiment_id: str, run_id: str, tab: str = "") -> str:
+    """The URL of one run's page (or its `tab`: model-metrics, artifacts...) in the UI that
+    shows `tracking_uri` (a server's URL; any other store: `make ui`'s address)."""
+    page = f"/{tab.strip('/')}" if tab else ""
+    base = ui_base(tracking_uri)
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}{page}?{TRAINING_VIEW}"
 
 
 def run_page(uri: str, experiment_id: str | None, run_id: str | None) -> str:
     """Where a person sees this run: its page on the tracking server, or on the local UI
     with the command that starts it."""
-    if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    page = f"{UI_URL}/#/experiments/{experiment_id}/runs/{run_id}"
     path = sqlite_file(uri)
-    if path is None:
+    if path is None and not uri.startswith(("http://", "https://")):
         return f"run {run_id} in {uri}"
+    url = run_url(uri, str(experiment_id), str(run_id))
+    if path is None:
+        return url
     store_dir = path.parent
     start = (
         "make ui"
         if store_dir.resolve() == (Path.cwd() / "outputs").resolve()
         else f"python -m runner.ui --store-dir {store_label(str(store_dir))}"
     )
-    return f"{page} (after `{start}`)"
+    return f"{url} (after `{start}`)"
 
 
 def sqlite_file(uri: str) -> Path | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Run
+from mlflow.entities import Experiment, LifecycleStage, Run, ViewType
 from mlflow.tracking import MlflowClient
 
 try:
@@ -38,6 +38,12 @@ OPEN_PATIENCE = 3.0  # seconds a store must stay unchanged to count as nobody's 
 OPEN_LIMIT = 60.0  # seconds at most spent waiting for another process's schema creation
 OPEN_STALLED_TRIES = 2  # failed opens, with nobody changing the store, before giving up
 OPEN_BLIND = 10.0  # seconds of retries for a store whose changes cannot be watched (a server)
+# MLflow's own mark of a model-training experiment: the experiment-kind tag, with the value
+# the UI's kind selector writes for "Machine learning" (GenAI's is "genai_development").
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+# "Default": mlflow makes it in every new store; the runner logs to experiments of its own.
+DEFAULT_EXPERIMENT_ID = "0"
 # The errors of a schema that another process is creating (or migrating) at the same time.
 SCHEMA_RACE = (
     "already exists",
@@ -112,7 +118,9 @@ def _open_patiently(
                 _create_or_await(db, artifact_root, deadline, wait=stalled == 0)
             # A store that failed to open is not cached by mlflow: this builds it anew.
             client = MlflowClient(uri)
-            return client, ensure_experiment(client, experiment, artifact_root)
+            return client, ensure_experiment(
+                client, experiment, artifact_root, local=db is not None
+            )
         except Exception as err:
             # Reading a schema while another process migrates it fails in odd ways too (a
             # KeyError, "Circular dependency detected"): any error on an incomplete schema
@@ -247,19 +255,71 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
-    """The experiment's id, creating it (artifacts under the store's root) on first use."""
+def ensure_experiment(
+    client: MlflowClient, name: str, artifact_root: str | None, local: bool = False
+) -> str:
+    """The experiment's id, creating it (artifacts under the store's root, marked as a
+    model-training experiment) on first use; in a `local` store (a SQLite file, not a
+    shared server) an empty Default is hidden then."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if local and found.experiment_id == DEFAULT_EXPERIMENT_ID and _deleted(found):
+            client.restore_experiment(found.experiment_id)  # asked for by name: hidden by us
+        mark_training(client, found)
         return found.experiment_id
     location = f"{artifact_root}/{name}" if artifact_root else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        experiment_id = client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+        )
     except mlflow.exceptions.MlflowException:
         found = client.get_experiment_by_name(name)  # another process created it first
         if found is None:
             raise
         return found.experiment_id
+    if local:  # once per new experiment: the store's first one, mostly
+        hide_empty_default(client)
+    return experiment_id
+
+
+def mark_training(client: MlflowClient, experiment: Experiment) -> None:
+    """Mark an active experiment as a model-training one unless it says its kind already
+    (best effort: a run does not fail for a mark)."""
+    if EXPERIMENT_KIND in experiment.tags or _deleted(experiment):
+        return
+    try:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    except Exception as err:  # locked, or not ours to change on a shared server
+        log.debug("left experiment %s unmarked: %s", experiment.name, _first_line(err))
+
+
+def hide_empty_default(client: MlflowClient) -> None:
+    """Delete (restorably) the Default experiment while it holds no run, so that the store's
+    experiments list shows only the runner's: best effort, it is only in the way."""
+    try:
+        default = client.get_experiment(DEFAULT_EXPERIMENT_ID)
+        if _deleted(default) or default.name != Experiment.DEFAULT_EXPERIMENT_NAME:
+            return
+        if client.search_runs([DEFAULT_EXPERIMENT_ID], run_view_type=ViewType.ALL, max_results=1):
+            return
+        client.delete_experiment(DEFAULT_EXPERIMENT_ID)
+    except Exception as err:  # absent, locked, or another process deleted it meanwhile
+        log.debug("left the Default experiment as it is: %s", _first_line(err))
+
+
+def mark_training_experiments(client: MlflowClient, local: bool = True) -> list[Experiment]:
+    """Mark every active experiment of the store as a model-training one (those without a
+    kind) and, in a `local` store, hide an empty Default; returns the active experiments."""
+    if local:
+        hide_empty_default(client)
+    experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+    for experiment in experiments:
+        mark_training(client, experiment)
+    return experiments
+
+
+def _deleted(experiment: Experiment) -> bool:
+    return experiment.lifecycle_stage == LifecycleStage.DELETED
 
 
 class Store:
