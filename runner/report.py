@@ -296,7 +296,7 @@ def log_report(client: MlflowClient, run_id: str, report: Report) -> None:
     client.log_figure(run_id, report.figure, "report/capacity.png")
     finished = [run for run in report.runs if run.info.status == "FINISHED"]
     best = best_run(report.rows, finished)
-    note = report.markdown
+    note = report.markdown.split("\n", 2)[2]  # without its title: the run's name says it
     if best is not None:
         row = next(r for r in report.rows if r.run_id == best.info.run_id)
         note = (

@@ -10,6 +10,7 @@ child run.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ from runner import tags
 from runner.errors import ConfigError, RunError, ending
 from runner.fingerprint import sweep_fingerprint
 from runner.launch import Launch, SweepInfo, write_sweep
+from runner.naming import command
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -176,6 +178,9 @@ class SweepCallback(Callback):
                     tags.SWEEP_FINGERPRINT: key,
                     tags.SWEEP: sweep_dir,
                     tags.OVERRIDES: " ".join(overrides) or "(none)",
+                    tags.SOURCE_NAME: command(["-m", *overrides]),
+                    tags.SOURCE_TYPE: "LOCAL",
+                    tags.USER: getpass.getuser(),
                 }
                 varied = " × ".join(swept)
                 name = f"sweep {varied} {time.strftime('%m-%d %H:%M')}".replace("  ", " ")
