@@ -128,14 +128,14 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
     swept = launch.sweep.swept if launch.sweep else None
     name = launch_name(launch, swept, spec)
     resumed_run = resume and resume["run_id"]
+    if device.is_kernel_bound(job.params):
+        tracker.wait_imports()  # and then yield: the companion would slow every kernel
     with tracker.run(name, run_tags(job, launch), parent, resumed_run, launch.started_at):
         if resume is None:
             log_inputs(job, launch, tracker)
         else:  # the same run goes on: its params stay as first logged
             log.info("resuming at epoch %d", resume["epoch"] + 1)
         epochs = EpochHandler(job, tracker, launch.output_dir / "checkpoints" / "last.pt")
-        if device.is_kernel_bound(job.params):
-            tracker.wait_imports()  # the companion's imports would slow every kernel
         started = time.perf_counter()
         log.info("training starts")
         try:

@@ -93,7 +93,8 @@ class Tracker(Protocol):
         """Raise the first error a logging call reported so far (in-process: none pending)."""
 
     def wait_imports(self) -> None:
-        """Block until the tracker has done its imports (in-process: already done)."""
+        """Block until the tracker has done its imports and keep its work off the cores
+        training needs (for kernel-bound models; in-process: nothing to do)."""
 
     def wait_run_id(self) -> str | None:
         """Block until the run exists, and return its id."""

@@ -165,8 +165,10 @@ class CompanionTracker:
             self._handle(message)
 
     def wait_imports(self) -> None:
-        """Block until the companion has done its imports: contended, they slow the
-        training threads (OpenMP waits for its slowest thread) more than they cost."""
+        """Block until the companion has done its imports, and have it run on idle CPU time
+        from then on: contended, it would slow training threads on every core (OpenMP
+        waits for its slowest thread) more than it costs."""
+        self._send("yield_cpu")
         while not self._warm and self._proc.poll() is None:
             self._handle(self._read(block=True))
 

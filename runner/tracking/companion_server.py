@@ -3,7 +3,10 @@
 Reads the calls a `CompanionTracker` pickles onto its stdin and runs each, in order, on an
 `MlflowTracker`. It imports mlflow, matplotlib and the model logger at once (while the
 training process imports torch and loads data), then pays the first-use costs of the run's
-end while training runs. It runs SCHED_IDLE: only on CPU time training leaves idle.
+end while training runs. For a model whose kernels use every core, it is told to run
+SCHED_IDLE (only on CPU time training leaves idle); a small model leaves a core free, and
+the companion keeps its normal priority there, so a busy machine cannot starve it while
+the finished job waits for its end.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import pickle
 import sys
 import threading
 from typing import Any
+
+from runner.tracking import quiet_third_party_logs
 
 log = logging.getLogger("runner.tracking")
 # The MlflowTracker methods a client may call, besides "open" (make the tracker) and the
@@ -64,6 +69,8 @@ def serve() -> None:
             if method == "open":
                 tracker = MlflowTracker(*args)
                 result = None
+            elif method == "yield_cpu":
+                result = yield_cpu_to_training()
             elif failed and method != "end":
                 result = None  # after an error only the run's end still matters
             elif failed and args and args[0] == "FINISHED":
@@ -142,6 +149,7 @@ def _configure_logging() -> None:
     """Log like Hydra's job: to the launching process's console and to its job log."""
     fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     handlers: list[logging.Handler] = []
+    quiet_third_party_logs()
     console = os.environ.get("RUNNER_COMPANION_CONSOLE")
     if console:
         handlers.append(logging.StreamHandler(os.fdopen(int(console), "w", buffering=1)))
@@ -154,7 +162,6 @@ def _configure_logging() -> None:
 
 
 if __name__ == "__main__":
-    yield_cpu_to_training()
     _configure_logging()
     serve()
     # Everything is written; skip the slow teardown of an interpreter holding torch+mlflow.
