@@ -64,15 +64,9 @@ def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | N
     """
     try:
         config, spec = check(cfg)
-        if launch.sweep and spec.sweep.skip_finished:  # before any data is loaded
-            done = sweep.finished_run(spec.tracking, launch.sweep, fingerprint(config))
-            if done is not None:
-                log.info(
-                    "skipped job %s: this exact config already FINISHED as run %s (%s); "
-                    "sweep.skip_finished=false reruns it",
-                    launch.job_num, done.info.run_id, done.info.run_name,
-                )  # fmt: skip
-                return done.data.metrics.get(primary_metric(spec.task, spec.metric))
+        done = already_finished(config, spec, launch)  # before any data is loaded
+        if done is not None:
+            return done.data.metrics.get(primary_metric(spec.task, spec.metric))
         job = setup(config, spec, launch.parallel)
     except ConfigError as err:
         if not launch.multirun:
@@ -92,6 +86,20 @@ def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | N
             raise
         log.error("job %s failed: %s: %s", launch.job_num, type(err).__name__, err)
         return None
+
+
+def already_finished(config: dict[str, Any], spec: RunSpec, launch: Launch) -> Any:
+    """In a re-run sweep: the FINISHED run of this exact config (logged as skipped), else None."""
+    if not (launch.sweep and spec.sweep.skip_finished):
+        return None
+    done = sweep.finished_run(spec.tracking, launch.sweep, fingerprint(config))
+    if done is not None:
+        log.info(
+            "skipped job %s: this exact config already FINISHED as run %s (%s); "
+            "sweep.skip_finished=false reruns it",
+            launch.job_num, done.info.run_id, done.info.run_name,
+        )  # fmt: skip
+    return done
 
 
 def check(cfg: DictConfig) -> tuple[dict[str, Any], RunSpec]:

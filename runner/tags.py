@@ -26,6 +26,7 @@ PRIMARY_METRIC = "runner.primary_metric"  # what the sweep report compares
 CHECKPOINT = "runner.checkpoint"  # the local checkpoint file
 SWEEP = "runner.sweep"  # the sweep folder (on jobs and on the sweep's parent run)
 SWEEP_JOB = "runner.sweep_job"  # Hydra's job number within the sweep
+STACKED = "runner.stacked"  # trained stacked with this many members (hydra/launcher=stacked)
 ERROR = "error"  # a failed run's error message
 TIME_TRAIN = "runner.time_train_s"  # the epochs alone, in seconds
 TIME_LOGGING = "runner.time_logging_s"  # what training waited for MLflow, in seconds

@@ -1,0 +1,406 @@
+"""Train a seed group as one stacked model: K same-shape members in one process, one
+computation, each member getting the numbers of its own solo `runner.loop.fit` run.
+
+Each member keeps its own initial weights (its `setup` seeded torch before building the
+model) and its own batch order (its `job.generator`). The members' parameters are stacked
+into [K, ...] tensors (torch.func.stack_module_state), the forward pass is vmapped over
+the member dimension, the per-member losses are summed (so each member's gradient is its
+own), and one optimizer of the solo type and arguments steps the stacked tensors: Adam,
+AdamW, SGD and RMSprop act element by element, so the members stay independent.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from runner.errors import RunError
+from runner.loop import EVAL_CHUNK, choose_data_path
+from runner.metrics import align
+
+if TYPE_CHECKING:
+    from runner.job import Job
+
+MemberCallback = Callable[[int, int, dict[str, float]], None]  # (member, epoch, row)
+
+# Layers whose forward is a pure function of input and parameters, the same in train and
+# eval mode, and which vmap batches: a stacked member computes exactly its solo numbers.
+# Not here: dropout and noisy_linear (their random draws cannot match the solo run's),
+# batchnorm (running statistics are buffers updated in place).
+STACKABLE_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear, nn.Identity, nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.Sigmoid,
+    nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Flatten, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d,
+)  # fmt: skip
+# Optimizers whose update is element by element, so one over [K, ...] tensors is K solo ones.
+STACKABLE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (
+    torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop,
+)  # fmt: skip
+
+
+class NotStackable(RunError):
+    """The jobs cannot be trained as one stacked model (the message says which key)."""
+
+
+@dataclass
+class MemberResult:
+    """One member's outcome: its per-epoch rows, and where and why it failed, if it did."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    failed_at: int | None = None  # the epoch whose loss was not finite (no row for it)
+    error: str | None = None  # the message the solo run's NonFiniteLoss would carry
+
+
+def _leaves(model: nn.Module) -> list[nn.Module]:
+    """The model's modules that hold no others, in order."""
+    return [m for m in model.modules() if not list(m.children())]
+
+
+def _layer_types(model: nn.Module) -> list[type[nn.Module]]:
+    """The model's leaf module types, in order (its architecture, shapes aside)."""
+    return [type(m) for m in _leaves(model)]
+
+
+def _shapes(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and shapes of the model's parameters and buffers."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [(name, tuple(t.shape)) for name, t in tensors]
+
+
+def _l1_names(job: Job) -> list[str]:
+    """Names of the parameters the job's L1 penalty covers."""
+    ids = {id(p) for p in job.trainer.l1_params}
+    return [name for name, p in job.trainer.model.named_parameters() if id(p) in ids]
+
+
+def _data_equal(a: Job, b: Job) -> bool:
+    """Whether two jobs train and validate on identical tensors."""
+    keys = ("x_train", "y_train", "x_val", "y_val")
+    return all(torch.equal(getattr(a.data, k), getattr(b.data, k)) for k in keys)
+
+
+def stackable(jobs: Sequence[Job]) -> str | None:
+    """None if `jobs` can train as one stacked model, else the reason, naming the config key."""
+    if not jobs:
+        return "no jobs"
+    first = jobs[0]
+    t0 = first.trainer
+    for job in jobs:
+        t, spec = job.trainer, job.spec
+        if job.resume is not None:
+            return "resume: a resumed run continues its own optimizer state and history"
+        if t.scheduler is not None:
+            return "scheduler: a learning-rate schedule is not supported stacked"
+        if t.grad_clip is not None:
+            return "trainer.grad_clip: clipping the stacked gradient would couple the members"
+        if t.on_nan != "stop":
+            return "trainer.on_nan: skipping batches per member is not supported stacked"
+        if choose_data_path(t.data_path, job.data, t.device) != "memory":
+            return "trainer.data_path: only the memory path is supported stacked"
+        for layer, module in zip(spec.model.layers, t.model, strict=True):
+            if any(type(m) not in STACKABLE_LAYERS for m in _leaves(module)):
+                return f"{layer.key}: layer {layer.type!r} is not stackable (random draws or state)"
+        if len(t.optimizer.param_groups) != 1:
+            return "optim: the optimizer must have one parameter group"
+        if type(t.optimizer) not in STACKABLE_OPTIMIZERS:
+            return f"optim.name: {spec.optim.type!r} is not stackable (not element by element)"
+        if any(p.dtype != torch.float32 for p in t.model.parameters()):
+            return "model: only float32 parameters are supported stacked"
+    for job in jobs[1:]:
+        t = job.trainer
+        if _layer_types(t.model) != _layer_types(t0.model) or _shapes(t.model) != _shapes(t0.model):
+            return "model.layers: the members' architectures differ"
+        if t.device != t0.device:
+            return "device: the members run on different devices"
+        if not _data_equal(job, first):
+            return "data: the members train on different data"
+        if type(t.loss_fn) is not type(t0.loss_fn) or repr(t.loss_fn) != repr(t0.loss_fn):
+            return "model.loss: the members' losses differ"
+        if t.loss_fn.__dict__.keys() != t0.loss_fn.__dict__.keys() or any(
+            not isinstance(v, torch.Tensor) and v != t0.loss_fn.__dict__[k]
+            for k, v in t.loss_fn.__dict__.items()
+            if not k.startswith("_")
+        ):
+            return "model.loss: the members' loss arguments differ"
+        own, theirs = dict(t.loss_fn.named_buffers()), dict(t0.loss_fn.named_buffers())
+        if own.keys() != theirs.keys() or any(
+            not torch.equal(v, theirs[k]) for k, v in own.items()
+        ):
+            return "model.loss: the members' loss weights differ"
+        if type(t.optimizer) is not type(t0.optimizer):
+            return "optim.name: the members' optimizers differ"
+        if t.optimizer.defaults != t0.optimizer.defaults:
+            return "optim: the members' optimizer arguments differ"
+        if t.batch_size != t0.batch_size:
+            return "trainer.batch_size: the members' batch sizes differ"
+        if t.epochs != t0.epochs:
+            return "trainer.epochs: the members' epoch counts differ"
+        if t.l1_strength != t0.l1_strength or _l1_names(job) != _l1_names(first):
+            return "model.l1: the members' L1 penalties differ"
+        if type(t.metrics) is not type(t0.metrics) or vars(t.metrics) != vars(t0.metrics):
+            return "data.metric: the members' metrics differ"
+    return None
+
+
+def stacked_state(jobs: Sequence[Job]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The members' parameters and buffers as [K, ...] tensors (copies, on the device)."""
+    device = jobs[0].trainer.device
+    return stack_module_state([job.trainer.model.to(device) for job in jobs])
+
+
+class _Stack:
+    """The live members' stacked parameters, buffers and optimizer; `members[i]` is the job
+    index of stack position i. Failed members are cut out, so they cost nothing and cannot
+    raise again."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        t0 = jobs[0].trainer
+        self.members = list(range(len(jobs)))
+        self.params, self.buffers = stacked_state(jobs)
+        # One optimizer of the solo type and arguments (fused included) over [K, ...] tensors.
+        self.optimizer = type(t0.optimizer)(list(self.params.values()), **t0.optimizer.defaults)
+
+    def member_state(self, pos: int) -> MemberState:
+        """Copies of one member's weights, buffers and optimizer state, by parameter name."""
+        state = {}
+        for name, p in self.params.items():
+            own = self.optimizer.state.get(p, {})
+            state[name] = {key: _slice(v, p, [pos]).squeeze(0) if _per_member(v, p) else
+                           _copy(v) for key, v in own.items()}  # fmt: skip
+        return MemberState(
+            {n: p[pos].detach().clone() for n, p in self.params.items()},
+            {n: b[pos].clone() for n, b in self.buffers.items()},
+            state,
+        )
+
+    def keep(self, positions: list[int]) -> None:
+        """Cut the stack down to `positions`, optimizer state included."""
+        params = {n: _slice(p, p, positions).requires_grad_() for n, p in self.params.items()}
+        optimizer = type(self.optimizer)(list(params.values()), **self.optimizer.defaults)
+        for name, p in self.params.items():
+            own = self.optimizer.state.get(p, {})
+            optimizer.state[params[name]] = {
+                key: _slice(v, p, positions) if _per_member(v, p) else _copy(v)
+                for key, v in own.items()
+            }
+        self.params, self.optimizer = params, optimizer
+        self.buffers = {n: _slice(b, b, positions) for n, b in self.buffers.items()}
+        self.members = [self.members[i] for i in positions]
+
+
+@dataclass
+class MemberState:
+    """One member's slice of the stack: weights, buffers and optimizer state by name."""
+
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    optimizer: dict[str, dict[str, Any]]
+
+
+def _per_member(value: Any, param: torch.Tensor) -> bool:
+    """Whether an optimizer state entry has one slice per member (moments, not step counts)."""
+    return isinstance(value, torch.Tensor) and value.shape == param.shape
+
+
+def _slice(value: torch.Tensor, like: torch.Tensor, positions: list[int]) -> torch.Tensor:
+    """The rows `positions` of a [K, ...] tensor, as a fresh tensor."""
+    return value.detach()[torch.tensor(positions, device=like.device)].clone()
+
+
+def _copy(value: Any) -> Any:
+    """A tensor cloned, anything else as is."""
+    return value.clone() if isinstance(value, torch.Tensor) else value
+
+
+def _column(
+    steps: list[tuple[list[int], list[torch.Tensor | None]]], live: list[int], i: int
+) -> torch.Tensor:
+    """Item i of every step's results, for the members `live`, stacked over the steps (a
+    gather only at steps where a member since cut out was still there)."""
+    return torch.stack(
+        [
+            values[i] if ids == live else values[i][[ids.index(k) for k in live]]  # type: ignore[index]
+            for ids, values in steps
+        ]
+    )
+
+
+def stack_fit(jobs: Sequence[Job], on_epoch: MemberCallback | None = None) -> list[MemberResult]:
+    """Train `jobs` as one stacked model; each member's rows match its solo `fit`.
+
+    A member fails where its solo run would: a non-finite epoch loss (the solo
+    NonFiniteLoss message), or an error its own step raises (e.g. BCE refusing a nan
+    output). It stops there (failed_at, error) while the others go on. At the end every
+    member's weights and optimizer state are written back into its own job.trainer (a
+    failed member's as they were when it failed).
+    """
+    reason = stackable(jobs)
+    if reason is not None:
+        raise NotStackable(f"cannot train these runs stacked: {reason}")
+    t0, data = jobs[0].trainer, jobs[0].data
+    device, loss_fn, strength = t0.device, t0.loss_fn, t0.l1_strength
+    stack = _Stack(jobs)
+    # A weightless copy of the architecture to call functionally with each member's slice.
+    base = copy.deepcopy(t0.model).to("meta")
+    l1_names = _l1_names(jobs[0]) if strength and t0.l1_params else []
+
+    def member_loss(
+        p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = functional_call(base, (p, b), (xb,))
+        return loss_fn(align(out, yb), yb), out
+
+    batched_loss = vmap(member_loss)
+    batched_forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), (0, 0, None))
+
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
+    n, bs = len(x_train), t0.batch_size
+    sizes = [min(bs, n - start) for start in range(0, n, bs)]
+    weights = (torch.tensor(sizes, dtype=torch.float32, device=device) / n).double()
+    results = [MemberResult() for _ in jobs]
+    finals: dict[int, MemberState] = {}
+
+    def fail(pos_list: list[int], epoch: int, errors: list[str]) -> None:
+        """Record the members at stack positions `pos_list` as failed and cut them out."""
+        for pos, error in zip(pos_list, errors, strict=True):
+            k = stack.members[pos]
+            results[k].failed_at, results[k].error = epoch, error
+            finals[k] = stack.member_state(pos)
+        stack.keep([i for i in range(len(stack.members)) if i not in pos_list])
+
+    def step(xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> list[torch.Tensor | None]:
+        """One optimizer step of every live member: [loss, output, L1 norm] per member, or
+        [] when no member is left. A member whose own step raises is cut out (its solo
+        run would stop there) and the step is retried for the rest."""
+        while True:
+            try:
+                loss, out = batched_loss(stack.params, stack.buffers, xb, yb)
+                break
+            except RuntimeError:
+                bad, errors = [], []
+                for pos in range(len(stack.members)):  # which member's own step raises
+                    one = {n: p[pos] for n, p in stack.params.items()}
+                    own_buffers = {n: b[pos] for n, b in stack.buffers.items()}
+                    try:
+                        member_loss(one, own_buffers, xb[pos], yb[pos])
+                    except RuntimeError as err:
+                        bad.append(pos)
+                        errors.append(f"{type(err).__name__}: {err}")
+                if not bad:
+                    raise  # no single member to blame: a failure of the whole group
+                keep = [i for i in range(len(stack.members)) if i not in bad]
+                fail(bad, epoch, errors)
+                if not stack.members:
+                    return []
+                xb, yb = xb[keep], yb[keep]
+        for p in stack.params.values():
+            p.grad = None
+        # d(sum)/d(loss_k) = 1: each member's gradient is exactly its own loss's.
+        loss.sum().backward()
+        norms = None
+        if l1_names:
+            # The solo L1Penalty: its gradient, strength * sign(w), added per element ...
+            l1 = [stack.params[name].detach() for name in l1_names]
+            grads = [stack.params[name].grad for name in l1_names]
+            torch._foreach_add_(grads, torch._foreach_sign(l1), alpha=strength)
+            # ... and its value from the weights this step used: an L1 norm per member.
+            norms = sum(w.reshape(len(w), -1).abs().sum(dim=1) for w in l1)
+        stack.optimizer.step()
+        return [loss.detach(), out.detach(), norms]
+
+    for epoch in range(1, t0.epochs + 1):
+        base.train()
+        # Each member draws its order exactly as its solo fit does: CPU generator, then device.
+        orders = torch.stack(
+            [torch.randperm(n, generator=jobs[k].generator).to(device) for k in stack.members]
+        )
+        x_epoch, y_epoch = x_train[orders], y_train[orders]  # [K, n, ...]
+        at_start = list(stack.members)
+        # Per step: the live members and their [loss, output, norm]; kept as tensors, no sync.
+        steps: list[tuple[list[int], list[torch.Tensor | None]]] = []
+        for start in range(0, n, bs):
+            rows = [at_start.index(k) for k in stack.members] if steps else slice(None)
+            if steps and len(stack.members) == len(at_start):
+                rows = slice(None)  # nobody left this epoch: no gather
+            xb, yb = x_epoch[rows, start : start + bs], y_epoch[rows, start : start + bs]
+            result = step(xb, yb, epoch)
+            if not result:
+                break
+            steps.append((list(stack.members), result))
+        if not stack.members:
+            break
+        # Each step's values for the members live now, as [steps, K] (a gather only if some
+        # member was cut out during the epoch).
+        live = stack.members
+
+        step_losses = _column(steps, live, 0).double()  # [steps, K]
+        train_losses = (weights @ step_losses).tolist()  # float64 batch-size weights, as fit
+        out_epoch = (
+            _column(steps, live, 1).transpose(0, 1).flatten(1, 2)
+        )  # [K, n, ...], batch order
+        penalties = (
+            (strength * (weights @ _column(steps, live, 2).double())).tolist() if l1_names else None
+        )
+        base.eval()
+        with torch.inference_mode():
+            val_out = (
+                torch.cat(
+                    [
+                        batched_forward(stack.params, stack.buffers, x_val[i : i + EVAL_CHUNK])
+                        for i in range(0, len(x_val), EVAL_CHUNK)
+                    ],
+                    dim=1,
+                )
+                if len(x_val)
+                else None
+            )
+        failed, errors = [], []
+        for pos, k in enumerate(live):
+            t = jobs[k].trainer
+            if not math.isfinite(train_losses[pos]):
+                values = step_losses[:, pos].tolist()
+                batch = next(i for i, v in enumerate(values) if not math.isfinite(v)) + 1
+                failed.append(pos)
+                errors.append(f"loss became {train_losses[pos]} at epoch {epoch}, batch {batch}")
+                continue
+            row = {"train_loss": train_losses[pos]}
+            if penalties is not None:  # without L1 the total is the loss itself
+                row["train_total_loss"] = train_losses[pos] + penalties[pos]
+            train = t.metrics.compute(out_epoch[pos], y_epoch[at_start.index(k)])
+            row |= {f"train_{m}": v for m, v in train.items()}
+            if val_out is not None and len(y_val):
+                val = {"loss": loss_fn(align(val_out[pos], y_val), y_val).item()}
+                val |= t.metrics.compute(val_out[pos], y_val)
+                row |= {f"val_{m}": v for m, v in val.items()}
+            results[k].history.append(row)
+            if on_epoch is not None:
+                on_epoch(k, epoch, row)
+        if failed:
+            fail(failed, epoch, errors)
+        if not stack.members:
+            break
+    for pos, k in enumerate(stack.members):
+        finals[k] = stack.member_state(pos)
+    for k, job in enumerate(jobs):
+        _write_back(job, finals[k])
+    return results
+
+
+def _write_back(job: Job, state: MemberState) -> None:
+    """Put a member's weights and optimizer state into its own model and optimizer, as if
+    its solo run had trained them."""
+    t = job.trainer
+    with torch.no_grad():
+        for name, p in t.model.named_parameters():
+            p.copy_(state.params[name])
+        for name, b in t.model.named_buffers():
+            b.copy_(state.buffers[name])
+    for name, p in t.model.named_parameters():
+        t.optimizer.state[p] = state.optimizer[name]
