@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+from report_table import git_version, median, table  # noqa: E402 (beside this script)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST_ROOT = (REPO_ROOT / ".." / "shared" / "datasets").resolve()
@@ -434,32 +435,9 @@ def bench_xor_runner(workdir: Path) -> tuple[Result, Result]:
 # --- report --------------------------------------------------------------------------------
 
 
-def median(results: list[Result]) -> Result:
-    """Per-field median over repeats."""
-    return {k: statistics.median(r[k] for r in results) for k in results[0]}
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain fixed-width table: first column left-aligned, the rest right-aligned."""
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))])
-
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, rows)])
-
-
 def note(message: str) -> None:
     """Progress for the person waiting; stderr, so stdout holds only the report."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def git_version() -> str:
-    """The repo's commit, marked -dirty when the working tree (which the runner runs) differs."""
-    cmd = ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def header(args: argparse.Namespace, started: str, load_start: Sequence[float]) -> str:

@@ -22,7 +22,6 @@ import pstats
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from report_table import git_version, median, table  # noqa: E402 (beside this script)
 from torch import nn
 
 from runner.datasets.base import DataSplits
@@ -359,33 +359,9 @@ def optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
 # --- report --------------------------------------------------------------------------------
 
 
-def median(results: list[Result]) -> Result:
-    """Per-field median over repeats."""
-    return {k: statistics.median(r[k] for r in results) for k in results[0]}
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain fixed-width table: first column left-aligned, the rest right-aligned."""
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        """One row, padded to the column widths."""
-        first = cells[0].ljust(widths[0])
-        return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))])
-
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, rows)])
-
-
 def note(message: str) -> None:
     """Progress for the person waiting; stderr, so stdout holds only the report."""
     print(f"[table-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def git_version() -> str:
-    """The repo's commit, marked -dirty when the working tree (which is what runs) differs."""
-    cmd = ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def peak_rss_mib() -> float:
