@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def dataset_input(spec: Component, data: DataSplits) -> dict[str, str]:
         "train_rows": len(data.x_train),
         "val_rows": len(data.x_val),
         "test_rows": 0 if data.x_test is None else len(data.x_test),
-        "features": int(torch.tensor(data.input_shape).prod()) if data.input_shape else 1,
+        "features": math.prod(data.input_shape),
     }
     return {
         "name": spec.name or spec.type,

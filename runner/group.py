@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from dataclasses import dataclass
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -25,6 +23,7 @@ from runner.errors import RunError
 from runner.fingerprint import fingerprint
 from runner.launch import Launch, launch_of
 from runner.metrics import primary_metric
+from runner.stacked import MemberResult
 from runner.tracking import Tracker
 
 log = logging.getLogger("runner")
@@ -64,6 +63,18 @@ def group_key(member: Member) -> str:
 
 
 def finish_member(
+    member: Member, result: MemberResult, train_seconds: float, group_size: int, tracker: Tracker
+) -> float | None:
+    """Log one member's run as a solo job would, from what the stacked training gave it; a
+    failure is logged and recorded on its run (FAILED), and the sweep goes on."""
+    try:
+        return _log_member(member, result.history, result.error, train_seconds, group_size, tracker)
+    except Exception as err:
+        log.error("job %s failed: %s: %s", member.launch.job_num, type(err).__name__, err)
+        return None
+
+
+def _log_member(
     member: Member,
     history: list[dict[str, float]],
     error: str | None,
@@ -71,21 +82,17 @@ def finish_member(
     group_size: int,
     tracker: Tracker,
 ) -> float | None:
-    """Log one member's run as a solo job would, from what the stacked training gave it."""
     job, launch = member.job, member.launch
     assert job is not None
-    spec = job.spec
-    swept = launch.sweep.swept if launch.sweep else None
-    parent = launch.sweep.parent_run_id if launch.sweep else None
     run_tags = recipe.run_tags(job, launch) | {tags.STACKED: str(group_size)}
-    name = recipe.launch_name(launch, swept, spec)
-    with tracker.run(name, run_tags, parent, None, launch.started_at):
+    name = recipe.launch_name(launch, job.spec)
+    with tracker.run(name, run_tags, launch.parent_run_id, None, launch.started_at):
         recipe.log_inputs(job, launch, tracker)
         for epoch, row in enumerate(history, start=1):
             tracker.log_metrics(row, step=epoch)
         # The member's weights and optimizer state were written back into its trainer: its
         # checkpoint resumes like a solo run's (the last good state, if it failed).
-        path = launch.output_dir / "checkpoints" / "last.pt"
+        path = launch.checkpoint_path
         state = checkpoint.capture(
             job.trainer, job.generator, len(history), history, tracker.run_id, job.fingerprint
         )
@@ -95,17 +102,5 @@ def finish_member(
         if error is not None:
             raise MemberFailed(error)
         tracker.set_tags({tags.TIME_TRAIN: f"{train_seconds:.3f}"})
-        final = history[-1] | recipe.evaluate_test(job, tracker)
-        tracker.flush()
-        recipe.log_outputs(job, history, tracker)
-    log.info("final: %s", recipe.closing_line(final, job, time.time() - launch.started_at, tracker))
-    return final.get(primary_metric(job.data.task, spec.metric))
-
-
-def run_member_safely(fn: Any, member: Member) -> Any:
-    """A member's failure is logged and recorded on its run; the sweep goes on."""
-    try:
-        return fn()
-    except Exception as err:
-        log.error("job %s failed: %s: %s", member.launch.job_num, type(err).__name__, err)
-        return None
+        final = recipe.log_final(job, history, tracker)
+    return recipe.announce_end(job, launch, tracker, final)

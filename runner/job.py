@@ -132,18 +132,16 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
 def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
     """Run the loop inside an MLflow run and log everything; returns the final val metric."""
     spec, resume = job.spec, job.resume
-    parent = launch.sweep.parent_run_id if launch.sweep else None
-    swept = launch.sweep.swept if launch.sweep else None
-    name = launch_name(launch, swept, spec)
     resumed_run = resume and resume["run_id"]
     if device.is_kernel_bound(job.params):
         tracker.wait_imports()  # and then yield: the companion would slow every kernel
-    with tracker.run(name, run_tags(job, launch), parent, resumed_run, launch.started_at):
+    name, labels = launch_name(launch, spec), run_tags(job, launch)
+    with tracker.run(name, labels, launch.parent_run_id, resumed_run, launch.started_at):
         if resume is None:
             log_inputs(job, launch, tracker)
         else:  # the same run goes on: its params stay as first logged
             log.info("resuming at epoch %d", resume["epoch"] + 1)
-        epochs = EpochHandler(job, tracker, launch.output_dir / "checkpoints" / "last.pt")
+        epochs = EpochHandler(job, tracker, launch.checkpoint_path)
         started = time.perf_counter()
         log.info("training starts")
         try:
@@ -173,16 +171,27 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
                 tags.TIME_LOGGING: f"{epochs.logging_seconds:.3f}",
             }
         )
-        final = history[-1] | evaluate_test(job, tracker)
-        tracker.flush()
-        log_outputs(job, history, tracker)
-    log.info("final: %s", closing_line(final, job, time.time() - launch.started_at, tracker))
-    return final.get(primary_metric(job.data.task, spec.metric))
+        final = log_final(job, history, tracker)
+    return announce_end(job, launch, tracker, final)
 
 
-def launch_name(launch: Launch, swept: list[str] | None, spec: RunSpec) -> str:
+def launch_name(launch: Launch, spec: RunSpec) -> str:
     """The run's short name (runner.naming): its swept values in a sweep."""
-    return naming.run_name(launch.overrides, swept, spec.model.name, spec.optim.name)
+    return naming.run_name(launch.overrides, launch.swept, spec.model.name, spec.optim.name)
+
+
+def log_final(job: Job, history: list[dict[str, float]], tracker: Tracker) -> dict[str, float]:
+    """The last epoch's metrics with the test split's, then the plots and the model."""
+    final = history[-1] | evaluate_test(job, tracker)
+    tracker.flush()
+    log_outputs(job, history, tracker)
+    return final
+
+
+def announce_end(job: Job, launch: Launch, tracker: Tracker, final: dict[str, float]) -> Any:
+    """The closing line, once the run has ended; returns the final validation metric."""
+    log.info("final: %s", closing_line(final, job, time.time() - launch.started_at, tracker))
+    return final.get(primary_metric(job.data.task, job.spec.metric))
 
 
 SHOWN_LAST = ("val_", "test_", "train_")  # the closing line's order
@@ -229,7 +238,7 @@ def description(job: Job, launch: Launch) -> str:
         optim=spec.optim.name, optim_args=spec.optim.args, epochs=spec.trainer.epochs,
         batch_size=spec.trainer.batch_size, seed=spec.seed,
         metric=primary_metric(data.task, spec.metric), overrides=launch.overrides,
-        sweep_parent=launch.sweep.parent_run_id if launch.sweep else None,
+        sweep_parent=launch.parent_run_id,
     )  # fmt: skip
 
 

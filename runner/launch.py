@@ -43,6 +43,21 @@ class Launch:
     parallel: int = 1  # jobs the launcher runs at once
     started_at: float = field(default_factory=time.time)  # the job's start (epoch seconds)
 
+    @property
+    def parent_run_id(self) -> str | None:
+        """The sweep's parent run, which this job's run is a child of (None: no sweep)."""
+        return self.sweep.parent_run_id if self.sweep else None
+
+    @property
+    def swept(self) -> list[str] | None:
+        """The keys the sweep varies (None outside a sweep)."""
+        return self.sweep.swept if self.sweep else None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """Where this job keeps its latest checkpoint."""
+        return self.output_dir / "checkpoints" / "last.pt"
+
 
 def launch_of(hydra_cfg: Any) -> Launch:
     """Read a job's Launch from Hydra's runtime config (HydraConfig.get())."""

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -115,11 +116,5 @@ class StackedLauncher(Launcher):
         log.info("trained %d jobs stacked in %.2f s", len(jobs), seconds)
         tracker = make_tracker(jobs[0].spec.tracking)  # one store connection for the group
         for i, member, result in zip(indices, members, outcome, strict=True):
-
-            def finish(cfg: DictConfig, m=member, r=result) -> float | None:
-                def log_run() -> float | None:
-                    return groups.finish_member(m, r.history, r.error, seconds, len(jobs), tracker)
-
-                return groups.run_member_safely(log_run, m)
-
-            results[i] = self._job(finish, configs[i])
+            finish = partial(groups.finish_member, member, result, seconds, len(jobs), tracker)
+            results[i] = self._job(lambda cfg, finish=finish: finish(), configs[i])

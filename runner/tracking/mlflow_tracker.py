@@ -49,6 +49,7 @@ class MlflowTracker:
         self.client, self.experiment_id = self.store.client, self.store.experiment_id
         self.experiment_name = spec.experiment
         self.run_id: str | None = None
+        self.run_name = self.artifact_uri = ""  # known once the run has started
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
 
@@ -72,7 +73,9 @@ class MlflowTracker:
         else:
             self.client.set_tag(run_id, run_tags.PID, tags.get(run_tags.PID, ""))
         # The active run, for the model loggers that use the fluent API.
-        self.run_id = mlflow.start_run(run_id=run_id).info.run_id
+        info = mlflow.start_run(run_id=run_id).info
+        self.run_id, self.run_name = info.run_id, info.run_name
+        self.artifact_uri = info.artifact_uri
         log.info(
             "MLflow run %s in experiment %r, store %s",
             self.run_id, self.experiment_name, store_label(self.uri),
@@ -122,8 +125,7 @@ class MlflowTracker:
         from runner import plots
 
         # Each PNG names its run, so a downloaded one can be traced back.
-        name = self.client.get_run(self.run_id).info.run_name
-        caption = f"run {name} · {self.run_id} · experiment {self.experiment_name}"
+        caption = f"run {self.run_name} · {self.run_id} · experiment {self.experiment_name}"
         for path, figure in plots.draw({**pictures, "caption": caption}).items():
             self.log_figure(figure, path)
             plots.close(figure)
@@ -177,28 +179,25 @@ class MlflowTracker:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
 
-    def _artifact_uri(self) -> str:
-        return self.client.get_run(self.run_id).info.artifact_uri
-
     def log_text(self, text: str, path: str) -> None:
         """Store `text` as an artifact file."""
-        with _artifact_write(path, self._artifact_uri()):
+        with _artifact_write(path, self.artifact_uri):
             self.client.log_text(self.run_id, text, path)
 
     def log_figure(self, figure: Any, path: str) -> None:
         """Store a matplotlib figure as an image artifact."""
-        with _artifact_write(path, self._artifact_uri()):
+        with _artifact_write(path, self.artifact_uri):
             self.client.log_figure(self.run_id, figure, path)
 
     def log_artifact(self, path: str | Path, directory: str) -> None:
         """Store one file as an artifact under `directory`."""
-        with _artifact_write(f"{directory}/{Path(path).name}", self._artifact_uri()):
+        with _artifact_write(f"{directory}/{Path(path).name}", self.artifact_uri):
             self.client.log_artifact(self.run_id, str(path), directory)
 
     def log_dir(self, directory: str | Path, path: str) -> None:
         """Store a folder's files as artifacts under `path`."""
         if Path(directory).is_dir():
-            with _artifact_write(f"{path}/", self._artifact_uri()):
+            with _artifact_write(f"{path}/", self.artifact_uri):
                 self.client.log_artifacts(self.run_id, str(directory), path)
 
     def log_model(self, model: Any, input_example: Any) -> None:
@@ -206,7 +205,7 @@ class MlflowTracker:
         # Pickle rather than pt2, which traces with torch.export (see BENCHMARKS.md); the
         # model is the user's own, so mlflow's warning about untrusted pickles is noise.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-        with _artifact_write("the model", self._artifact_uri()):
+        with _artifact_write("the model", self.artifact_uri):
             self._log_model(model, input_example)
 
     def log_predictor(self, predictor: Any, input_example: Any) -> None:
@@ -216,7 +215,7 @@ class MlflowTracker:
 
         from runner.tracking.pyfunc_model import RawRowsModel
 
-        with _artifact_write("the model", self._artifact_uri()):
+        with _artifact_write("the model", self.artifact_uri):
             mlflow.pyfunc.log_model(
                 name="model",
                 python_model=RawRowsModel(predictor),
