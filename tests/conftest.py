@@ -75,3 +75,9 @@ def run_cli(
 def store_uri(cwd: Path) -> str:
     """The embedded store a run launched from `cwd` writes to."""
     return f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}"
+
+
+def tails(proc: subprocess.CompletedProcess) -> str:
+    """The ends of a finished command's stdout and stderr, for a failed assertion (a sweep
+    job's error is logged on stdout)."""
+    return f"stdout: ...{proc.stdout[-2500:]}\nstderr: ...{proc.stderr[-2500:]}"

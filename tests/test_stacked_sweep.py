@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, store_uri
+from tests.conftest import run_cli, store_uri, tails
 
 SWEEP = ["-m", "seed=1,2,3", "trainer.epochs=5", "trainer.plots=false", "trainer.log_model=false"]
 QUIET = ["trainer.progress=none"]
@@ -24,7 +24,7 @@ def test_a_stacked_seed_group_matches_solo_runs(tmp_path):
     stacked, solo = tmp_path / "stacked", tmp_path / "solo"
     stacked.mkdir(), solo.mkdir()
     proc = run_cli(*SWEEP, "hydra/launcher=stacked", *QUIET, cwd=stacked)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, tails(proc)
     assert "trained 3 jobs stacked" in proc.stdout + proc.stderr
     assert run_cli(*SWEEP, *QUIET, cwd=solo).returncode == 0
     client, members = children(stacked)
@@ -50,14 +50,14 @@ def test_a_stacked_seed_group_matches_solo_runs(tmp_path):
     parent = client.get_run(parent_ids.pop())
     assert parent.data.tags["runner.best_run"] in {r.info.run_id for r in members}
     again = run_cli(*SWEEP, "hydra/launcher=stacked", *QUIET, cwd=stacked)
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 0, tails(again)
     assert (again.stdout + again.stderr).count("this exact config already FINISHED") == 3
     assert len(children(stacked)[1]) == 3
 
 
 def test_a_group_that_cannot_stack_runs_one_job_at_a_time(tmp_path):
     proc = run_cli(*SWEEP, "hydra/launcher=stacked", "scheduler=step", *QUIET, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, tails(proc)
     out = proc.stdout + proc.stderr
     assert "run one at a time" in out and "scheduler" in out
     _, members = children(tmp_path)

@@ -233,3 +233,53 @@ def test_a_sweep_whose_start_fails_runs_no_job(tmp_path):
     assert "Launching" not in proc.stdout + proc.stderr
     assert not list(tmp_path.rglob("runner.log"))  # no job ran
     assert not list(tmp_path.rglob("mlflow.db"))  # and no run went anywhere else
+
+
+# Jobs of a parallel sweep record the same data set at the same moment: MLflow looks the
+# data set up and then inserts it, so all but one break its unique key on the first try.
+SAME_DATA_AT_ONCE = r"""
+import multiprocessing as mp, sys
+from mlflow.tracking import MlflowClient
+from runner.tracking.mlflow_tracker import log_training_data
+
+DATASET = dict(name="xor", digest="0123abcd", source_type="code", source="{}",
+               schema="{}", profile="{}")
+
+def job(uri, experiment_id, barrier, answers):
+    client = MlflowClient(uri)
+    run_id = client.create_run(experiment_id).info.run_id
+    barrier.wait()
+    log_training_data(client, run_id, DATASET)
+    answers.put(run_id)
+
+if __name__ == "__main__":
+    uri, rounds, jobs = sys.argv[1], 3, 6
+    client = MlflowClient(uri)
+    for i in range(rounds):
+        experiment_id = client.create_experiment(f"round{i}")
+        barrier, answers = mp.Barrier(jobs), mp.Queue()
+        procs = [mp.Process(target=job, args=(uri, experiment_id, barrier, answers))
+                 for _ in range(jobs)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        for _ in range(jobs):
+            print(answers.get())
+"""
+
+
+def test_parallel_jobs_recording_the_same_data_set_all_get_it(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-c", SAME_DATA_AT_ONCE, uri],
+        cwd=PROJECT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "was not recorded" not in proc.stderr, proc.stderr[-3000:]
+    run_ids = proc.stdout.split()
+    assert len(run_ids) == 18
+    client = MlflowClient(uri)
+    for run_id in run_ids:
+        (recorded,) = client.get_run(run_id).inputs.dataset_inputs
+        assert (recorded.dataset.name, recorded.dataset.digest) == ("xor", "0123abcd")

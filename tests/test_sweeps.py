@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner.report import main as report_main
-from tests.conftest import run_cli, store_uri
+from tests.conftest import run_cli, store_uri, tails
 
 QUIET = ["trainer.progress=none", "trainer.log_model=false", "trainer.plots=false"]
 
@@ -50,7 +50,7 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
         *QUIET,
         cwd=tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, tails(proc)
     client = MlflowClient(store_uri(tmp_path))
     parent, jobs = assert_one_sweep(client, 4, 3)
     combos = {(r.data.params["model.name"], r.data.params["optim.name"]) for r in jobs}
@@ -93,7 +93,7 @@ def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):
     proc = run_cli(
         "-m", "model=xor_linear,xor_deep", "seed=1,2", "trainer.epochs=2", *QUIET, cwd=tmp_path
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, tails(proc)
     client = MlflowClient(store_uri(tmp_path))
     (parent,), jobs = split_runs(client)
     out = tmp_path / "report"
@@ -120,7 +120,7 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
         "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4,5,6,7,8",
         "model=xor_linear", "trainer.epochs=20", *QUIET, cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, tails(proc)
     assert "database is locked" not in proc.stderr
     client = MlflowClient(store_uri(tmp_path))
     assert [e.name for e in client.search_experiments()].count("xor") == 1
@@ -183,7 +183,7 @@ def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
     assert 2 <= done_before < 6
 
     rerun = run_cli(*args[3:], cwd=tmp_path)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.returncode == 0, tails(rerun)
     assert rerun.stdout.count("skipped job") == done_before
     client = MlflowClient(store_uri(tmp_path))
     parents, jobs = split_runs(client)
@@ -230,7 +230,7 @@ def test_parallel_sweep_against_a_tracking_server(tmp_path):
             "model=xor_linear", "trainer.epochs=5", "trainer.progress=none", "trainer.plots=false",
             "trainer.log_model=false", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri},
         )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.returncode == 0, tails(proc)
         assert not (tmp_path / "outputs" / "mlflow.db").exists()
         client = MlflowClient(uri)
         parent, _ = assert_one_sweep(client, 4, 5)
@@ -250,7 +250,7 @@ def test_submitit_local_launcher(tmp_path):
         "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "seed=1,2",
         "model=xor_linear", "trainer.epochs=3", *QUIET, cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, tails(proc)
     assert_one_sweep(MlflowClient(store_uri(tmp_path)), 2, 3)
 
 
@@ -262,10 +262,10 @@ def test_optuna_search_trials_are_children_and_a_rerun_skips_them(tmp_path):
         "trainer.progress=none",
     ]
     proc = run_cli(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, tails(proc)
     assert "Best value:" in proc.stdout + proc.stderr
     client = MlflowClient(store_uri(tmp_path))
     assert_one_sweep(client, 3, 3)
     again = run_cli(*args, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 0, tails(again)
     assert again.stdout.count("skipped job") == 3  # same seeded proposals, all finished

@@ -38,6 +38,29 @@ def _artifact_write(what: str, uri: str) -> Iterator[None]:
         ) from err
 
 
+def log_training_data(
+    client: mlflow.MlflowClient, run_id: str, dataset: dict[str, str], attempts: int = 4
+) -> None:
+    """Record a run's training data as an MLflow input; a record that cannot be made is a
+    warning, not a failed run (the data's params are logged besides).
+
+    Parallel jobs on the same data race to create its row (MLflow looks it up, then
+    inserts it, and the loser breaks a unique key): the loser's next try finds the row.
+    """
+    entity = Dataset(**dataset)
+    context = InputTag(run_tags.DATASET_CONTEXT, "training")
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context])])
+            return
+        except mlflow.exceptions.MlflowException as err:
+            if attempt == attempts - 1:
+                first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                log.warning("the data set of run %s was not recorded: %s", run_id, first_line)
+                return
+            time.sleep(0.05 * 2**attempt)
+
+
 class MlflowTracker:
     """The Tracker interface in this process: one MLflow run, started, logged into, and
     always ended with a final status."""
@@ -138,9 +161,7 @@ class MlflowTracker:
 
     def log_dataset(self, dataset: dict[str, str]) -> None:
         """Record the run's training data (runner.dataset_input's fields) as an MLflow input."""
-        entity = Dataset(**dataset)
-        context = InputTag(run_tags.DATASET_CONTEXT, "training")
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=[context])])
+        log_training_data(self.client, self.run_id, dataset)
 
     def log_metrics(
         self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None
