@@ -20,6 +20,14 @@ def children(cwd) -> tuple[MlflowClient, list]:
     return client, sorted(jobs, key=lambda r: int(r.data.params["seed"]))
 
 
+def _files(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    """Every artifact file of a run, by path."""
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _files(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
 def test_a_stacked_seed_group_matches_solo_runs(tmp_path):
     stacked, solo = tmp_path / "stacked", tmp_path / "solo"
     stacked.mkdir(), solo.mkdir()
@@ -40,6 +48,16 @@ def test_a_stacked_seed_group_matches_solo_runs(tmp_path):
         assert member.data.tags["runner.fingerprint"] == alone.data.tags["runner.fingerprint"]
         differ = {k for k, v in member.data.params.items() if alone.data.params.get(k) != v}
         assert differ == {"tracking.store_dir"}  # the two sweeps' own folders
+        # Written at its end in a few calls, the member's run holds what the solo run holds.
+        assert set(member.data.params) == set(alone.data.params)
+        assert set(member.data.metrics) == set(alone.data.metrics)
+        assert set(alone.data.tags) - set(member.data.tags) == {"runner.time_logging_s"}
+        assert _files(client, member.info.run_id) == _files(solo_client, alone.info.run_id)
+        (data,) = [i.dataset for i in member.inputs.dataset_inputs]
+        (solo_data,) = [i.dataset for i in alone.inputs.dataset_inputs]
+        assert (data.name, data.digest, data.schema) == (
+            solo_data.name, solo_data.digest, solo_data.schema,
+        )  # fmt: skip
         for key in ("train_loss", "val_loss", "val_acc"):
             history = client.get_metric_history(member.info.run_id, key)
             reference = solo_client.get_metric_history(alone.info.run_id, key)

@@ -4,18 +4,23 @@ launcher runs it. Every job keeps its Hydra job folder and its own MLflow child 
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hydra_plugins.runner_stacked.compose import install
+from hydra_plugins.runner_stacked.writers import write_in_parallel, writer_count
 
 log = logging.getLogger("runner.sweep")
+JOB_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default
 
 
 @dataclass
@@ -40,8 +45,10 @@ class StackedLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        """Keep what `launch` needs (Hydra calls this once per sweep)."""
+        """Keep what `launch` needs (Hydra calls this once per sweep, before the sweeper
+        checks the jobs' configs), and compose seed-only variants once."""
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        install(hydra_context.config_loader)
 
     def _job(self, task: TaskFunction, config: DictConfig) -> JobReturn:
         """`task` in Hydra's job context of `config` (folder, log, .hydra, HydraConfig)."""
@@ -84,7 +91,7 @@ class StackedLauncher(Launcher):
             else:
                 by_key.setdefault(groups.group_key(ret.return_value), []).append(i)
         for indices in by_key.values():
-            self._run_group(indices, configs, [prepared[i].return_value for i in indices], results)
+            self._run_group(indices, configs, [prepared[i] for i in indices], results)
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
@@ -92,14 +99,15 @@ class StackedLauncher(Launcher):
         self,
         indices: list[int],
         configs: list[DictConfig],
-        members: list,
+        prepared: list[JobReturn],
         results: list[JobReturn | None],
     ) -> None:
         """One group: stacked if it can be, else each job as the basic launcher runs it."""
         from runner import group as groups
         from runner.stacked import stack_fit, stackable
-        from runner.tracking import make_tracker
+        from runner.tracking.deferred import DeferredTracker
 
+        members = [ret.return_value for ret in prepared]
         jobs = [m.job for m in members]
         reason = "a group of one" if len(jobs) == 1 else stackable(jobs)
         if reason is not None:
@@ -114,7 +122,43 @@ class StackedLauncher(Launcher):
         outcome = stack_fit(jobs)
         seconds = time.perf_counter() - started
         log.info("trained %d jobs stacked in %.2f s", len(jobs), seconds)
-        tracker = make_tracker(jobs[0].spec.tracking)  # one store connection for the group
-        for i, member, result in zip(indices, members, outcome, strict=True):
-            finish = partial(groups.finish_member, member, result, seconds, len(jobs), tracker)
-            results[i] = self._job(lambda cfg, finish=finish: finish(), configs[i])
+        spec = jobs[0].spec.tracking
+        items = list(zip(indices, prepared, members, outcome, strict=True))
+
+        def write(share: list) -> dict[int, Any]:
+            # A member's run is written at its end, in a few calls, into one opened store.
+            tracker = DeferredTracker(spec)
+            values = {}
+            for i, ret, member, result in share:
+                # Still the member's Hydra job (its folder, config and log were made when it
+                # was prepared): only its log file is opened again, for the run's last lines.
+                with _job_log(ret):
+                    values[i] = groups.finish_member(member, result, seconds, len(jobs), tracker)
+            return values
+
+        count = writer_count(len(items))
+        started = time.perf_counter()
+        values = write_in_parallel(write, [items[k::count] for k in range(count)])
+        log.info(
+            "logged %d runs in %.2f s (%d writer processes)",
+            len(items), time.perf_counter() - started, count,
+        )  # fmt: skip
+        for i, ret in zip(indices, prepared, strict=True):
+            ret.return_value = values.get(i)
+            results[i] = ret
+
+
+@contextmanager
+def _job_log(ret: JobReturn) -> Iterator[None]:
+    """Log records go to the job's log file too (appended) while in this block."""
+    hydra = ret.hydra_cfg.hydra
+    handler = logging.FileHandler(Path(hydra.runtime.output_dir) / f"{hydra.job.name}.log")
+    fmt = OmegaConf.select(hydra, "job_logging.formatters.simple.format")
+    handler.setFormatter(logging.Formatter(fmt or JOB_LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()

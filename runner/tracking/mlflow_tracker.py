@@ -63,11 +63,11 @@ def log_training_data(
 
 class MlflowTracker:
     """The Tracker interface in this process: one MLflow run, started, logged into, and
-    always ended with a final status."""
+    always ended with a final status (`store`: an opened one to use, else one is opened)."""
 
-    def __init__(self, spec: TrackingSpec) -> None:
+    def __init__(self, spec: TrackingSpec, store: Store | None = None) -> None:
         quiet_third_party_logs()
-        self.store = Store(spec)
+        self.store = store or Store(spec)
         self.uri = self.store.uri
         self.client, self.experiment_id = self.store.client, self.store.experiment_id
         self.experiment_name = spec.experiment

@@ -401,3 +401,13 @@ def _alive(pid: str | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def forget_connections() -> None:
+    """In a forked child: drop the database connections inherited from the parent (SQLite
+    and PostgreSQL connections must not be shared across processes), without closing
+    them under the parent; the child opens its own on first use (SQLAlchemy's fork recipe)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for engine in getattr(SqlAlchemyStore, "_engine_map", {}).values():
+        engine.dispose(close=False)

@@ -1,0 +1,164 @@
+"""A run written at its end in a few store calls: the tracker of a stacked group's members.
+
+A stacked member's whole run (params, every epoch's metrics, tags, files) is known when it
+is logged, after the group has trained, so nothing needs to reach the store early: the run
+is created with its tags, then everything else goes in MLflow-sized `log_batch` calls, one
+data set record, one artifact upload of a staged folder, and the final status. The same
+Tracker calls as a solo run make it, so a member's run holds what a solo run's holds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+
+from runner import tags as run_tags
+from runner.spec import TrackingSpec
+from runner.tracking.mlflow_tracker import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_PER_BATCH,
+    MlflowTracker,
+    _artifact_write,
+    log_training_data,
+)
+from runner.tracking.store import Store, retry_when_locked
+
+MAX_TAGS_PER_BATCH = 100  # MLflow's log_batch limits
+MAX_ENTITIES_PER_BATCH = 1000
+
+
+class DeferredTracker(MlflowTracker):
+    """An MlflowTracker that keeps a run's writes until it ends (`store`: one opened store,
+    shared by every member of a group)."""
+
+    def __init__(self, spec: TrackingSpec, store: Store | None = None) -> None:
+        super().__init__(spec, store)
+        self._params: list[Param] = []
+        self._tags: dict[str, str] = {}
+        self._dataset: dict[str, str] | None = None
+        self._staged: Path | None = None
+
+    def start(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+        started_at: float | None = None,
+    ) -> str:
+        """Create the run with its tags (a deferred run is always a new one)."""
+        assert run_id is None, "a deferred run cannot continue an earlier one"
+        if parent_run_id is not None:
+            tags = {**tags, run_tags.PARENT_RUN_ID: parent_run_id}
+        start_ms = int(started_at * 1000) if started_at is not None else None
+        run = self.client.create_run(
+            self.experiment_id, start_time=start_ms, tags=tags, run_name=run_name
+        )
+        self.run_id, self.run_name = run.info.run_id, run.info.run_name
+        self.artifact_uri = run.info.artifact_uri
+        self._params, self._tags, self._dataset = [], {}, None
+        self._buffer = []
+        self._staged = Path(tempfile.mkdtemp(prefix="runner-run-"))
+        return self.run_id
+
+    def end(self, status: str, error: str | None = None, trace: str | None = None) -> None:
+        """Write everything kept, then end the run with `status`."""
+        try:
+            if error is not None:
+                self._tags[run_tags.ERROR] = error[:5000]
+                self.log_text(trace or error, "error/traceback.txt")
+            self._write()
+        finally:
+            if self._staged is not None:
+                shutil.rmtree(self._staged, ignore_errors=True)
+                self._staged = None
+            self.client.set_terminated(self.run_id, status=status)
+
+    def _write(self) -> None:
+        """Params, tags and metrics in as few log_batch calls as MLflow allows; then the
+        data set and the staged files."""
+        params, tags = self._params, [RunTag(k, v) for k, v in self._tags.items()]
+        metrics = self._buffer
+        while params or tags or metrics:
+            batch_params, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
+            batch_tags, tags = tags[:MAX_TAGS_PER_BATCH], tags[MAX_TAGS_PER_BATCH:]
+            room = min(
+                MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(batch_params) - len(batch_tags)
+            )
+            batch_metrics, metrics = metrics[:room], metrics[room:]
+            retry_when_locked(
+                lambda p=batch_params, t=batch_tags, m=batch_metrics: self.client.log_batch(
+                    self.run_id, metrics=m, params=p, tags=t
+                )
+            )
+        self._params, self._tags, self._buffer = [], {}, []
+        if self._dataset is not None:
+            log_training_data(self.client, self.run_id, self._dataset)
+        if self._staged is not None and any(self._staged.iterdir()):
+            with _artifact_write("the run's files", self.artifact_uri):
+                self.client.log_artifacts(self.run_id, str(self._staged))
+
+    def log_params(self, params: dict[str, str]) -> None:
+        """Keep params for the run's end."""
+        self._params.extend(Param(k, str(v)) for k, v in params.items())
+
+    def log_dataset(self, dataset: dict[str, str]) -> None:
+        """Keep the data set record for the run's end."""
+        self._dataset = dataset
+
+    def log_metrics(
+        self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None
+    ) -> None:
+        """Keep a step's metrics (stamped when measured, `timestamp_ms`, else now)."""
+        now = timestamp_ms or int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+
+    def flush(self) -> None:
+        """Nothing: the run's end writes everything."""
+
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps of metric `key` kept so far."""
+        return {m.step for m in self._buffer if m.key == key}
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Keep tags for the run's end."""
+        self._tags.update(tags)
+
+    def _stage(self, path: str) -> Path:
+        assert self._staged is not None, "no run started"
+        target = self._staged / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def log_text(self, text: str, path: str) -> None:
+        """Stage `text` as an artifact file."""
+        self._stage(path).write_text(text)
+
+    def log_figure(self, figure: Any, path: str) -> None:
+        """Stage a matplotlib figure as an image artifact."""
+        figure.savefig(self._stage(path))
+
+    def log_artifact(self, path: str | Path, directory: str) -> None:
+        """Stage one file as an artifact under `directory`."""
+        shutil.copy2(path, self._stage(f"{directory}/{Path(path).name}"))
+
+    def log_dir(self, directory: str | Path, path: str) -> None:
+        """Stage a folder's files as artifacts under `path`."""
+        if Path(directory).is_dir():
+            shutil.copytree(directory, self._stage(path), dirs_exist_ok=True)
+
+    def log_model(self, model: Any, input_example: Any) -> None:
+        """Log the model now (MLflow's model logger needs the run active)."""
+        with mlflow.start_run(run_id=self.run_id):
+            super().log_model(model, input_example)
+
+    def log_predictor(self, predictor: Any, input_example: Any) -> None:
+        """Log a table's pyfunc model now (MLflow's model logger needs the run active)."""
+        with mlflow.start_run(run_id=self.run_id):
+            super().log_predictor(predictor, input_example)
