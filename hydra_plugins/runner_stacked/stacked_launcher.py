@@ -104,6 +104,7 @@ class StackedLauncher(Launcher):
     ) -> None:
         """One group: stacked if it can be, else each job as the basic launcher runs it."""
         from runner import group as groups
+        from runner.metrics import primary_metric
         from runner.stacked import stack_fit, stackable
         from runner.tracking.deferred import DeferredTracker
 
@@ -119,15 +120,19 @@ class StackedLauncher(Launcher):
                 results[i] = self._job(self.task_function, configs[i])
             return
         started = time.perf_counter()
-        outcome = stack_fit(jobs)
+        spec = jobs[0].spec
+        progress = GroupProgress(
+            len(jobs), spec.trainer.epochs, primary_metric(jobs[0].data.task, spec.metric)
+        )
+        outcome = stack_fit(jobs, progress if spec.trainer.progress != "none" else None)
+        progress.close()
         seconds = time.perf_counter() - started
         log.info("trained %d jobs stacked in %.2f s", len(jobs), seconds)
-        spec = jobs[0].spec.tracking
         items = list(zip(indices, prepared, members, outcome, strict=True))
 
         def write(share: list) -> dict[int, Any]:
             # A member's run is written at its end, in a few calls, into one opened store.
-            tracker = DeferredTracker(spec)
+            tracker = DeferredTracker(spec.tracking)
             values = {}
             for i, ret, member, result in share:
                 # Still the member's Hydra job (its folder, config and log were made when it
@@ -146,6 +151,40 @@ class StackedLauncher(Launcher):
         for i, ret in zip(indices, prepared, strict=True):
             ret.return_value = values.get(i)
             results[i] = ret
+
+
+class GroupProgress:
+    """A stacked group's training on the console: its first, every tenth and last epoch,
+    each as the mean and range over the members of the metric the sweep compares."""
+
+    def __init__(self, size: int, epochs: int, metric: str) -> None:
+        self.size, self.epochs, self.metric = size, epochs, metric
+        self.every = max(1, epochs // 10)
+        self.epoch, self.rows = 0, []
+
+    def __call__(self, member: int, epoch: int, row: dict[str, float]) -> None:
+        if epoch != self.epoch:
+            self.close()
+            self.epoch, self.rows = epoch, []
+        self.rows.append(row)
+
+    def close(self) -> None:
+        """Show the epoch whose rows are in, if it is one to show."""
+        epoch = self.epoch
+        if not self.rows or not (epoch in (1, self.epochs) or epoch % self.every == 0):
+            return
+        values = [r[self.metric] for r in self.rows if self.metric in r]
+        spread = (
+            f", {self.metric} mean {sum(values) / len(values):.4g} "
+            f"(min {min(values):.4g}, max {max(values):.4g})"
+            if values
+            else ""
+        )
+        log.info(
+            "stacked %d: epoch %d/%d, %d members training%s",
+            self.size, epoch, self.epochs, len(self.rows), spread,
+        )  # fmt: skip
+        self.rows = []
 
 
 @contextmanager
