@@ -7,6 +7,11 @@ into [K, ...] tensors (torch.func.stack_module_state), the forward pass is vmapp
 the member dimension, the per-member losses are summed (so each member's gradient is its
 own), and one optimizer of the solo type and arguments steps the stacked tensors: Adam,
 AdamW, SGD and RMSprop act element by element, so the members stay independent.
+
+Fast path: when the model is a plain Sequential of layers that act directly on a
+[K, batch, ...] tensor (linear as a batched matmul, elementwise activations, ...), the
+forward pass runs on the stacked tensors without vmap (`fast_forward`); tiny models spend
+most of a vmapped step in dispatch. Everything else is shared by both paths.
 """
 
 from __future__ import annotations
@@ -42,6 +47,20 @@ STACKABLE_LAYERS: tuple[type[nn.Module], ...] = (
 STACKABLE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (
     torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop,
 )  # fmt: skip
+
+
+# Parameterless layers that act element by element: the same on [K, batch, ...] as per member.
+ELEMENTWISE_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Identity, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Sigmoid, nn.Tanh,
+)  # fmt: skip
+# Losses that are an elementwise term reduced by mean or sum: reduced per member instead.
+ELEMENTWISE_LOSSES: tuple[type[nn.Module], ...] = (
+    nn.BCELoss, nn.BCEWithLogitsLoss, nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss,
+)  # fmt: skip
+
+# (stacked parameters, input, shared): input is [K, batch, ...], or [batch, ...] that every
+# member takes (shared, for evaluation) -> [K, batch, ...].
+StackedForward = Callable[[dict[str, torch.Tensor], torch.Tensor, bool], torch.Tensor]
 
 
 class NotStackable(RunError):
@@ -154,6 +173,106 @@ def stacked_state(jobs: Sequence[Job]) -> tuple[dict[str, torch.Tensor], dict[st
     return stack_module_state([job.trainer.model.to(device) for job in jobs])
 
 
+def _shift(dim: int, shared: bool) -> int:
+    """A member's dim on the stacked tensor: non-negative dims move past the member dim."""
+    return dim + 1 if dim >= 0 and not shared else dim
+
+
+def _fast_layer(name: str, module: nn.Module) -> StackedForward | None:
+    """The layer applied to [K, batch, ...] (or shared [batch, ...]) with its [K, ...]
+    parameters, or None if it cannot be applied so."""
+    kind = type(module)
+    if kind is nn.Linear:
+        weight, bias = f"{name}.weight", f"{name}.bias" if module.bias is not None else None
+
+        def linear(p: dict[str, torch.Tensor], x: torch.Tensor, shared: bool) -> torch.Tensor:
+            # The stacked weight keeps nn.Linear's [K, out, in] (optimizer, L1, write-back).
+            w = p[weight]
+            if shared:  # one [rows, K*out] matmul: no K copies of the input
+                k, width = len(w), w.shape[1]
+                out = (x @ w.reshape(k * width, -1).T).unflatten(-1, (k, width)).movedim(-2, 0)
+                return out if bias is None else out + p[bias].view(k, *[1] * (x.dim() - 1), width)
+            flat = x if x.dim() == 3 else x.reshape(len(x), -1, x.shape[-1])
+            wt = w.transpose(1, 2)
+            out = (
+                torch.bmm(flat, wt)
+                if bias is None
+                else torch.baddbmm(p[bias].unsqueeze(1), flat, wt)
+            )
+            return out if x.dim() == 3 else out.view(*x.shape[:-1], out.shape[-1])
+
+        return linear
+    if kind in ELEMENTWISE_LAYERS:
+        return lambda p, x, shared: module(x)
+    if kind in (nn.Softmax, nn.LogSoftmax) and module.dim is not None:
+        fn = torch.softmax if kind is nn.Softmax else torch.log_softmax
+        return lambda p, x, shared: fn(x, _shift(module.dim, shared))
+    if kind is nn.Flatten:
+        return lambda p, x, shared: x.flatten(
+            _shift(module.start_dim, shared), _shift(module.end_dim, shared)
+        )
+    if kind is nn.PReLU and module.num_parameters == 1:
+        weight = f"{name}.weight"
+
+        def prelu(p: dict[str, torch.Tensor], x: torch.Tensor, shared: bool) -> torch.Tensor:
+            # Each member's own slope, broadcast over its slice (or over the shared input).
+            slope = p[weight].view(-1, *[1] * (x.dim() - (0 if shared else 1)))
+            return torch.where(x > 0, x, slope * x)  # F.prelu's branches and gradients
+
+        return prelu
+    return None  # e.g. conv2d, pooling, or prelu with per-channel slopes: vmap
+
+
+def fast_forward(model: nn.Module) -> StackedForward | None:
+    """The model's forward on stacked inputs with [K, ...] parameters, or None."""
+    if type(model) is not nn.Sequential:
+        return None
+    layers = []
+    for name, module in model.named_children():
+        layer = (
+            None if list(module.children()) or list(module.buffers()) else _fast_layer(name, module)
+        )
+        if layer is None:
+            return None
+        # After the first layer with parameters the member dim is there.
+        layers.append((layer, bool(list(module.parameters()))))
+    if not any(own for _, own in layers):
+        return None  # the output would have no member dim (no optimizer takes this anyway)
+
+    def forward(p: dict[str, torch.Tensor], x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        for layer, own in layers:
+            x = layer(p, x, shared)
+            shared = shared and not own
+        return x
+
+    return forward
+
+
+def member_losses(loss_fn: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Each member's loss ([K]) from stacked outputs and targets ([K, batch, ...])."""
+    vmapped = vmap(lambda out, y: loss_fn(align(out, y), y))
+    reduction = getattr(loss_fn, "reduction", None)
+    if (
+        type(loss_fn) not in ELEMENTWISE_LOSSES
+        or reduction not in ("mean", "sum")
+        or getattr(loss_fn, "weight", None) is not None
+        or getattr(loss_fn, "pos_weight", None) is not None
+    ):
+        return vmapped
+    # Unreduced terms, then the solo reduction over each member's own slice (no vmap).
+    each = copy.copy(loss_fn)
+    each.reduction = "none"
+    reduce = torch.mean if reduction == "mean" else torch.sum
+
+    def losses(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        aligned = align(out, y)
+        if aligned.shape != y.shape:  # broadcasting: as the solo loss does it, per member
+            return vmapped(out, y)
+        return reduce(each(aligned, y).flatten(1), dim=1)
+
+    return losses
+
+
 class _Stack:
     """The live members' stacked parameters, buffers and optimizer; `members[i]` is the job
     index of stack position i. Failed members are cut out, so they cost nothing and cannot
@@ -231,8 +350,13 @@ def _column(
     )
 
 
-def stack_fit(jobs: Sequence[Job], on_epoch: MemberCallback | None = None) -> list[MemberResult]:
+def stack_fit(
+    jobs: Sequence[Job], on_epoch: MemberCallback | None = None, *, fast_path: bool = True
+) -> list[MemberResult]:
     """Train `jobs` as one stacked model; each member's rows match its solo `fit`.
+
+    The forward pass takes the fast path (`fast_forward`) where the model allows it and
+    `fast_path` is true, else vmap over functional_call; the results are the same.
 
     A member fails where its solo run would: a non-finite epoch loss (the solo
     NonFiniteLoss message), or an error its own step raises (e.g. BCE refusing a nan
@@ -256,8 +380,26 @@ def stack_fit(jobs: Sequence[Job], on_epoch: MemberCallback | None = None) -> li
         out = functional_call(base, (p, b), (xb,))
         return loss_fn(align(out, yb), yb), out
 
-    batched_loss = vmap(member_loss)
-    batched_forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), (0, 0, None))
+    fast = fast_forward(base) if fast_path else None
+    if fast is None:
+        batched_loss = vmap(member_loss)
+        batched_forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), (0, 0, None))
+    else:
+        stacked_fast, losses = fast, member_losses(loss_fn)
+
+        def batched_loss(
+            p: dict[str, torch.Tensor],
+            b: dict[str, torch.Tensor],
+            xb: torch.Tensor,
+            yb: torch.Tensor,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            out = stacked_fast(p, xb, False)
+            return losses(out, yb), out
+
+        def batched_forward(
+            p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor
+        ) -> torch.Tensor:
+            return stacked_fast(p, x, True)  # every member sees the same rows
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_val, y_val = data.x_val.to(device), data.y_val.to(device)
@@ -326,9 +468,9 @@ def stack_fit(jobs: Sequence[Job], on_epoch: MemberCallback | None = None) -> li
         # Per step: the live members and their [loss, output, norm]; kept as tensors, no sync.
         steps: list[tuple[list[int], list[torch.Tensor | None]]] = []
         for start in range(0, n, bs):
-            rows = [at_start.index(k) for k in stack.members] if steps else slice(None)
-            if steps and len(stack.members) == len(at_start):
-                rows = slice(None)  # nobody left this epoch: no gather
+            rows: list[int] | slice = slice(None)  # nobody left this epoch: no gather
+            if len(stack.members) != len(at_start):  # (tested first: index() is O(K) per member)
+                rows = [at_start.index(k) for k in stack.members]
             xb, yb = x_epoch[rows, start : start + bs], y_epoch[rows, start : start + bs]
             result = step(xb, yb, epoch)
             if not result:

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from runner.job import Job, setup
 from runner.loop import NonFiniteLoss, fit
 from runner.spec import validate
-from runner.stacked import NotStackable, stack_fit, stackable, stacked_state
+from runner.stacked import (
+    NotStackable,
+    fast_forward,
+    member_losses,
+    stack_fit,
+    stackable,
+    stacked_state,
+)
 from tests.configs import shipped
 
 SEEDS = [1, 2, 3]
+# Both forward paths: batched matmul (the default where the model allows it) and vmap.
+PATHS = pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "vmap"])
 
 
 def xor_job(seed: int, epochs: int = 5, **trainer: object) -> Job:
@@ -46,10 +58,12 @@ def test_members_start_from_their_solo_initial_weights():
     assert not torch.equal(first[0], first[1])  # different seeds, different weights
 
 
-def test_stacked_histories_match_solo_runs():
+@PATHS
+def test_stacked_histories_match_solo_runs(fast_path: bool):
     jobs = [xor_job(seed) for seed in SEEDS]
+    assert fast_forward(jobs[0].trainer.model) is not None  # xor_deep can take the fast path
     seen: list[tuple[int, int]] = []
-    results = stack_fit(jobs, lambda k, epoch, row: seen.append((k, epoch)))
+    results = stack_fit(jobs, lambda k, epoch, row: seen.append((k, epoch)), fast_path=fast_path)
     assert sorted(seen) == [(k, e) for k in range(len(SEEDS)) for e in range(1, 6)]
     worst = 0.0
     for seed, job, result in zip(SEEDS, jobs, results, strict=True):
@@ -84,10 +98,11 @@ def poisoned(job: Job) -> Job:
     return job
 
 
-def test_a_member_whose_step_raises_is_cut_out_and_the_others_match_solo():
+@PATHS
+def test_a_member_whose_step_raises_is_cut_out_and_the_others_match_solo(fast_path: bool):
     """BCE refuses a nan output: the solo run stops with that error, the member alone here."""
     jobs = [xor_job(seed, epochs=3) for seed in SEEDS]
-    results = stack_fit([jobs[0], poisoned(jobs[1]), jobs[2]])
+    results = stack_fit([jobs[0], poisoned(jobs[1]), jobs[2]], fast_path=fast_path)
     broken = poisoned(xor_job(SEEDS[1], epochs=3))
     with pytest.raises(RuntimeError) as solo_error:
         fit(broken.trainer, broken.data, broken.generator)
@@ -106,9 +121,11 @@ def house_job(seed: int) -> Job:
     return setup(cfg, validate(cfg))
 
 
-def test_a_member_whose_loss_goes_nan_stops_with_the_solo_message():
+@PATHS
+def test_a_member_whose_loss_goes_nan_stops_with_the_solo_message(fast_path: bool):
     jobs = [house_job(1), poisoned(house_job(2)), house_job(3)]
-    results = stack_fit(jobs)
+    assert fast_forward(jobs[0].trainer.model) is not None
+    results = stack_fit(jobs, fast_path=fast_path)
     broken = poisoned(house_job(2))
     with pytest.raises(NonFiniteLoss) as solo_error:
         fit(broken.trainer, broken.data, broken.generator)
@@ -169,3 +186,142 @@ def test_members_must_share_architecture_data_and_optimizer():
     assert "data" in stackable([plain, with_config(other_data)])
     other_lr = {"optim": {**shipped("xor_deep")["optim"], "lr": 0.1}}
     assert "optim" in stackable([plain, with_config(other_lr)])
+
+
+def xor_layers_job(layers: list[dict], seed: int, epochs: int = 3) -> Job:
+    """An XOR job (Adam, BCE, no L1) with the given layers."""
+    cfg = shipped("xor_deep", "adam", epochs=epochs)
+    cfg["model"] = {"name": "m", "layers": layers, "loss": {"name": "bce"}}
+    cfg["seed"] = seed
+    return setup(cfg, validate(cfg))
+
+
+def assert_matches_solo(layers: list[dict], fast_path: bool) -> None:
+    """Stacked members of an XOR model with `layers` get their solo runs' rows."""
+    jobs = [xor_layers_job(layers, seed) for seed in SEEDS]
+    results = stack_fit(jobs, fast_path=fast_path)
+    for seed, result in zip(SEEDS, results, strict=True):
+        alone = xor_layers_job(layers, seed)
+        history = fit(alone.trainer, alone.data, alone.generator)
+        assert result.failed_at is None
+        for key in history[0]:
+            assert result.history[0][key] == pytest.approx(history[0][key], rel=1e-5), key
+        assert max_diff(history, result.history) < 1e-4
+
+
+# Every kind of layer the fast path takes: shifted dims, a shared prelu slope, no bias.
+FAST_LAYERS = [
+    {"layer": "linear", "out_features": 6},
+    {"layer": "prelu"},
+    {"layer": "linear", "out_features": 6, "bias": False},
+    {"layer": "leaky_relu", "negative_slope": 0.1},
+    {"layer": "softmax", "dim": 1},
+    {"layer": "linear", "out_features": 4},
+    {"layer": "elu"},
+    {"layer": "gelu", "approximate": "tanh"},
+    {"layer": "log_softmax", "dim": -1},
+    {"layer": "tanh"},
+    {"layer": "identity"},
+    {"layer": "flatten"},
+    {"layer": "linear", "out_features": 1},
+    {"layer": "sigmoid"},
+]
+
+
+@PATHS
+def test_every_fast_path_layer_matches_solo(fast_path: bool):
+    assert fast_forward(xor_layers_job(FAST_LAYERS, 1).trainer.model) is not None
+    assert_matches_solo(FAST_LAYERS, fast_path)
+
+
+def test_a_layer_the_fast_path_cannot_take_falls_back_to_vmap(monkeypatch: pytest.MonkeyPatch):
+    """Per-channel prelu slopes: the model goes through vmap, and still matches solo."""
+    layers = [
+        {"layer": "linear", "out_features": 4},
+        {"layer": "prelu", "num_parameters": 4},
+        {"layer": "linear", "out_features": 1},
+        {"layer": "sigmoid"},
+    ]
+    chosen: list[object] = []
+
+    def spy(model: nn.Module) -> object:
+        forward = fast_forward(model)
+        chosen.append(forward)
+        return forward
+
+    monkeypatch.setattr("runner.stacked.fast_forward", spy)
+    assert_matches_solo(layers, fast_path=True)
+    assert chosen == [None]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        nn.Sequential(nn.Conv2d(2, 2, 1), nn.Flatten()),
+        nn.Sequential(nn.Linear(3, 3), nn.PReLU(3)),
+        nn.Sequential(nn.Linear(3, 3), nn.Softmax()),  # implicit dim depends on the rank
+        nn.Sequential(nn.Sequential(nn.Linear(3, 3)), nn.ReLU()),  # not a plain Sequential
+        nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)),
+        nn.Linear(3, 3),
+    ],
+)
+def test_fast_forward_refuses_what_it_cannot_apply_directly(model: nn.Module):
+    assert fast_forward(model) is None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Sequential(
+            nn.Softmax(dim=1),  # before any parameters: no member dim yet when shared
+            nn.Linear(3, 4),
+            nn.PReLU(),
+            nn.Softmax(dim=1),
+            nn.Flatten(),
+            nn.Linear(8, 5, bias=False),
+            nn.LogSoftmax(dim=1),
+        ),
+        lambda: nn.Sequential(nn.PReLU(), nn.Flatten(), nn.Linear(6, 5)),
+    ],
+    ids=["linear-first", "prelu-first"],
+)
+# torch's own vmap of prelu over a shared input warns (the reference, not the fast path).
+@pytest.mark.filterwarnings("ignore:An output with one or more elements was resized")
+def test_fast_forward_equals_vmap_on_higher_rank_inputs(make: Callable[[], nn.Module]):
+    """Per-sample [2, 3] inputs, own or shared by all members (evaluation): linear over the
+    last dim, softmax and flatten dims shifted past the member dim only once it exists."""
+    torch.manual_seed(0)
+    models = [make() for _ in range(4)]
+    params, buffers = stack_module_state(models)
+    for p in params.values():  # distinct slopes per member
+        p.data.add_(torch.randn_like(p) * 0.1)
+    base = models[0].to("meta")
+    forward = fast_forward(base)
+    assert forward is not None
+    call = lambda p, b, xb: functional_call(base, (p, b), (xb,))  # noqa: E731
+    own, shared = torch.randn(4, 7, 2, 3), torch.randn(7, 2, 3)
+    for x, is_shared, dims in ((own, False, 0), (shared, True, (0, 0, None))):
+        mine = forward(params, x, is_shared)
+        theirs = vmap(call, dims)(params, buffers, x)
+        assert mine.shape == theirs.shape == (4, 7, 5)
+        assert torch.allclose(mine, theirs, atol=1e-6)
+        grads = torch.autograd.grad(mine.sum(), list(params.values()))
+        expected = torch.autograd.grad(theirs.sum(), list(params.values()))
+        for g, h in zip(grads, expected, strict=True):
+            assert torch.allclose(g, h, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loss_fn",
+    [nn.BCELoss(), nn.MSELoss(reduction="sum"), nn.HuberLoss(delta=0.5), nn.CrossEntropyLoss()],
+)
+def test_member_losses_are_each_members_solo_loss(loss_fn: nn.Module):
+    torch.manual_seed(0)
+    if isinstance(loss_fn, nn.CrossEntropyLoss):  # not elementwise: vmapped
+        out, y = torch.randn(3, 5, 4), torch.randint(0, 4, (3, 5))
+    else:
+        out, y = torch.rand(3, 5, 1), torch.rand(3, 5)
+    losses = member_losses(loss_fn)(out, y)
+    for k in range(3):
+        solo_out = out[k].squeeze(-1) if out.shape[-1] == 1 else out[k]
+        assert losses[k].item() == pytest.approx(loss_fn(solo_out, y[k]).item(), rel=1e-6)
