@@ -29,12 +29,12 @@ from mlflow.tracking import MlflowClient
 QUIET = ["trainer.plots=false", "trainer.log_model=false", "trainer.progress=none"]
 XOR = ["model=xor_deep", "optim=adam", *QUIET]
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
-PHASES = {  # log line that ends a phase -> the phase's name
-    "Launching": "start, parent run, checking the jobs' configs",
-    "trained": "preparing the jobs (data, models) and training",
-    "logged": "writing the member runs",
-    "sweep run": "report",
-}
+PHASES = [  # (a log message that ends a phase, the phase)
+    (re.compile(r"Launching"), "start, parent run, checking the jobs' configs"),
+    (re.compile(r"trained \d+ jobs stacked"), "preparing the jobs (data, models), training"),
+    (re.compile(r"logged \d+ runs"), "writing the member runs"),
+    (re.compile(r"sweep run \w+ ended"), "report"),
+]
 
 
 def run_sweep(args: list[str], experiment: str, epochs: int) -> tuple[float, int, str]:
@@ -62,18 +62,18 @@ def run_sweep(args: list[str], experiment: str, epochs: int) -> tuple[float, int
 
 def phases(output: str, started: float) -> list[tuple[str, float]]:
     """Seconds spent in each phase of a stacked sweep, from its log's timestamps."""
-    marks = [started]
-    names = []
+    ends = {}
     for line in output.splitlines():
         stamp = STAMP.match(line)
-        if not stamp:
-            continue
-        for key, name in PHASES.items():
-            if key in line[stamp.end() : stamp.end() + 40] and name not in names:
-                when = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                marks.append(when)
-                names.append(name)
-    return [(name, marks[i + 1] - marks[i]) for i, name in enumerate(names)]
+        for pattern, name in PHASES:
+            if stamp and name not in ends and pattern.search(line):
+                ends[name] = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    spans, previous = [], started
+    for _, name in PHASES:
+        if name in ends:
+            spans.append((name, ends[name] - previous))
+            previous = ends[name]
+    return spans
 
 
 def main() -> None:
@@ -111,7 +111,7 @@ def main() -> None:
 
     if not args.skip_capacity:
         capacity_args = ["experiment=xor_capacity", "hydra/launcher=stacked"]
-        capacity_args += ["hydra.sweeper.params.seed=range(1,11)"]
+        capacity_args += ["seed=range(1,11)"]
         wall, complete, _ = run_sweep(capacity_args, "xor", 200)
         print(
             f"xor_capacity, 10 seeds x 6 sizes, stacked: {wall:.1f} s "

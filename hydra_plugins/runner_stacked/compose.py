@@ -29,10 +29,21 @@ class SweepComposer:
         self._parser = OverridesParser.create()
         self._shapes: dict[tuple, DictConfig] = {}
         self._groups: set[str] = set()  # config group names, learnt from composed configs
+        # The sweeper checks a batch's configs (and drops them), then the launcher composes
+        # them again: each config is handed out twice, the second time to the launcher.
+        self._made: dict[tuple[str, ...], DictConfig] = {}
         self.composed = self.copied = 0
 
     def __call__(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         """The job config Hydra would compose for these overrides."""
+        made = self._made.pop(tuple(sweep_overrides), None)
+        if made is not None:
+            return made
+        config = self._compose(master_config, sweep_overrides)
+        self._made[tuple(sweep_overrides)] = config
+        return config
+
+    def _compose(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)
         parsed = self._parser.parse_overrides(list(hydra_overrides) + list(sweep_overrides))
         known = self._shapes.get(self._shape(parsed))
