@@ -3,6 +3,13 @@ run with the same numbers as the basic launcher's solo runs; a re-run skips them
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -81,3 +88,53 @@ def test_a_group_that_cannot_stack_runs_one_job_at_a_time(tmp_path):
     _, members = children(tmp_path)
     assert [r.info.status for r in members] == ["FINISHED"] * 3
     assert all("runner.stacked" not in r.data.tags for r in members)
+
+
+def _finished_runs(db) -> int:
+    """FINISHED runs in a store being written (the sweep's parent stays RUNNING to its end)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05) as con:
+            return con.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_stacked_sweep_killed_while_writing_its_members_trains_only_the_rest(tmp_path):
+    seeds = 12
+    args = ["-m", f"seed=range(1,{seeds + 1})", "hydra/launcher=stacked", "trainer.epochs=30"]
+    args += ["trainer.plots=false", "trainer.log_model=false", *QUIET]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # Its own process group: the kill takes the forked writer processes too.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    db = tmp_path / "outputs" / "mlflow.db"
+    deadline = time.time() + 240
+    while not list(tmp_path.glob("outputs/multirun/*/*/mlflow_sweep.json")):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    while _finished_runs(db) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    client = MlflowClient(store_uri(tmp_path))
+    experiment = client.get_experiment_by_name("xor").experiment_id
+    before = [r for r in client.search_runs([experiment]) if "runner.is_sweep" not in r.data.tags]
+    done = {r.info.run_id for r in before if r.info.status == "FINISHED"}
+    # Those being written when killed stay RUNNING (with their tags only) until the re-run.
+    assert 3 <= len(done) < seeds, [r.info.status for r in before]
+
+    rerun = run_cli(*args, cwd=tmp_path)
+    assert rerun.returncode == 0, tails(rerun)
+    out = rerun.stdout + rerun.stderr
+    assert out.count("this exact config already FINISHED") == len(done)
+    assert f"trained {seeds - len(done)} jobs stacked" in out
+    after = [r for r in client.search_runs([experiment]) if "runner.is_sweep" not in r.data.tags]
+    finished = [r for r in after if r.info.status == "FINISHED"]
+    assert sorted(int(r.data.params["seed"]) for r in finished) == list(range(1, seeds + 1))
+    assert done <= {r.info.run_id for r in finished}  # kept, not trained again
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in after)  # none left RUNNING
+    parents = [r for r in client.search_runs([experiment]) if "runner.is_sweep" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same sweep
+    assert len([line for line in rerun.stdout.splitlines() if line.startswith("seed=")]) == seeds
