@@ -10,6 +10,7 @@ Each sweep runs in a fresh folder; the script checks that every job's run FINISH
 all its epochs of metrics, and prints where the stacked sweep's time went (from its log).
 
     .venv/bin/python benchmarks/stacked_sweep_bench.py [--seeds 100] [--joblib-seeds 10]
+        [--mnist ../shared/datasets]
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--joblib-seeds", type=int, default=10)
     parser.add_argument("--skip-capacity", action="store_true")
+    parser.add_argument(
+        "--mnist",
+        metavar="ROOT",
+        help="folder holding MNIST/raw/: also time "
+        "mnist_mlp (4 seeds, 2 epochs, no scheduler) stacked and one by one",
+    )
     args = parser.parse_args()
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
     print(f"{os.cpu_count()} cores, load before: {os.getloadavg()[0]:.2f}")
@@ -116,6 +123,18 @@ def main() -> None:
         print(
             f"xor_capacity, 10 seeds x 6 sizes, stacked: {wall:.1f} s "
             f"({complete} of 60 runs FINISHED; target <= 60 s)"
+        )
+    if args.mnist:
+        mnist = ["model=mnist_mlp", "data=mnist", f"data.root={Path(args.mnist).resolve()}"]
+        mnist += ["optim=adam", "optim.lr=0.001", "trainer.batch_size=64", "trainer.epochs=2"]
+        mnist += ["seed=1,2,3,4", *QUIET]
+        _, _, output = run_sweep(["hydra/launcher=stacked", *mnist], "mnist", 2)
+        stacked_train = float(re.search(r"trained 4 jobs stacked in ([\d.]+) s", output)[1])
+        _, _, output = run_sweep(mnist, "mnist", 2)
+        solo_train = sum(float(t) for t in re.findall(r"training took ([\d.]+) s", output))
+        print(
+            f"mnist_mlp, 4 seeds x 2 epochs, training: stacked {stacked_train:.2f} s, one by one "
+            f"{solo_train:.2f} s (stacked / one by one = {stacked_train / solo_train:.2f})"
         )
     print(f"load after: {os.getloadavg()[0]:.2f}")
 

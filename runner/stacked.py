@@ -339,15 +339,13 @@ def _copy(value: Any) -> Any:
 
 def _column(
     steps: list[tuple[list[int], list[torch.Tensor | None]]], live: list[int], i: int
-) -> torch.Tensor:
-    """Item i of every step's results, for the members `live`, stacked over the steps (a
-    gather only at steps where a member since cut out was still there)."""
-    return torch.stack(
-        [
-            values[i] if ids == live else values[i][[ids.index(k) for k in live]]  # type: ignore[index]
-            for ids, values in steps
-        ]
-    )
+) -> list[torch.Tensor]:
+    """Item i of every step's results, for the members `live` (a gather only at steps where
+    a member since cut out was still there)."""
+    return [
+        values[i] if ids == live else values[i][[ids.index(k) for k in live]]  # type: ignore[index]
+        for ids, values in steps
+    ]
 
 
 def stack_fit(
@@ -482,13 +480,14 @@ def stack_fit(
         # member was cut out during the epoch).
         live = stack.members
 
-        step_losses = _column(steps, live, 0).double()  # [steps, K]
+        step_losses = torch.stack(_column(steps, live, 0)).double()  # [steps, K]
         train_losses = (weights @ step_losses).tolist()  # float64 batch-size weights, as fit
-        out_epoch = (
-            _column(steps, live, 1).transpose(0, 1).flatten(1, 2)
-        )  # [K, n, ...], batch order
+        # [K, n, ...] in batch order (the last batch may be smaller)
+        out_epoch = torch.cat(_column(steps, live, 1), dim=1)
         penalties = (
-            (strength * (weights @ _column(steps, live, 2).double())).tolist() if l1_names else None
+            (strength * (weights @ torch.stack(_column(steps, live, 2)).double())).tolist()
+            if l1_names
+            else None
         )
         base.eval()
         with torch.inference_mode():

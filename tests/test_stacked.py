@@ -47,6 +47,19 @@ def max_diff(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
     return max(abs(r[k] - s[k]) for r, s in zip(a, b, strict=True) for k in r)
 
 
+@PATHS
+def test_a_smaller_last_batch_matches_solo_runs(fast_path: bool):
+    """100 training rows in batches of 3: the last batch holds one row (MNIST's 55000 in
+    batches of 64 end with 24)."""
+    jobs = [xor_job(seed, epochs=3, batch_size=3) for seed in SEEDS]
+    results = stack_fit(jobs, fast_path=fast_path)
+    for seed, result in zip(SEEDS, results, strict=True):
+        alone = xor_job(seed, epochs=3, batch_size=3)
+        history = fit(alone.trainer, alone.data, alone.generator)
+        assert result.error is None
+        assert max_diff(history, result.history) < 1e-4
+
+
 def test_members_start_from_their_solo_initial_weights():
     jobs = [xor_job(seed) for seed in SEEDS]
     params, _ = stacked_state(jobs)

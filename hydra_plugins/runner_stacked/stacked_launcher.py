@@ -124,7 +124,16 @@ class StackedLauncher(Launcher):
         progress = GroupProgress(
             len(jobs), spec.trainer.epochs, primary_metric(jobs[0].data.task, spec.metric)
         )
-        outcome = stack_fit(jobs, progress if spec.trainer.progress != "none" else None)
+        try:
+            outcome = stack_fit(jobs, progress if spec.trainer.progress != "none" else None)
+        except Exception as err:  # a case stacking does not handle: the jobs still run
+            log.warning(
+                "stacked training of jobs %s failed (%s: %s); they run one at a time",
+                [m.launch.job_num for m in members], type(err).__name__, err,
+            )  # fmt: skip
+            for i in indices:
+                results[i] = self._job(self.task_function, configs[i])
+            return
         progress.close()
         seconds = time.perf_counter() - started
         log.info("trained %d jobs stacked in %.2f s", len(jobs), seconds)
