@@ -68,12 +68,16 @@ class DeferredTracker(MlflowTracker):
         return self.run_id
 
     def end(self, status: str, error: str | None = None, trace: str | None = None) -> None:
-        """Write everything kept, then end the run with `status`."""
+        """Write everything kept, then end the run with `status` (FAILED if the writing
+        failed: the run would miss some of what it holds)."""
         try:
             if error is not None:
                 self._tags[run_tags.ERROR] = error[:5000]
                 self.log_text(trace or error, "error/traceback.txt")
             self._write()
+        except BaseException:
+            status = "FAILED"
+            raise
         finally:
             if self._staged is not None:
                 shutil.rmtree(self._staged, ignore_errors=True)
