@@ -35,7 +35,7 @@ from runner.seeding import seed_everything
 from runner.signals import STOP, Interrupted, stop_on_signals
 from runner.spec import RunSpec, validate
 from runner.summary import model_summary, trainable_parameters
-from runner.tracking import Tracker, make_tracker, run_page
+from runner.tracking import Tracker, check_server, make_tracker, run_page, store_location
 
 log = logging.getLogger("runner")
 
@@ -64,7 +64,9 @@ def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | N
     """
     try:
         config, spec = check(cfg)
-        done = already_finished(config, spec, launch)  # before any data is loaded
+        if not launch.multirun:  # (a sweep's start checked it already)
+            check_server(store_location(spec.tracking)[0])  # before any data is loaded
+        done = already_finished(config, spec, launch)
         if done is not None:
             return done.data.metrics.get(primary_metric(spec.task, spec.metric))
         job = setup(config, spec, launch.parallel)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
+
 import mlflow
 import numpy as np
 import pytest
@@ -185,3 +189,33 @@ def test_tracking_uri_env_points_runs_elsewhere(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert other.exists() and not (tmp_path / "outputs" / "mlflow.db").exists()
     assert len(all_runs(MlflowClient(f"sqlite:///{other}"))) == 1
+
+
+class _NotMlflow(http.server.BaseHTTPRequestHandler):
+    """A web server that is not a tracking server: 404 for everything."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_error(404)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_tracking_server_that_is_down_or_not_mlflow_fails_at_once_in_one_line(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    web = http.server.HTTPServer(("127.0.0.1", 0), _NotMlflow)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    not_mlflow = f"http://127.0.0.1:{web.server_address[1]}"
+    try:
+        for uri, why in ((down, "Connection refused"), (not_mlflow, "HTTP 404")):
+            # (MLflow's own client would retry for minutes: the timeout guards a hang)
+            proc = run_cli(f"tracking.uri={uri}", "trainer.epochs=2", cwd=tmp_path, timeout=60)
+            assert proc.returncode == 1
+            (line,) = proc.stderr.strip().splitlines()
+            assert line.startswith("error: ") and uri in line and why in line, line
+            assert "training starts" not in proc.stdout
+    finally:
+        web.shutdown()
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()

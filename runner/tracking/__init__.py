@@ -17,6 +17,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from runner.errors import RunError
+
 if TYPE_CHECKING:
     import subprocess
 
@@ -121,6 +123,39 @@ def make_tracker(spec: TrackingSpec, companion: subprocess.Popen | None = None) 
     from runner.tracking.mlflow_tracker import MlflowTracker
 
     return MlflowTracker(spec)
+
+
+SERVER_TIMEOUT = 5.0  # seconds a tracking server has to answer its health check
+
+
+class ServerUnreachable(RunError):
+    """No MLflow tracking server answers at the URI a run is to log to."""
+
+
+def check_server(uri: str, timeout: float = SERVER_TIMEOUT) -> None:
+    """For an http(s) tracking URI, fail at once, naming it, if no server answers there:
+    MLflow's own client retries a refused connection for minutes, then prints a traceback."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):  # a server behind a login: MLflow's client signs in
+            return
+        raise ServerUnreachable(
+            f"no MLflow tracking server answers at {uri}: its health check gave HTTP "
+            f"{err.code}. Check tracking.uri / MLFLOW_TRACKING_URI"
+        ) from None
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ServerUnreachable(
+            f"cannot reach the MLflow tracking server {uri}: {reason}. Start it (`make ui`, "
+            "or `mlflow server`), or set tracking.uri / MLFLOW_TRACKING_URI to one that runs"
+        ) from None
 
 
 def store_location(spec: TrackingSpec) -> tuple[str, str | None]:

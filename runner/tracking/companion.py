@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ArtifactStoreError, always_ended
+from runner.errors import ArtifactStoreError, RunError, always_ended
 from runner.spec import TrackingSpec
 from runner.tracking import store_location
 
@@ -31,8 +31,8 @@ log = logging.getLogger("runner.tracking")
 SERVER_MODULE = "runner.tracking.companion_server"
 
 
-class CompanionError(RuntimeError):
-    """A tracking call failed in the companion process."""
+class CompanionError(RunError):
+    """A tracking call failed in the companion process (its message says which and why)."""
 
 
 def use_companion() -> bool:

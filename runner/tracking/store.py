@@ -28,7 +28,7 @@ except ImportError:  # Windows: no file locks here; open new stores from one pro
 from runner import tags
 from runner.errors import ConfigError, RunError
 from runner.spec import TrackingSpec
-from runner.tracking import sqlite_file, store_location
+from runner.tracking import ServerUnreachable, check_server, sqlite_file, store_location
 
 log = logging.getLogger("runner.tracking")
 
@@ -96,9 +96,10 @@ def open_store(uri: str, experiment: str, artifact_root: str | None) -> tuple[Ml
     """A client on the store (created safely if new) and the experiment's id in it; any
     failure to open is a StoreError naming the store."""
     try:
+        check_server(uri)
         with store_opening(uri):
             return _open_patiently(uri, experiment, artifact_root)
-    except StoreError:
+    except (StoreError, ServerUnreachable):
         raise
     except Exception as err:
         raise StoreError(f"cannot open the MLflow store {uri}: {_first_line(err)}") from err
