@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -104,6 +106,11 @@ def _data_equal(a: Job, b: Job) -> bool:
     return all(torch.equal(getattr(a.data, k), getattr(b.data, k)) for k in keys)
 
 
+def _lr(trainer: Any) -> float:
+    """The learning rate a trainer's optimizer steps with now."""
+    return trainer.optimizer.param_groups[0]["lr"]
+
+
 def stackable(jobs: Sequence[Job]) -> str | None:
     """None if `jobs` can train as one stacked model, else the reason, naming the config key."""
     if not jobs:
@@ -114,8 +121,8 @@ def stackable(jobs: Sequence[Job]) -> str | None:
         t, spec = job.trainer, job.spec
         if job.resume is not None:
             return "resume: a resumed run continues its own optimizer state and history"
-        if t.scheduler is not None:
-            return "scheduler: a learning-rate schedule is not supported stacked"
+        if isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return "scheduler: a schedule driven by each member's metric would couple them"
         if t.grad_clip is not None:
             return "trainer.grad_clip: clipping the stacked gradient would couple the members"
         if t.on_nan != "stop":
@@ -156,6 +163,8 @@ def stackable(jobs: Sequence[Job]) -> str | None:
             return "optim.name: the members' optimizers differ"
         if t.optimizer.defaults != t0.optimizer.defaults:
             return "optim: the members' optimizer arguments differ"
+        if type(t.scheduler) is not type(t0.scheduler) or _lr(t) != _lr(t0):
+            return "scheduler: the members' learning-rate schedules differ"
         if t.batch_size != t0.batch_size:
             return "trainer.batch_size: the members' batch sizes differ"
         if t.epochs != t0.epochs:
@@ -282,8 +291,10 @@ class _Stack:
         t0 = jobs[0].trainer
         self.members = list(range(len(jobs)))
         self.params, self.buffers = stacked_state(jobs)
-        # One optimizer of the solo type and arguments (fused included) over [K, ...] tensors.
+        # One optimizer of the solo type and arguments (fused included) over [K, ...] tensors,
+        # at the rate the members' schedules give now.
         self.optimizer = type(t0.optimizer)(list(self.params.values()), **t0.optimizer.defaults)
+        self.optimizer.param_groups[0]["lr"] = _lr(t0)
 
     def member_state(self, pos: int) -> MemberState:
         """Copies of one member's weights, buffers and optimizer state, by parameter name."""
@@ -302,6 +313,7 @@ class _Stack:
         """Cut the stack down to `positions`, optimizer state included."""
         params = {n: _slice(p, p, positions).requires_grad_() for n, p in self.params.items()}
         optimizer = type(self.optimizer)(list(params.values()), **self.optimizer.defaults)
+        optimizer.param_groups[0]["lr"] = self.optimizer.param_groups[0]["lr"]
         for name, p in self.params.items():
             own = self.optimizer.state.get(p, {})
             optimizer.state[params[name]] = {
@@ -520,6 +532,8 @@ def stack_fit(
                 val = {"loss": loss_fn(align(val_out[pos], y_val), y_val).item()}
                 val |= t.metrics.compute(val_out[pos], y_val)
                 row |= {f"val_{m}": v for m, v in val.items()}
+            if t.scheduler is not None:  # as the solo fit: the rate this epoch used
+                row["lr"] = _lr(t)
             results[k].history.append(row)
             if on_epoch is not None:
                 on_epoch(k, epoch, row)
@@ -527,11 +541,25 @@ def stack_fit(
             fail(failed, epoch, errors)
         if not stack.members:
             break
+        if t0.scheduler is not None:
+            _step_schedules([jobs[k].trainer for k in stack.members], stack.optimizer)
     for pos, k in enumerate(stack.members):
         finals[k] = stack.member_state(pos)
     for k, job in enumerate(jobs):
         _write_back(job, finals[k])
     return results
+
+
+def _step_schedules(trainers: list[Any], optimizer: torch.optim.Optimizer) -> None:
+    """End an epoch's schedule: each live member's own scheduler steps (its state stays its
+    solo run's, for its checkpoint), and the stacked optimizer takes the rate they give."""
+    with warnings.catch_warnings():
+        # The members' own optimizers do not step here (the stacked one does), which torch
+        # takes for a scheduler stepped too early.
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler"))
+        for t in trainers:
+            t.scheduler.step()
+    optimizer.param_groups[0]["lr"] = _lr(trainers[0])
 
 
 def _write_back(job: Job, state: MemberState) -> None:

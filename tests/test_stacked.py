@@ -173,7 +173,6 @@ def layers_with(extra: dict) -> dict:
 @pytest.mark.parametrize(
     ("change", "key"),
     [
-        ({"scheduler": {"name": "step", "step_size": 2}}, "scheduler"),
         ({"trainer": {**shipped("xor_deep")["trainer"], "grad_clip": 1.0}}, "trainer.grad_clip"),
         ({"trainer": {**shipped("xor_deep")["trainer"], "on_nan": "skip"}}, "trainer.on_nan"),
         ({"trainer": {**shipped("xor_deep")["trainer"], "data_path": "loader"}}, "data_path"),
@@ -187,6 +186,33 @@ def test_stackable_names_the_key_that_prevents_stacking(change: dict, key: str):
     assert reason is not None and key in reason
     with pytest.raises(NotStackable, match=re.escape(key)):
         stack_fit(jobs)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [{"name": "step", "step_size": 2, "gamma": 0.5}, {"name": "cosine", "eta_min": 0.001}],
+    ids=["step", "cosine"],
+)
+def test_a_group_with_a_learning_rate_schedule_matches_solo_runs(schedule: dict):
+    """An epoch schedule does not couple the members: each member's own scheduler steps
+    (its state is its solo run's), and the stacked optimizer takes the rate it gives."""
+    five_epochs = {
+        "scheduler": schedule,
+        "trainer": {**shipped("xor_deep")["trainer"], "epochs": 5},
+    }
+    jobs = [with_config(five_epochs, seed) for seed in SEEDS]
+    assert stackable(jobs) is None
+    results = stack_fit(jobs)
+    for seed, job, result in zip(SEEDS, jobs, results, strict=True):
+        alone = with_config(five_epochs, seed)
+        history = fit(alone.trainer, alone.data, alone.generator)
+        assert [r["lr"] for r in result.history] == [r["lr"] for r in history]
+        assert max_diff(history, result.history) < 1e-4
+        assert job.trainer.scheduler.state_dict() == alone.trainer.scheduler.state_dict()
+        mine, theirs = (t.optimizer.param_groups[0] for t in (job.trainer, alone.trainer))
+        assert (mine["lr"], mine["initial_lr"]) == (theirs["lr"], theirs["initial_lr"])
+    mixed = [with_config({"scheduler": schedule}), with_config({}, seed=2)]
+    assert "schedules differ" in stackable(mixed)
 
 
 def test_members_must_share_architecture_data_and_optimizer():

@@ -170,19 +170,24 @@ class GroupProgress:
         self.size, self.epochs, self.metric = size, epochs, metric
         self.every = max(1, epochs // 10)
         self.epoch, self.rows = 0, []
+        self.live = size  # members still training: an epoch is whole once each has a row
 
     def __call__(self, member: int, epoch: int, row: dict[str, float]) -> None:
         if epoch != self.epoch:
-            self.close()
+            if self.rows:  # some member failed in the last epoch: fewer rows than expected
+                self.live = len(self.rows)
+                self.close()
             self.epoch, self.rows = epoch, []
         self.rows.append(row)
+        if len(self.rows) == self.live:
+            self.close()
 
     def close(self) -> None:
         """Show the epoch whose rows are in, if it is one to show."""
-        epoch = self.epoch
-        if not self.rows or not (epoch in (1, self.epochs) or epoch % self.every == 0):
+        epoch, rows, self.rows = self.epoch, self.rows, []
+        if not rows or not (epoch in (1, self.epochs) or epoch % self.every == 0):
             return
-        values = [r[self.metric] for r in self.rows if self.metric in r]
+        values = [r[self.metric] for r in rows if self.metric in r]
         spread = (
             f", {self.metric} mean {sum(values) / len(values):.4g} "
             f"(min {min(values):.4g}, max {max(values):.4g})"
@@ -191,9 +196,8 @@ class GroupProgress:
         )
         log.info(
             "stacked %d: epoch %d/%d, %d members training%s",
-            self.size, epoch, self.epochs, len(self.rows), spread,
+            self.size, epoch, self.epochs, len(rows), spread,
         )  # fmt: skip
-        self.rows = []
 
 
 @contextmanager
