@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -358,6 +359,33 @@ def _column(
         values[i] if ids == live else values[i][[ids.index(k) for k in live]]  # type: ignore[index]
         for ids, values in steps
     ]
+
+
+def member_bytes(job: Job) -> int:
+    """About how much memory one member adds to a stack: its weights, gradients and two
+    optimizer moments, its shuffled copy of the training data, its epoch's outputs."""
+    t, data = job.trainer, job.data
+    params = sum(p.numel() * p.element_size() for p in t.model.parameters())
+    copies = sum(x.numel() * x.element_size() for x in (data.x_train, data.y_train))
+    outputs = (len(data.x_train) + len(data.x_val)) * max(1, job.data.num_outputs) * 4
+    return 4 * params + copies + outputs
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free now on `device` (CUDA: the GPU's; else the machine's available RAM)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf: assume a small machine
+        return 4 * 2**30
+
+
+def chunk_size(jobs: Sequence[Job], stack_max: int) -> int:
+    """Members trained at once: `stack_max`, or (0) as many as fit in half the free memory."""
+    if stack_max:
+        return stack_max
+    return max(1, free_memory(jobs[0].trainer.device) // 2 // member_bytes(jobs[0]))
 
 
 def stack_fit(

@@ -210,6 +210,7 @@ BAD_VALUES = {
     "trainer.plots": text | st.integers() | floats | st.none(),
     "model.l1.include_bias": text | st.integers() | floats | st.none(),
     "sweep.skip_finished": text | st.integers() | floats | st.none(),
+    "sweep.stack_max": text | floats | st.integers(max_value=-1) | st.none() | st.booleans(),
     "optim.lr": st.one_of(
         junk, st.floats(max_value=0), st.integers(max_value=0), st.sampled_from([None, math.nan])
     ),

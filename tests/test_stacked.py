@@ -15,7 +15,10 @@ from runner.loop import NonFiniteLoss, fit
 from runner.spec import validate
 from runner.stacked import (
     NotStackable,
+    chunk_size,
     fast_forward,
+    free_memory,
+    member_bytes,
     member_losses,
     stack_fit,
     stackable,
@@ -213,6 +216,16 @@ def test_a_group_with_a_learning_rate_schedule_matches_solo_runs(schedule: dict)
         assert (mine["lr"], mine["initial_lr"]) == (theirs["lr"], theirs["initial_lr"])
     mixed = [with_config({"scheduler": schedule}), with_config({}, seed=2)]
     assert "schedules differ" in stackable(mixed)
+
+
+def test_a_group_is_trained_in_chunks_that_fit_in_memory():
+    jobs = [xor_job(seed) for seed in SEEDS]
+    assert chunk_size(jobs, stack_max=2) == 2
+    # An XOR member takes kilobytes: any machine fits a hundred; an MNIST-sized member's
+    # shuffled copy of its 55000 x 784 training images alone is 172 MB.
+    assert member_bytes(jobs[0]) < 100_000
+    assert chunk_size(jobs, stack_max=0) >= 100
+    assert free_memory(torch.device("cpu")) > 0
 
 
 def test_members_must_share_architecture_data_and_optimizer():

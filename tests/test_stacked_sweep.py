@@ -80,6 +80,17 @@ def test_a_stacked_seed_group_matches_solo_runs(tmp_path):
     assert len(children(stacked)[1]) == 3
 
 
+def test_sweep_stack_max_trains_a_group_in_chunks(tmp_path):
+    proc = run_cli(*SWEEP, "hydra/launcher=stacked", "sweep.stack_max=2", *QUIET, cwd=tmp_path)
+    assert proc.returncode == 0, tails(proc)
+    out = proc.stdout + proc.stderr
+    assert "train stacked 2 at a time (sweep.stack_max=2)" in out
+    assert "trained 2 jobs stacked" in out and "trained 1 jobs stacked" in out
+    _, members = children(tmp_path)
+    assert [r.info.status for r in members] == ["FINISHED"] * 3
+    assert sorted(r.data.tags["runner.stacked"] for r in members) == ["1", "2", "2"]
+
+
 def test_a_group_that_cannot_stack_runs_one_job_at_a_time(tmp_path):
     proc = run_cli(*SWEEP, "hydra/launcher=stacked", "scheduler=step", *QUIET, cwd=tmp_path)
     assert proc.returncode == 0, tails(proc)

@@ -102,11 +102,9 @@ class StackedLauncher(Launcher):
         prepared: list[JobReturn],
         results: list[JobReturn | None],
     ) -> None:
-        """One group: stacked if it can be, else each job as the basic launcher runs it."""
-        from runner import group as groups
-        from runner.metrics import primary_metric
-        from runner.stacked import stack_fit, stackable
-        from runner.tracking.deferred import DeferredTracker
+        """One group: stacked (in chunks that fit in memory) if it can be, else each job as
+        the basic launcher runs it."""
+        from runner.stacked import chunk_size, stackable
 
         members = [ret.return_value for ret in prepared]
         jobs = [m.job for m in members]
@@ -119,6 +117,34 @@ class StackedLauncher(Launcher):
             for i in indices:
                 results[i] = self._job(self.task_function, configs[i])
             return
+        size = chunk_size(jobs, jobs[0].spec.sweep.stack_max)
+        if size < len(jobs):
+            log.info(
+                "jobs %s train stacked %d at a time (%s)",
+                [m.launch.job_num for m in members], size,
+                f"sweep.stack_max={jobs[0].spec.sweep.stack_max}"
+                if jobs[0].spec.sweep.stack_max
+                else "as many as fit in half the free memory; sweep.stack_max sets it",
+            )  # fmt: skip
+        for start in range(0, len(jobs), size):
+            chunk = slice(start, start + size)
+            self._run_stacked(indices[chunk], configs, prepared[chunk], results)
+
+    def _run_stacked(
+        self,
+        indices: list[int],
+        configs: list[DictConfig],
+        prepared: list[JobReturn],
+        results: list[JobReturn | None],
+    ) -> None:
+        """Train these jobs as one stacked model, then write each member's run."""
+        from runner import group as groups
+        from runner.metrics import primary_metric
+        from runner.stacked import stack_fit
+        from runner.tracking.deferred import DeferredTracker
+
+        members = [ret.return_value for ret in prepared]
+        jobs = [m.job for m in members]
         started = time.perf_counter()
         spec = jobs[0].spec
         progress = GroupProgress(

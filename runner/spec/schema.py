@@ -78,9 +78,11 @@ class TrackingSpec:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """Sweep behaviour: skip jobs whose exact config already has a FINISHED run."""
+    """Sweep behaviour: skip jobs whose exact config already has a FINISHED run; how many
+    members a stacked group trains at once (0: as many as fit in half the free memory)."""
 
     skip_finished: bool = True
+    stack_max: int = 0
 
 
 @dataclass(frozen=True)

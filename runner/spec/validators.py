@@ -380,7 +380,14 @@ def _sweep(problems: _Problems, cfg: Any) -> SweepSpec:
     skip = cfg.get("skip_finished", SweepSpec.skip_finished)
     if not isinstance(skip, bool):
         problems.add(f"sweep.skip_finished: {skip!r} is not true or false")
-    return SweepSpec(skip_finished=bool(skip))
+    stack_max = cfg.get("stack_max", SweepSpec.stack_max)
+    if isinstance(stack_max, bool) or not isinstance(stack_max, int) or stack_max < 0:
+        problems.add(
+            f"sweep.stack_max: {stack_max!r} is not a whole number >= 0 (0: as many members "
+            "as fit in half the free memory)"
+        )
+        stack_max = SweepSpec.stack_max
+    return SweepSpec(skip_finished=bool(skip), stack_max=stack_max)
 
 
 def plugin_list(value: Any) -> list[str]:
