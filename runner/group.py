@@ -27,7 +27,8 @@ from runner.stacked import MemberResult
 from runner.tracking import Tracker
 
 log = logging.getLogger("runner")
-MEMBER_KEYS = ("seed",)  # what may differ inside a stacked group
+# What may differ inside a stacked group: the seed, and what the stacked update takes per member.
+MEMBER_KEYS = ("seed", "optim.lr", "optim.weight_decay", "model.l1.strength")
 
 
 class MemberFailed(RunError):
@@ -58,7 +59,12 @@ def group_key(member: Member) -> str:
     assert member.job is not None
     config = copy.deepcopy(member.job.config)
     for key in MEMBER_KEYS:
-        config.pop(key, None)
+        *parents, last = key.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
     return fingerprint(config)
 
 

@@ -17,6 +17,7 @@ most of a vmapped step in dispatch. Everything else is shared by both paths.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 import re
@@ -112,6 +113,25 @@ def _lr(trainer: Any) -> float:
     return trainer.optimizer.param_groups[0]["lr"]
 
 
+MEMBER_ARGS = ("lr", "weight_decay")  # optimizer arguments each member may have its own of
+
+
+def _shared_args(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer arguments every member of a stack must share."""
+    return {k: v for k, v in optimizer.defaults.items() if k not in MEMBER_ARGS}
+
+
+def _constructor_args(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's defaults that its constructor takes (AdamW's defaults also hold
+    `decoupled_weight_decay`, which AdamW's constructor refuses)."""
+    accepted = inspect.signature(type(optimizer).__init__).parameters
+    return {k: v for k, v in optimizer.defaults.items() if k in accepted}
+
+
+def _weight_decay(trainer: Any) -> float:
+    return float(trainer.optimizer.defaults.get("weight_decay", 0.0))
+
+
 def stackable(jobs: Sequence[Job]) -> str | None:
     """None if `jobs` can train as one stacked model, else the reason, naming the config key."""
     if not jobs:
@@ -162,16 +182,16 @@ def stackable(jobs: Sequence[Job]) -> str | None:
             return "model.loss: the members' loss weights differ"
         if type(t.optimizer) is not type(t0.optimizer):
             return "optim.name: the members' optimizers differ"
-        if t.optimizer.defaults != t0.optimizer.defaults:
-            return "optim: the members' optimizer arguments differ"
-        if type(t.scheduler) is not type(t0.scheduler) or _lr(t) != _lr(t0):
+        if _shared_args(t.optimizer) != _shared_args(t0.optimizer):
+            return "optim: the members' optimizer arguments differ (beyond lr, weight_decay)"
+        if type(t.scheduler) is not type(t0.scheduler):
             return "scheduler: the members' learning-rate schedules differ"
         if t.batch_size != t0.batch_size:
             return "trainer.batch_size: the members' batch sizes differ"
         if t.epochs != t0.epochs:
             return "trainer.epochs: the members' epoch counts differ"
-        if t.l1_strength != t0.l1_strength or _l1_names(job) != _l1_names(first):
-            return "model.l1: the members' L1 penalties differ"
+        if bool(t.l1_strength) != bool(t0.l1_strength) or _l1_names(job) != _l1_names(first):
+            return "model.l1: the members' L1 penalties differ (beyond their strength)"
         if type(t.metrics) is not type(t0.metrics) or vars(t.metrics) != vars(t0.metrics):
             return "data.metric: the members' metrics differ"
     return None
@@ -288,14 +308,18 @@ class _Stack:
     index of stack position i. Failed members are cut out, so they cost nothing and cannot
     raise again."""
 
-    def __init__(self, jobs: Sequence[Job]) -> None:
+    def __init__(self, jobs: Sequence[Job], per_member: bool = False) -> None:
         t0 = jobs[0].trainer
         self.members = list(range(len(jobs)))
         self.params, self.buffers = stacked_state(jobs)
         # One optimizer of the solo type and arguments (fused included) over [K, ...] tensors,
-        # at the rate the members' schedules give now.
-        self.optimizer = type(t0.optimizer)(list(self.params.values()), **t0.optimizer.defaults)
-        self.optimizer.param_groups[0]["lr"] = _lr(t0)
+        # at the rate the members' schedules give now. With rates or weight decays of their
+        # own, it takes a unit step without decay (`step_members` scales it per member).
+        args = _constructor_args(t0.optimizer)
+        if per_member:
+            args |= {"lr": 1.0, "weight_decay": 0.0}
+        self.optimizer = type(t0.optimizer)(list(self.params.values()), **args)
+        self.optimizer.param_groups[0]["lr"] = 1.0 if per_member else _lr(t0)
 
     def member_state(self, pos: int) -> MemberState:
         """Copies of one member's weights, buffers and optimizer state, by parameter name."""
@@ -313,7 +337,7 @@ class _Stack:
     def keep(self, positions: list[int]) -> None:
         """Cut the stack down to `positions`, optimizer state included."""
         params = {n: _slice(p, p, positions).requires_grad_() for n, p in self.params.items()}
-        optimizer = type(self.optimizer)(list(params.values()), **self.optimizer.defaults)
+        optimizer = type(self.optimizer)(list(params.values()), **_constructor_args(self.optimizer))
         optimizer.param_groups[0]["lr"] = self.optimizer.param_groups[0]["lr"]
         for name, p in self.params.items():
             own = self.optimizer.state.get(p, {})
@@ -407,7 +431,13 @@ def stack_fit(
         raise NotStackable(f"cannot train these runs stacked: {reason}")
     t0, data = jobs[0].trainer, jobs[0].data
     device, loss_fn, strength = t0.device, t0.loss_fn, t0.l1_strength
-    stack = _Stack(jobs)
+    trainers = [job.trainer for job in jobs]
+    per_member = (
+        len({_lr(t) for t in trainers}) > 1 or len({_weight_decay(t) for t in trainers}) > 1
+    )
+    strengths = torch.tensor([t.l1_strength for t in trainers], dtype=torch.float64)
+    one_strength = len({t.l1_strength for t in trainers}) == 1
+    stack = _Stack(jobs, per_member)
     # A weightless copy of the architecture to call functionally with each member's slice.
     base = copy.deepcopy(t0.model).to("meta")
     l1_names = _l1_names(jobs[0]) if strength and t0.l1_params else []
@@ -489,10 +519,18 @@ def stack_fit(
             # The solo L1Penalty: its gradient, strength * sign(w), added per element ...
             l1 = [stack.params[name].detach() for name in l1_names]
             grads = [stack.params[name].grad for name in l1_names]
-            torch._foreach_add_(grads, torch._foreach_sign(l1), alpha=strength)
+            if one_strength:
+                torch._foreach_add_(grads, torch._foreach_sign(l1), alpha=strength)
+            else:  # each member's own strength
+                own = strengths[stack.members].to(device=device, dtype=l1[0].dtype)
+                for g, w in zip(grads, l1, strict=True):
+                    g.add_(torch.sign(w) * own.view(-1, *[1] * (w.dim() - 1)))
             # ... and its value from the weights this step used: an L1 norm per member.
             norms = sum(w.reshape(len(w), -1).abs().sum(dim=1) for w in l1)
-        stack.optimizer.step()
+        if per_member:
+            step_members(stack, [trainers[k] for k in stack.members])
+        else:
+            stack.optimizer.step()
         return [loss.detach(), out.detach(), norms]
 
     for epoch in range(1, t0.epochs + 1):
@@ -525,7 +563,7 @@ def stack_fit(
         # [K, n, ...] in batch order (the last batch may be smaller)
         out_epoch = torch.cat(_column(steps, live, 1), dim=1)
         penalties = (
-            (strength * (weights @ torch.stack(_column(steps, live, 2)).double())).tolist()
+            (strengths[live] * (weights @ torch.stack(_column(steps, live, 2)).double())).tolist()
             if l1_names
             else None
         )
@@ -570,7 +608,7 @@ def stack_fit(
         if not stack.members:
             break
         if t0.scheduler is not None:
-            _step_schedules([jobs[k].trainer for k in stack.members], stack.optimizer)
+            _step_schedules([jobs[k].trainer for k in stack.members], stack.optimizer, per_member)
     for pos, k in enumerate(stack.members):
         finals[k] = stack.member_state(pos)
     for k, job in enumerate(jobs):
@@ -578,7 +616,9 @@ def stack_fit(
     return results
 
 
-def _step_schedules(trainers: list[Any], optimizer: torch.optim.Optimizer) -> None:
+def _step_schedules(
+    trainers: list[Any], optimizer: torch.optim.Optimizer, per_member: bool = False
+) -> None:
     """End an epoch's schedule: each live member's own scheduler steps (its state stays its
     solo run's, for its checkpoint), and the stacked optimizer takes the rate they give."""
     with warnings.catch_warnings():
@@ -587,7 +627,32 @@ def _step_schedules(trainers: list[Any], optimizer: torch.optim.Optimizer) -> No
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler"))
         for t in trainers:
             t.scheduler.step()
-    optimizer.param_groups[0]["lr"] = _lr(trainers[0])
+    if not per_member:  # (else each step reads every member's own rate)
+        optimizer.param_groups[0]["lr"] = _lr(trainers[0])
+
+
+def step_members(stack: _Stack, trainers: list[Any]) -> None:
+    """One optimizer step where members have their own rate or weight decay: the solo
+    update is lr * direction (Adam, AdamW, SGD with momentum, RMSprop alike), so the stacked
+    optimizer takes a unit step and each member's slice of it is scaled by its own rate.
+    Weight decay is applied as the solo optimizer applies it: added to the gradient (L2), or
+    to the weights before the step (AdamW)."""
+    params = list(stack.params.values())
+    p0 = params[0]
+    lrs = torch.tensor([_lr(t) for t in trainers], dtype=p0.dtype, device=p0.device)
+    decays = torch.tensor([_weight_decay(t) for t in trainers], dtype=p0.dtype, device=p0.device)
+    decoupled = isinstance(stack.optimizer, torch.optim.AdamW)
+    with torch.no_grad():
+        for p in params:
+            view = (-1, *[1] * (p.dim() - 1))
+            if decoupled:
+                p.mul_(1 - (lrs * decays).view(view))
+            elif p.grad is not None:
+                p.grad.add_(p * decays.view(view))
+        before = [p.detach().clone() for p in params]
+        stack.optimizer.step()
+        for p, b in zip(params, before, strict=True):
+            p.copy_(b + (p - b) * lrs.view(-1, *[1] * (p.dim() - 1)))
 
 
 def _write_back(job: Job, state: MemberState) -> None:

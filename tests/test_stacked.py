@@ -236,8 +236,43 @@ def test_members_must_share_architecture_data_and_optimizer():
     assert "architectures differ" in stackable([plain, with_config({"model": wider})])
     other_data = {"data": {**shipped("xor_deep")["data"], "n_samples": 300}}
     assert "data" in stackable([plain, with_config(other_data)])
-    other_lr = {"optim": {**shipped("xor_deep")["optim"], "lr": 0.1}}
-    assert "optim" in stackable([plain, with_config(other_lr)])
+    other_betas = {"optim": {**shipped("xor_deep")["optim"], "betas": [0.8, 0.99]}}
+    assert "optim" in stackable([plain, with_config(other_betas)])
+    no_l1 = shipped("xor_deep")["model"]
+    no_l1["l1"]["strength"] = 0.0
+    assert "model.l1" in stackable([plain, with_config({"model": no_l1})])
+
+
+def own_args(optim: str, lr: float, weight_decay: float, strength: float, seed: int) -> Job:
+    """A 4-epoch XOR job with its own rate, weight decay and L1 strength."""
+    cfg = shipped("xor_deep", optim, epochs=4)
+    cfg["optim"] |= {"lr": lr, "weight_decay": weight_decay}
+    if optim == "sgd":
+        cfg["optim"]["momentum"] = 0.9
+    cfg["model"]["l1"]["strength"] = strength
+    cfg["seed"] = seed
+    return setup(cfg, validate(cfg))
+
+
+@pytest.mark.parametrize("optim", ["adam", "adamw", "sgd"])
+def test_members_with_their_own_rate_decay_and_l1_strength_match_solo_runs(optim: str):
+    """lr, weight_decay and model.l1.strength may differ within a group (an Optuna batch, a
+    grid over rates): each member's update is its solo run's."""
+    args = [(0.015, 0.0, 0.01, 1), (0.05, 0.01, 0.001, 2), (0.002, 0.1, 0.05, 1)]
+    jobs = [own_args(optim, *a) for a in args]
+    assert stackable(jobs) is None
+    results = stack_fit(jobs)
+    for a, job, result in zip(args, jobs, results, strict=True):
+        alone = own_args(optim, *a)
+        history = fit(alone.trainer, alone.data, alone.generator)
+        assert result.error is None
+        for key in history[0]:
+            assert result.history[0][key] == pytest.approx(history[0][key], rel=1e-5), key
+        assert max_diff(history, result.history) < 1e-4
+        for p, q in zip(
+            job.trainer.model.parameters(), alone.trainer.model.parameters(), strict=True
+        ):
+            assert torch.allclose(p, q, atol=1e-5)
 
 
 def xor_layers_job(layers: list[dict], seed: int, epochs: int = 3) -> Job:

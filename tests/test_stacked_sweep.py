@@ -91,11 +91,24 @@ def test_sweep_stack_max_trains_a_group_in_chunks(tmp_path):
     assert sorted(r.data.tags["runner.stacked"] for r in members) == ["1", "2", "2"]
 
 
+def test_jobs_differing_in_rate_and_l1_strength_train_as_one_group(tmp_path):
+    grid = ["seed=1,2", "optim.lr=0.01,0.05", "model.l1.strength=0.01,0.001"]
+    args = ["-m", *grid, "hydra/launcher=stacked", "trainer.epochs=3", *SWEEP[3:], *QUIET]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, tails(proc)
+    assert "trained 8 jobs stacked" in proc.stdout + proc.stderr
+    _, members = children(tmp_path)
+    assert [r.info.status for r in members] == ["FINISHED"] * 8
+    assert {(r.data.params["optim.lr"], r.data.params["model.l1.strength"]) for r in members} == {
+        (lr, s) for lr in ("0.01", "0.05") for s in ("0.01", "0.001")
+    }
+
+
 def test_a_group_that_cannot_stack_runs_one_job_at_a_time(tmp_path):
-    proc = run_cli(*SWEEP, "hydra/launcher=stacked", "scheduler=step", *QUIET, cwd=tmp_path)
+    proc = run_cli(*SWEEP, "hydra/launcher=stacked", "trainer.grad_clip=1.0", *QUIET, cwd=tmp_path)
     assert proc.returncode == 0, tails(proc)
     out = proc.stdout + proc.stderr
-    assert "run one at a time" in out and "scheduler" in out
+    assert "run one at a time" in out and "trainer.grad_clip" in out
     _, members = children(tmp_path)
     assert [r.info.status for r in members] == ["FINISHED"] * 3
     assert all("runner.stacked" not in r.data.tags for r in members)

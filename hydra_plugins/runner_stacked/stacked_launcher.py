@@ -1,6 +1,7 @@
-"""`hydra/launcher=stacked`: jobs whose resolved configs differ only in `seed` are trained
-in this process as one stacked model (runner.stacked); every other job runs as the basic
-launcher runs it. Every job keeps its Hydra job folder and its own MLflow child run."""
+"""`hydra/launcher=stacked`: jobs whose resolved configs differ only in `seed` (or in what
+the stacked update takes per member: runner.group.MEMBER_KEYS) are trained in this process
+as one stacked model (runner.stacked); every other job runs as the basic launcher runs it.
+Every job keeps its Hydra job folder and its own MLflow child run."""
 
 import logging
 import time
