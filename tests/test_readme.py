@@ -18,6 +18,8 @@ How each kind of command runs (`plan`; a command it does not know fails its test
   `make -n test` must plan the lint and pytest.
 - `make ui`, `python -m runner.ui`: on a free port until the URL they print answers, then
   stopped.
+- `cluster/tracking_server.py start|stop` for real (PostgreSQL and an MLflow server), in the
+  block's launch folder and on a free port in place of the README's 5001; `stop` purges.
 - Stand-ins: `/path/to/datasets` is a folder with tiny MNIST files; `<sweep run id>` the
   newest sweep in the store.
 """
@@ -56,6 +58,7 @@ LANES = 2  # blocks run at once: this machine and CI have 2 cores
 # A block with such a command runs after the block before it, in its launch folder: the UI
 # browses the store that `make run` left, a report reads the sweeps run just above it.
 FOLLOWS = r"\bui\b|<sweep run id>"
+SERVER_PORTS: dict[Path, int] = {}  # a block's tracking server port, by launch folder
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,10 @@ def fill(text: str, ws: Path) -> str:
         text = text.replace("/path/to/datasets", str((ws / "data").resolve()))  # a copy
     if "<sweep run id>" in text:
         text = text.replace("<sweep run id>", sweep_run_id(ws))
+    if "/tmp/team-server" in text:  # the tracking server's folder and port: the block's own
+        text = text.replace("/tmp/team-server", str(ws / "team-server"))
+    if "5001" in text:
+        text = text.replace("5001", str(SERVER_PORTS.setdefault(ws, free_port())))
     unknown = re.findall(r"<[^>]*>|/path/\S*", text)
     assert not unknown, f"placeholders {unknown}: teach tests/test_readme.py's fill() them"
     return text
@@ -232,6 +239,9 @@ def plan(text: str, ws: Path) -> Plan:
         python = PROJECT / ".venv" / "bin" / "python"
         assert python.exists(), f"{python} missing: the README's interpreter"
         words[0] = str(python)
+        if words[1] == "cluster/tracking_server.py":  # for real; a test's stop purges
+            purge = ["--purge"] if words[2] == "stop" else []
+            return Plan([words[0], str(PROJECT / words[1]), *words[2:], *purge], ws)
         assert words[1] == "-m", f"README command without -m: {text}"
         module = words[2]
         if module == "runner":

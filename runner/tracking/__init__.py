@@ -106,11 +106,13 @@ THIRD_PARTY_LOGGERS = ("mlflow", "alembic", "urllib3")  # their INFO lines would
 
 
 def quiet_third_party_logs() -> None:
-    """Keep only warnings and errors of the libraries the tracker drives."""
+    """Keep only warnings and errors of the libraries the tracker drives (and not MLflow's
+    "View run ... at: URL" lines: the runner prints each run's page in its own last line)."""
     import logging
 
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def make_tracker(spec: TrackingSpec, companion: subprocess.Popen | None = None) -> Tracker:

@@ -1,0 +1,187 @@
+"""A team tracking server for tests and demos: `mlflow server` on a PostgreSQL backend store,
+artifacts served by the server (`--artifacts-destination`).
+
+    .venv/bin/python cluster/tracking_server.py start --dir /tmp/team [--port 5000]
+    .venv/bin/python cluster/tracking_server.py stop --dir /tmp/team [--purge]
+
+`start` installs Debian's postgresql if it is missing (as root, with apt-get), makes a
+database cluster owned by the `postgres` user (PostgreSQL refuses to run as root), starts it
+on a free local port, creates the `mlflow` database, starts the MLflow server and waits for
+its health check; it prints the tracking URI. `stop` stops both (`--purge`: and deletes the
+database). Logs live under DIR; the database too, except a root-run server's, which lives
+where the postgres user may go (DIR/pg.path names it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+PG_USER = "postgres"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_bin() -> Path:
+    """The folder of PostgreSQL's server programs, installing Debian's package if missing."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not found:
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            sys.exit("PostgreSQL is not installed: install Debian's `postgresql` package")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
+            check=True, env=env, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent
+
+
+def _as_postgres(args: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+    """Run a PostgreSQL program as the postgres user when we are root (it refuses root)."""
+    if os.geteuid() == 0:
+        args = ["runuser", "-u", PG_USER, "--", *args]
+    return subprocess.run(args, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def _pg_home(folder: Path) -> Path:
+    """Where PostgreSQL keeps this server's database: DIR/pg, or, as root, a folder of the
+    postgres user's own under the temp folder (it may not enter DIR's parents, e.g. pytest's
+    0700 ones); DIR/pg.path says which."""
+    record = folder / "pg.path"
+    if record.exists():
+        return Path(record.read_text())
+    if os.geteuid() == 0:
+        home = Path(tempfile.mkdtemp(prefix="runner-pg-"))
+        home.chmod(0o700)
+    else:
+        home = folder / "pg"
+    record.write_text(str(home))
+    return home
+
+
+def start(folder: Path, port: int | None) -> str:
+    """Start PostgreSQL and the MLflow server under `folder`; returns the tracking URI."""
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    pg_bin = postgres_bin()
+    home = _pg_home(folder)
+    data, sockets = home / "data", home / "socket"
+    pg_port = _free_port()
+    if not data.exists():
+        data.mkdir(parents=True)
+        sockets.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            for path in (home, data, sockets):
+                shutil.chown(path, PG_USER, PG_USER)
+        # Local connections only, trusted: a test and demo server, not a production one.
+        _as_postgres(
+            [str(pg_bin / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust", "-E", "UTF8"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    options = f"-p {pg_port} -k {sockets} -c listen_addresses=127.0.0.1"
+    _as_postgres(
+        [str(pg_bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "server.log"),
+         "-w", "start"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    (folder / "pg.port").write_text(str(pg_port))
+    exists = _as_postgres(
+        [str(pg_bin / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", PG_USER, "-tAc",
+         "select 1 from pg_database where datname = 'mlflow'"],
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    if exists != "1":
+        _as_postgres(
+            [str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", PG_USER,
+             "mlflow"],
+        )  # fmt: skip
+    port = port or _free_port()
+    backend = f"postgresql://{PG_USER}@127.0.0.1:{pg_port}/mlflow"
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    command = [
+        str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", backend, "--artifacts-destination", str(folder / "artifacts"),
+        "--workers", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(folder / "mlflow-server.log", "ab") as log:
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    (folder / "mlflow-server.pid").write_text(str(server.pid))
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"the MLflow server exited; see {folder / 'mlflow-server.log'}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        stop(folder)
+        sys.exit(f"no answer from the MLflow server in 180 s; see {folder / 'mlflow-server.log'}")
+    (folder / "uri").write_text(uri)
+    return uri
+
+
+def stop(folder: Path, purge: bool = False) -> None:
+    """Stop the MLflow server and PostgreSQL started under `folder` (what is running);
+    `purge`: delete the database too."""
+    folder = folder.resolve()
+    pid_file = folder / "mlflow-server.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        pid_file.unlink()
+    data = _pg_home(folder) / "data"
+    if (data / "postmaster.pid").exists():
+        _as_postgres(
+            [str(postgres_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    if purge:
+        shutil.rmtree(data.parent, ignore_errors=True)
+        (folder / "pg.path").unlink(missing_ok=True)
+
+
+def main() -> None:
+    """`start` or `stop` the team tracking server under --dir."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--dir", type=Path, required=True, help="where its data and logs live")
+    parser.add_argument("--port", type=int, default=None, help="the MLflow server's port")
+    parser.add_argument("--purge", action="store_true", help="stop: delete the database too")
+    args = parser.parse_args()
+    if args.action == "start":
+        print(start(args.dir, args.port), flush=True)
+    else:
+        stop(args.dir, args.purge)
+
+
+if __name__ == "__main__":
+    main()
