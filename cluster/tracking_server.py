@@ -43,11 +43,14 @@ def postgres_bin() -> Path:
         if os.geteuid() != 0 or not shutil.which("apt-get"):
             sys.exit("PostgreSQL is not installed: install Debian's `postgresql` package")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(
+        for command in (
+            ["apt-get", "update", "-qq"],
             ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
-            check=True, env=env, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        ):
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                sys.exit(f"PostgreSQL is not installed, and `{' '.join(command)}` failed: {last}")
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     return Path(found[-1]).parent
 
