@@ -20,6 +20,7 @@ How each kind of command runs (`plan`; a command it does not know fails its test
   stopped.
 - `cluster/tracking_server.py start|stop` for real (PostgreSQL and an MLflow server), in the
   block's launch folder and on a free port in place of the README's 5001; `stop` purges.
+  `cluster/slurm.py start|stop` for real too; `VAR=value command` runs the command with it.
 - Stand-ins: `/path/to/datasets` is a folder with tiny MNIST files; `<sweep run id>` the
   newest sweep in the store.
 """
@@ -206,8 +207,8 @@ def fill(text: str, ws: Path) -> str:
         text = text.replace("/path/to/datasets", str((ws / "data").resolve()))  # a copy
     if "<sweep run id>" in text:
         text = text.replace("<sweep run id>", sweep_run_id(ws))
-    if "/tmp/team-server" in text:  # the tracking server's folder and port: the block's own
-        text = text.replace("/tmp/team-server", str(ws / "team-server"))
+    for folder in ("/tmp/team-server", "/tmp/slurm"):  # the server's and cluster's folders
+        text = text.replace(folder, str(ws / Path(folder).name))
     if "5001" in text:
         text = text.replace("5001", str(SERVER_PORTS.setdefault(ws, free_port())))
     unknown = re.findall(r"<[^>]*>|/path/\S*", text)
@@ -234,13 +235,19 @@ class Plan:
 
 
 def plan(text: str, ws: Path) -> Plan:
-    words = shlex.split(fill(text, ws))
+    return plan_words(shlex.split(fill(text, ws)), text, ws)
+
+
+def plan_words(words: list[str], text: str, ws: Path) -> Plan:
+    if re.fullmatch(r"[A-Z_]+=\S+", words[0]):  # an environment variable for the command
+        inner = plan_words(words[1:], text, ws)
+        return Plan(["env", words[0], *inner.argv], inner.cwd, inner.server)
     if words[0] == ".venv/bin/python":
         python = PROJECT / ".venv" / "bin" / "python"
         assert python.exists(), f"{python} missing: the README's interpreter"
         words[0] = str(python)
-        if words[1] == "cluster/tracking_server.py":  # for real; a test's stop purges
-            purge = ["--purge"] if words[2] == "stop" else []
+        if words[1] in ("cluster/tracking_server.py", "cluster/slurm.py"):  # for real
+            purge = ["--purge"] if words[2] == "stop" and "tracking" in words[1] else []
             return Plan([words[0], str(PROJECT / words[1]), *words[2:], *purge], ws)
         assert words[1] == "-m", f"README command without -m: {text}"
         module = words[2]
