@@ -3,8 +3,10 @@ cluster/slurm.py), logging to the PostgreSQL-backed team tracking server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -65,3 +67,46 @@ def test_a_job_that_raises_on_slurm_fails_alone(slurm_conf, server, tmp_path):  
     assert "NonFiniteLoss" in jobs[0].data.tags.get("error", "") + jobs[1].data.tags.get(
         "error", ""
     )
+
+
+def test_a_cancelled_job_ends_killed_and_the_same_sweep_again_trains_only_it(
+    slurm_conf,
+    server,  # noqa: F811
+    tmp_path,
+):
+    args = ["-m", *SLURM, "seed=1,2", "model=xor_linear", "trainer.epochs=400", *QUIET]
+    args += [f"tracking.uri={server}", "tracking.experiment=cancel"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["SLURM_CONF"] = slurm_conf
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    client = MlflowClient(server)
+    deadline = time.time() + 240
+    while True:  # both jobs train and have logged metrics
+        experiment = client.get_experiment_by_name("cancel")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        training = [r for r in runs if "runner.is_sweep" not in r.data.tags and r.data.metrics]
+        if len(training) == 2:
+            break
+        assert time.time() < deadline and sweep.poll() is None, "the jobs never trained"
+        time.sleep(0.5)
+    queue = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True)
+    (first,) = [job for job in queue.stdout.split() if job.endswith("_0")]  # seed=1's job
+    subprocess.run(["scancel", first], env=env, check=True)
+    out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1, out[-3000:] + err[-3000:]  # a job did not finish
+    assert "ended without a result" in out + err
+    seed2 = {r.info.run_id for r in client.search_runs([experiment.experiment_id])
+             if r.data.params.get("seed") == "2" and r.info.status == "FINISHED"}  # fmt: skip
+    assert len(seed2) == 1
+
+    again = run_cli(*args, cwd=tmp_path, env={"SLURM_CONF": slurm_conf}, timeout=600)
+    assert again.returncode == 0, tails(again)
+    runs = [r for r in client.search_runs([experiment.experiment_id])
+            if "runner.is_sweep" not in r.data.tags]  # fmt: skip
+    by_status = sorted((r.data.params.get("seed", "?"), r.info.status) for r in runs)
+    # The cancelled run was ended KILLED (by its own SIGTERM handling, or at the next start).
+    assert by_status == [("1", "FINISHED"), ("1", "KILLED"), ("2", "FINISHED")], by_status
+    assert seed2 <= {r.info.run_id for r in runs}  # seed 2 was not trained again
