@@ -55,11 +55,13 @@ def postgres_bin() -> Path:
     return Path(found[-1]).parent
 
 
-def _as_postgres(args: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+def _as_postgres(
+    args: list[str], check: bool = True, **kwargs: object
+) -> subprocess.CompletedProcess:
     """Run a PostgreSQL program as the postgres user when we are root (it refuses root)."""
     if os.geteuid() == 0:
         args = ["runuser", "-u", PG_USER, "--", *args]
-    return subprocess.run(args, check=True, **kwargs)  # type: ignore[call-overload]
+    return subprocess.run(args, check=check, **kwargs)  # type: ignore[call-overload]
 
 
 def _pg_home(folder: Path) -> Path:
@@ -97,13 +99,18 @@ def start(folder: Path, port: int | None) -> str:
             [str(pg_bin / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust", "-E", "UTF8"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-    options = f"-p {pg_port} -k {sockets} -c listen_addresses=127.0.0.1"
-    _as_postgres(
-        [str(pg_bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "server.log"),
-         "-w", "start"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    (folder / "pg.port").write_text(str(pg_port))
+    status = [str(pg_bin / "pg_ctl"), "-D", str(data), "status"]
+    running = _as_postgres(status, check=False, capture_output=True).returncode == 0
+    if running:  # only the MLflow server is (re)started, on the database already up
+        pg_port = int((folder / "pg.port").read_text())
+    else:
+        options = f"-p {pg_port} -k {sockets} -c listen_addresses=127.0.0.1"
+        _as_postgres(
+            [str(pg_bin / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+             str(data / "server.log"), "-w", "start"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        (folder / "pg.port").write_text(str(pg_port))
     exists = _as_postgres(
         [str(pg_bin / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", PG_USER, "-tAc",
          "select 1 from pg_database where datname = 'mlflow'"],

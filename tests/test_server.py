@@ -4,8 +4,12 @@ and many writers logging to it at once."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +127,51 @@ def test_the_script_stops_what_it_started_and_starts_again(tmp_path):
     subprocess.run(
         [sys.executable, str(SCRIPT), "stop", "--dir", str(folder), "--purge"], timeout=120
     )
+
+
+def test_a_run_outlives_a_restart_of_its_tracking_server(tmp_path):
+    """The MLflow server killed mid-run and started again on the same database and port: the
+    run's client retries, and the run ends FINISHED with every epoch's metrics."""
+    folder, port = tmp_path / "restarted", _free_port()
+    command = [sys.executable, str(SCRIPT), "start", "--dir", str(folder), "--port", str(port)]
+    start = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if start.returncode != 0 and "is not installed" in start.stderr:
+        pytest.skip(f"no PostgreSQL here: {start.stderr.strip()}")
+    assert start.returncode == 0, start.stderr
+    uri = start.stdout.strip().splitlines()[-1]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "runner", "model=xor_deep", "trainer.epochs=300", *QUIET,
+         f"tracking.uri={uri}", "tracking.experiment=restart"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        client = MlflowClient(uri)
+        deadline = time.time() + 120
+        while True:  # training, with some epochs stored
+            experiment = client.get_experiment_by_name("restart")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if runs and runs[0].data.metrics:
+                break
+            assert time.time() < deadline and run.poll() is None, "the run never logged"
+            time.sleep(0.2)
+        os.killpg(int((folder / "mlflow-server.pid").read_text()), signal.SIGKILL)
+        time.sleep(3)  # down for a while, as a crashed server is
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, out[-2000:] + err[-2000:]
+        (finished,) = client.search_runs([experiment.experiment_id])
+        assert finished.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(finished.info.run_id, "train_loss")]
+        assert sorted(steps) == list(range(1, 301))
+    finally:
+        run.kill()
+        stop = [sys.executable, str(SCRIPT), "stop", "--dir", str(folder), "--purge"]
+        subprocess.run(stop, timeout=120)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
