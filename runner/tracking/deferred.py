@@ -27,18 +27,18 @@ from runner.tracking.mlflow_tracker import (
     _artifact_write,
     log_training_data,
 )
-from runner.tracking.store import Store, retry_when_locked
+from runner.tracking.store import retry_store_write
 
 MAX_TAGS_PER_BATCH = 100  # MLflow's log_batch limits
 MAX_ENTITIES_PER_BATCH = 1000
 
 
 class DeferredTracker(MlflowTracker):
-    """An MlflowTracker that keeps a run's writes until it ends (`store`: one opened store,
-    shared by every member of a group)."""
+    """An MlflowTracker that keeps a run's writes until it ends (one opened store serves
+    every run it writes)."""
 
-    def __init__(self, spec: TrackingSpec, store: Store | None = None) -> None:
-        super().__init__(spec, store)
+    def __init__(self, spec: TrackingSpec) -> None:
+        super().__init__(spec)
         self._params: list[Param] = []
         self._tags: dict[str, str] = {}
         self._dataset: dict[str, str] | None = None
@@ -54,14 +54,12 @@ class DeferredTracker(MlflowTracker):
     ) -> str:
         """Create the run with its tags (a deferred run is always a new one)."""
         assert run_id is None, "a deferred run cannot continue an earlier one"
-        if parent_run_id is not None:
-            tags = {**tags, run_tags.PARENT_RUN_ID: parent_run_id}
-        start_ms = int(started_at * 1000) if started_at is not None else None
-        run = self.client.create_run(
-            self.experiment_id, start_time=start_ms, tags=tags, run_name=run_name
+        info = self._create_run(run_name, tags, parent_run_id, started_at)
+        self.run_id, self.run_name, self.artifact_uri = (
+            info.run_id,
+            info.run_name,
+            info.artifact_uri,
         )
-        self.run_id, self.run_name = run.info.run_id, run.info.run_name
-        self.artifact_uri = run.info.artifact_uri
         self._params, self._tags, self._dataset = [], {}, None
         self._buffer = []
         self._staged = Path(tempfile.mkdtemp(prefix="runner-run-"))
@@ -96,7 +94,7 @@ class DeferredTracker(MlflowTracker):
                 MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(batch_params) - len(batch_tags)
             )
             batch_metrics, metrics = metrics[:room], metrics[room:]
-            retry_when_locked(
+            retry_store_write(
                 lambda p=batch_params, t=batch_tags, m=batch_metrics: self.client.log_batch(
                     self.run_id, metrics=m, params=p, tags=t
                 )

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunInfo
 
 from runner import tags as run_tags
 from runner.errors import ArtifactStoreError, always_ended
 from runner.spec import TrackingSpec
 from runner.tracking import quiet_third_party_logs, store_label
-from runner.tracking.store import Store, retry_when_locked
+from runner.tracking.store import Store, retry_store_write
 
 log = logging.getLogger("runner.tracking")
 FLUSH_SECONDS = 2.0  # metric buffer age that triggers a write: bounded loss, few DB calls
@@ -47,27 +47,23 @@ def log_training_data(
     Parallel jobs on the same data race to create its row (MLflow looks it up, then
     inserts it, and the loser breaks a unique key): the loser's next try finds the row.
     """
-    entity = Dataset(**dataset)
-    context = InputTag(run_tags.DATASET_CONTEXT, "training")
-    for attempt in range(attempts):
-        try:
-            client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context])])
-            return
-        except mlflow.exceptions.MlflowException as err:
-            if attempt == attempts - 1:
-                first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                log.warning("the data set of run %s was not recorded: %s", run_id, first_line)
-                return
-            time.sleep(0.05 * 2**attempt)
+    record = DatasetInput(Dataset(**dataset), tags=[InputTag(run_tags.DATASET_CONTEXT, "training")])
+    try:
+        retry_store_write(
+            lambda: client.log_inputs(run_id, datasets=[record]), attempts, lambda err: True
+        )
+    except mlflow.exceptions.MlflowException as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        log.warning("the data set of run %s was not recorded: %s", run_id, first_line)
 
 
 class MlflowTracker:
     """The Tracker interface in this process: one MLflow run, started, logged into, and
-    always ended with a final status (`store`: an opened one to use, else one is opened)."""
+    always ended with a final status."""
 
-    def __init__(self, spec: TrackingSpec, store: Store | None = None) -> None:
+    def __init__(self, spec: TrackingSpec) -> None:
         quiet_third_party_logs()
-        self.store = store or Store(spec)
+        self.store = Store(spec)
         self.uri = self.store.uri
         self.client, self.experiment_id = self.store.client, self.store.experiment_id
         self.experiment_name = spec.experiment
@@ -87,12 +83,7 @@ class MlflowTracker:
         """Start a run (its start time the job's, `started_at`), or reopen run_id to
         continue it; returns the run id."""
         if run_id is None:
-            if parent_run_id is not None:
-                tags = {**tags, run_tags.PARENT_RUN_ID: parent_run_id}
-            start_ms = int(started_at * 1000) if started_at is not None else None
-            run_id = self.client.create_run(
-                self.experiment_id, start_time=start_ms, tags=tags, run_name=run_name
-            ).info.run_id
+            run_id = self._create_run(run_name, tags, parent_run_id, started_at).run_id
         else:
             self.client.set_tag(run_id, run_tags.PID, tags.get(run_tags.PID, ""))
         # The active run, for the model loggers that use the fluent API.
@@ -104,6 +95,21 @@ class MlflowTracker:
             self.run_id, self.experiment_name, store_label(self.uri),
         )  # fmt: skip
         return self.run_id
+
+    def _create_run(
+        self,
+        run_name: str,
+        tags: dict[str, str],
+        parent_run_id: str | None,
+        started_at: float | None,
+    ) -> RunInfo:
+        """A new run with its tags (a child of `parent_run_id`), started at `started_at`."""
+        if parent_run_id is not None:
+            tags = {**tags, run_tags.PARENT_RUN_ID: parent_run_id}
+        start_ms = int(started_at * 1000) if started_at is not None else None
+        return self.client.create_run(
+            self.experiment_id, start_time=start_ms, tags=tags, run_name=run_name
+        ).info
 
     def end(self, status: str, error: str | None = None, trace: str | None = None) -> None:
         """Flush, record an error (tag + traceback artifact) if any, and end the run."""
@@ -191,7 +197,7 @@ class MlflowTracker:
         """Write every buffered metric point."""
         while self._buffer:
             batch = self._buffer[:MAX_METRICS_PER_BATCH]
-            retry_when_locked(lambda b=batch: self.client.log_batch(self.run_id, metrics=b))
+            retry_store_write(lambda b=batch: self.client.log_batch(self.run_id, metrics=b))
             del self._buffer[: len(batch)]
         self._last_flush = time.monotonic()
 

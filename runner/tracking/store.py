@@ -378,15 +378,22 @@ class Store:
             raise ConfigError(f"resume: run {run_id} has no checkpoint (local or logged)") from None
 
 
-def retry_when_locked(write: Callable[[], Any], attempts: int = 8) -> None:
-    """Run a store write, waiting out SQLite's "database is locked" while another process
-    (a parallel job, the UI, a report) holds the file: metrics are not dropped for that."""
+def _locked(err: Exception) -> bool:
+    return "locked" in str(err)
+
+
+def retry_store_write(
+    write: Callable[[], Any], attempts: int = 8, retry_if: Callable[[Exception], bool] = _locked
+) -> None:
+    """Run a store write, trying again (after 0.05 s, 0.1 s, ...) while it fails in a way
+    `retry_if` says passes: by default SQLite's "database is locked" while another process
+    (a parallel job, the UI, a report) holds the file, so metrics are not dropped for that."""
     for attempt in range(attempts):
         try:
             write()
             return
         except mlflow.exceptions.MlflowException as err:
-            if "locked" not in str(err) or attempt == attempts - 1:
+            if not retry_if(err) or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * 2**attempt)
 
