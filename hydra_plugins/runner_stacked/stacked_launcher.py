@@ -96,6 +96,13 @@ class StackedLauncher(Launcher):
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
+    def _run_one_by_one(
+        self, indices: list[int], configs: list[DictConfig], results: list[JobReturn | None]
+    ) -> None:
+        """These jobs, each as the basic launcher runs it (its own build, its own run)."""
+        for i in indices:
+            results[i] = self._job(self.task_function, configs[i])
+
     def _run_group(
         self,
         indices: list[int],
@@ -115,16 +122,15 @@ class StackedLauncher(Launcher):
                 log.info(
                     "jobs %s run one at a time: %s", [m.launch.job_num for m in members], reason
                 )
-            for i in indices:
-                results[i] = self._job(self.task_function, configs[i])
+            self._run_one_by_one(indices, configs, results)
             return
-        size = chunk_size(jobs, jobs[0].spec.sweep.stack_max)
+        stack_max = jobs[0].spec.sweep.stack_max
+        size = chunk_size(jobs, stack_max)
         if size < len(jobs):
             log.info(
                 "jobs %s train stacked %d at a time (%s)",
                 [m.launch.job_num for m in members], size,
-                f"sweep.stack_max={jobs[0].spec.sweep.stack_max}"
-                if jobs[0].spec.sweep.stack_max
+                f"sweep.stack_max={stack_max}" if stack_max
                 else "as many as fit in half the free memory; sweep.stack_max sets it",
             )  # fmt: skip
         for start in range(0, len(jobs), size):
@@ -158,8 +164,7 @@ class StackedLauncher(Launcher):
                 "stacked training of jobs %s failed (%s: %s); they run one at a time",
                 [m.launch.job_num for m in members], type(err).__name__, err,
             )  # fmt: skip
-            for i in indices:
-                results[i] = self._job(self.task_function, configs[i])
+            self._run_one_by_one(indices, configs, results)
             return
         progress.close()
         seconds = time.perf_counter() - started
