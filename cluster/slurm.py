@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from host import apt_install, free_port, stop_process  # cluster/host.py, beside this script
 
 PACKAGES = ["slurm-wlm", "munge"]
 CONF = """\
@@ -54,27 +54,10 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def install() -> None:
     """Debian's Slurm and munge, if missing (root and apt-get needed)."""
-    if shutil.which("slurmctld") and shutil.which("munged"):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        sys.exit("Slurm is not installed: install Debian's slurm-wlm and munge (as root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
-    ):
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            sys.exit(f"Slurm is not installed, and `{' '.join(command)}` failed: {last}")
+    if not (shutil.which("slurmctld") and shutil.which("munged")):
+        apt_install(PACKAGES, "Slurm")
 
 
 def start_munge() -> None:
@@ -106,7 +89,7 @@ def start(folder: Path) -> Path:
     conf = folder / "slurm.conf"
     conf.write_text(
         CONF.format(
-            host=host, dir=folder, node=node_line, ctld_port=_free_port(), d_port=_free_port()
+            host=host, dir=folder, node=node_line, ctld_port=free_port(), d_port=free_port()
         )
     )
     env = {**os.environ, "SLURM_CONF": str(conf)}
@@ -128,19 +111,7 @@ def stop(folder: Path) -> None:
     """Stop slurmd and slurmctld started under `folder` (their jobs go with them)."""
     folder = folder.resolve()
     for name in ("slurmd", "slurmctld"):
-        pid_file = folder / f"{name}.pid"
-        if not pid_file.exists():
-            continue
-        try:
-            pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
-        pid_file.unlink(missing_ok=True)
+        stop_process(folder / f"{name}.pid")
 
 
 def main() -> None:

@@ -18,8 +18,6 @@ import argparse
 import glob
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,30 +25,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+from host import apt_install, free_port, stop_process  # cluster/host.py, beside this script
+
 PG_USER = "postgres"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def postgres_bin() -> Path:
     """The folder of PostgreSQL's server programs, installing Debian's package if missing."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     if not found:
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            sys.exit("PostgreSQL is not installed: install Debian's `postgresql` package")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
-        ):
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-                sys.exit(f"PostgreSQL is not installed, and `{' '.join(command)}` failed: {last}")
+        apt_install(["postgresql"], "PostgreSQL")
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     return Path(found[-1]).parent
 
@@ -87,7 +71,7 @@ def start(folder: Path, port: int | None) -> str:
     pg_bin = postgres_bin()
     home = _pg_home(folder)
     data, sockets = home / "data", home / "socket"
-    pg_port = _free_port()
+    pg_port = free_port()
     if not data.exists():
         data.mkdir(parents=True)
         sockets.mkdir(exist_ok=True)
@@ -121,7 +105,7 @@ def start(folder: Path, port: int | None) -> str:
             [str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", PG_USER,
              "mlflow"],
         )  # fmt: skip
-    port = port or _free_port()
+    port = port or free_port()
     backend = f"postgresql://{PG_USER}@127.0.0.1:{pg_port}/mlflow"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     command = [
@@ -156,18 +140,7 @@ def stop(folder: Path, purge: bool = False) -> None:
     """Stop the MLflow server and PostgreSQL started under `folder` (what is running);
     `purge`: delete the database too."""
     folder = folder.resolve()
-    pid_file = folder / "mlflow-server.pid"
-    if pid_file.exists():
-        pid = int(pid_file.read_text())
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        pid_file.unlink()
+    stop_process(folder / "mlflow-server.pid", group=True)
     data = _pg_home(folder) / "data"
     if (data / "postmaster.pid").exists():
         _as_postgres(
