@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -81,3 +82,35 @@ def tails(proc: subprocess.CompletedProcess) -> str:
     """The ends of a finished command's stdout and stderr, for a failed assertion (a sweep
     job's error is logged on stdout)."""
     return f"stdout: ...{proc.stdout[-2500:]}\nstderr: ...{proc.stderr[-2500:]}"
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_service(script: Path, folder: Path, *args: str) -> str:
+    """`script start --dir folder ARGS` (a cluster/ service script) for real; returns the last
+    line it printed (a URI, a config path). Where the service cannot be installed here the
+    test is skipped with the script's one-line reason; any other failure fails it."""
+    start = subprocess.run(
+        [sys.executable, str(script), "start", "--dir", str(folder), *args],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if start.returncode != 0:
+        reason = (start.stderr.strip().splitlines() or ["no message"])[-1]
+        stop_service(script, folder, check=False)
+        if "is not installed" in reason:  # no root, or no packages: it cannot start here
+            pytest.skip(f"{script.name} cannot start a service here: {reason}")
+        pytest.fail(f"{script.name} did not start: {start.stdout}{start.stderr}")
+    return start.stdout.strip().splitlines()[-1]
+
+
+def stop_service(script: Path, folder: Path, *args: str, check: bool = True) -> None:
+    """`script stop --dir folder ARGS`."""
+    subprocess.run(
+        [sys.executable, str(script), "stop", "--dir", str(folder), *args],
+        check=check, timeout=120,
+    )  # fmt: skip

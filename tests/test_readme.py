@@ -33,7 +33,6 @@ import queue
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -48,7 +47,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.configs import shipped
-from tests.conftest import PROJECT, make_vision_dataset
+from tests.conftest import PROJECT, free_port, make_vision_dataset
 
 README = PROJECT / "README.md"
 CONF = PROJECT / "conf"
@@ -312,12 +311,6 @@ def first_job(args: list[str], ws: Path) -> list[str]:
     if len(jobs) < 2:  # one job (or an Optuna search, whose trials check cannot know)
         return []
     return [o for o in shlex.split(jobs[0]) if o not in args]  # a `+key` twice fails
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(argv: list[str], cwd: Path, timeout: float = 120) -> str:

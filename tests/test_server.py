@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT, run_cli, tails
+from tests.conftest import PROJECT, free_port, run_cli, start_service, stop_service, tails
 from tests.test_sweeps import assert_one_sweep
 
 SCRIPT = PROJECT / "cluster" / "tracking_server.py"
@@ -26,22 +25,9 @@ QUIET = ["trainer.progress=none", "trainer.log_model=false", "trainer.plots=fals
 def server(tmp_path_factory) -> str:
     """The tracking URI of a server started for these tests (stopped after them)."""
     folder = tmp_path_factory.mktemp("team-server")
-    start = subprocess.run(
-        [sys.executable, str(SCRIPT), "start", "--dir", str(folder)],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    if start.returncode != 0:
-        reason = (start.stderr.strip().splitlines() or ["no message"])[-1]
-        subprocess.run([sys.executable, str(SCRIPT), "stop", "--dir", str(folder)], timeout=120)
-        if "is not installed" in reason:  # not root, no apt-get: it truly cannot start here
-            pytest.skip(f"no PostgreSQL tracking server here: {reason}")
-        pytest.fail(f"the tracking server did not start: {start.stdout}{start.stderr}")
-    yield start.stdout.strip().splitlines()[-1]
+    yield start_service(SCRIPT, folder)
     pg_home = Path((folder / "pg.path").read_text())
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "stop", "--dir", str(folder), "--purge"],
-        check=True, timeout=120,
-    )  # fmt: skip
+    stop_service(SCRIPT, folder, "--purge")
     assert not pg_home.exists()  # PostgreSQL stopped, its database deleted
 
 
@@ -111,34 +97,18 @@ def test_the_script_stops_what_it_started_and_starts_again(tmp_path):
     """start, stop, start on the same folder (the database is kept), stop."""
     folder = tmp_path / "again"
     for _ in range(2):
-        start = subprocess.run(
-            [sys.executable, str(SCRIPT), "start", "--dir", str(folder)],
-            capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
-        if start.returncode != 0 and "is not installed" in start.stderr:
-            pytest.skip(f"no PostgreSQL here: {start.stderr.strip()}")
-        assert start.returncode == 0, start.stderr
-        uri = start.stdout.strip().splitlines()[-1]
+        uri = start_service(SCRIPT, folder)
         MlflowClient(uri).search_experiments()
-        subprocess.run(
-            [sys.executable, str(SCRIPT), "stop", "--dir", str(folder)], check=True, timeout=120
-        )
+        stop_service(SCRIPT, folder)
         assert not Path(folder / "mlflow-server.pid").exists()
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "stop", "--dir", str(folder), "--purge"], timeout=120
-    )
+    stop_service(SCRIPT, folder, "--purge")
 
 
 def test_a_run_outlives_a_restart_of_its_tracking_server(tmp_path):
     """The MLflow server killed mid-run and started again on the same database and port: the
     run's client retries, and the run ends FINISHED with every epoch's metrics."""
-    folder, port = tmp_path / "restarted", _free_port()
-    command = [sys.executable, str(SCRIPT), "start", "--dir", str(folder), "--port", str(port)]
-    start = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    if start.returncode != 0 and "is not installed" in start.stderr:
-        pytest.skip(f"no PostgreSQL here: {start.stderr.strip()}")
-    assert start.returncode == 0, start.stderr
-    uri = start.stdout.strip().splitlines()[-1]
+    folder, port = tmp_path / "restarted", str(free_port())
+    uri = start_service(SCRIPT, folder, "--port", port)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     run = subprocess.Popen(
         [sys.executable, "-m", "runner", "model=xor_deep", "trainer.epochs=300", *QUIET,
@@ -157,8 +127,7 @@ def test_a_run_outlives_a_restart_of_its_tracking_server(tmp_path):
             time.sleep(0.2)
         os.killpg(int((folder / "mlflow-server.pid").read_text()), signal.SIGKILL)
         time.sleep(3)  # down for a while, as a crashed server is
-        again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        assert again.returncode == 0, again.stderr
+        assert start_service(SCRIPT, folder, "--port", port) == uri
         out, err = run.communicate(timeout=300)
         assert run.returncode == 0, out[-2000:] + err[-2000:]
         (finished,) = client.search_runs([experiment.experiment_id])
@@ -167,11 +136,4 @@ def test_a_run_outlives_a_restart_of_its_tracking_server(tmp_path):
         assert sorted(steps) == list(range(1, 301))
     finally:
         run.kill()
-        stop = [sys.executable, str(SCRIPT), "stop", "--dir", str(folder), "--purge"]
-        subprocess.run(stop, timeout=120)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        stop_service(SCRIPT, folder, "--purge", check=False)

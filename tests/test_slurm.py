@@ -11,7 +11,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT, run_cli, tails
+from tests.conftest import PROJECT, run_cli, start_service, stop_service, tails
 from tests.test_server import server  # noqa: F401 (the fixture, one server for this module)
 from tests.test_sweeps import assert_one_sweep, split_runs
 
@@ -25,18 +25,8 @@ SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launch
 def slurm_conf(tmp_path_factory) -> str:
     """The slurm.conf of a one-node cluster started for these tests (stopped after them)."""
     folder = tmp_path_factory.mktemp("slurm")
-    start = subprocess.run(
-        [sys.executable, str(SCRIPT), "start", "--dir", str(folder)],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    if start.returncode != 0:
-        subprocess.run([sys.executable, str(SCRIPT), "stop", "--dir", str(folder)], timeout=120)
-        reason = (start.stderr.strip().splitlines() or ["no message"])[-1]
-        if "is not installed" in reason:  # no root or no packages: it cannot start here
-            pytest.skip(f"no Slurm cluster here: {reason}")
-        pytest.fail(f"the Slurm cluster did not start: {start.stdout}{start.stderr}")
-    yield start.stdout.strip().splitlines()[-1]
-    subprocess.run([sys.executable, str(SCRIPT), "stop", "--dir", str(folder)], timeout=120)
+    yield start_service(SCRIPT, folder)
+    stop_service(SCRIPT, folder, check=False)
 
 
 def test_an_eight_job_sweep_on_slurm_logs_to_the_team_server(slurm_conf, server, tmp_path):  # noqa: F811

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli, store_uri, tails
+from tests.test_sweeps import await_finished_jobs
 
 SWEEP = ["-m", "seed=1,2,3", "trainer.epochs=5", "trainer.plots=false", "trainer.log_model=false"]
 QUIET = ["trainer.progress=none"]
@@ -114,15 +113,6 @@ def test_a_group_that_cannot_stack_runs_one_job_at_a_time(tmp_path):
     assert all("runner.stacked" not in r.data.tags for r in members)
 
 
-def _finished_runs(db) -> int:
-    """FINISHED runs in a store being written (the sweep's parent stays RUNNING to its end)."""
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05) as con:
-            return con.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_a_stacked_sweep_killed_while_writing_its_members_trains_only_the_rest(tmp_path):
     seeds = 12
     args = ["-m", f"seed=range(1,{seeds + 1})", "hydra/launcher=stacked", "trainer.epochs=30"]
@@ -133,13 +123,7 @@ def test_a_stacked_sweep_killed_while_writing_its_members_trains_only_the_rest(t
         [sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    db = tmp_path / "outputs" / "mlflow.db"
-    deadline = time.time() + 240
-    while not list(tmp_path.glob("outputs/multirun/*/*/mlflow_sweep.json")):
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.2)
-    while _finished_runs(db) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
+    await_finished_jobs(proc, tmp_path, 3, timeout=240, poll=0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     client = MlflowClient(store_uri(tmp_path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner.report import main as report_main
-from tests.conftest import run_cli, store_uri, tails
+from tests.conftest import free_port, run_cli, store_uri, tails
 
 QUIET = ["trainer.progress=none", "trainer.log_model=false", "trainer.plots=false"]
 
@@ -145,18 +146,29 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
     assert "1 of 2 jobs did not finish" in proc.stdout
 
 
-def _finished(db: Path) -> int:
-    if not db.exists():
-        return 0
+def finished_runs(db: Path) -> int:
+    """FINISHED runs in a store being written, read without MLflow (a sweep's parent stays
+    RUNNING to its end, so these are its jobs)."""
     try:
-        client = MlflowClient(f"sqlite:///{db}")
-        exp = client.get_experiment_by_name("xor")
-        if exp is None:
-            return 0
-        runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
-        return sum(r.data.tags.get("runner.is_sweep") != "true" for r in runs)
-    except Exception:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05) as con:
+            return con.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0]
+    except sqlite3.Error:
         return 0
+
+
+def await_finished_jobs(
+    proc: subprocess.Popen, cwd: Path, count: int, timeout: float, poll: float
+) -> None:
+    """Wait until the sweep `proc` launched in `cwd` has `count` FINISHED jobs (or has ended,
+    or `timeout` passed). The store is read only once the sweep has made it: a reader racing
+    the schema migration of a new SQLite store can break it."""
+    deadline = time.time() + timeout
+    while not list(cwd.glob("outputs/multirun/*/*/mlflow_sweep.json")):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    db = cwd / "outputs" / "mlflow.db"
+    while finished_runs(db) < count and time.time() < deadline and proc.poll() is None:
+        time.sleep(poll)
 
 
 def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
@@ -168,18 +180,10 @@ def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
     proc = subprocess.Popen(
         args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    db = tmp_path / "outputs" / "mlflow.db"
-    deadline = time.time() + 120
-    # Read the store only once the sweep has created it: a reader racing the schema
-    # migration of a new SQLite store can break it.
-    while not list(tmp_path.glob("outputs/multirun/*/*/mlflow_sweep.json")):
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.2)
-    while _finished(db) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+    await_finished_jobs(proc, tmp_path, 2, timeout=120, poll=0.5)
     proc.send_signal(signal.SIGKILL)  # nothing can run: no cleanup in the sweep
     proc.wait()
-    done_before = _finished(db)
+    done_before = finished_runs(tmp_path / "outputs" / "mlflow.db")
     assert 2 <= done_before < 6
 
     rerun = run_cli(*args[3:], cwd=tmp_path)
@@ -198,14 +202,8 @@ def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
     assert forced.returncode == 0 and "skipped job" not in forced.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_parallel_sweep_against_a_tracking_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
         [

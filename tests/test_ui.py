@@ -7,7 +7,6 @@ import json
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,12 @@ from mlflow.tracking import MlflowClient
 
 from runner.tracking import run_url
 from runner.tracking.store import EXPERIMENT_KIND, MODEL_TRAINING
-from tests.conftest import run_cli, store_uri
+from tests.conftest import free_port, run_cli, store_uri
 
 QUIET = ["trainer.epochs=2", "trainer.progress=none", "trainer.log_model=false"]
 QUIET += ["trainer.plots=false"]
 MAX_PROCESSES = 3  # runner.ui, `mlflow server`, its one uvicorn worker
 MAX_RSS = 1024**3  # all of them together, in bytes (`mlflow ui`: 16 processes, ~3.1 GiB)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def readline(proc: subprocess.Popen, timeout: float) -> str:
