@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Param, RunTag
 
 from runner import tags as run_tags
 from runner.spec import TrackingSpec
@@ -55,11 +54,8 @@ class DeferredTracker(MlflowTracker):
         """Create the run with its tags (a deferred run is always a new one)."""
         assert run_id is None, "a deferred run cannot continue an earlier one"
         info = self._create_run(run_name, tags, parent_run_id, started_at)
-        self.run_id, self.run_name, self.artifact_uri = (
-            info.run_id,
-            info.run_name,
-            info.artifact_uri,
-        )
+        self.run_id, self.run_name = info.run_id, info.run_name
+        self.artifact_uri = info.artifact_uri
         self._params, self._tags, self._dataset = [], {}, None
         self._buffer = []
         self._staged = Path(tempfile.mkdtemp(prefix="runner-run-"))
@@ -114,15 +110,8 @@ class DeferredTracker(MlflowTracker):
         """Keep the data set record for the run's end."""
         self._dataset = dataset
 
-    def log_metrics(
-        self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None
-    ) -> None:
-        """Keep a step's metrics (stamped when measured, `timestamp_ms`, else now)."""
-        now = timestamp_ms or int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-
     def flush(self) -> None:
-        """Nothing: the run's end writes everything."""
+        """Nothing: the run's end writes everything (so `log_metrics` only keeps them)."""
 
     def logged_steps(self, key: str) -> set[int]:
         """The steps of metric `key` kept so far."""
