@@ -118,3 +118,38 @@ def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("xor").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["run0", "run1", "run2"]
     assert all(r.info.status == "FINISHED" and r.data.metrics["x"] == 1.0 for r in runs)
+
+
+def test_bulk_insert_of_a_new_runs_metrics_equals_log_batch(tmp_path):
+    """The deferred tracker's bulk insert leaves the same history and latest values as
+    MLflow's log_batch, NaN, infinities, a duplicate and an out-of-order step included."""
+    from mlflow.entities import Metric
+
+    from runner.tracking.deferred import insert_new_run_metrics
+
+    client = MlflowClient(store_uri(tmp_path))
+    experiment = client.create_experiment("bulk")
+    points = [Metric("loss", 1.0 / step, 1000 + step, step) for step in range(1, 40)]
+    points += [
+        Metric("loss", 1.0 / 39, 1039, 39),  # an exact duplicate
+        Metric("acc", float("nan"), 5, 1),
+        Metric("acc", float("inf"), 6, 3),
+        Metric("acc", float("-inf"), 7, 2),  # older step, newer time: not the latest
+        Metric("acc", 0.5, 4, 3),  # same step, older time: not the latest
+    ]
+    by_batch = client.create_run(experiment).info.run_id
+    client.log_batch(by_batch, metrics=points)
+    by_insert = client.create_run(experiment).info.run_id
+    insert_new_run_metrics(client, by_insert, points)
+
+    def stored(run_id: str) -> tuple:
+        history = {
+            key: sorted(
+                (m.step, m.timestamp, str(m.value)) for m in client.get_metric_history(run_id, key)
+            )
+            for key in ("loss", "acc")
+        }
+        return history, {k: str(v) for k, v in client.get_run(run_id).data.metrics.items()}
+
+    assert stored(by_insert) == stored(by_batch)
+    assert len(stored(by_insert)[0]["loss"]) == 39

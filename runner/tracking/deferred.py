@@ -5,6 +5,10 @@ is logged, after the group has trained, so nothing needs to reach the store earl
 is created with its tags, then everything else goes in MLflow-sized `log_batch` calls, one
 data set record, one artifact upload of a staged folder, and the final status. The same
 Tracker calls as a solo run make it, so a member's run holds what a solo run's holds.
+
+In a database store (SQLite, PostgreSQL) the metrics of the new run go in as one bulk
+insert: MLflow's `log_batch` builds an ORM object per point and was most of a member's
+writing time (BENCHMARKS.md, issue 12).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Param, RunTag
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.validation import _validate_metric
 
 from runner import tags as run_tags
 from runner.spec import TrackingSpec
@@ -83,6 +88,9 @@ class DeferredTracker(MlflowTracker):
         data set and the staged files."""
         params, tags = self._params, [RunTag(k, v) for k, v in self._tags.items()]
         metrics = self._buffer
+        if metrics and _database_store(self.client) is not None:
+            retry_store_write(lambda: insert_new_run_metrics(self.client, self.run_id, metrics))
+            metrics = []
         while params or tags or metrics:
             batch_params, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
             batch_tags, tags = tags[:MAX_TAGS_PER_BATCH], tags[MAX_TAGS_PER_BATCH:]
@@ -153,3 +161,44 @@ class DeferredTracker(MlflowTracker):
         """Log a table's pyfunc model now (MLflow's model logger needs the run active)."""
         with mlflow.start_run(run_id=self.run_id):
             super().log_predictor(predictor, input_example)
+
+
+def _database_store(client: mlflow.MlflowClient) -> Any | None:
+    """The client's store where it is MLflow's own database store, else None (a server)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = client._tracking_client.store
+    return store if isinstance(store, SqlAlchemyStore) else None
+
+
+def insert_new_run_metrics(client: mlflow.MlflowClient, run_id: str, metrics: list[Metric]) -> None:
+    """Write all metric points of a run that has none yet in one transaction: its rows and
+    each key's latest value, as MLflow's `log_batch` would have left them."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+    from sqlalchemy import insert
+
+    store = _database_store(client)
+    assert store is not None, "a bulk insert needs a database store"
+    rows, latest = [], {}
+    for metric in dict.fromkeys(metrics):  # MLflow drops exact duplicates as well
+        if metric.key not in latest:  # a key's points share its checks but the value's
+            _validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
+        elif not isinstance(metric.value, (int, float)):
+            raise TypeError(f"metric {metric.key!r}: {metric.value!r} is not a number")
+        is_nan, value = store.sanitize_metric_value(metric.value)
+        row = {
+            "run_uuid": run_id,
+            "key": metric.key,
+            "value": value,
+            "timestamp": metric.timestamp,
+            "step": metric.step,
+            "is_nan": is_nan,
+        }
+        rows.append(row)
+        order = (row["step"], row["timestamp"], row["value"])  # MLflow's "more recent" rule
+        if metric.key not in latest or order > latest[metric.key][0]:
+            latest[metric.key] = (order, row)
+    with store.ManagedSessionMaker(read_only=False) as session:
+        store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
+        session.execute(insert(SqlMetric), rows)
+        session.execute(insert(SqlLatestMetric), [row for _, row in latest.values()])
