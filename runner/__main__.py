@@ -1,4 +1,4 @@
-"""`python -m runner ...`: the Hydra entry point, with a fast exit."""
+"""`python -m runner ...` and the `runner` command: the Hydra entry point, with a fast exit."""
 
 import atexit
 import logging
@@ -16,7 +16,8 @@ def _exit_code(err: SystemExit) -> int:
     return 1
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """Run the command line's run or sweep, then leave at once with its exit status."""
     try:
         cli()
         code = 0
@@ -35,3 +36,7 @@ if __name__ == "__main__":
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+if __name__ == "__main__":
+    entry()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -24,10 +25,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from runner.choices import group_choice_problems
 from runner.errors import ConfigError, failure_message
-from runner.project import CONF_DIR  # importing it also registers `${runner.project:}`
+from runner.project import CONF_DIR, CONFIG_DIR_FLAGS, conf_dirs, config_dir_args
 from runner.spec import validate
 
-USAGE = "usage: python -m runner.check [-m|--multirun] [override ...]"
+USAGE = "usage: python -m runner.check [-m|--multirun] [--config-dir DIR] [override ...]"
 
 
 class UsageError(Exception):
@@ -47,9 +48,13 @@ def compose_job(overrides: list[str], num: int | None = None) -> DictConfig:
     return cfg
 
 
-def job_problems(overrides: list[str], num: int | None = None) -> list[str]:
-    """Compose, resolve and validate one job; [] when it would start."""
-    problems = group_choice_problems(overrides, CONF_DIR)  # sweeper params may name groups
+def job_problems(
+    overrides: list[str], num: int | None = None, dirs: list[Path] | None = None
+) -> list[str]:
+    """Compose, resolve and validate one job; [] when it would start (`dirs`: the config
+    folders its group choices may come from, the shipped one by default)."""
+    choices = [o for o in overrides if not o.startswith("hydra.searchpath=")]
+    problems = group_choice_problems(choices, dirs or [CONF_DIR])  # sweeper params name groups
     if problems:
         return problems
     try:
@@ -116,24 +121,36 @@ def main(argv: list[str]) -> int:
         print(f"{USAGE}\n\n{__doc__}")
         return 0
     try:
+        extra_dirs = config_dir_args(argv)
+        argv = _without_config_dirs(argv)
         unknown = [a for a in argv if a.startswith("-") and a not in ("-m", "--multirun")]
         if unknown:
-            raise UsageError(f"unknown option {unknown[0]!r}; only -m/--multirun is understood")
+            raise UsageError(
+                f"unknown option {unknown[0]!r}; only -m/--multirun and --config-dir are understood"
+            )
         overrides = [a for a in argv if not a.startswith("-")]
-        problems = group_choice_problems(overrides, CONF_DIR)
+        multirun = len(overrides) < len(argv)
+        dirs = conf_dirs([f"--config-dir={d}" for d in extra_dirs])
+        missing = [d for d in extra_dirs if not d.is_dir()]
+        if missing:
+            raise UsageError(f"--config-dir: {missing[0]} is not a folder")
+        problems = group_choice_problems(overrides, dirs)
         if problems:  # the same did-you-mean as `python -m runner`, before composing
             print(failure_message(ConfigError(problems)), file=sys.stderr)
             return 1
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            if extra_dirs:  # as `--config-dir` does for `python -m runner`
+                paths = ",".join(f"'file://{d}'" for d in extra_dirs)
+                overrides.append(f"hydra.searchpath=[{paths}]")
             try:
-                hydra, jobs, sweep, note = plan(len(overrides) < len(argv), overrides)
+                hydra, jobs, sweep, note = plan(multirun, overrides)
             except OverrideParseException as err:
                 raise UsageError(str(err)) from None
             if note:
                 print(note)
             failed = 0
             for num, job in enumerate(jobs):
-                problems = job_problems(hydra + job, num if sweep else None)
+                problems = job_problems(hydra + job, num if sweep else None, dirs)
                 failed += bool(problems)
                 print(f"{'FAIL' if problems else 'ok  '} {' '.join(job) or '(no overrides)'}")
                 for problem in problems:
@@ -143,6 +160,19 @@ def main(argv: list[str]) -> int:
         return 2
     print(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} checked, {failed} failed")
     return 1 if failed else 0
+
+
+def _without_config_dirs(argv: list[str]) -> list[str]:
+    """The command line less its `--config-dir X` / `-cd X` / `--config-dir=X` flags."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in CONFIG_DIR_FLAGS:
+            skip = True
+        elif arg.partition("=")[0] not in CONFIG_DIR_FLAGS:
+            kept.append(arg)
+    return kept
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner.choices import group_choice_problems
+from runner.choices import group_choice_problems, shadowed_files
 from runner.errors import ConfigError, exit_on_known_failure
 from runner.launch import launch_of
-from runner.project import CONF_DIR
+from runner.project import CONF_DIR, conf_dirs
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -63,7 +63,10 @@ def precheck(cfg: DictConfig) -> None:
 def cli() -> None:
     """`python -m runner`: reject unknown config-group choices early, then hand over to Hydra."""
     with exit_on_known_failure():
-        problems = group_choice_problems(sys.argv[1:], CONF_DIR)
+        dirs = conf_dirs(sys.argv[1:])
+        for warning in shadowed_files(dirs):
+            print(warning, file=sys.stderr)
+        problems = group_choice_problems(sys.argv[1:], dirs)
         if problems:
             raise ConfigError(problems)
     main()

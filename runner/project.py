@@ -1,7 +1,12 @@
-"""Where the project's own files are: its folder, the config groups, shipped data.
+"""Where the shipped files are (the config groups, the data sets) and where a user's are.
 
-Importing this registers `${runner.project:}`, the project's folder, for configs that
-point at files shipped with it (e.g. data/house_tiny.csv).
+A clone keeps `conf/` and `data/` at its top; an installed wheel carries them inside the
+package (setup.py copies them in at build time). Importing this registers
+`${runner.project:}`, the folder holding both, for configs that point at shipped files
+(e.g. `${runner.project:}/data/house_tiny.csv`).
+
+A user's own project keeps its config groups in `./conf` (found without flags) or in any
+folder given with Hydra's `--config-dir`: they add options beside the shipped ones.
 """
 
 from __future__ import annotations
@@ -10,7 +15,40 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = PROJECT_ROOT / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_DIR = PACKAGE_DIR if (PACKAGE_DIR / "conf").is_dir() else PACKAGE_DIR.parent
+CONF_DIR = SHIPPED_DIR / "conf"
+USER_CONF = "conf"  # a user's config groups, relative to where they launch
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
-OmegaConf.register_new_resolver("runner.project", lambda: str(PROJECT_ROOT), replace=True)
+OmegaConf.register_new_resolver("runner.project", lambda: str(SHIPPED_DIR), replace=True)
+
+
+def user_conf_dir(cwd: Path | None = None) -> Path | None:
+    """`./conf` of the folder one launches from, unless it is the shipped one (a clone)."""
+    folder = (cwd or Path.cwd()) / USER_CONF
+    if folder.is_dir() and folder.resolve() != CONF_DIR:
+        return folder.resolve()
+    return None
+
+
+def config_dir_args(argv: list[str]) -> list[Path]:
+    """The folders a command line adds with `--config-dir X`, `-cd X` or `--config-dir=X`."""
+    found = []
+    for i, arg in enumerate(argv):
+        name, sep, value = arg.partition("=")
+        if name in CONFIG_DIR_FLAGS and sep:
+            found.append(Path(value))
+        elif arg in CONFIG_DIR_FLAGS and i + 1 < len(argv):
+            found.append(Path(argv[i + 1]))
+    return [path.resolve() for path in found]
+
+
+def conf_dirs(argv: list[str]) -> list[Path]:
+    """Every folder whose config groups a command line can choose from, in Hydra's order:
+    the shipped groups first (they win a name both have), then the user's."""
+    dirs = [CONF_DIR]
+    for extra in [user_conf_dir(), *config_dir_args(argv)]:
+        if extra is not None and extra not in dirs:
+            dirs.append(extra)
+    return dirs

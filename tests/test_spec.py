@@ -113,14 +113,21 @@ def test_all_problems_are_reported_together():
 
 def test_unknown_group_choices_suggest_the_closest(tmp_path):
     from runner.choices import group_choice_problems
-    from runner.project import CONF_DIR as conf
+    from runner.project import CONF_DIR
 
+    conf = [CONF_DIR]
     problems = group_choice_problems(["model=xor_dep", "optim=sgd,adma", "seed=3"], conf)
     assert len(problems) == 2
     assert "model: unknown model config 'xor_dep'. Did you mean 'xor_deep'?" in problems[0]
     assert "optim: unknown optim config 'adma'. Did you mean 'adam'" in problems[1]
     assert group_choice_problems(["data=house_tiny", "experiment=mnist_mlp"], conf) == []
     assert group_choice_problems(["-cp", "/x", "model=mine"], conf) == []
+    mine = tmp_path / "conf"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "mine.yaml").write_text("name: mine\n")
+    assert group_choice_problems(["model=mine,xor_deep"], [*conf, mine]) == []
+    problems = group_choice_problems(["model=mien"], [*conf, mine])
+    assert "Did you mean 'mine'?" in problems[0]
 
 
 def test_config_yaml_shows_the_schema_defaults():

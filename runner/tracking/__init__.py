@@ -155,8 +155,9 @@ def check_server(uri: str, timeout: float = SERVER_TIMEOUT) -> None:
     except (OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         raise ServerUnreachable(
-            f"cannot reach the MLflow tracking server {uri}: {reason}. Start it (`make ui`, "
-            "or `mlflow server`), or set tracking.uri / MLFLOW_TRACKING_URI to one that runs"
+            f"cannot reach the MLflow tracking server {uri}: {reason}. Start it (`python -m "
+            "runner.ui`, or `mlflow server`), or set tracking.uri / MLFLOW_TRACKING_URI to one "
+            "that runs"
         ) from None
 
 
@@ -226,12 +227,18 @@ def run_page(uri: str, experiment_id: str | None, run_id: str | None) -> str:
     if path is None:
         return url
     store_dir = path.parent
-    start = (
-        "make ui"
-        if store_dir.resolve() == (Path.cwd() / "outputs").resolve()
-        else f"python -m runner.ui --store-dir {store_label(str(store_dir))}"
-    )
+    if store_dir.resolve() != (Path.cwd() / "outputs").resolve():
+        start = f"python -m runner.ui --store-dir {store_label(str(store_dir))}"
+    elif _has_make_ui(Path.cwd()):
+        start = "make ui"  # in a clone of the runner's repository
+    else:
+        start = "python -m runner.ui"  # in a user's own project
     return f"{url} (after `{start}`)"
+
+
+def _has_make_ui(folder: Path) -> bool:
+    makefile = folder / "Makefile"
+    return makefile.is_file() and "runner.ui" in makefile.read_text(errors="replace")
 
 
 def sqlite_file(uri: str) -> Path | None:

@@ -1,0 +1,1 @@
+"""A user's `./conf` on the runner's config search path (runner)."""
