@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from runner.choices import group_choice_problems
+from runner.choices import group_choice_problems, shadowed_files
 from runner.errors import ConfigError, failure_message
 from runner.project import CONF_DIR, CONFIG_DIR_FLAGS, conf_dirs, config_dir_args
 from runner.spec import validate
@@ -134,6 +134,8 @@ def main(argv: list[str]) -> int:
         missing = [d for d in extra_dirs if not d.is_dir()]
         if missing:
             raise UsageError(f"--config-dir: {missing[0]} is not a folder")
+        for warning in shadowed_files(dirs):
+            print(warning, file=sys.stderr)
         problems = group_choice_problems(overrides, dirs)
         if problems:  # the same did-you-mean as `python -m runner`, before composing
             print(failure_message(ConfigError(problems)), file=sys.stderr)

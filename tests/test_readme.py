@@ -51,7 +51,10 @@ from tests.conftest import PROJECT, free_port, make_vision_dataset
 
 README = PROJECT / "README.md"
 CONF = PROJECT / "conf"
-LANGUAGES = {"bash", "console", "yaml", "python"}  # commands are ```bash, transcripts ```console
+# Commands are ```bash, transcripts ```console; ```text is shown only (a folder's layout).
+LANGUAGES = {"bash", "console", "yaml", "python", "text"}
+# Its commands install the package into a fresh environment: tests/test_install.py runs them.
+INSTALL_SECTION = "## Use it in your own project"
 TRIM = ["trainer.epochs=2"]  # appended to every `python -m runner`: later overrides win
 TIMEOUT = 300  # seconds, per command
 LANES = 2  # blocks run at once: this machine and CI have 2 cores
@@ -66,6 +69,7 @@ class Block:
     lang: str
     line: int  # README line of the block's first content line
     text: str
+    section: str = ""  # the `## ` heading it is under
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,15 @@ class Command:
 
 
 def readme_blocks() -> list[Block]:
-    blocks, lang, start, body = [], None, 0, []
+    blocks, lang, start, body, section = [], None, 0, [], ""
     for number, line in enumerate(README.read_text().splitlines(), 1):
         fence = re.match(r"^\s*```(.*)$", line)
+        if lang is None and line.startswith("## "):
+            section = line.strip()
         if fence and lang is None:
             lang, start, body = fence.group(1).strip(), number + 1, []
         elif fence:
-            blocks.append(Block(lang, start, "\n".join(body)))
+            blocks.append(Block(lang, start, "\n".join(body), section))
             lang = None
         elif lang is not None:
             body.append(line)
@@ -145,7 +151,9 @@ def block_commands(block: Block) -> list[Command]:
 
 
 BLOCKS = readme_blocks()
-COMMANDS = [c for b in BLOCKS if b.lang == "bash" for c in bash_commands(b)]
+COMMANDS = [
+    c for b in BLOCKS if b.lang == "bash" and b.section != INSTALL_SECTION for c in bash_commands(b)
+]
 TRANSCRIPTS = [c for b in BLOCKS if b.lang == "console" for c in console_commands(b)]
 
 
