@@ -12,6 +12,7 @@ This module imports neither mlflow nor torch: the entry point uses it before bot
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -103,15 +104,23 @@ class Tracker(Protocol):
 
 
 THIRD_PARTY_LOGGERS = ("mlflow", "alembic", "urllib3")  # their INFO lines would split the epochs
+# A warning MLflow prints on every table run's model: the runner pickles its own encoder and
+# network there, on purpose (runner/tracking/pyfunc_model.py), so it tells the user nothing.
+PICKLED_MODEL_NOTICE = "Passing a Python object as `python_model`"
+
+
+def _not_the_pickled_model_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(PICKLED_MODEL_NOTICE)
 
 
 def quiet_third_party_logs() -> None:
     """Keep only warnings and errors of the libraries the tracker drives (and not MLflow's
     "View run ... at: URL" lines: the runner prints each run's page in its own last line)."""
-    import logging
-
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    pyfunc = logging.getLogger("mlflow.pyfunc")
+    if _not_the_pickled_model_notice not in pyfunc.filters:
+        pyfunc.addFilter(_not_the_pickled_model_notice)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
