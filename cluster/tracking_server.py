@@ -1,7 +1,7 @@
 """A team tracking server for tests and demos: `mlflow server` on a PostgreSQL backend store,
 artifacts served by the server (`--artifacts-destination`).
 
-    .venv/bin/python cluster/tracking_server.py start --dir /tmp/team [--port 5000]
+    .venv/bin/python cluster/tracking_server.py start --dir /tmp/team [--port 5000] [--auth]
     .venv/bin/python cluster/tracking_server.py stop --dir /tmp/team [--purge]
 
 `start` installs Debian's postgresql if it is missing (as root, with apt-get), makes a
@@ -10,6 +10,11 @@ on a free local port, creates the `mlflow` database, starts the MLflow server an
 its health check; it prints the tracking URI. `stop` stops both (`--purge`: and deletes the
 database). Logs live under DIR; the database too, except a root-run server's, which lives
 where the postgres user may go (DIR/pg.path names it).
+
+`--auth`: logins (`mlflow server --app-name basic-auth`, its users in the `mlflow_auth`
+database). The admin account is MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD from
+the environment, the variables MLflow's client signs in with, so the same shell can run
+jobs; the password is handed to the server in its environment, never written to a file.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -64,8 +70,32 @@ def _pg_home(folder: Path) -> Path:
     return home
 
 
-def start(folder: Path, port: int | None) -> str:
+MIN_PASSWORD = 12
+AUTH_INI = """[mlflow]
+default_permission = READ
+database_uri = {database}
+admin_username = {user}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
+
+
+def admin_account() -> tuple[str, str]:
+    """The admin's name and password for `--auth`, from the environment, or exit saying so."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    if not (user and password):
+        sys.exit(
+            "--auth: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the admin "
+            "account; runs sign in with the same variables)"
+        )
+    if len(password) < MIN_PASSWORD:  # MLflow's own rule; its server would die on start
+        sys.exit(f"--auth: MLFLOW_TRACKING_PASSWORD must have at least {MIN_PASSWORD} characters")
+    return user, password
+
+
+def start(folder: Path, port: int | None, auth: bool = False) -> str:
     """Start PostgreSQL and the MLflow server under `folder`; returns the tracking URI."""
+    account = admin_account() if auth else None
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     pg_bin = postgres_bin()
@@ -95,16 +125,8 @@ def start(folder: Path, port: int | None) -> str:
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         (folder / "pg.port").write_text(str(pg_port))
-    exists = _as_postgres(
-        [str(pg_bin / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", PG_USER, "-tAc",
-         "select 1 from pg_database where datname = 'mlflow'"],
-        capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    if exists != "1":
-        _as_postgres(
-            [str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", PG_USER,
-             "mlflow"],
-        )  # fmt: skip
+    for database in ("mlflow", "mlflow_auth") if auth else ("mlflow",):
+        _ensure_database(pg_bin, pg_port, database)
     port = port or free_port()
     backend = f"postgresql://{PG_USER}@127.0.0.1:{pg_port}/mlflow"
     mlflow_bin = Path(sys.executable).with_name("mlflow")
@@ -114,6 +136,18 @@ def start(folder: Path, port: int | None) -> str:
         "--workers", "1",
     ]  # fmt: skip
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if account is not None:
+        user, password = account
+        ini = folder / "basic_auth.ini"  # no password in it: the server's environment has it
+        database = f"postgresql://{PG_USER}@127.0.0.1:{pg_port}/mlflow_auth"
+        ini.write_text(AUTH_INI.format(database=database, user=user))
+        command += ["--app-name", "basic-auth"]
+        env |= {
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_USERNAME": user,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        }
     with open(folder / "mlflow-server.log", "ab") as log:
         server = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -123,7 +157,9 @@ def start(folder: Path, port: int | None) -> str:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            sys.exit(f"the MLflow server exited; see {folder / 'mlflow-server.log'}")
+            lines = (folder / "mlflow-server.log").read_text(errors="replace").splitlines()
+            last = lines[-1] if lines else "(nothing logged)"
+            sys.exit(f"the MLflow server exited: {last}\nsee {folder / 'mlflow-server.log'}")
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2):
                 break
@@ -134,6 +170,20 @@ def start(folder: Path, port: int | None) -> str:
         sys.exit(f"no answer from the MLflow server in 180 s; see {folder / 'mlflow-server.log'}")
     (folder / "uri").write_text(uri)
     return uri
+
+
+def _ensure_database(pg_bin: Path, pg_port: int, name: str) -> None:
+    """Create database `name` on the PostgreSQL server at `pg_port` unless it exists."""
+    exists = _as_postgres(
+        [str(pg_bin / "psql"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", PG_USER, "-tAc",
+         f"select 1 from pg_database where datname = '{name}'"],
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    if exists != "1":
+        _as_postgres(
+            [str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U", PG_USER,
+             name],
+        )  # fmt: skip
 
 
 def stop(folder: Path, purge: bool = False) -> None:
@@ -159,9 +209,13 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, required=True, help="where its data and logs live")
     parser.add_argument("--port", type=int, default=None, help="the MLflow server's port")
     parser.add_argument("--purge", action="store_true", help="stop: delete the database too")
+    parser.add_argument(
+        "--auth", action="store_true",
+        help="start: logins, the admin from MLFLOW_TRACKING_USERNAME / _PASSWORD",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.action == "start":
-        print(start(args.dir, args.port), flush=True)
+        print(start(args.dir, args.port, args.auth), flush=True)
     else:
         stop(args.dir, args.purge)
 

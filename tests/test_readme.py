@@ -20,7 +20,8 @@ How each kind of command runs (`plan`; a command it does not know fails its test
   stopped.
 - `cluster/tracking_server.py start|stop` for real (PostgreSQL and an MLflow server), in the
   block's launch folder and on a free port in place of the README's 5001; `stop` purges.
-  `cluster/slurm.py start|stop` for real too; `VAR=value command` runs the command with it.
+  `cluster/slurm.py start|stop` for real too; `VAR=value command` runs the command with it,
+  `export VAR=value` the rest of its block.
 - Stand-ins: `/path/to/datasets` is a folder with tiny MNIST files; `<sweep run id>` the
   newest sweep in the store.
 """
@@ -241,8 +242,18 @@ class Plan:
     server: bool = False  # runs until stopped: wait for its URL, fetch it, stop it
 
 
+EXPORTS: dict[Path, list[str]] = {}  # a block's `export VAR=value`s, by launch folder
+
+
 def plan(text: str, ws: Path) -> Plan:
-    return plan_words(shlex.split(fill(text, ws)), text, ws)
+    words = shlex.split(fill(text, ws))
+    if words[0] == "export":
+        assert all(re.fullmatch(r"[A-Z_]+=.*", w) for w in words[1:]), text
+        EXPORTS.setdefault(ws, []).extend(words[1:])
+        return Plan(["true"], ws)
+    todo = plan_words(words, text, ws)
+    exported = EXPORTS.get(ws, [])
+    return Plan(["env", *exported, *todo.argv], todo.cwd, todo.server) if exported else todo
 
 
 def plan_words(words: list[str], text: str, ws: Path) -> Plan:

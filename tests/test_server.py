@@ -137,3 +137,32 @@ def test_a_run_outlives_a_restart_of_its_tracking_server(tmp_path):
     finally:
         run.kill()
         stop_service(SCRIPT, folder, "--purge", check=False)
+
+
+def test_a_server_with_logins_takes_runs_that_sign_in_and_refuses_others(tmp_path, monkeypatch):
+    """`--auth`: the admin from MLFLOW_TRACKING_USERNAME/PASSWORD; a run with them logs, a
+    run without or with a wrong password fails at once in one line; the password is in no
+    file the server or the script wrote."""
+    password = "not-in-any-file-7f3a"
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    folder = tmp_path / "server"
+    uri = start_service(SCRIPT, folder, "--auth")
+    try:
+        run = [f"tracking.uri={uri}", "model=xor_linear", "trainer.epochs=3", *QUIET]
+        signed_in = run_cli(*run, cwd=tmp_path)
+        assert signed_in.returncode == 0, tails(signed_in)
+        (logged,) = MlflowClient(uri).search_runs(
+            [MlflowClient(uri).get_experiment_by_name("xor").experiment_id]
+        )
+        assert logged.info.status == "FINISHED"
+        for wrong in ({"MLFLOW_TRACKING_PASSWORD": "guess"}, {"MLFLOW_TRACKING_USERNAME": ""}):
+            started = time.monotonic()
+            refused = run_cli(*run, cwd=tmp_path, env=wrong)
+            assert refused.returncode == 1 and time.monotonic() - started < 15
+            (line,) = refused.stderr.strip().splitlines()
+            assert f"the MLflow tracking server {uri} refuses" in line and "HTTP 401" in line
+        written = [p for p in folder.rglob("*") if p.is_file()]
+        assert not [p for p in written if password in p.read_text(errors="replace")]
+    finally:
+        stop_service(SCRIPT, folder, "--purge", check=False)

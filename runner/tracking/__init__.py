@@ -153,7 +153,7 @@ def check_server(uri: str, timeout: float = SERVER_TIMEOUT) -> None:
 
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-            return
+            pass
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):  # a server behind a login: MLflow's client signs in
             return
@@ -168,6 +168,44 @@ def check_server(uri: str, timeout: float = SERVER_TIMEOUT) -> None:
             "runner.ui`, or `mlflow server`), or set tracking.uri / MLFLOW_TRACKING_URI to one "
             "that runs"
         ) from None
+    _check_credentials(uri, timeout)
+
+
+def _check_credentials(uri: str, timeout: float) -> None:
+    """On a server with logins (`mlflow server --app-name basic-auth`), fail at once if it
+    refuses the credentials MLflow's client would send (MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN); a server without logins passes."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    )
+    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if user and password:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {pair}")
+    elif token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code == 401:
+            given = f"user {user!r}" if user and password else "a run without credentials"
+            raise ServerUnreachable(
+                f"the MLflow tracking server {uri} refuses {given} (HTTP 401): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of it"
+            ) from None
+        if err.code == 403:
+            raise ServerUnreachable(
+                f"the MLflow tracking server {uri} lets user {user!r} in but not read its "
+                "experiments (HTTP 403): ask its admin for a permission"
+            ) from None
+    except (OSError, ValueError):
+        pass  # the health check answered: MLflow's own client reports anything else
 
 
 def store_location(spec: TrackingSpec) -> tuple[str, str | None]:
