@@ -104,38 +104,37 @@ def test_the_script_stops_what_it_started_and_starts_again(tmp_path):
     stop_service(SCRIPT, folder, "--purge")
 
 
-def test_a_run_outlives_a_restart_of_its_tracking_server(tmp_path):
-    """The MLflow server killed mid-run and started again on the same database and port: the
-    run's client retries, and the run ends FINISHED with every epoch's metrics."""
+def test_a_sweep_outlives_a_restart_of_its_tracking_server(tmp_path):
+    """The MLflow server killed while a sweep's first job trains and started again on the
+    same database and port: the clients retry, and the parent and both jobs end FINISHED
+    with every epoch's metrics."""
     folder, port = tmp_path / "restarted", str(free_port())
     uri = start_service(SCRIPT, folder, "--port", port)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "runner", "model=xor_deep", "trainer.epochs=300", *QUIET,
-         f"tracking.uri={uri}", "tracking.experiment=restart"],
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", "seed=1,2", "model=xor_deep",
+         "trainer.epochs=300", *QUIET, f"tracking.uri={uri}", "tracking.experiment=restart"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         client = MlflowClient(uri)
         deadline = time.time() + 120
-        while True:  # training, with some epochs stored
+        while True:  # the first job training, with some epochs stored
             experiment = client.get_experiment_by_name("restart")
             runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            if runs and runs[0].data.metrics:
+            if any(r.data.metrics for r in runs):
                 break
-            assert time.time() < deadline and run.poll() is None, "the run never logged"
+            assert time.time() < deadline and sweep.poll() is None, "the sweep never logged"
             time.sleep(0.2)
         os.killpg(int((folder / "mlflow-server.pid").read_text()), signal.SIGKILL)
         time.sleep(3)  # down for a while, as a crashed server is
         assert start_service(SCRIPT, folder, "--port", port) == uri
-        out, err = run.communicate(timeout=300)
-        assert run.returncode == 0, out[-2000:] + err[-2000:]
-        (finished,) = client.search_runs([experiment.experiment_id])
-        assert finished.info.status == "FINISHED"
-        steps = [m.step for m in client.get_metric_history(finished.info.run_id, "train_loss")]
-        assert sorted(steps) == list(range(1, 301))
+        out, err = sweep.communicate(timeout=300)
+        assert sweep.returncode == 0, out[-2000:] + err[-2000:]
+        parent, jobs = assert_one_sweep(client, 2, 300, experiment="restart")
+        assert parent.info.status == "FINISHED"
     finally:
-        run.kill()
+        sweep.kill()
         stop_service(SCRIPT, folder, "--purge", check=False)
 
 
