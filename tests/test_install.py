@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tails
-from tests.test_readme import INSTALL_SECTION, bash_commands, readme_blocks
+from tests.conftest import free_port, tails
+from tests.test_readme import INSTALL_SECTION, bash_commands, readme_blocks, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,6 +127,8 @@ def test_the_readme_section_on_own_projects_works_as_written(venv, tmp_path):
     assert len(runs) == 3, runs
     assert [epochs for _, epochs in runs].count(40) == 2, runs  # the parent: the best's final
     assert (cwd / "outputs" / "reports" / "mine" / "comparison.csv").is_file()
+    ui = [str(venv / "python"), "-m", "runner.ui", "--port", str(free_port())]
+    assert "/#/experiments/" in serve(ui, cwd)  # the UI on the project's outputs/
 
 
 def test_a_user_model_data_and_layer_from_config_dir(venv, tmp_path):
