@@ -89,8 +89,11 @@ class DeferredTracker(MlflowTracker):
         params, tags = self._params, [RunTag(k, v) for k, v in self._tags.items()]
         metrics = self._buffer
         if metrics and _database_store(self.client) is not None:
-            retry_store_write(lambda: insert_new_run_metrics(self.client, self.run_id, metrics))
-            metrics = []
+            try:
+                retry_store_write(lambda: insert_new_run_metrics(self.client, self.run_id, metrics))
+                metrics = []
+            except (ImportError, AttributeError):  # an MLflow whose store internals moved:
+                pass  # its own log_batch below writes them (slower, same rows)
         while params or tags or metrics:
             batch_params, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
             batch_tags, tags = tags[:MAX_TAGS_PER_BATCH], tags[MAX_TAGS_PER_BATCH:]
@@ -198,7 +201,10 @@ def insert_new_run_metrics(client: mlflow.MlflowClient, run_id: str, metrics: li
         order = (row["step"], row["timestamp"], row["value"])  # MLflow's "more recent" rule
         if metric.key not in latest or order > latest[metric.key][0]:
             latest[metric.key] = (order, row)
+    # Looked up before the transaction: a missing one is an AttributeError the caller can
+    # fall back on (inside it, MLflow turns every error into an MlflowException).
+    get_run, check_active = store._get_run, store._check_run_is_active
     with store.ManagedSessionMaker(read_only=False) as session:
-        store._check_run_is_active(store._get_run(run_uuid=run_id, session=session))
+        check_active(get_run(run_uuid=run_id, session=session))
         session.execute(insert(SqlMetric), rows)
         session.execute(insert(SqlLatestMetric), [row for _, row in latest.values()])
