@@ -191,6 +191,8 @@ def stop(folder: Path, purge: bool = False) -> None:
     `purge`: delete the database too."""
     folder = folder.resolve()
     stop_process(folder / "mlflow-server.pid", group=True)
+    if not (folder / "pg.path").exists():
+        return  # no database made here (never started, or purged already)
     data = _pg_home(folder) / "data"
     if (data / "postmaster.pid").exists():
         _as_postgres(

@@ -412,6 +412,9 @@ def outcomes(request, tmp_path_factory) -> Iterator[dict[Command, Future]]:
     groups: list[tuple[int, list[Command]]] = []  # (README line, commands)
     for block in BLOCKS:
         commands = [c for c in block_commands(block) if c in chosen]
+        if commands:  # a block's `export`s hold for its chosen commands even when not chosen
+            exports = [c for c in block_commands(block) if c.text.startswith("export ")]
+            commands = [c for c in block_commands(block) if c in commands or c in exports]
         if groups and any(re.search(FOLLOWS, c.text) for c in commands):
             groups[-1][1].extend(commands)
         elif commands:
