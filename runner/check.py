@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from runner.choices import group_choice_problems, shadowed_files
 from runner.errors import ConfigError, failure_message
-from runner.project import CONF_DIR, CONFIG_DIR_FLAGS, conf_dirs, config_dir_args
+from runner.project import CONF_DIR, conf_dirs, split_config_dirs
 from runner.spec import validate
 
 USAGE = "usage: python -m runner.check [-m|--multirun] [--config-dir DIR] [override ...]"
@@ -121,8 +121,8 @@ def main(argv: list[str]) -> int:
         print(f"{USAGE}\n\n{__doc__}")
         return 0
     try:
-        extra_dirs = config_dir_args(argv)
-        argv = _without_config_dirs(argv)
+        dirs = conf_dirs(argv)
+        extra_dirs, argv = split_config_dirs(argv)
         unknown = [a for a in argv if a.startswith("-") and a not in ("-m", "--multirun")]
         if unknown:
             raise UsageError(
@@ -130,7 +130,6 @@ def main(argv: list[str]) -> int:
             )
         overrides = [a for a in argv if not a.startswith("-")]
         multirun = len(overrides) < len(argv)
-        dirs = conf_dirs([f"--config-dir={d}" for d in extra_dirs])
         missing = [d for d in extra_dirs if not d.is_dir()]
         if missing:
             raise UsageError(f"--config-dir: {missing[0]} is not a folder")
@@ -162,19 +161,6 @@ def main(argv: list[str]) -> int:
         return 2
     print(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} checked, {failed} failed")
     return 1 if failed else 0
-
-
-def _without_config_dirs(argv: list[str]) -> list[str]:
-    """The command line less its `--config-dir X` / `-cd X` / `--config-dir=X` flags."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in CONFIG_DIR_FLAGS:
-            skip = True
-        elif arg.partition("=")[0] not in CONFIG_DIR_FLAGS:
-            kept.append(arg)
-    return kept
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import random
 import sys
 from pathlib import Path
 
-USAGE = "python -m runner.new DIR"
 ROWS = 300  # the starter table's rows: enough for a visible learning curve in seconds
 
 FILES = {

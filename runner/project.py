@@ -32,23 +32,28 @@ def user_conf_dir(cwd: Path | None = None) -> Path | None:
     return None
 
 
-def config_dir_args(argv: list[str]) -> list[Path]:
-    """The folders a command line adds with `--config-dir X`, `-cd X` or `--config-dir=X`."""
-    found = []
-    for i, arg in enumerate(argv):
+def split_config_dirs(argv: list[str]) -> tuple[list[Path], list[str]]:
+    """The folders a command line adds with `--config-dir X`, `-cd X` or `--config-dir=X`,
+    and the command line without those flags."""
+    found, rest, args = [], [], iter(argv)
+    for arg in args:
         name, sep, value = arg.partition("=")
         if name in CONFIG_DIR_FLAGS and sep:
             found.append(Path(value))
-        elif arg in CONFIG_DIR_FLAGS and i + 1 < len(argv):
-            found.append(Path(argv[i + 1]))
-    return [path.resolve() for path in found]
+        elif arg in CONFIG_DIR_FLAGS:
+            folder = next(args, None)  # the flag's value is the next word
+            if folder is not None:
+                found.append(Path(folder))
+        else:
+            rest.append(arg)
+    return [path.resolve() for path in found], rest
 
 
 def conf_dirs(argv: list[str]) -> list[Path]:
     """Every folder whose config groups a command line can choose from, in Hydra's order:
     the shipped groups first (they win a name both have), then the user's."""
     dirs = [CONF_DIR]
-    for extra in [user_conf_dir(), *config_dir_args(argv)]:
+    for extra in [user_conf_dir(), *split_config_dirs(argv)[0]]:
         if extra is not None and extra not in dirs:
             dirs.append(extra)
     return dirs
