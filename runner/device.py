@@ -39,12 +39,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (a Slurm job's, not the whole node's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def thread_count(setting: int | str, parallel_jobs: int = 1) -> int:
     """Torch intra-op threads: `auto` shares this process's cores among parallel jobs."""
     if setting != "auto":
         return int(setting)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, parallel_jobs))
+    return max(1, usable_cores() // max(1, parallel_jobs))
 
 
 def set_threads(setting: int | str, parallel_jobs: int = 1, params: int | None = None) -> None:

@@ -72,6 +72,50 @@ class TaskMetrics:
             metrics["log_rmse"] = log_rmse(pred, true)
         return metrics
 
+    def compute_each(
+        self, outputs: torch.Tensor, target: torch.Tensor, shared: bool = False
+    ) -> list[dict[str, float]]:
+        """`compute` for each of K stacked models at once: `outputs` is [K, rows, ...],
+        `target` [K, rows, ...] (each model its own) or, `shared`, [rows, ...]."""
+        k = len(outputs)
+        rows = len(target) if shared else (target.shape[1] if target.dim() > 1 else 0)
+        if rows == 0:
+            return [{} for _ in range(k)]
+        targets = target.reshape(1 if shared else k, -1)
+        if self.task == "binary":
+            threshold = 0.5 if self.output_kind == "probability" else 0.0
+            pred = (outputs.reshape(k, -1) >= threshold).long()
+        elif self.task == "multiclass":
+            pred = outputs.argmax(dim=-1).reshape(k, -1)
+        else:
+            pred = outputs.reshape(k, -1) * self.target_std + self.target_mean
+        if self.task != "regression":
+            counts = (pred == targets.long()).sum(dim=1).tolist()
+            return [{"acc": count / rows} for count in counts]
+        true = (targets * self.target_std + self.target_mean).double()
+        err = pred.double() - true
+        mse = err.pow(2).mean(dim=1).tolist()
+        mae = err.abs().mean(dim=1).tolist()
+        var = (true - true.mean(dim=1, keepdim=True)).pow(2).mean(dim=1).expand(k).tolist()
+        logs = (
+            (pred.double().clamp(min=1.0).log() - true.clamp(min=1e-12).log())
+            .pow(2)
+            .mean(dim=1)
+            .sqrt()
+            .tolist()
+            if self.primary == "log_rmse"
+            else None
+        )
+        each = []
+        for i in range(k):
+            metrics = {"mse": mse[i], "rmse": mse[i] ** 0.5, "mae": mae[i]}
+            if var[i] > 0:
+                metrics["r2"] = 1.0 - mse[i] / var[i]
+            if logs is not None:
+                metrics["log_rmse"] = logs[i]
+            each.append(metrics)
+        return each
+
 
 def log_rmse(pred: torch.Tensor, true: torch.Tensor) -> float:
     """d2l's log-RMSE (ch. 5.7): RMSE of the logs, predictions clamped to at least 1, so

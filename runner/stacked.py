@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -385,33 +384,6 @@ def _column(
     ]
 
 
-def member_bytes(job: Job) -> int:
-    """About how much memory one member adds to a stack: its weights, gradients and two
-    optimizer moments, its shuffled copy of the training data, its epoch's outputs."""
-    t, data = job.trainer, job.data
-    params = sum(p.numel() * p.element_size() for p in t.model.parameters())
-    copies = sum(x.numel() * x.element_size() for x in (data.x_train, data.y_train))
-    outputs = (len(data.x_train) + len(data.x_val)) * max(1, job.data.num_outputs) * 4
-    return 4 * params + copies + outputs
-
-
-def free_memory(device: torch.device) -> int:
-    """Bytes free now on `device` (CUDA: the GPU's; else the machine's available RAM)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # no sysconf: assume a small machine
-        return 4 * 2**30
-
-
-def chunk_size(jobs: Sequence[Job], stack_max: int) -> int:
-    """Members trained at once: `stack_max`, or (0) as many as fit in half the free memory."""
-    if stack_max:
-        return stack_max
-    return max(1, free_memory(jobs[0].trainer.device) // 2 // member_bytes(jobs[0]))
-
-
 def stack_fit(
     jobs: Sequence[Job], on_epoch: MemberCallback | None = None, *, fast_path: bool = True
 ) -> list[MemberResult]:
@@ -448,6 +420,7 @@ def stack_fit(
         out = functional_call(base, (p, b), (xb,))
         return loss_fn(align(out, yb), yb), out
 
+    val_losses = member_losses(loss_fn)  # each member's validation loss, as its solo fit's
     fast = fast_forward(base) if fast_path else None
     if fast is None:
         batched_loss = vmap(member_loss)
@@ -580,6 +553,21 @@ def stack_fit(
                 if len(x_val)
                 else None
             )
+            # Every member's metrics at once (as each solo fit computes its own).
+            y_live = y_epoch if live == at_start else y_epoch[[at_start.index(k) for k in live]]
+            train_metrics = t0.metrics.compute_each(out_epoch, y_live)
+            if val_out is not None and len(y_val):
+                y_each = y_val.expand(len(live), *y_val.shape)
+                val_metrics = [
+                    {"loss": loss} | metrics
+                    for loss, metrics in zip(
+                        val_losses(val_out, y_each).tolist(),
+                        t0.metrics.compute_each(val_out, y_val, shared=True),
+                        strict=True,
+                    )
+                ]
+            else:
+                val_metrics = [{} for _ in live]
         failed, errors = [], []
         for pos, k in enumerate(live):
             t = jobs[k].trainer
@@ -592,12 +580,8 @@ def stack_fit(
             row = {"train_loss": train_losses[pos]}
             if penalties is not None:  # without L1 the total is the loss itself
                 row["train_total_loss"] = train_losses[pos] + penalties[pos]
-            train = t.metrics.compute(out_epoch[pos], y_epoch[at_start.index(k)])
-            row |= {f"train_{m}": v for m, v in train.items()}
-            if val_out is not None and len(y_val):
-                val = {"loss": loss_fn(align(val_out[pos], y_val), y_val).item()}
-                val |= t.metrics.compute(val_out[pos], y_val)
-                row |= {f"val_{m}": v for m, v in val.items()}
+            row |= {f"train_{m}": v for m, v in train_metrics[pos].items()}
+            row |= {f"val_{m}": v for m, v in val_metrics[pos].items()}
             if t.scheduler is not None:  # as the solo fit: the rate this epoch used
                 row["lr"] = _lr(t)
             results[k].history.append(row)

@@ -13,12 +13,18 @@ from torch.func import functional_call, stack_module_state, vmap
 from runner.job import Job, setup
 from runner.loop import NonFiniteLoss, fit
 from runner.spec import validate
-from runner.stacked import (
-    NotStackable,
-    chunk_size,
-    fast_forward,
+from runner.stack_plan import (
+    cache_bytes,
+    chunk_cost,
+    chunk_sizes,
     free_memory,
     member_bytes,
+    share,
+    state_bytes,
+)
+from runner.stacked import (
+    NotStackable,
+    fast_forward,
     member_losses,
     stack_fit,
     stackable,
@@ -220,12 +226,48 @@ def test_a_group_with_a_learning_rate_schedule_matches_solo_runs(schedule: dict)
 
 def test_a_group_is_trained_in_chunks_that_fit_in_memory():
     jobs = [xor_job(seed) for seed in SEEDS]
-    assert chunk_size(jobs, stack_max=2) == 2
+    assert chunk_sizes(jobs, stack_max=2) == [2, 1]
     # An XOR member takes kilobytes: any machine fits a hundred; an MNIST-sized member's
     # shuffled copy of its 55000 x 784 training images alone is 172 MB.
     assert member_bytes(jobs[0]) < 100_000
-    assert chunk_size(jobs, stack_max=0) >= 100
+    assert chunk_sizes(jobs, stack_max=0) == [len(jobs)]  # one chunk
     assert free_memory(torch.device("cpu")) > 0
+
+
+def test_a_group_too_big_for_the_cpu_cache_trains_in_even_chunks_that_fit(tmp_path):
+    cfg = shipped("mlp", "adam", epochs=1)
+    cfg["model"]["hidden"] = [64, 64]
+    jobs = [setup(cfg, validate(cfg)) for _ in range(10)]
+    state = state_bytes(jobs[0])  # weights, gradients, two Adam moments
+    assert state == 4 * 4 * sum(p.numel() for p in jobs[0].trainer.model.parameters())
+    # Three members fit in a core's share of half the cache: ten train as 3 + 3 + 2 + 2.
+    assert chunk_sizes(jobs, 0, cache=2 * 2 * 3 * state, cores=2) == [3, 3, 2, 2]
+    assert chunk_sizes(jobs, 0, cache=2 * 1 * 7 * state, cores=1) == [5, 5]
+    assert chunk_sizes(jobs, 0, cache=2 * 2 * 10 * state, cores=2) == [10]
+    # A member too big for its share trains alone; no cache figure: memory decides.
+    assert chunk_sizes(jobs, 0, cache=state, cores=2) == [1] * 10
+    assert chunk_sizes(jobs, 0, cache=None) == [10]
+    assert chunk_sizes(jobs, 3, cache=2 * 2 * 3 * state) == [3, 3, 3, 1]  # the user's choice
+    # The machine's own figure, as Linux gives it.
+    for level, size in ((1, "48K"), (2, "2048K"), (3, "32M")):
+        index = tmp_path / f"index{level}"
+        index.mkdir()
+        (index / "size").write_text(f"{size}\n")
+    assert cache_bytes(tmp_path) == 32 * 2**20
+    assert cache_bytes(tmp_path / "none") is None
+
+
+def test_chunks_are_shared_out_to_workers_costliest_first():
+    small = xor_job(1)
+    cfg = shipped("mlp", "adam", epochs=5)
+    cfg["model"]["hidden"] = [256, 256]
+    big = setup(cfg, validate(cfg))
+    # A step's fixed cost counts: ten tiny members cost little more than one; wide ones add up.
+    assert chunk_cost([small]) < chunk_cost([small] * 10) < 1.1 * chunk_cost([small])
+    assert chunk_cost([big] * 10) > 5 * chunk_cost([big])
+    assert share([9, 1, 1, 5, 4], workers=2) == [[0, 1], [2, 3, 4]]  # 10 and 10
+    assert share([3, 2], workers=4) == [[0], [1]]
+    assert share([], workers=2) == []
 
 
 def test_members_must_share_architecture_data_and_optimizer():

@@ -11,6 +11,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from runner.device import usable_cores
 from tests.conftest import run_cli, store_uri, tails
 from tests.test_sweeps import await_finished_jobs
 
@@ -79,15 +80,44 @@ def test_a_stacked_seed_group_matches_solo_runs(tmp_path):
     assert len(children(stacked)[1]) == 3
 
 
-def test_sweep_stack_max_trains_a_group_in_chunks(tmp_path):
-    proc = run_cli(*SWEEP, "hydra/launcher=stacked", "sweep.stack_max=2", *QUIET, cwd=tmp_path)
+# A fault injected through the plugin mechanism: stacked training of seed 3 breaks.
+BREAK_SEED_3 = """
+import runner.stacked
+
+real_stack_fit = runner.stacked.stack_fit
+
+
+def stack_fit(jobs, *args, **kwargs):
+    if any(job.spec.seed == 3 for job in jobs):
+        raise RuntimeError("injected for the test")
+    return real_stack_fit(jobs, *args, **kwargs)
+
+
+runner.stacked.stack_fit = stack_fit
+"""
+
+
+def test_sweep_stack_max_trains_a_group_in_chunks_side_by_side(tmp_path):
+    (tmp_path / "break_seed_3.py").write_text(BREAK_SEED_3)
+    args = [*SWEEP, "hydra/launcher=stacked", "sweep.stack_max=2", "plugins=[break_seed_3]"]
+    proc = run_cli(*args, *QUIET, cwd=tmp_path)
     assert proc.returncode == 0, tails(proc)
     out = proc.stdout + proc.stderr
-    assert "train stacked 2 at a time (sweep.stack_max=2)" in out
-    assert "trained 2 jobs stacked" in out and "trained 1 jobs stacked" in out
+    assert "train stacked in chunks of [2, 1] members (sweep.stack_max=2)" in out
+    if usable_cores() > 1:  # the two chunks train side by side, each in its own process
+        assert "2 stacked chunks train on 2 processes at once" in out
+    # The chunk whose stacked training failed ran its job alone, in its worker process.
+    assert "trained 2 jobs stacked" in out
+    assert "stacked training of jobs [2] failed (RuntimeError: injected for the test)" in out
     _, members = children(tmp_path)
     assert [r.info.status for r in members] == ["FINISHED"] * 3
-    assert sorted(r.data.tags["runner.stacked"] for r in members) == ["1", "2", "2"]
+    assert [r.data.tags.get("runner.stacked") for r in members] == ["2", "2", None]
+    assert all(len(client_history(tmp_path, r)) == 5 for r in members)
+
+
+def client_history(cwd, run) -> list:
+    """A run's train_loss points."""
+    return MlflowClient(store_uri(cwd)).get_metric_history(run.info.run_id, "train_loss")
 
 
 def test_jobs_differing_in_rate_and_l1_strength_train_as_one_group(tmp_path):

@@ -18,7 +18,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.runner_stacked.compose import install
-from hydra_plugins.runner_stacked.writers import write_in_parallel, writer_count
+from hydra_plugins.runner_stacked.forks import MAX_WRITERS, fork_count, run_in_forks
 
 log = logging.getLogger("runner.sweep")
 JOB_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default
@@ -32,6 +32,15 @@ class StackedLauncherConf:
 ConfigStore.instance().store(
     group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="runner"
 )
+
+
+@dataclass
+class Chunk:
+    """Jobs of one group trained as one stacked model: their indices in the sweep and what
+    preparing each gave (its Member as return value)."""
+
+    indices: list[int]
+    prepared: list[JobReturn]
 
 
 class StackedLauncher(Launcher):
@@ -91,8 +100,10 @@ class StackedLauncher(Launcher):
                 results[i] = ret
             else:
                 by_key.setdefault(groups.group_key(ret.return_value), []).append(i)
+        chunks: list[Chunk] = []
         for indices in by_key.values():
-            self._run_group(indices, configs, [prepared[i] for i in indices], results)
+            chunks += self._plan_group(indices, configs, [prepared[i] for i in indices], results)
+        self._run_chunks(chunks, configs, results)
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
@@ -103,16 +114,17 @@ class StackedLauncher(Launcher):
         for i in indices:
             results[i] = self._job(self.task_function, configs[i])
 
-    def _run_group(
+    def _plan_group(
         self,
         indices: list[int],
         configs: list[DictConfig],
         prepared: list[JobReturn],
         results: list[JobReturn | None],
-    ) -> None:
-        """One group: stacked (in chunks that fit in memory) if it can be, else each job as
-        the basic launcher runs it."""
-        from runner.stacked import chunk_size, stackable
+    ) -> list[Chunk]:
+        """One group: its chunks to train stacked (as many members as fit in memory each),
+        or, if it cannot stack, each job run now as the basic launcher runs it."""
+        from runner.stack_plan import chunk_sizes
+        from runner.stacked import stackable
 
         members = [ret.return_value for ret in prepared]
         jobs = [m.job for m in members]
@@ -123,33 +135,91 @@ class StackedLauncher(Launcher):
                     "jobs %s run one at a time: %s", [m.launch.job_num for m in members], reason
                 )
             self._run_one_by_one(indices, configs, results)
-            return
+            return []
         stack_max = jobs[0].spec.sweep.stack_max
-        size = chunk_size(jobs, stack_max)
-        if size < len(jobs):
+        sizes = chunk_sizes(jobs, stack_max)
+        if len(sizes) > 1:
             log.info(
-                "jobs %s train stacked %d at a time (%s)",
-                [m.launch.job_num for m in members], size,
+                "jobs %s train stacked in chunks of %s members (%s)",
+                [m.launch.job_num for m in members], sizes,
                 f"sweep.stack_max={stack_max}" if stack_max
-                else "as many as fit in half the free memory; sweep.stack_max sets it",
+                else "as many as fit in half the free memory and, on a CPU, whose weights "
+                "and optimizer state fit in a core's share of half its cache; "
+                "sweep.stack_max sets it",
             )  # fmt: skip
-        for start in range(0, len(jobs), size):
-            chunk = slice(start, start + size)
-            self._run_stacked(indices[chunk], configs, prepared[chunk], results)
+        starts = [sum(sizes[:k]) for k in range(len(sizes))]
+        return [
+            Chunk(indices[start : start + size], prepared[start : start + size])
+            for start, size in zip(starts, sizes, strict=True)
+        ]
+
+    def _run_chunks(
+        self, chunks: list[Chunk], configs: list[DictConfig], results: list[JobReturn | None]
+    ) -> None:
+        """Train and log the stacked chunks: on CPU (with `trainer.threads=auto`), several at
+        once on worker processes (one per core, each one torch thread), the costliest first;
+        else one after another, each with its members' runs written by one process per core."""
+        from runner.stack_plan import chunk_cost, share
+
+        jobs = [c.prepared[0].return_value.job for c in chunks]
+        on_cpu = all(
+            j.trainer.device.type == "cpu" and j.spec.trainer.threads == "auto" for j in jobs
+        )
+        workers = fork_count(len(chunks)) if on_cpu else 1
+        if workers == 1:
+            for chunk in chunks:
+                writers = fork_count(len(chunk.indices), MAX_WRITERS)
+                self._run_stacked(chunk, configs, results, writers)
+            return
+        costs = [chunk_cost([ret.return_value.job for ret in c.prepared]) for c in chunks]
+        shares = share(costs, workers)
+        prepared_ids = {id(ret) for chunk in chunks for ret in chunk.prepared}
+        log.info("%d stacked chunks train on %d processes at once", len(chunks), len(shares))
+
+        def work(mine: list[int]) -> dict[int, Any]:
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # (forked workers have one thread each already)
+            try:
+                done: list[JobReturn | None] = [None] * len(configs)
+                for c in mine:
+                    self._run_stacked(chunks[c], configs, done, writers=1)
+                # A stacked member's result is its prepared JobReturn: only its value travels
+                # (a job of a chunk that fell back to running alone sends its own JobReturn).
+                return {
+                    i: ret.return_value if id(ret) in prepared_ids else ret
+                    for i, ret in enumerate(done)
+                    if ret is not None
+                }
+            finally:
+                torch.set_num_threads(threads)
+
+        returned = run_in_forks(work, shares)
+        for chunk in chunks:
+            for i, ret in zip(chunk.indices, chunk.prepared, strict=True):
+                value = returned.get(i)
+                if isinstance(value, JobReturn):
+                    results[i] = value
+                else:  # (None where its worker died: no value, as a failed job)
+                    ret.return_value = value
+                    results[i] = ret
 
     def _run_stacked(
         self,
-        indices: list[int],
+        chunk: Chunk,
         configs: list[DictConfig],
-        prepared: list[JobReturn],
         results: list[JobReturn | None],
+        writers: int,
     ) -> None:
-        """Train these jobs as one stacked model, then write each member's run."""
+        """Train a chunk's jobs as one stacked model, then write each member's run (from
+        `writers` processes)."""
         from runner import group as groups
         from runner.metrics import primary_metric
         from runner.stacked import stack_fit
         from runner.tracking.deferred import DeferredTracker
 
+        indices, prepared = chunk.indices, chunk.prepared
         members = [ret.return_value for ret in prepared]
         jobs = [m.job for m in members]
         started = time.perf_counter()
@@ -182,12 +252,11 @@ class StackedLauncher(Launcher):
                     values[i] = groups.finish_member(member, result, seconds, len(jobs), tracker)
             return values
 
-        count = writer_count(len(items))
         started = time.perf_counter()
-        values = write_in_parallel(write, [items[k::count] for k in range(count)])
+        values = run_in_forks(write, [items[k::writers] for k in range(writers)])
         log.info(
             "logged %d runs in %.2f s (%d writer processes)",
-            len(items), time.perf_counter() - started, count,
+            len(items), time.perf_counter() - started, writers,
         )  # fmt: skip
         for i, ret in zip(indices, prepared, strict=True):
             ret.return_value = values.get(i)

@@ -1,0 +1,78 @@
+"""Shares of a stacked sweep's work in forked copies of this process, one per core.
+
+Once a sweep's jobs are prepared, the launching process holds every job's data and model:
+forked copies of it can train other chunks, or write other members' runs, on the other
+cores without preparing anything again. Used for the members' store writes (Python-heavy:
+the process would otherwise wait on one core) and for chunks of different groups.
+"""
+
+import logging
+import os
+import pickle
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+log = logging.getLogger("runner.sweep")
+Item = TypeVar("Item")
+MAX_WRITERS = 4  # more processes writing runs only wait on the store's write lock
+
+
+def fork_count(items: int, limit: int | None = None) -> int:
+    """How many processes share `items`: one per core (at most `limit`), where fork exists."""
+    from runner.device import usable_cores
+
+    if not hasattr(os, "fork"):
+        return 1
+    return max(1, min(items, usable_cores(), limit or items))
+
+
+def run_in_forks(
+    work: Callable[[list[Item]], dict[int, Any]], shares: Sequence[list[Item]]
+) -> dict[int, Any]:
+    """`work(share)` for each share, the first in this process and the others in forked
+    children (one torch thread each); returns every share's results merged (a child that
+    died gives none, and says so in the log)."""
+    children = []
+    for share in shares[1:]:
+        reader, writer = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: its share, its results down the pipe, and leave at once
+            os.close(reader)
+            code = 0
+            try:
+                _child_setup()
+                results = work(share)
+            except BaseException:
+                log.exception("a sweep worker process failed")
+                results, code = {}, 1
+            with os.fdopen(writer, "wb") as out:
+                pickle.dump(results, out)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        os.close(writer)
+        children.append((pid, reader))
+    results = work(list(shares[0])) if shares else {}
+    for pid, reader in children:
+        with os.fdopen(reader, "rb") as source:
+            try:
+                results.update(pickle.load(source))
+            except EOFError:
+                log.error("a sweep worker process (pid %d) died; its jobs have no result", pid)
+        os.waitpid(pid, 0)
+    return results
+
+
+def _child_setup() -> None:
+    """What a forked child must not inherit: the parent's store connections and torch's
+    thread pool (as PyTorch's own forked workers, it uses one thread)."""
+    import torch
+
+    from runner.tracking.store import forget_connections
+
+    torch.set_num_threads(1)
+    forget_connections()
