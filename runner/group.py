@@ -4,8 +4,9 @@ test metrics, plots and model, exactly as a solo job logs them.
 
 The launcher (hydra_plugins/runner_stacked) calls, inside Hydra's job context of each
 member: `prepare_member` (validate, load, build: the solo run's seeds give the same initial
-weights and batch order), then `runner.stacked.stack_fit` over the group, then
-`finish_member` (the MLflow run, written in batches after training).
+weights and batch order), `open_member` (the run with its params and config files, made
+while the group trains, where a core is free for it), `runner.stacked.stack_fit` over the
+group, then `finish_member` (metrics, checkpoint, final results, written in batches).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from runner.launch import Launch, launch_of
 from runner.metrics import primary_metric
 from runner.stacked import MemberResult
 from runner.tracking import Tracker
+from runner.tracking.deferred import DeferredTracker
 
 log = logging.getLogger("runner")
 # What may differ inside a stacked group: the seed, and what the stacked update takes per member.
@@ -68,13 +70,54 @@ def group_key(member: Member) -> str:
     return fingerprint(config)
 
 
-def finish_member(
-    member: Member, result: MemberResult, train_seconds: float, group_size: int, tracker: Tracker
-) -> float | None:
-    """Log one member's run as a solo job would, from what the stacked training gave it; a
-    failure is logged and recorded on its run (FAILED), and the sweep goes on."""
+def open_member(member: Member, group_size: int, tracker: DeferredTracker, pid: int) -> str | None:
+    """Make a member's run while its group trains: tags (`pid`: the training process), params,
+    data set and config files, written at once; it stays RUNNING until `finish_member` takes
+    it up. None where that fails (the run, if made, is deleted; `finish_member` makes it)."""
+    job, launch = member.job, member.launch
+    assert job is not None
+    run_tags = recipe.run_tags(job, launch) | {tags.STACKED: str(group_size), tags.PID: str(pid)}
     try:
-        return _log_member(member, result.history, result.error, train_seconds, group_size, tracker)
+        tracker.start(
+            recipe.launch_name(launch, job.spec), run_tags, launch.parent_run_id,
+            None, launch.started_at,
+        )  # fmt: skip
+        recipe.log_inputs(job, launch, tracker)
+        tracker.write_kept()
+        return tracker.run_id
+    except Exception as err:
+        log.warning(
+            "job %s: its run is written after training (opening it failed: %s: %s)",
+            launch.job_num, type(err).__name__, err,
+        )  # fmt: skip
+        discard_runs([tracker.run_id], tracker)
+        return None
+
+
+def discard_runs(run_ids: list[str | None], tracker: DeferredTracker) -> None:
+    """Delete runs opened for a stacked training that did not take place (best effort)."""
+    for run_id in filter(None, run_ids):
+        try:
+            tracker.client.delete_run(run_id)
+        except Exception as err:
+            log.warning("could not delete run %s: %s: %s", run_id, type(err).__name__, err)
+
+
+def finish_member(
+    member: Member,
+    result: MemberResult,
+    train_seconds: float,
+    group_size: int,
+    tracker: Tracker,
+    run_id: str | None = None,
+) -> float | None:
+    """Log one member's run as a solo job would, from what the stacked training gave it (in
+    the run `open_member` made, if given); a failure is logged and recorded on its run
+    (FAILED), and the sweep goes on."""
+    try:
+        return _log_member(
+            member, result.history, result.error, train_seconds, group_size, tracker, run_id
+        )
     except Exception as err:
         log.error("job %s failed: %s: %s", member.launch.job_num, type(err).__name__, err)
         return None
@@ -87,13 +130,15 @@ def _log_member(
     train_seconds: float,
     group_size: int,
     tracker: Tracker,
+    run_id: str | None,
 ) -> float | None:
     job, launch = member.job, member.launch
     assert job is not None
     run_tags = recipe.run_tags(job, launch) | {tags.STACKED: str(group_size)}
     name = recipe.launch_name(launch, job.spec)
-    with tracker.run(name, run_tags, launch.parent_run_id, None, launch.started_at):
-        recipe.log_inputs(job, launch, tracker)
+    with tracker.run(name, run_tags, launch.parent_run_id, run_id, launch.started_at):
+        if run_id is None:
+            recipe.log_inputs(job, launch, tracker)
         for epoch, row in enumerate(history, start=1):
             tracker.log_metrics(row, step=epoch)
         # The member's weights and optimizer state were written back into its trainer: its

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from runner import builders, checkpoint, device, naming, sweep, tags
@@ -249,11 +250,18 @@ def log_inputs(job: Job, launch: Launch, tracker: Tracker) -> None:
     tracker.end_stale_runs(job.fingerprint, socket.gethostname())
     tracker.log_params({**flatten(job.config), "trainable_params": str(job.params)})
     tracker.log_dataset(dataset_input(job.spec.data, job.data))
-    tracker.log_text(OmegaConf.to_yaml(OmegaConf.create(job.config)), "config.yaml")
+    tracker.log_text(config_yaml(job.config), "config.yaml")
     tracker.log_text(job.summary, "model_summary.txt")
     if job.data.encoder is not None:  # every statistic fitted on the training rows
         tracker.log_text(json.dumps(job.data.encoder.state(), indent=1), "data/encoder.json")
     tracker.log_dir(launch.output_dir / ".hydra", "hydra")
+
+
+def config_yaml(config: dict[str, Any]) -> str:
+    """The resolved config as YAML, as OmegaConf writes it (libyaml's dumper where there is
+    one: a sweep writes one per member)."""
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(config, Dumper=dumper, sort_keys=False, allow_unicode=True)
 
 
 class EpochHandler:

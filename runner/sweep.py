@@ -10,6 +10,7 @@ child run.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import logging
 import os
@@ -38,14 +39,20 @@ log = logging.getLogger("runner.sweep")
 
 def finished_run(spec: TrackingSpec, sweep: SweepInfo, fingerprint: str) -> Run | None:
     """In a re-run sweep: the FINISHED run of this exact config, linked to this sweep."""
-    from runner.tracking.store import Store
-
-    store = Store(spec)
+    store = _store(spec)
     done = store.find_finished(fingerprint)
     if done is not None and done.data.tags.get(tags.PARENT_RUN_ID) != sweep.parent_run_id:
         key = f"{tags.REUSED_PREFIX}{fingerprint[:16]}"
         store.client.set_tag(sweep.parent_run_id, key, done.info.run_id)
     return done
+
+
+@functools.lru_cache(maxsize=4)
+def _store(spec: TrackingSpec) -> Any:
+    """The opened store of `spec`, once per process (a stacked launcher asks for every job)."""
+    from runner.tracking.store import Store
+
+    return Store(spec)
 
 
 def record_failed_setup(cfg: DictConfig, launch: Launch, err: ConfigError) -> None:

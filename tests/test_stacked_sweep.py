@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from runner.device import usable_cores
@@ -113,6 +114,23 @@ def test_sweep_stack_max_trains_a_group_in_chunks_side_by_side(tmp_path):
     assert [r.info.status for r in members] == ["FINISHED"] * 3
     assert [r.data.tags.get("runner.stacked") for r in members] == ["2", "2", None]
     assert all(len(client_history(tmp_path, r)) == 5 for r in members)
+
+
+def test_runs_made_for_a_stacked_training_that_failed_are_deleted(tmp_path):
+    """One group: its runs are made while it trains (on a second core), then its stacked
+    training fails; each job runs alone in its own run, and those made early are deleted."""
+    (tmp_path / "break_seed_3.py").write_text(BREAK_SEED_3)
+    args = ["-m", "seed=3,4", *SWEEP[2:], "hydra/launcher=stacked", "plugins=[break_seed_3]"]
+    proc = run_cli(*args, *QUIET, cwd=tmp_path)
+    assert proc.returncode == 0, tails(proc)
+    assert "they run one at a time" in proc.stdout + proc.stderr
+    client, members = children(tmp_path)
+    assert [r.info.status for r in members] == ["FINISHED"] * 2
+    assert all("runner.stacked" not in r.data.tags for r in members)
+    experiment = client.get_experiment_by_name("xor").experiment_id
+    deleted = client.search_runs([experiment], run_view_type=ViewType.DELETED_ONLY)
+    assert len(deleted) == (2 if usable_cores() > 1 else 0)
+    assert all(r.data.tags["runner.stacked"] == "2" for r in deleted)
 
 
 def client_history(cwd, run) -> list:

@@ -3,7 +3,8 @@
 Once a sweep's jobs are prepared, the launching process holds every job's data and model:
 forked copies of it can train other chunks, or write other members' runs, on the other
 cores without preparing anything again. Used for the members' store writes (Python-heavy:
-the process would otherwise wait on one core) and for chunks of different groups.
+the process would otherwise wait on one core), to open the members' runs while their group
+trains, and for chunks of different groups.
 """
 
 import logging
@@ -33,38 +34,50 @@ def run_in_forks(
     """`work(share)` for each share, the first in this process and the others in forked
     children (one torch thread each); returns every share's results merged (a child that
     died gives none, and says so in the log)."""
-    children = []
-    for share in shares[1:]:
-        reader, writer = os.pipe()
+    children = [in_fork(work, share) for share in shares[1:]]
+    results = work(list(shares[0])) if shares else {}
+    for collect in children:
+        results.update(collect())
+    return results
+
+
+def in_fork(
+    work: Callable[[list[Item]], dict[int, Any]], share: list[Item]
+) -> Callable[[], dict[int, Any]]:
+    """Start `work(share)` in a forked child (one torch thread); returns what waits for its
+    results (none, said in the log, if it died)."""
+    reader, writer = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: its share, its results down the pipe, and leave at once
+        os.close(reader)
+        code = 0
+        try:
+            _child_setup()
+            results = work(share)
+        except BaseException:
+            log.exception("a sweep worker process failed")
+            results, code = {}, 1
+        with os.fdopen(writer, "wb") as out:
+            pickle.dump(results, out)
+        logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child: its share, its results down the pipe, and leave at once
-            os.close(reader)
-            code = 0
-            try:
-                _child_setup()
-                results = work(share)
-            except BaseException:
-                log.exception("a sweep worker process failed")
-                results, code = {}, 1
-            with os.fdopen(writer, "wb") as out:
-                pickle.dump(results, out)
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        os.close(writer)
-        children.append((pid, reader))
-    results = work(list(shares[0])) if shares else {}
-    for pid, reader in children:
+        os._exit(code)
+    os.close(writer)
+
+    def collect() -> dict[int, Any]:
         with os.fdopen(reader, "rb") as source:
             try:
-                results.update(pickle.load(source))
+                results = pickle.load(source)
             except EOFError:
                 log.error("a sweep worker process (pid %d) died; its jobs have no result", pid)
+                results = {}
         os.waitpid(pid, 0)
-    return results
+        return results
+
+    return collect
 
 
 def _child_setup() -> None:

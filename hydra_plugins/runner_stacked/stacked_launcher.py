@@ -4,6 +4,7 @@ as one stacked model (runner.stacked); every other job runs as the basic launche
 Every job keeps its Hydra job folder and its own MLflow child run."""
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.runner_stacked.compose import install
-from hydra_plugins.runner_stacked.forks import MAX_WRITERS, fork_count, run_in_forks
+from hydra_plugins.runner_stacked.forks import MAX_WRITERS, fork_count, in_fork, run_in_forks
 
 log = logging.getLogger("runner.sweep")
 JOB_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default
@@ -162,14 +163,14 @@ class StackedLauncher(Launcher):
         from runner.stack_plan import chunk_cost, share
 
         jobs = [c.prepared[0].return_value.job for c in chunks]
-        on_cpu = all(
-            j.trainer.device.type == "cpu" and j.spec.trainer.threads == "auto" for j in jobs
-        )
-        workers = fork_count(len(chunks)) if on_cpu else 1
+        # Forked processes must not touch a GPU the launching process uses: CPU only.
+        on_cpu = all(j.trainer.device.type == "cpu" for j in jobs)
+        auto = all(j.spec.trainer.threads == "auto" for j in jobs)
+        workers = fork_count(len(chunks)) if on_cpu and auto else 1
         if workers == 1:
             for chunk in chunks:
-                writers = fork_count(len(chunk.indices), MAX_WRITERS)
-                self._run_stacked(chunk, configs, results, writers)
+                writers = fork_count(len(chunk.indices), MAX_WRITERS) if on_cpu else 1
+                self._run_stacked(chunk, configs, results, writers, open_early=writers > 1)
             return
         costs = [chunk_cost([ret.return_value.job for ret in c.prepared]) for c in chunks]
         shares = share(costs, workers)
@@ -211,9 +212,12 @@ class StackedLauncher(Launcher):
         configs: list[DictConfig],
         results: list[JobReturn | None],
         writers: int,
+        open_early: bool = False,
     ) -> None:
         """Train a chunk's jobs as one stacked model, then write each member's run (from
-        `writers` processes)."""
+        `writers` processes). `open_early`: a forked process makes the members' runs, with
+        their params and config files, while the group trains (CPU training leaves a core
+        free for it); after training only what training gave is written."""
         from runner import group as groups
         from runner.metrics import primary_metric
         from runner.stacked import stack_fit
@@ -222,8 +226,23 @@ class StackedLauncher(Launcher):
         indices, prepared = chunk.indices, chunk.prepared
         members = [ret.return_value for ret in prepared]
         jobs = [m.job for m in members]
-        started = time.perf_counter()
         spec = jobs[0].spec
+        trainer_pid = os.getpid()
+
+        def open_runs(share: list) -> dict[int, Any]:
+            tracker = DeferredTracker(spec.tracking)
+            opened = {}
+            for i, ret, member in share:
+                with _job_log(ret):
+                    opened[i] = groups.open_member(member, len(jobs), tracker, trainer_pid)
+            return opened
+
+        opening = (
+            in_fork(open_runs, list(zip(indices, prepared, members, strict=True)))
+            if open_early
+            else None
+        )
+        started = time.perf_counter()
         progress = GroupProgress(
             len(jobs), spec.trainer.epochs, primary_metric(jobs[0].data.task, spec.metric)
         )
@@ -234,11 +253,14 @@ class StackedLauncher(Launcher):
                 "stacked training of jobs %s failed (%s: %s); they run one at a time",
                 [m.launch.job_num for m in members], type(err).__name__, err,
             )  # fmt: skip
+            if opening is not None:  # (each job makes its own run now)
+                groups.discard_runs(list(opening().values()), DeferredTracker(spec.tracking))
             self._run_one_by_one(indices, configs, results)
             return
         progress.close()
         seconds = time.perf_counter() - started
         log.info("trained %d jobs stacked in %.2f s", len(jobs), seconds)
+        run_ids = opening() if opening is not None else {}
         items = list(zip(indices, prepared, members, outcome, strict=True))
 
         def write(share: list) -> dict[int, Any]:
@@ -249,14 +271,18 @@ class StackedLauncher(Launcher):
                 # Still the member's Hydra job (its folder, config and log were made when it
                 # was prepared): only its log file is opened again, for the run's last lines.
                 with _job_log(ret):
-                    values[i] = groups.finish_member(member, result, seconds, len(jobs), tracker)
+                    values[i] = groups.finish_member(
+                        member, result, seconds, len(jobs), tracker, run_ids.get(i)
+                    )
             return values
 
         started = time.perf_counter()
         values = run_in_forks(write, [items[k::writers] for k in range(writers)])
+        opened = sum(1 for run_id in run_ids.values() if run_id)
         log.info(
-            "logged %d runs in %.2f s (%d writer processes)",
+            "logged %d runs in %.2f s (%d writer processes%s)",
             len(items), time.perf_counter() - started, writers,
+            f"; {opened} made while training" if open_early else "",
         )  # fmt: skip
         for i, ret in zip(indices, prepared, strict=True):
             ret.return_value = values.get(i)

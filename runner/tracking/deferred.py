@@ -56,9 +56,12 @@ class DeferredTracker(MlflowTracker):
         run_id: str | None = None,
         started_at: float | None = None,
     ) -> str:
-        """Create the run with its tags (a deferred run is always a new one)."""
-        assert run_id is None, "a deferred run cannot continue an earlier one"
-        info = self._create_run(run_name, tags, parent_run_id, started_at)
+        """Create the run with its tags, or take up `run_id` (a run this tracker's kind
+        opened and left RUNNING after `write_kept`)."""
+        if run_id is None:
+            info = self._create_run(run_name, tags, parent_run_id, started_at)
+        else:
+            info = self.client.get_run(run_id).info
         self.run_id, self.run_name = info.run_id, info.run_name
         self.artifact_uri = info.artifact_uri
         self._params, self._tags, self._dataset = [], {}, None
@@ -82,6 +85,16 @@ class DeferredTracker(MlflowTracker):
                 shutil.rmtree(self._staged, ignore_errors=True)
                 self._staged = None
             self.client.set_terminated(self.run_id, status=status)
+
+    def write_kept(self) -> None:
+        """Write what is kept so far and leave the run RUNNING (another process may take
+        it up by its id)."""
+        try:
+            self._write()
+        finally:
+            if self._staged is not None:
+                shutil.rmtree(self._staged, ignore_errors=True)
+                self._staged = Path(tempfile.mkdtemp(prefix="runner-run-"))
 
     def _write(self) -> None:
         """Params, tags and metrics in as few log_batch calls as MLflow allows; then the
