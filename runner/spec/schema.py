@@ -79,7 +79,8 @@ class TrackingSpec:
 @dataclass(frozen=True)
 class SweepSpec:
     """Sweep behaviour: skip jobs whose exact config already has a FINISHED run; how many
-    members a stacked group trains at once (0: as many as fit in half the free memory)."""
+    members a stacked group trains at once (0: as many as fit in memory and, on a CPU, in a
+    core's share of its cache)."""
 
     skip_finished: bool = True
     stack_max: int = 0

@@ -384,7 +384,7 @@ def _sweep(problems: _Problems, cfg: Any) -> SweepSpec:
     if isinstance(stack_max, bool) or not isinstance(stack_max, int) or stack_max < 0:
         problems.add(
             f"sweep.stack_max: {stack_max!r} is not a whole number >= 0 (0: as many members "
-            "as fit in half the free memory)"
+            "as fit in memory and, on a CPU, in a core's share of its cache)"
         )
         stack_max = SweepSpec.stack_max
     return SweepSpec(skip_finished=bool(skip), stack_max=stack_max)
