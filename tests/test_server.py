@@ -31,16 +31,26 @@ def server(tmp_path_factory) -> str:
     assert not pg_home.exists()  # PostgreSQL stopped, its database deleted
 
 
-def test_a_parallel_sweep_logs_to_the_postgresql_server(server, tmp_path):
+LAUNCHERS = {
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    # One stacked group: runs made while it trains, completed by forked writers.
+    "stacked": ["hydra/launcher=stacked"],
+}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS.values(), ids=LAUNCHERS.keys())
+def test_a_parallel_sweep_logs_to_the_postgresql_server(server, tmp_path, launcher):
     proc = run_cli(
-        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=range(1,9)",
-        "model=xor_linear", "trainer.epochs=5", *QUIET, f"tracking.uri={server}", cwd=tmp_path,
+        "-m", *launcher, "seed=range(1,9)", "model=xor_linear", "trainer.epochs=5", *QUIET,
+        f"tracking.uri={server}", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, tails(proc)
     assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to a local store
     client = MlflowClient(server)
     parent, jobs = assert_one_sweep(client, 8, 5)
     assert parent.data.tags["runner.best_run"] in {r.info.run_id for r in jobs}
+    stacked = "stacked" in launcher[0]
+    assert all((r.data.tags.get("runner.stacked") == "8") == stacked for r in jobs)
     files = {a.path for a in client.list_artifacts(jobs[0].info.run_id, "checkpoints")}
     assert files == {"checkpoints/last.pt"}  # artifacts went through the server
 
