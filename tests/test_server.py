@@ -40,14 +40,15 @@ LAUNCHERS = {
 
 @pytest.mark.parametrize("launcher", LAUNCHERS.values(), ids=LAUNCHERS.keys())
 def test_a_parallel_sweep_logs_to_the_postgresql_server(server, tmp_path, launcher):
+    experiment = f"xor_{launcher[0].split('=')[1]}"  # (the same jobs in one would be skipped)
     proc = run_cli(
         "-m", *launcher, "seed=range(1,9)", "model=xor_linear", "trainer.epochs=5", *QUIET,
-        f"tracking.uri={server}", cwd=tmp_path,
+        f"tracking.uri={server}", f"tracking.experiment={experiment}", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, tails(proc)
     assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to a local store
     client = MlflowClient(server)
-    parent, jobs = assert_one_sweep(client, 8, 5)
+    parent, jobs = assert_one_sweep(client, 8, 5, experiment)
     assert parent.data.tags["runner.best_run"] in {r.info.run_id for r in jobs}
     stacked = "stacked" in launcher[0]
     assert all((r.data.tags.get("runner.stacked") == "8") == stacked for r in jobs)
