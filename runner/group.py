@@ -103,6 +103,16 @@ def discard_runs(run_ids: list[str | None], tracker: DeferredTracker) -> None:
             log.warning("could not delete run %s: %s: %s", run_id, type(err).__name__, err)
 
 
+def kill_runs(run_ids: list[str | None], tracker: DeferredTracker) -> None:
+    """End KILLED the runs opened for a stacked training that was interrupted (best effort:
+    a re-run ends any left RUNNING, their process being gone)."""
+    for run_id in filter(None, run_ids):
+        try:
+            tracker.client.set_terminated(run_id, status="KILLED")
+        except Exception as err:
+            log.warning("could not end run %s: %s: %s", run_id, type(err).__name__, err)
+
+
 def finish_member(
     member: Member,
     result: MemberResult,

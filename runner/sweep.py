@@ -10,6 +10,7 @@ child run.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import getpass
 import logging
@@ -139,6 +140,7 @@ class SweepCallback(Callback):
 
     def __init__(self) -> None:
         self.info: SweepInfo | None = None
+        self.running = False  # the parent run is open: on_multirun_end has not ended it
         self.started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -202,9 +204,25 @@ class SweepCallback(Callback):
                 except Exception:
                     log.exception("could not end the sweep run %s", run_id)
             raise
-        self.info = info
+        self.info, self.running = info, True
         self.started = time.time()
+        atexit.register(self._end_if_interrupted)
         log.info("sweep run %s in experiment %r (%s)", run_id, experiment, uri)
+
+    def _end_if_interrupted(self) -> None:
+        """At exit, if the sweep never reached its end (Ctrl-C, a launcher's error): its
+        parent run ends KILLED, not RUNNING (the same command resumes it)."""
+        if self.info is None or not self.running:
+            return
+        from mlflow.tracking import MlflowClient
+
+        uri, run_id = self.info.tracking_uri, self.info.parent_run_id
+        self.running = False
+        try:
+            MlflowClient(uri).set_terminated(run_id, status="KILLED")
+            log.info("sweep run %s ended KILLED; the same command resumes it", run_id)
+        except Exception as err:
+            _print_failure(f"the sweep run {run_id} could not be ended KILLED", err)
 
     @staticmethod
     def _end_stale_children(client: MlflowClient, experiment_id: str, run_id: str) -> None:
@@ -252,6 +270,7 @@ class SweepCallback(Callback):
                 err,
             )
         finally:
+            self.running = False
             status = "FAILED" if failed else "FINISHED"
             try:
                 (client or MlflowClient(uri)).set_terminated(run_id, status=status)

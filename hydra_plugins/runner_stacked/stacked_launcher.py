@@ -5,6 +5,8 @@ Every job keeps its Hydra job folder and its own MLflow child run."""
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -230,6 +232,10 @@ class StackedLauncher(Launcher):
         trainer_pid = os.getpid()
 
         def open_runs(share: list) -> dict[int, Any]:
+            # Ctrl-C (or a SIGTERM to the process group) reaches this process too: it finishes
+            # making the runs (seconds), and the training process, interrupted, ends them KILLED.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             tracker = DeferredTracker(spec.tracking)
             opened = {}
             for i, ret, member in share:
@@ -247,7 +253,8 @@ class StackedLauncher(Launcher):
             len(jobs), spec.trainer.epochs, primary_metric(jobs[0].data.task, spec.metric)
         )
         try:
-            outcome = stack_fit(jobs, progress if spec.trainer.progress != "none" else None)
+            with _sigterm_interrupts():
+                outcome = stack_fit(jobs, progress if spec.trainer.progress != "none" else None)
         except Exception as err:  # a case stacking does not handle: the jobs still run
             log.warning(
                 "stacked training of jobs %s failed (%s: %s); they run one at a time",
@@ -257,6 +264,10 @@ class StackedLauncher(Launcher):
                 groups.discard_runs(list(opening().values()), DeferredTracker(spec.tracking))
             self._run_one_by_one(indices, configs, results)
             return
+        except BaseException:  # interrupted (Ctrl-C): no run of it is left RUNNING
+            if opening is not None:
+                groups.kill_runs(list(opening().values()), DeferredTracker(spec.tracking))
+            raise
         progress.close()
         seconds = time.perf_counter() - started
         log.info("trained %d jobs stacked in %.2f s", len(jobs), seconds)
@@ -325,6 +336,30 @@ class GroupProgress:
             "stacked %d: epoch %d/%d, %d members training%s",
             self.size, epoch, self.epochs, len(rows), spread,
         )  # fmt: skip
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while a group trained: it stops as on Ctrl-C (runs ended KILLED)."""
+
+    signum = signal.SIGTERM
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM interrupts as SIGINT does (its default would end the process
+    at once, leaving the group's runs and the sweep's RUNNING)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may install handlers
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
