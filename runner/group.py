@@ -77,20 +77,21 @@ def open_member(member: Member, group_size: int, tracker: DeferredTracker, pid: 
     job, launch = member.job, member.launch
     assert job is not None
     run_tags = recipe.run_tags(job, launch) | {tags.STACKED: str(group_size), tags.PID: str(pid)}
+    run_id = None  # (the tracker serves several members: its run_id may be the last one's)
     try:
-        tracker.start(
+        run_id = tracker.start(
             recipe.launch_name(launch, job.spec), run_tags, launch.parent_run_id,
             None, launch.started_at,
         )  # fmt: skip
         recipe.log_inputs(job, launch, tracker)
         tracker.write_kept()
-        return tracker.run_id
+        return run_id
     except Exception as err:
         log.warning(
             "job %s: its run is written after training (opening it failed: %s: %s)",
             launch.job_num, type(err).__name__, err,
         )  # fmt: skip
-        discard_runs([tracker.run_id], tracker)
+        discard_runs([run_id], tracker)
         return None
 
 

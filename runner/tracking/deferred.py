@@ -66,7 +66,9 @@ class DeferredTracker(MlflowTracker):
         self.artifact_uri = info.artifact_uri
         self._params, self._tags, self._dataset = [], {}, None
         self._buffer = []
-        self._staged = Path(tempfile.mkdtemp(prefix="runner-run-"))
+        if self._staged is not None:  # files of a run that never got written
+            shutil.rmtree(self._staged, ignore_errors=True)
+        self._staged = None  # a folder for the run's files, made with the first
         return self.run_id
 
     def end(self, status: str, error: str | None = None, trace: str | None = None) -> None:
@@ -92,9 +94,9 @@ class DeferredTracker(MlflowTracker):
         try:
             self._write()
         finally:
-            if self._staged is not None:
+            if self._staged is not None:  # (staged again on the next file)
                 shutil.rmtree(self._staged, ignore_errors=True)
-                self._staged = Path(tempfile.mkdtemp(prefix="runner-run-"))
+                self._staged = None
 
     def _write(self) -> None:
         """Params, tags and metrics in as few log_batch calls as MLflow allows; then the
@@ -146,7 +148,9 @@ class DeferredTracker(MlflowTracker):
         self._tags.update(tags)
 
     def _stage(self, path: str) -> Path:
-        assert self._staged is not None, "no run started"
+        assert self.run_id is not None, "no run started"
+        if self._staged is None:
+            self._staged = Path(tempfile.mkdtemp(prefix="runner-run-"))
         target = self._staged / path
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
