@@ -46,12 +46,17 @@ class TaskMetrics:
 
     def predict(self, output: torch.Tensor) -> torch.Tensor:
         """Class ids for classification, values in the data's units for regression."""
+        return self.predict_each(output.unsqueeze(0)).reshape(-1)
+
+    def predict_each(self, outputs: torch.Tensor) -> torch.Tensor:
+        """`predict` for each of K stacked models' outputs ([K, rows, ...]): [K, rows]."""
+        k = len(outputs)
         if self.task == "binary":
             threshold = 0.5 if self.output_kind == "probability" else 0.0
-            return (output.reshape(-1) >= threshold).long()
+            return (outputs.reshape(k, -1) >= threshold).long()
         if self.task == "multiclass":
-            return output.argmax(dim=-1)
-        return output.reshape(-1) * self.target_std + self.target_mean
+            return outputs.argmax(dim=-1).reshape(k, -1)
+        return outputs.reshape(k, -1) * self.target_std + self.target_mean
 
     def compute(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """Metrics of `output` against `target` (empty tensors give no metrics)."""
@@ -82,27 +87,18 @@ class TaskMetrics:
         if rows == 0:
             return [{} for _ in range(k)]
         targets = target.reshape(1 if shared else k, -1)
-        if self.task == "binary":
-            threshold = 0.5 if self.output_kind == "probability" else 0.0
-            pred = (outputs.reshape(k, -1) >= threshold).long()
-        elif self.task == "multiclass":
-            pred = outputs.argmax(dim=-1).reshape(k, -1)
-        else:
-            pred = outputs.reshape(k, -1) * self.target_std + self.target_mean
+        pred = self.predict_each(outputs)
         if self.task != "regression":
             counts = (pred == targets.long()).sum(dim=1).tolist()
             return [{"acc": count / rows} for count in counts]
         true = (targets * self.target_std + self.target_mean).double()
-        err = pred.double() - true
+        pred = pred.double()
+        err = pred - true
         mse = err.pow(2).mean(dim=1).tolist()
         mae = err.abs().mean(dim=1).tolist()
         var = (true - true.mean(dim=1, keepdim=True)).pow(2).mean(dim=1).expand(k).tolist()
         logs = (
-            (pred.double().clamp(min=1.0).log() - true.clamp(min=1e-12).log())
-            .pow(2)
-            .mean(dim=1)
-            .sqrt()
-            .tolist()
+            _squared_log_errors(pred, true).mean(dim=1).sqrt().tolist()
             if self.primary == "log_rmse"
             else None
         )
@@ -120,5 +116,9 @@ class TaskMetrics:
 def log_rmse(pred: torch.Tensor, true: torch.Tensor) -> float:
     """d2l's log-RMSE (ch. 5.7): RMSE of the logs, predictions clamped to at least 1, so
     relative errors count alike for cheap and dear targets."""
-    clamped = pred.clamp(min=1.0)
-    return torch.sqrt((clamped.log() - true.clamp(min=1e-12).log()).pow(2).mean()).item()
+    return torch.sqrt(_squared_log_errors(pred, true).mean()).item()
+
+
+def _squared_log_errors(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """(log pred - log true)^2 per value, predictions clamped to at least 1."""
+    return (pred.clamp(min=1.0).log() - true.clamp(min=1e-12).log()).pow(2)
