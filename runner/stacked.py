@@ -420,13 +420,13 @@ def stack_fit(
         out = functional_call(base, (p, b), (xb,))
         return loss_fn(align(out, yb), yb), out
 
-    val_losses = member_losses(loss_fn)  # each member's validation loss, as its solo fit's
+    losses = member_losses(loss_fn)  # each member's loss, as its solo fit's
     fast = fast_forward(base) if fast_path else None
     if fast is None:
         batched_loss = vmap(member_loss)
         batched_forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), (0, 0, None))
     else:
-        stacked_fast, losses = fast, member_losses(loss_fn)
+        stacked_fast = fast
 
         def batched_loss(
             p: dict[str, torch.Tensor],
@@ -561,7 +561,7 @@ def stack_fit(
                 val_metrics = [
                     {"loss": loss} | metrics
                     for loss, metrics in zip(
-                        val_losses(val_out, y_each).tolist(),
+                        losses(val_out, y_each).tolist(),
                         t0.metrics.compute_each(val_out, y_val, shared=True),
                         strict=True,
                     )
