@@ -66,9 +66,7 @@ class DeferredTracker(MlflowTracker):
         self.artifact_uri = info.artifact_uri
         self._params, self._tags, self._dataset = [], {}, None
         self._buffer = []
-        if self._staged is not None:  # files of a run that never got written
-            shutil.rmtree(self._staged, ignore_errors=True)
-        self._staged = None  # a folder for the run's files, made with the first
+        self._drop_staged()  # (files of a run that never got written)
         return self.run_id
 
     def end(self, status: str, error: str | None = None, trace: str | None = None) -> None:
@@ -83,9 +81,7 @@ class DeferredTracker(MlflowTracker):
             status = "FAILED"
             raise
         finally:
-            if self._staged is not None:
-                shutil.rmtree(self._staged, ignore_errors=True)
-                self._staged = None
+            self._drop_staged()
             self.client.set_terminated(self.run_id, status=status)
 
     def write_kept(self) -> None:
@@ -94,9 +90,7 @@ class DeferredTracker(MlflowTracker):
         try:
             self._write()
         finally:
-            if self._staged is not None:  # (staged again on the next file)
-                shutil.rmtree(self._staged, ignore_errors=True)
-                self._staged = None
+            self._drop_staged()
 
     def _write(self) -> None:
         """Params, tags and metrics in as few log_batch calls as MLflow allows; then the
@@ -146,6 +140,12 @@ class DeferredTracker(MlflowTracker):
     def set_tags(self, tags: dict[str, str]) -> None:
         """Keep tags for the run's end."""
         self._tags.update(tags)
+
+    def _drop_staged(self) -> None:
+        """Remove the folder of staged files (the next file staged makes a new one)."""
+        if self._staged is not None:
+            shutil.rmtree(self._staged, ignore_errors=True)
+            self._staged = None
 
     def _stage(self, path: str) -> Path:
         assert self.run_id is not None, "no run started"
