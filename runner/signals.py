@@ -1,4 +1,5 @@
-"""SIGINT and SIGTERM during a job: finish the epoch, checkpoint, end the run KILLED."""
+"""SIGINT and SIGTERM during a job: finish the epoch, checkpoint, end the run KILLED; during
+a stacked group's training: stop at once, as Ctrl-C does."""
 
 from __future__ import annotations
 
@@ -49,3 +50,27 @@ def stop_on_signals() -> Iterator[None]:
         STOP.signum = None
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived where it interrupts as Ctrl-C does (`sigterm_interrupts`)."""
+
+    signum = signal.SIGTERM
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises Terminated, as SIGINT raises KeyboardInterrupt (its
+    default would end the process at once, leaving its runs RUNNING)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may install handlers
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

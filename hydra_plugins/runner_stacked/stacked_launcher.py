@@ -6,7 +6,6 @@ Every job keeps its Hydra job folder and its own MLflow child run."""
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.runner_stacked.compose import install
 from hydra_plugins.runner_stacked.forks import MAX_WRITERS, fork_count, in_fork, run_in_forks
+from runner.signals import sigterm_interrupts
 
 log = logging.getLogger("runner.sweep")
 JOB_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default
@@ -253,7 +253,7 @@ class StackedLauncher(Launcher):
             len(jobs), spec.trainer.epochs, primary_metric(jobs[0].data.task, spec.metric)
         )
         try:
-            with _sigterm_interrupts():
+            with sigterm_interrupts():
                 outcome = stack_fit(jobs, progress if spec.trainer.progress != "none" else None)
         except Exception as err:  # a case stacking does not handle: the jobs still run
             log.warning(
@@ -336,30 +336,6 @@ class GroupProgress:
             "stacked %d: epoch %d/%d, %d members training%s",
             self.size, epoch, self.epochs, len(rows), spread,
         )  # fmt: skip
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM while a group trained: it stops as on Ctrl-C (runs ended KILLED)."""
-
-    signum = signal.SIGTERM
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Within the block, SIGTERM interrupts as SIGINT does (its default would end the process
-    at once, leaving the group's runs and the sweep's RUNNING)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may install handlers
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
