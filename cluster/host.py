@@ -1,5 +1,6 @@
-"""What the cluster scripts need from this host: Debian packages, free ports, stopping the
-daemons they started. Imported by the scripts beside it (run as `python cluster/<script>.py`).
+"""What the cluster scripts need from this host: Debian packages, free ports, their databases'
+folders, stopping the daemons they started. Imported by the scripts beside it (run as
+`python cluster/<script>.py`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +21,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def service_home(
+    record: Path, prefix: str, owner: str | None = None, here: Path | None = None
+) -> Path:
+    """A database's folder, named by the file `record` (DIR/<name>.path) once made: `here`,
+    or a new folder under the temp folder, private to `owner` (else root), where a service
+    user may go (it may not enter DIR's parents, e.g. pytest's 0700 ones)."""
+    if record.exists():
+        return Path(record.read_text())
+    home = here
+    if home is None:
+        home = Path(tempfile.mkdtemp(prefix=prefix))  # mode 0700
+        if owner is not None:
+            shutil.chown(home, owner, owner)
+    record.write_text(str(home))
+    return home
 
 
 def apt_install(packages: list[str], what: str) -> None:

@@ -21,11 +21,15 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from host import apt_install, free_port, stop_process  # cluster/host.py, beside this script
+from host import (  # cluster/host.py, beside this script
+    apt_install,
+    free_port,
+    service_home,
+    stop_process,
+)
 
 PACKAGES = ["slurm-wlm", "munge", "slurmdbd", "mariadb-server"]
 DB_USER = "mysql"  # MariaDB runs as this user (it refuses root)
@@ -99,13 +103,7 @@ def start_munge() -> None:
 def _db_home(folder: Path) -> Path:
     """Where MariaDB keeps the accounting database: a folder of the mysql user's own under the
     temp folder (it may not enter DIR's parents); DIR/mysql.path says which."""
-    record = folder / "mysql.path"
-    if record.exists():
-        return Path(record.read_text())
-    home = Path(tempfile.mkdtemp(prefix="runner-mysql-"))
-    shutil.chown(home, DB_USER, DB_USER)
-    record.write_text(str(home))
-    return home
+    return service_home(folder / "mysql.path", "runner-mysql-", owner=DB_USER)
 
 
 def start_database(folder: Path) -> tuple[int, str]:

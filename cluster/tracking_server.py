@@ -26,12 +26,16 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from host import apt_install, free_port, stop_process  # cluster/host.py, beside this script
+from host import (
+    apt_install,
+    free_port,
+    service_home,
+    stop_process,
+)  # cluster/host.py, beside this script
 
 PG_USER = "postgres"
 
@@ -58,16 +62,8 @@ def _pg_home(folder: Path) -> Path:
     """Where PostgreSQL keeps this server's database: DIR/pg, or, as root, a folder of the
     postgres user's own under the temp folder (it may not enter DIR's parents, e.g. pytest's
     0700 ones); DIR/pg.path says which."""
-    record = folder / "pg.path"
-    if record.exists():
-        return Path(record.read_text())
-    if os.geteuid() == 0:
-        home = Path(tempfile.mkdtemp(prefix="runner-pg-"))
-        home.chmod(0o700)
-    else:
-        home = folder / "pg"
-    record.write_text(str(home))
-    return home
+    here = None if os.geteuid() == 0 else folder / "pg"
+    return service_home(folder / "pg.path", "runner-pg-", here=here)
 
 
 MIN_PASSWORD = 12
