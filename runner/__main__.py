@@ -1,12 +1,16 @@
 """`python -m runner ...` and the `runner` command: the Hydra entry point, with a fast exit."""
 
-import atexit
-import logging
-import multiprocessing
-import os
-import sys
+# First, before any slow import: Ctrl-C or SIGTERM while Python is still importing torch,
+# Hydra or MLflow ends in one line, never a traceback.
+from runner import signals
 
-from runner.main import cli
+signals.install()
+
+import atexit  # noqa: E402
+import logging  # noqa: E402
+import multiprocessing  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
 
 
 def _exit_code(err: SystemExit) -> int:
@@ -16,21 +20,54 @@ def _exit_code(err: SystemExit) -> int:
     return 1
 
 
+def interrupt_message(err: KeyboardInterrupt) -> str:
+    """The one line an interrupted command ends with: what stopped, what the run became,
+    and how to continue it."""
+    signum = getattr(err, "signum", None) or signals.interrupted() or 2
+    what = f"interrupted by {signals.signal_name(signum)}"
+    run_id = getattr(err, "run_id", None)
+    if run_id is None:
+        return f"{what}; no run was recorded"
+    epoch = getattr(err, "epoch", None) or 0
+    if getattr(err, "writing_end", False):
+        what += " while the run's end (test split, plots, model) was written"
+    elif getattr(err, "at_once", False):
+        what += f" during epoch {epoch + 1}"
+    elif epoch:
+        what += f" after epoch {epoch}"
+    status = getattr(err, "run_status", None)
+    line = f"{what}: run {run_id} " + (
+        f"ended {status} with {epoch} epochs logged" if status else "could not be ended"
+    )
+    saved, command = getattr(err, "checkpoint_epoch", None), getattr(err, "command", None)
+    if not command:
+        return line
+    if not saved:
+        return f"{line}; it has no checkpoint yet, so the same command starts it over"
+    if saved < epoch:
+        return f"{line}; continue it from its checkpoint of epoch {saved} with: {command}"
+    return f"{line}; continue it with: {command}"
+
+
 def entry() -> None:
     """Run the command line's run or sweep, then leave at once with its exit status."""
     try:
+        from runner.main import cli
+
         cli()
         code = 0
     except SystemExit as err:
         code = _exit_code(err)
-    except KeyboardInterrupt as err:  # the run is already ended KILLED, its checkpoint saved
-        print(f"interrupted: {err}".rstrip(": "), file=sys.stderr)
-        code = 128 + getattr(err, "signum", 2)
+    except KeyboardInterrupt as err:  # any run it started has ended KILLED already
+        signals.ignore()  # a further Ctrl-C must not cut the last line short
+        print(interrupt_message(err), file=sys.stderr)
+        code = 128 + (getattr(err, "signum", None) or signals.interrupted() or 2)
+    signals.ignore()
     # Tearing down an interpreter that loaded torch and mlflow is slow (seconds, more with a
     # launcher's worker pool); every result is already written, so end the idle workers,
     # run the exit handlers, flush, and leave at once.
     for worker in multiprocessing.active_children():
-        worker.terminate()
+        worker.kill()
     atexit._run_exitfuncs()
     logging.shutdown()
     sys.stdout.flush()

@@ -106,10 +106,22 @@ def load_resume(
             f"resume: the checkpoint {str(path)!r} was written by a different config; resume "
             "with the same overrides as the original run (resume= aside)"
         )
-    if state["epoch"] >= spec.trainer.epochs:
+    state["run_id"] = state["run_id"] or run_id  # written before the run id was known
+    if state["epoch"] >= spec.trainer.epochs and _finished(spec, state["run_id"]):
         raise ConfigError(
             f"resume: run {state['run_id']} already trained all {state['epoch']} epochs"
-        )
-    state["run_id"] = state["run_id"] or run_id  # written before the run id was known
+        )  # (a run stopped while writing its end continues with just that end)
     restore(state, trainer, generator)
     return state
+
+
+def _finished(spec: RunSpec, run_id: str | None) -> bool:
+    """Whether the store holds `run_id` as FINISHED (unknown runs count as finished)."""
+    if run_id is None:
+        return True
+    from runner.tracking.store import Store
+
+    try:
+        return Store(spec.tracking).client.get_run(run_id).info.status == "FINISHED"
+    except Exception:
+        return True

@@ -33,6 +33,7 @@ class RunError(RuntimeError):
     """A known failure during a run: reported in one line, the run ended FAILED."""
 
     run_id: str | None = None  # set once the run that failed is known
+    run_status: str | None = None  # the status the store confirmed for it, if it did
 
 
 class ArtifactStoreError(RunError):
@@ -57,10 +58,14 @@ def unknown_name(key: str, kind: str, value: Any, allowed: Iterable[str]) -> str
 
 
 def failure_message(err: ConfigError | RunError) -> str:
-    """The one line a known failure prints."""
+    """The one line a known failure prints (the run's status only as the store confirmed it)."""
     if isinstance(err, ConfigError):
         return f"config error: {err}"
-    return f"error: {err}" + (f" (run {err.run_id} ended FAILED)" if err.run_id else "")
+    if not err.run_id:
+        return f"error: {err}"
+    if err.run_status:
+        return f"error: {err} (run {err.run_id} ended {err.run_status})"
+    return f"error: {err} (run {err.run_id}: its end could not be recorded)"
 
 
 @contextmanager
@@ -86,14 +91,28 @@ def ending(err: BaseException) -> tuple[str, str | None, str | None]:
 
 
 @contextmanager
-def always_ended(end: Callable[[str, str | None, str | None], None]) -> Iterator[None]:
-    """Call `end(status, error, traceback)` however the block exits: a run never stays
-    RUNNING because of an error or an interrupt."""
+def always_ended(
+    end: Callable[[str, str | None, str | None], None], start: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Call `start()`, then `end(status, error, traceback)` however the block exits: a run
+    never stays RUNNING because of an error or an interrupt. Ctrl-C cannot fall between the
+    start and the guard, nor cut the end short (it acts once the run has ended)."""
+    from runner.signals import shielded
+
     outcome: tuple[str, str | None, str | None] = ("FINISHED", None, None)
+    started = start is None
     try:
+        if start is not None:
+            with shielded():
+                start()
+                started = True
         yield
     except BaseException as err:
         outcome = ending(err)
         raise
     finally:
-        end(*outcome)
+        if started:
+            # A signal during the end of a stopped run is only noted; after a FINISHED end
+            # it acts as usual (the run's record stays true either way).
+            with shielded(deliver=outcome[0] == "FINISHED"):
+                end(*outcome)

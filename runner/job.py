@@ -13,14 +13,13 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner import builders, checkpoint, device, naming, sweep, tags
+from runner import builders, checkpoint, device, naming, signals, sweep, tags
 from runner.dataset_input import dataset_input
 from runner.datasets import DataSplits
 from runner.datasets.tabular import TabularPredictor
@@ -60,9 +59,22 @@ def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | N
     """One validated, tracked training run; returns its final validation metric.
 
     A single run raises its failures (the entry point prints known ones in one line). In a
-    sweep they are logged, recorded on the job's run, and the other jobs go on.
+    sweep they are logged, recorded on the job's run, and the other jobs go on; an
+    interrupted sweep starts no new job.
     `companion`: a started MLflow companion process to log through (single runs).
     """
+    if not launch.multirun:
+        return _run(cfg, launch, companion)
+    with signals.job_signals():
+        if sweep.interrupted(launch):
+            return sweep.job_not_started(launch)
+        try:
+            return _run(cfg, launch, None)
+        except KeyboardInterrupt as err:
+            return sweep.job_interrupted(launch, err)
+
+
+def _run(cfg: DictConfig, launch: Launch, companion: Any) -> float | None:
     try:
         config, spec = check(cfg)
         if not launch.multirun:  # (a sweep's start checked it already)
@@ -70,6 +82,7 @@ def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | N
         done = already_finished(config, spec, launch)
         if done is not None:
             return done.data.metrics.get(primary_metric(spec.task, spec.metric))
+        spec = sweep.continue_interrupted(spec, launch, fingerprint(config))
         job = setup(config, spec, launch.parallel)
     except ConfigError as err:
         if not launch.multirun:
@@ -82,13 +95,23 @@ def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | N
     try:
         with stop_on_signals():
             return train(job, launch, tracker)
+    except KeyboardInterrupt as err:  # the run has ended KILLED already
+        err.run_id, err.run_status = tracker.run_id, tracker.final_status
+        err.command = continue_command(launch, tracker.run_id) if tracker.run_id else None
+        raise
     except Exception as err:  # the run has ended FAILED already, its error recorded
         if not launch.multirun:
             if isinstance(err, RunError):
-                err.run_id = tracker.run_id
+                err.run_id, err.run_status = tracker.run_id, tracker.final_status
             raise
         log.error("job %s failed: %s: %s", launch.job_num, type(err).__name__, err)
         return None
+
+
+def continue_command(launch: Launch, run_id: str) -> str:
+    """The command that continues this run from its checkpoint."""
+    kept = [o for o in launch.overrides if not o.startswith(("resume=", "+resume="))]
+    return naming.command([*kept, f"resume={run_id}"])
 
 
 def already_finished(config: dict[str, Any], spec: RunSpec, launch: Launch) -> Any:
@@ -142,9 +165,11 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
     with tracker.run(name, labels, launch.parent_run_id, resumed_run, launch.started_at):
         if resume is None:
             log_inputs(job, launch, tracker)
-        else:  # the same run goes on: its params stay as first logged
+        elif resume["epoch"] < spec.trainer.epochs:  # the same run goes on: same params
             log.info("resuming at epoch %d", resume["epoch"] + 1)
-        epochs = EpochHandler(job, tracker, launch.checkpoint_path)
+        else:  # stopped while writing its end: only that is left
+            log.info("every epoch is trained: writing the run's end (test split, plots, model)")
+        epochs = EpochHandler(job, tracker, launch)
         started = time.perf_counter()
         log.info("training starts")
         try:
@@ -152,8 +177,12 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
                 job.trainer, job.data, job.generator, epochs,
                 start_epoch=resume["epoch"] + 1 if resume else 1, history=epochs.seen[:],
             )  # fmt: skip
-        except BaseException:
-            epochs.keep_last_checkpoint()  # the last good state goes with the failed run
+        except BaseException as err:
+            if isinstance(err, KeyboardInterrupt):
+                if getattr(err, "epoch", None) is None:  # stopped at once, within an epoch
+                    err.epoch, err.at_once = len(epochs.seen), True
+                err.checkpoint_epoch = epochs.saved_epoch
+            epochs.keep_last_checkpoint()  # the last good state goes with the stopped run
             raise
         finally:
             epochs.progress.close()
@@ -162,7 +191,27 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
         # the run either way (the checkpoint is logged with it), so nothing waits here.
         epochs.save_checkpoint(spec.trainer.epochs)
         epochs.keep_last_checkpoint()
-        epochs.flush()
+        try:
+            with signals.mode("interrupt"):  # from here a signal stops the run's end at once
+                final = log_end(job, history, tracker, epochs, train_seconds)
+        except KeyboardInterrupt as err:
+            err.epoch = err.checkpoint_epoch = spec.trainer.epochs
+            err.writing_end = True
+            raise
+    return announce_end(job, launch, tracker, final)
+
+
+def log_end(
+    job: Job,
+    history: list[dict[str, float]],
+    tracker: Tracker,
+    epochs: EpochHandler,
+    train_seconds: float,
+) -> dict[str, float]:
+    """What a run logs once every epoch is trained and checkpointed: its times, the test
+    split, the plots and the model; returns its final metrics."""
+    epochs.flush()
+    if epochs.trained:  # (none when a run stopped while writing its end is continued)
         log.info(
             "training took %.2f s, and MLflow logging %.3f s more (%.1f%%)",
             train_seconds, epochs.logging_seconds,
@@ -174,8 +223,7 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
                 tags.TIME_LOGGING: f"{epochs.logging_seconds:.3f}",
             }
         )
-        final = log_final(job, history, tracker)
-    return announce_end(job, launch, tracker, final)
+    return log_final(job, history, tracker)
 
 
 def launch_name(launch: Launch, spec: RunSpec) -> str:
@@ -267,16 +315,18 @@ def config_yaml(config: dict[str, Any]) -> str:
 class EpochHandler:
     """After each epoch: log its metrics, show progress, checkpoint, stop on a signal."""
 
-    def __init__(self, job: Job, tracker: Tracker, checkpoint_path: Path) -> None:
-        self.job, self.tracker, self.path = job, tracker, checkpoint_path
+    def __init__(self, job: Job, tracker: Tracker, launch: Launch) -> None:
+        self.job, self.tracker, self.path = job, tracker, launch.checkpoint_path
+        self.sweep_dir = launch.sweep_dir  # a sweep's interruption is marked there
         spec = job.spec
         self.progress = EpochProgress(
             spec.trainer.epochs, spec.trainer.progress, f"{spec.model.name}/{spec.optim.name}"
         )
         self.seen = list(job.resume["history"]) if job.resume else []
+        self.saved_epoch = job.resume["epoch"] if job.resume else None  # last checkpoint
         self.logged = self._replay_history()
         self.logging_seconds = 0.0
-        tracker.set_tags({tags.CHECKPOINT: str(checkpoint_path)})
+        tracker.set_tags({tags.CHECKPOINT: str(self.path)})
 
     def _replay_history(self) -> set[int]:
         """On resume: epochs MLflow holds are not logged twice; those a killed process had
@@ -290,6 +340,11 @@ class EpochHandler:
                 logged.add(epoch)
         return logged
 
+    @property
+    def trained(self) -> bool:
+        """Whether this process trained any epoch (a resumed run may have none left)."""
+        return len(self.seen) > (self.job.resume["epoch"] if self.job.resume else 0)
+
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
         started = time.perf_counter()
         if epoch not in self.logged:
@@ -300,6 +355,8 @@ class EpochHandler:
         self.seen.append(metrics)
         every = self.job.spec.trainer.checkpoint_every
         stop = STOP.signum  # read once: a signal may land at any line
+        if stop is None and self.sweep_dir is not None:  # the sweep was stopped elsewhere
+            stop = signals.sweep_interrupted(self.sweep_dir)
         if (every and epoch % every == 0) or stop is not None:
             self.save_checkpoint(epoch, wait_for_run=stop is not None)
         if stop is not None:
@@ -314,6 +371,7 @@ class EpochHandler:
             job.trainer, job.generator, epoch, self.seen, run_id, job.fingerprint
         )
         checkpoint.save(state, self.path)
+        self.saved_epoch = epoch
         self.tracker.flush()
 
     def keep_last_checkpoint(self) -> None:

@@ -8,6 +8,7 @@ config typo fails at once and a sweep's launching process starts fast. Known fai
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,6 +18,7 @@ from runner.choices import group_choice_problems, shadowed_files
 from runner.errors import ConfigError, exit_on_known_failure
 from runner.launch import launch_of
 from runner.project import CONF_DIR, conf_dirs
+from runner.signals import shielded
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -24,28 +26,33 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra's task function: one job; returns its final validation metric (for sweepers)."""
     launch = launch_of(HydraConfig.get())
     if launch.multirun:  # a sweep's jobs log in-process; failures stay within the job
-        from runner.job import run_job
-
-        return run_job(cfg, launch)
-    from runner.tracking.companion import release_companion, spawn_companion, use_companion
+        return import_job().run_job(cfg, launch)
+    from runner.tracking.companion import spawn_companion, use_companion
 
     with exit_on_known_failure():
         precheck(cfg)
         # Started before torch is imported (inside runner.job), so both imports overlap.
         companion = spawn_companion() if use_companion() else None
         try:
-            from runner.job import run_job
-
-            return run_job(cfg, launch, companion)
+            return import_job().run_job(cfg, launch, companion)
         except BaseException:
-            # Any run it started has ended already (the tracker waits for that); one never
+            # A run it started has ended already (the tracker waits for that); one never
             # used would still be importing mlflow, which nothing needs now.
             if companion is not None:
-                companion.kill()
+                companion.abandon()
             raise
         finally:
             if companion is not None:
-                release_companion(companion)
+                companion.release()
+
+
+def import_job() -> ModuleType:
+    """runner.job, and torch with it. A signal meanwhile acts once the import is done:
+    torch's C start-up swallows a KeyboardInterrupt raised while it imports numpy, and
+    would then train without it."""
+    with shielded():
+        import runner.job
+    return runner.job
 
 
 def precheck(cfg: DictConfig) -> None:

@@ -48,8 +48,11 @@ def compact(key: str, value: float) -> str:
 
 
 def command(overrides: list[str]) -> str:
-    """The command that runs this job alone (what MLflow's Source column shows)."""
-    return " ".join(["python -m runner", *overrides])
+    """The command that runs this job alone (what MLflow's Source column shows), each
+    override quoted for a shell where it needs it."""
+    import shlex
+
+    return " ".join(["python -m runner", *map(shlex.quote, overrides)])
 
 
 def describe(

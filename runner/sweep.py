@@ -11,10 +11,12 @@ child run.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import getpass
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner import tags
+from runner import signals, tags
 from runner.errors import ConfigError, RunError, ending
 from runner.fingerprint import sweep_fingerprint
 from runner.launch import Launch, SweepInfo, write_sweep
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-    from runner.spec import TrackingSpec
+    from runner.spec import RunSpec, TrackingSpec
 
 log = logging.getLogger("runner.sweep")
 
@@ -54,6 +56,44 @@ def _store(spec: TrackingSpec) -> Any:
     from runner.tracking.store import Store
 
     return Store(spec)
+
+
+def interrupted(launch: Launch) -> int | None:
+    """The signal that interrupted this job's sweep, if it was (here or elsewhere)."""
+    return signals.sweep_interrupted(launch.sweep_dir)
+
+
+def job_not_started(launch: Launch) -> None:
+    """A job of an interrupted sweep does not start: in the launching process that stops
+    the launcher's loop; elsewhere the job just returns."""
+    signum = interrupted(launch) or signal.SIGINT
+    if signals.in_launching_process():
+        raise signals.Interrupted(signum)
+    log.info("job %s not started: the sweep was interrupted", launch.job_num)
+
+
+def job_interrupted(launch: Launch, err: KeyboardInterrupt) -> None:
+    """A job stopped by a signal has ended its run KILLED: in the launching process the
+    sweep stops here; a job elsewhere says so and returns (the launching process ends the
+    sweep once every job has returned)."""
+    if signals.in_launching_process():
+        raise err
+    after = f" after epoch {err.epoch}" if getattr(err, "epoch", None) else ""
+    run = getattr(err, "run_id", None)
+    ended = f": run {run} ended {getattr(err, 'run_status', None) or 'KILLED'}" if run else ""
+    log.warning("job %s interrupted%s%s", launch.job_num, after, ended)
+
+
+def continue_interrupted(spec: RunSpec, launch: Launch, fingerprint: str) -> RunSpec:
+    """In a re-run sweep, a job whose run was interrupted continues that run from its
+    checkpoint (`resume=` it) instead of starting over."""
+    if not (launch.sweep and spec.resume is None and spec.sweep.skip_finished):
+        return spec
+    run = _store(spec.tracking).find_interrupted(fingerprint, launch.sweep.parent_run_id)
+    if run is None:
+        return spec
+    log.info("job %s continues its interrupted run %s", launch.job_num, run.info.run_id)
+    return dataclasses.replace(spec, resume=run.info.run_id)
 
 
 def record_failed_setup(cfg: DictConfig, launch: Launch, err: ConfigError) -> None:
@@ -142,10 +182,15 @@ class SweepCallback(Callback):
         self.info: SweepInfo | None = None
         self.running = False  # the parent run is open: on_multirun_end has not ended it
         self.started = 0.0
+        self.command = "python -m runner -m"  # the sweep's command line, to run it again
+        self.sweep_dir: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Create (or, for a re-run of the same command, reopen) the parent run; if that
-        fails, stop the sweep before any job runs."""
+        fails, stop the sweep before any job runs. From here on, Ctrl-C (or SIGTERM) stops
+        the jobs after their epoch and starts no new one (runner.signals)."""
+        self.command = command(sys.argv[1:])  # what the user typed, launcher choice included
+        signals.watch_sweep(Path(config.hydra.sweep.dir).resolve())
         try:
             self._start(config)
         except Exception as err:
@@ -171,7 +216,7 @@ class SweepCallback(Callback):
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
-        sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
+        sweep_dir = self.sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         swept = swept_keys(config)
         run_id = None
         try:
@@ -214,15 +259,43 @@ class SweepCallback(Callback):
         parent run ends KILLED, not RUNNING (the same command resumes it)."""
         if self.info is None or not self.running:
             return
+        self._end_interrupted(signals.interrupted())
+
+    def _end_interrupted(self, signum: int | None) -> None:
+        """End the parent run KILLED and say, in one line, what the jobs became and the
+        command that continues the sweep."""
         from mlflow.tracking import MlflowClient
 
+        assert self.info is not None
         uri, run_id = self.info.tracking_uri, self.info.parent_run_id
         self.running = False
+        what = f"interrupted by {signals.signal_name(signum)}" if signum else "stopped"
         try:
-            MlflowClient(uri).set_terminated(run_id, status="KILLED")
-            log.info("sweep run %s ended KILLED; the same command resumes it", run_id)
+            client = MlflowClient(uri)
+            client.set_terminated(run_id, status="KILLED")
+            counts = self._job_counts(client)
         except Exception as err:
             _print_failure(f"the sweep run {run_id} could not be ended KILLED", err)
+            return
+        print(
+            f"sweep {what}{counts}: sweep run {run_id} ended KILLED; the same command "
+            f"continues it (finished jobs are skipped, interrupted ones continue from their "
+            f"checkpoint): {self.command}",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+
+    def _job_counts(self, client: MlflowClient) -> str:
+        """How the sweep's jobs stand, as ' (2 FINISHED, 2 KILLED)'."""
+        assert self.info is not None
+        runs = client.search_runs(
+            [self.info.experiment_id],
+            filter_string=f"tags.{tags.PARENT_RUN_ID} = '{self.info.parent_run_id}'",
+            max_results=10000,
+        )
+        counts: dict[str, int] = {}
+        for run in runs:
+            counts[run.info.status] = counts.get(run.info.status, 0) + 1
+        return f" ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})" if counts else ""
 
     @staticmethod
     def _end_stale_children(client: MlflowClient, experiment_id: str, run_id: str) -> None:
@@ -244,6 +317,10 @@ class SweepCallback(Callback):
         report could not be made (the runs are kept either way)."""
         if self.info is None:
             return
+        signum = signals.sweep_interrupted(self.sweep_dir)
+        if signum is not None:  # every job has returned: stopped, or never started
+            self._end_interrupted(signum)
+            sys.exit(128 + signum)
         from mlflow.tracking import MlflowClient
 
         from runner.report import build_report, log_report, sweep_runs

@@ -86,10 +86,21 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path
     assert final_metrics(client, done.info.run_id) == final_metrics(client, ref_run.info.run_id)
 
 
+def children(pid: int) -> list[int]:
+    """The process ids of `pid`'s children (Linux's /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def test_stale_running_run_is_ended_when_the_same_config_starts_again(tmp_path):
     proc = start(tmp_path)
     wait_for(proc, ", store ")  # the MLflow companion has started the run
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: no process can end the run
+    # The companion (in a session of its own) and the training process, both SIGKILLed: no
+    # process is left to end the run.
+    for pid in [*children(proc.pid), proc.pid]:
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)
     rerun = run_cli(*ARGS, cwd=tmp_path)

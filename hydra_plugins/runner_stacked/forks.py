@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from runner import signals
+
 log = logging.getLogger("runner.sweep")
 Item = TypeVar("Item")
 MAX_WRITERS = 4  # more processes writing runs only wait on the store's write lock
@@ -29,23 +31,31 @@ def fork_count(items: int, limit: int | None = None) -> int:
 
 
 def run_in_forks(
-    work: Callable[[list[Item]], dict[int, Any]], shares: Sequence[list[Item]]
+    work: Callable[[list[Item]], dict[int, Any]],
+    shares: Sequence[list[Item]],
+    interruptible: bool = False,
 ) -> dict[int, Any]:
     """`work(share)` for each share, the first in this process and the others in forked
     children (one torch thread each); returns every share's results merged (a child that
-    died gives none, and says so in the log)."""
-    children = [in_fork(work, share) for share in shares[1:]]
-    results = work(list(shares[0])) if shares else {}
-    for collect in children:
-        results.update(collect())
+    died gives none, and says so in the log). `interruptible`: Ctrl-C stops the children's
+    work at once (training); else they finish it (writing runs)."""
+    children = [in_fork(work, share, interruptible) for share in shares[1:]]
+    results: dict[int, Any] = {}
+    try:
+        results = work(list(shares[0])) if shares else {}
+    finally:  # interrupted too: the children, signalled as well, end their runs first
+        with signals.shielded(deliver=False):
+            for collect in children:
+                results.update(collect())
     return results
 
 
 def in_fork(
-    work: Callable[[list[Item]], dict[int, Any]], share: list[Item]
+    work: Callable[[list[Item]], dict[int, Any]], share: list[Item], interruptible: bool = False
 ) -> Callable[[], dict[int, Any]]:
     """Start `work(share)` in a forked child (one torch thread); returns what waits for its
-    results (none, said in the log, if it died)."""
+    results (none, said in the log, if it died). `interruptible`: SIGINT/SIGTERM stop the
+    child's work at once; else it ignores them and finishes (its parent ends the sweep)."""
     reader, writer = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -54,8 +64,11 @@ def in_fork(
         os.close(reader)
         code = 0
         try:
+            signals.child_signals("interrupt" if interruptible else None)
             _child_setup()
             results = work(share)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: its runs are ended KILLED already
+            results, code = {}, 130
         except BaseException:
             log.exception("a sweep worker process failed")
             results, code = {}, 1

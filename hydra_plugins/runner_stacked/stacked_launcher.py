@@ -5,7 +5,6 @@ Every job keeps its Hydra job folder and its own MLflow child run."""
 
 import logging
 import os
-import signal
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.runner_stacked.compose import install
 from hydra_plugins.runner_stacked.forks import MAX_WRITERS, fork_count, in_fork, run_in_forks
-from runner.signals import sigterm_interrupts
+from runner import signals
 
 log = logging.getLogger("runner.sweep")
 JOB_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default
@@ -198,7 +197,7 @@ class StackedLauncher(Launcher):
             finally:
                 torch.set_num_threads(threads)
 
-        returned = run_in_forks(work, shares)
+        returned = run_in_forks(work, shares, interruptible=True)
         for chunk in chunks:
             for i, ret in zip(chunk.indices, chunk.prepared, strict=True):
                 value = returned.get(i)
@@ -232,10 +231,9 @@ class StackedLauncher(Launcher):
         trainer_pid = os.getpid()
 
         def open_runs(share: list) -> dict[int, Any]:
-            # Ctrl-C (or a SIGTERM to the process group) reaches this process too: it finishes
-            # making the runs (seconds), and the training process, interrupted, ends them KILLED.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            # Ctrl-C (or a SIGTERM to the process group) does not stop this process (in_fork):
+            # it finishes making the runs, and the training process, interrupted, ends them
+            # KILLED.
             tracker = DeferredTracker(spec.tracking)
             opened = {}
             for i, ret, member in share:
@@ -253,7 +251,10 @@ class StackedLauncher(Launcher):
             len(jobs), spec.trainer.epochs, primary_metric(jobs[0].data.task, spec.metric)
         )
         try:
-            with sigterm_interrupts():
+            # Ctrl-C (or SIGTERM) stops a stacked group at once: its members end KILLED.
+            with signals.job_signals(), signals.mode("interrupt"):
+                if signals.interrupted():  # the sweep was stopped before this group began
+                    raise signals.Interrupted(signals.interrupted())
                 outcome = stack_fit(jobs, progress if spec.trainer.progress != "none" else None)
         except Exception as err:  # a case stacking does not handle: the jobs still run
             log.warning(

@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from runner.errors import RunError
 
 if TYPE_CHECKING:
-    import subprocess
-
     from runner.spec import TrackingSpec
+    from runner.tracking.companion import Companion
 
 
 class Tracker(Protocol):
@@ -37,6 +36,7 @@ class Tracker(Protocol):
     uri: str  # the tracking URI
     run_id: str | None  # None until the run has started (the companion says so later)
     experiment_id: str | None  # likewise
+    final_status: str | None  # the status the store took when the run ended (None: not yet)
 
     def run(
         self,
@@ -124,7 +124,7 @@ def quiet_third_party_logs() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
-def make_tracker(spec: TrackingSpec, companion: subprocess.Popen | None = None) -> Tracker:
+def make_tracker(spec: TrackingSpec, companion: Companion | None = None) -> Tracker:
     """The tracker for a job: through the companion process if one was started, else
     in this process."""
     if companion is not None:

@@ -4,8 +4,15 @@ runs in a process of its own (server side: `companion_server.py`).
 Each call is pickled onto the companion's stdin and run there, in order, on an
 `MlflowTracker`; most return at once. What comes back on its stdout: "warm" (imports done),
 "run_id", "error" (raised here at the next `check_errors`) and "reply" (for the calls that
-wait for an answer). If this process dies, the companion sees its stdin close and ends the
-run KILLED with every metric it was sent.
+wait for an answer). Threads of this process do the writing and reading, so training never
+waits on the pipes and Ctrl-C never cuts a message in two.
+
+The training process alone decides how a run ends: before its end it waits until every
+call sent has run there, so it knows of any failure, and the companion writes the status
+it is told and answers with what the store took. The companion lives in a session of its
+own and ignores SIGINT and SIGTERM, so a terminal's Ctrl-C (sent to the whole foreground
+group) reaches only the training process; if that process dies, the companion sees its
+stdin close and ends the run KILLED with every metric it was sent.
 """
 
 from __future__ import annotations
@@ -14,9 +21,10 @@ import io
 import logging
 import os
 import pickle
-import select
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ArtifactStoreError, RunError, always_ended
+from runner.signals import shielded
 from runner.spec import TrackingSpec
 from runner.tracking import store_location
 
 log = logging.getLogger("runner.tracking")
 SERVER_MODULE = "runner.tracking.companion_server"
+ABANDON_WAIT_SECONDS = 30.0  # for a companion that must still end a started run
 
 
 class CompanionError(RunError):
@@ -45,7 +55,93 @@ def use_companion() -> bool:
     return (cores or 1) > 1
 
 
-def spawn_companion() -> subprocess.Popen:
+class Companion:
+    """The companion process and its two pipes. Calls go down its stdin from a writer
+    thread (this process never waits on a companion still importing, and Ctrl-C never cuts
+    a call in two); messages come back through a reader thread."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.run_requested = False  # a "start" was sent: only an "end" (or EOF) ends it
+        self._inbox: queue.Queue = queue.Queue()
+        self._outbox: queue.Queue = queue.Queue()
+        self._broken = False  # its stdin closed under us: it has exited
+        threading.Thread(target=self._read_all, name="companion-reader", daemon=True).start()
+        self._writer = threading.Thread(target=self._write_all, name="companion-writer")
+        self._writer.daemon = True
+        self._writer.start()
+
+    def _read_all(self) -> None:
+        try:
+            while True:
+                self._inbox.put(pickle.load(self.proc.stdout))
+        except (EOFError, OSError, pickle.UnpicklingError):
+            self._inbox.put(("exit", None))
+
+    def _write_all(self) -> None:
+        try:
+            while (data := self._outbox.get()) is not None:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            self.proc.stdin.close()  # every call is written: the companion may end
+        except (OSError, ValueError):
+            self._broken = True
+
+    def send(self, method: str, args: tuple, reply: bool) -> None:
+        """Queue one call for the companion (in order; it never blocks)."""
+        if self._broken:
+            raise CompanionError(self.exited())
+        data = pickle.dumps((method, args, reply))
+        with shielded():
+            self._outbox.put(data)
+            if method == "start":
+                self.run_requested = True
+
+    def read(self, block: bool) -> tuple[str, Any] | None:
+        """The next message (None if none is waiting and `block` is False)."""
+        while True:
+            try:
+                return self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+            except queue.Empty:
+                if not block:
+                    return None
+
+    def exited(self) -> str:
+        """What to say of a companion that has gone."""
+        try:
+            status = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            status = "still running"
+        return f"the MLflow process exited (status {status}); see its log above"
+
+    def _close_input(self) -> None:
+        """No more calls: once those queued are written, the companion's stdin closes."""
+        if self._writer.is_alive():
+            self._outbox.put(None)
+
+    def release(self) -> None:
+        """Let an unused (config error, skipped job) or finished companion exit."""
+        with shielded(deliver=False):
+            self._close_input()
+            self.proc.wait()
+
+    def abandon(self) -> None:
+        """This process is stopping: a companion never asked to start a run is stopped now;
+        one that was gets the calls queued, sees its stdin close, ends that run KILLED (if
+        no end was sent) and is waited for."""
+        if not self.run_requested:
+            self.proc.kill()
+            self.proc.wait()
+            return
+        with shielded(deliver=False):
+            self._close_input()
+            try:
+                self.proc.wait(timeout=ABANDON_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.error("the MLflow process is still ending the run; it goes on alone")
+
+
+def spawn_companion() -> Companion:
     """Start the companion early: it imports mlflow while this process imports torch."""
     # The companion logs where this process does: the console and Hydra's job log.
     console = os.dup(sys.stdout.fileno())
@@ -53,30 +149,27 @@ def spawn_companion() -> subprocess.Popen:
     env = {**os.environ, "RUNNER_COMPANION_CONSOLE": str(console)}
     env["RUNNER_COMPANION_LOG"] = files[0] if files else ""
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", SERVER_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
             pass_fds=(console,),
+            start_new_session=True,  # a terminal's Ctrl-C is for the training process
         )
     finally:
         os.close(console)
-
-
-def release_companion(companion: subprocess.Popen) -> None:
-    """Let an unused (config error, skipped job) or finished companion exit."""
-    companion.stdin.close()
-    companion.wait()
+    return Companion(proc)
 
 
 class CompanionTracker:
     """The Tracker interface, served by the companion process."""
 
-    def __init__(self, spec: TrackingSpec, companion: subprocess.Popen) -> None:
-        self._proc = companion
+    def __init__(self, spec: TrackingSpec, companion: Companion) -> None:
+        self._companion = companion
         self.run_id: str | None = None
         self.experiment_id: str | None = None
+        self.final_status: str | None = None  # as the store confirmed it
         self._warm = False
         self.uri = store_location(spec)[0]
         self._send("open", spec)
@@ -93,12 +186,16 @@ class CompanionTracker:
         started_at: float | None = None,
     ) -> Iterator[CompanionTracker]:
         """Like MlflowTracker.run; the run id arrives once the companion has started it."""
-        self._send("start", run_name, tags, parent_run_id, run_id, started_at)
-        with always_ended(self._end):
+
+        def start() -> None:
+            self._send("start", run_name, tags, parent_run_id, run_id, started_at)
+
+        with always_ended(self._end, start):
             yield self
 
     def end_stale_runs(self, fingerprint: str, host: str) -> None:
-        """End KILLED the runs of this config that a dead process left RUNNING."""
+        """End KILLED the runs of this config that a dead process left RUNNING, and say how
+        to continue an interrupted one."""
         self._send("end_stale_runs", fingerprint, host)
 
     def log_params(self, params: dict[str, str]) -> None:
@@ -161,7 +258,7 @@ class CompanionTracker:
 
     def check_errors(self) -> None:
         """Take in what the companion has said so far; raise the first error it reported."""
-        while (message := self._read(block=False)) is not None:
+        while (message := self._companion.read(block=False)) is not None:
             self._handle(message)
 
     def wait_imports(self) -> None:
@@ -169,40 +266,44 @@ class CompanionTracker:
         from then on: contended, it would slow training threads on every core (OpenMP
         waits for its slowest thread) more than it costs."""
         self._send("yield_cpu")
-        while not self._warm and self._proc.poll() is None:
-            self._handle(self._read(block=True))
+        while not self._warm:
+            self._handle(self._companion.read(block=True))
 
     def wait_run_id(self) -> str | None:
         """Block until the companion has started the run (for a checkpoint that needs it)."""
-        while self.run_id is None and self._proc.poll() is None:
-            self._handle(self._read(block=True))
+        while self.run_id is None:
+            self._handle(self._companion.read(block=True))
         return self.run_id
 
     # The wire.
 
     def _send(self, method: str, *args: Any, reply: bool = False) -> None:
-        pickle.dump((method, args, reply), self._proc.stdin)
-        self._proc.stdin.flush()
+        self._companion.send(method, args, reply)
 
     def _ask(self, method: str, *args: Any) -> Any:
         """Call and wait for the result (only where the answer is needed before going on)."""
         self._send(method, *args, reply=True)
         while True:
-            kind, value = message = self._read(block=True)
+            kind, value = message = self._companion.read(block=True)
             if kind == "reply":
                 return value
             self._handle(message)
 
-    def _read(self, block: bool) -> tuple[str, Any] | None:
-        """One message from the companion, or None if none is waiting (non-blocking)."""
-        if not block and not select.select([self._proc.stdout], [], [], 0)[0]:
-            return None
-        try:
-            return pickle.load(self._proc.stdout)
-        except EOFError:
-            raise CompanionError(
-                f"the MLflow process exited (status {self._proc.wait()}); see its log above"
-            ) from None
+    def _ask_collecting(self, method: str, *args: Any) -> tuple[Any, Exception | None]:
+        """Call and wait for the result, taking in every message before it; returns the
+        result and the first error reported meanwhile (a gone companion still raises)."""
+        self._send(method, *args, reply=True)
+        first: Exception | None = None
+        while True:
+            kind, value = message = self._companion.read(block=True)
+            if kind == "reply":
+                return value, first
+            if kind == "exit":
+                self._handle(message)
+            try:
+                self._handle(message)
+            except Exception as err:
+                first = first or err
 
     def _handle(self, message: tuple[str, Any]) -> None:
         kind, value = message
@@ -213,17 +314,24 @@ class CompanionTracker:
         elif kind == "error":
             name, text = value
             raise (ArtifactStoreError if name == "ArtifactStoreError" else CompanionError)(text)
+        elif kind == "exit":
+            raise CompanionError(self._companion.exited())
 
     def _end(self, status: str, error: str | None, trace: str | None) -> None:
-        """End the run, wait for the companion, and raise any error it reported."""
-        pending: BaseException | None = None
+        """End the run with the status this process decides: first wait until every call
+        sent has run (a failure among them makes a FINISHED run FAILED), then have the
+        companion write it, and keep the status the store confirmed."""
+        failure: Exception | None = None
         try:
-            self.check_errors()
-        except Exception as err:  # reported after the run is ended, not instead of ending it
-            pending = err
-        try:
-            self._ask("end", status, error, trace)
+            _, failure = self._ask_collecting("sync")
+            if failure is not None and status == "FINISHED":
+                status, error, trace = "FAILED", f"{type(failure).__name__}: {failure}", None
+            else:
+                failure = None  # the run's own error is what is reported
+            self.final_status, end_failure = self._ask_collecting("end", status, error, trace)
         finally:
-            release_companion(self._proc)
-        if pending is not None and error is None:
-            raise pending
+            self._companion.release()
+        if failure is not None:
+            raise failure
+        if end_failure is not None and self.final_status is None:
+            raise end_failure

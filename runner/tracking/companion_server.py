@@ -7,6 +7,11 @@ end while training runs. For a model whose kernels use every core, it is told to
 SCHED_IDLE (only on CPU time training leaves idle); a small model leaves a core free, and
 the companion keeps its normal priority there, so a busy machine cannot starve it while
 the finished job waits for its end.
+
+It ends a run only when told to, with the status it is told (the training process decides),
+or KILLED when the training process is gone (its stdin closes). It runs in a session of its
+own and ignores SIGINT and SIGTERM: a terminal's Ctrl-C, `timeout` or a Slurm time limit is
+for the training process, which then tells it how the run ended.
 """
 
 from __future__ import annotations
@@ -15,17 +20,23 @@ import io
 import logging
 import os
 import pickle
+import signal
 import sys
 import threading
 from typing import Any
 
 from runner.tracking import quiet_third_party_logs
 
+# Before anything slow: a signal that reaches this process anyway (a Slurm step's SIGTERM to
+# every process) must not cut the run's record short.
+for _sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_sig, signal.SIG_IGN)
+
 log = logging.getLogger("runner.tracking")
 # The MlflowTracker methods a client may call, besides "open" (make the tracker) and the
 # UNPICKLED ones (a model pickled by torch, then logged by the method named).
 FORWARDED = {
-    "start", "end", "end_stale_runs", "log_params", "log_dataset", "log_metrics", "logged_steps",
+    "start", "end_stale_runs", "log_params", "log_dataset", "log_metrics", "logged_steps",
     "set_tags", "log_text", "log_dir", "log_artifact", "log_pictures", "flush",
 }  # fmt: skip
 UNPICKLED = {"log_model_bytes": "log_model", "log_predictor_bytes": "log_predictor"}
@@ -39,14 +50,13 @@ def serve() -> None:
     inbox, outbox = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints must not corrupt the reply stream
     tracker: MlflowTracker | None = None
-    started, ended, failed = False, False, False
-    failure = ""
+    started = ended = failed = False
 
     def send(kind: str, value: Any) -> None:
         try:
             pickle.dump((kind, value), outbox)
             outbox.flush()
-        except BrokenPipeError:
+        except (BrokenPipeError, ValueError):
             pass  # the training process is gone; the EOF that follows ends the run KILLED
 
     # Import everything now, while the training process is still importing and loading
@@ -59,24 +69,33 @@ def serve() -> None:
     while True:
         try:
             method, args, reply = pickle.load(inbox)
-        except EOFError:  # the training process is gone without ending the run
+        except (EOFError, OSError, pickle.UnpicklingError):
+            # The training process is gone (or cut a call short) without ending the run.
             if started and not ended:
                 tracker.end("KILLED")
+                log.warning(
+                    "MLflow run %s ended KILLED: its training process stopped without ending "
+                    "it; resume=%s continues it from its last checkpoint",
+                    tracker.run_id, tracker.run_id,
+                )  # fmt: skip
             return
         if method in END_OF_RUN:
             warming.join()  # the two must not do the same work side by side
+        result = None
         try:
             if method == "open":
                 tracker = MlflowTracker(*args)
-                result = None
             elif method == "yield_cpu":
-                result = yield_cpu_to_training()
-            elif failed and method != "end":
-                result = None  # after an error only the run's end still matters
-            elif failed and args and args[0] == "FINISHED":
-                result = tracker.end("FAILED", failure, failure)  # the run did not succeed
+                yield_cpu_to_training()
+            elif method == "sync":
+                pass  # every call before it has run: the training process decides the end
+            elif method == "end":
+                ended = True
+                result = tracker.end(*args)
+            elif failed:
+                pass  # after an error only the run's end still matters
             elif method in UNPICKLED:
-                result = _log_unpickled(getattr(tracker, UNPICKLED[method]), *args)
+                _log_unpickled(getattr(tracker, UNPICKLED[method]), *args)
             elif method in FORWARDED:
                 result = getattr(tracker, method)(*args)
             else:
@@ -84,14 +103,10 @@ def serve() -> None:
             if method == "start":
                 started = True
                 send("run_id", (result, tracker.experiment_id))
-            if method == "end":
-                ended = True
         except Exception as err:
-            failed, failure = True, f"{type(err).__name__}: {err}"
+            failed = True
             log.error("MLflow call %s failed: %s", method, err)
             send("error", (type(err).__name__, str(err)))
-            if method == "end":
-                return
         if reply:
             send("reply", result)
         if ended:
@@ -163,7 +178,10 @@ def _configure_logging() -> None:
 
 if __name__ == "__main__":
     _configure_logging()
-    serve()
+    try:
+        serve()
+    except BaseException:  # a bug: said in the log, never as a bare traceback on the console
+        log.exception("the MLflow companion failed")
     # Everything is written; skip the slow teardown of an interpreter holding torch+mlflow.
     logging.shutdown()
     sys.stderr.flush()

@@ -58,6 +58,7 @@ class DeferredTracker(MlflowTracker):
     ) -> str:
         """Create the run with its tags, or take up `run_id` (a run this tracker's kind
         opened and left RUNNING after `write_kept`)."""
+        self._in_sweep = parent_run_id is not None
         if run_id is None:
             info = self._create_run(run_name, tags, parent_run_id, started_at)
         else:
@@ -69,9 +70,9 @@ class DeferredTracker(MlflowTracker):
         self._drop_staged()  # (files of a run that never got written)
         return self.run_id
 
-    def end(self, status: str, error: str | None = None, trace: str | None = None) -> None:
+    def end(self, status: str, error: str | None = None, trace: str | None = None) -> str:
         """Write everything kept, then end the run with `status` (FAILED if the writing
-        failed: the run would miss some of what it holds)."""
+        failed: the run would miss some of what it holds); returns the status written."""
         try:
             if error is not None:
                 self._tags[run_tags.ERROR] = error[:5000]
@@ -83,6 +84,8 @@ class DeferredTracker(MlflowTracker):
         finally:
             self._drop_staged()
             self.client.set_terminated(self.run_id, status=status)
+            self.final_status = status
+        return status
 
     def write_kept(self) -> None:
         """Write what is kept so far and leave the run RUNNING (another process may take
@@ -171,16 +174,6 @@ class DeferredTracker(MlflowTracker):
         """Stage a folder's files as artifacts under `path`."""
         if Path(directory).is_dir():
             shutil.copytree(directory, self._stage(path), dirs_exist_ok=True)
-
-    def log_model(self, model: Any, input_example: Any) -> None:
-        """Log the model now (MLflow's model logger needs the run active)."""
-        with mlflow.start_run(run_id=self.run_id):
-            super().log_model(model, input_example)
-
-    def log_predictor(self, predictor: Any, input_example: Any) -> None:
-        """Log a table's pyfunc model now (MLflow's model logger needs the run active)."""
-        with mlflow.start_run(run_id=self.run_id):
-            super().log_predictor(predictor, input_example)
 
 
 def _database_store(client: mlflow.MlflowClient) -> Any | None:

@@ -69,6 +69,8 @@ class MlflowTracker:
         self.experiment_name = spec.experiment
         self.run_id: str | None = None
         self.run_name = self.artifact_uri = ""  # known once the run has started
+        self.final_status: str | None = None  # as the store took it
+        self._in_sweep = False  # the run is a sweep's job
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
 
@@ -81,13 +83,15 @@ class MlflowTracker:
         started_at: float | None = None,
     ) -> str:
         """Start a run (its start time the job's, `started_at`), or reopen run_id to
-        continue it; returns the run id."""
+        continue it; returns the run id. The run is never MLflow's active run (whose exit
+        hook would end it FINISHED), except inside the model loggers that need one."""
+        self._in_sweep = parent_run_id is not None
         if run_id is None:
-            run_id = self._create_run(run_name, tags, parent_run_id, started_at).run_id
+            info = self._create_run(run_name, tags, parent_run_id, started_at)
         else:
+            self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, run_tags.PID, tags.get(run_tags.PID, ""))
-        # The active run, for the model loggers that use the fluent API.
-        info = mlflow.start_run(run_id=run_id).info
+            info = self.client.get_run(run_id).info
         self.run_id, self.run_name = info.run_id, info.run_name
         self.artifact_uri = info.artifact_uri
         log.info(
@@ -111,15 +115,18 @@ class MlflowTracker:
             self.experiment_id, start_time=start_ms, tags=tags, run_name=run_name
         ).info
 
-    def end(self, status: str, error: str | None = None, trace: str | None = None) -> None:
-        """Flush, record an error (tag + traceback artifact) if any, and end the run."""
+    def end(self, status: str, error: str | None = None, trace: str | None = None) -> str:
+        """Flush, record an error (tag + traceback artifact) if any, and end the run;
+        returns the status the store took."""
         try:
             if error is not None:
                 self._record_error(error, trace or error)
             self.flush()
         finally:
-            mlflow.end_run(status=status)
+            retry_store_write(lambda: self.client.set_terminated(self.run_id, status=status))
+            self.final_status = status
             log.info("MLflow run %s ended %s", self.run_id, status)
+        return status
 
     @contextmanager
     def run(
@@ -132,8 +139,11 @@ class MlflowTracker:
     ) -> Iterator[MlflowTracker]:
         """A run that always ends: FINISHED, FAILED (error tagged, traceback logged) or
         KILLED (Ctrl-C, SIGTERM)."""
-        self.start(run_name, tags, parent_run_id, run_id, started_at)
-        with always_ended(self.end):
+
+        def start() -> None:
+            self.start(run_name, tags, parent_run_id, run_id, started_at)
+
+        with always_ended(self.end, start):
             yield self
 
     def _record_error(self, error: str, trace: str) -> None:
@@ -146,8 +156,12 @@ class MlflowTracker:
             log.exception("could not record the error in MLflow")
 
     def end_stale_runs(self, fingerprint: str, host: str) -> None:
-        """Runs of this config left RUNNING by a dead process on this host are ended KILLED."""
+        """Runs of this config left RUNNING by a dead process on this host are ended KILLED;
+        outside a sweep (whose jobs continue their own), say how to continue an interrupted
+        one."""
         self.store.end_stale_runs(fingerprint, host)
+        if not self._in_sweep:
+            self.store.note_interrupted(fingerprint)
 
     def log_pictures(self, pictures: dict[str, Any]) -> None:
         """Draw the plots from their data and store them as image artifacts."""
@@ -232,7 +246,7 @@ class MlflowTracker:
         # Pickle rather than pt2, which traces with torch.export (see BENCHMARKS.md); the
         # model is the user's own, so mlflow's warning about untrusted pickles is noise.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-        with _artifact_write("the model", self.artifact_uri):
+        with _artifact_write("the model", self.artifact_uri), self._active():
             self._log_model(model, input_example)
 
     def log_predictor(self, predictor: Any, input_example: Any) -> None:
@@ -242,13 +256,23 @@ class MlflowTracker:
 
         from runner.tracking.pyfunc_model import RawRowsModel
 
-        with _artifact_write("the model", self.artifact_uri):
+        with _artifact_write("the model", self.artifact_uri), self._active():
             mlflow.pyfunc.log_model(
                 name="model",
                 python_model=RawRowsModel(predictor),
                 input_example=input_example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "pandas"],
             )
+
+    @contextmanager
+    def _active(self) -> Iterator[None]:
+        """The run as MLflow's active run, for the model loggers only; it is left RUNNING
+        (MLflow's end_run would end it FINISHED) and this process decides its end."""
+        mlflow.start_run(run_id=self.run_id)
+        try:
+            yield
+        finally:
+            mlflow.end_run(status="RUNNING")
 
     def _log_model(self, model: Any, input_example: Any) -> None:
         import mlflow.pytorch

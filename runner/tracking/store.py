@@ -342,6 +342,43 @@ class Store:
         )
         return runs[0] if runs else None
 
+    def find_interrupted(self, fingerprint: str, parent_run_id: str | None = None) -> Run | None:
+        """The latest KILLED run of this config (a child of `parent_run_id`, if given) that
+        left a checkpoint to continue from, else None."""
+        query = f"tags.`{tags.FINGERPRINT}` = '{fingerprint}' and attributes.status = 'KILLED'"
+        if parent_run_id is not None:
+            query += f" and tags.`{tags.PARENT_RUN_ID}` = '{parent_run_id}'"
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=query,
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )  # fmt: skip
+        if not runs or not self._has_checkpoint(runs[0]):
+            return None
+        return runs[0]
+
+    def _has_checkpoint(self, run: Run) -> bool:
+        if Path(run.data.tags.get(tags.CHECKPOINT, "") or "/nonexistent").is_file():
+            return True
+        try:
+            logged = self.client.list_artifacts(run.info.run_id, "checkpoints")
+        except Exception:
+            return False
+        return any(a.path.endswith("last.pt") for a in logged)
+
+    def note_interrupted(self, fingerprint: str) -> None:
+        """Say, in one line, how to continue the latest interrupted run of this config (a
+        new run of it is starting)."""
+        run = self.find_interrupted(fingerprint)
+        if run is None:
+            return
+        run_id = run.info.run_id
+        epochs = len(self.client.get_metric_history(run_id, "train_loss"))
+        again = run.data.tags.get(tags.SOURCE_NAME) or "python -m runner"
+        log.warning(
+            "run %s of this config was interrupted after epoch %d (KILLED); this is a new run. "
+            "To continue that one instead: %s resume=%s", run_id, epochs, again, run_id,
+        )  # fmt: skip
+
     def end_stale_runs(self, fingerprint: str, host: str) -> None:
         """Runs of this config left RUNNING by a dead process on this host are ended KILLED."""
         running = self.client.search_runs(
