@@ -10,6 +10,7 @@ import atexit  # noqa: E402
 import logging  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 
 
@@ -26,8 +27,8 @@ def interrupt_message(err: KeyboardInterrupt) -> str:
     signum = getattr(err, "signum", None) or signals.interrupted() or 2
     what = f"interrupted by {signals.signal_name(signum)}"
     run_id = getattr(err, "run_id", None)
-    if run_id is None:
-        return f"{what}; no run was recorded"
+    if run_id is None:  # (a sweep's own line follows, naming its runs)
+        return "" if signals.in_launching_process() else f"{what}; no run was recorded"
     epoch = getattr(err, "epoch", None) or 0
     if getattr(err, "writing_end", False):
         what += " while the run's end (test split, plots, model) was written"
@@ -60,14 +61,17 @@ def entry() -> None:
         code = _exit_code(err)
     except KeyboardInterrupt as err:  # any run it started has ended KILLED already
         signals.ignore()  # a further Ctrl-C must not cut the last line short
-        print(interrupt_message(err), file=sys.stderr)
+        message = interrupt_message(err)
+        if message:
+            print(message, file=sys.stderr)
         code = 128 + (getattr(err, "signum", None) or signals.interrupted() or 2)
     signals.ignore()
     # Tearing down an interpreter that loaded torch and mlflow is slow (seconds, more with a
     # launcher's worker pool); every result is already written, so end the idle workers,
     # run the exit handlers, flush, and leave at once.
     for worker in multiprocessing.active_children():
-        worker.kill()
+        if worker.pid:
+            os.kill(worker.pid, signal.SIGKILL)  # (idle: it may hold signals blocked)
     atexit._run_exitfuncs()
     logging.shutdown()
     sys.stdout.flush()

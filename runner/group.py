@@ -24,6 +24,7 @@ from runner.errors import RunError
 from runner.fingerprint import fingerprint
 from runner.launch import Launch, launch_of
 from runner.metrics import primary_metric
+from runner.signals import Interrupted
 from runner.stacked import MemberResult
 from runner.tracking import Tracker
 from runner.tracking.deferred import DeferredTracker
@@ -121,14 +122,23 @@ def finish_member(
     group_size: int,
     tracker: Tracker,
     run_id: str | None = None,
+    stopped: int | None = None,
 ) -> float | None:
     """Log one member's run as a solo job would, from what the stacked training gave it (in
     the run `open_member` made, if given); a failure is logged and recorded on its run
-    (FAILED), and the sweep goes on."""
+    (FAILED), and the sweep goes on. `stopped`: the signal that stopped the group after its
+    last epoch: the run ends KILLED with its epochs and checkpoint, as a solo job's."""
     try:
         return _log_member(
-            member, result.history, result.error, train_seconds, group_size, tracker, run_id
-        )
+            member, result.history, result.error, train_seconds, group_size, tracker, run_id,
+            stopped,
+        )  # fmt: skip
+    except Interrupted as err:
+        log.warning(
+            "job %s interrupted after epoch %s: run %s ended KILLED",
+            member.launch.job_num, err.epoch, tracker.run_id,
+        )  # fmt: skip
+        return None
     except Exception as err:
         log.error("job %s failed: %s: %s", member.launch.job_num, type(err).__name__, err)
         return None
@@ -142,6 +152,7 @@ def _log_member(
     group_size: int,
     tracker: Tracker,
     run_id: str | None,
+    stopped: int | None = None,
 ) -> float | None:
     job, launch = member.job, member.launch
     assert job is not None
@@ -163,6 +174,8 @@ def _log_member(
         tracker.log_artifact(path, "checkpoints")
         if error is not None:
             raise MemberFailed(error)
+        if stopped is not None and len(history) < job.spec.trainer.epochs:
+            raise Interrupted(stopped, len(history))
         tracker.set_tags({tags.TIME_TRAIN: f"{train_seconds:.3f}"})
         final = recipe.log_final(job, history, tracker)
     return recipe.announce_end(job, launch, tracker, final)

@@ -97,7 +97,8 @@ def _run(cfg: DictConfig, launch: Launch, companion: Any) -> float | None:
             return train(job, launch, tracker)
     except KeyboardInterrupt as err:  # the run has ended KILLED already
         err.run_id, err.run_status = tracker.run_id, tracker.final_status
-        err.command = continue_command(launch, tracker.run_id) if tracker.run_id else None
+        if tracker.run_id and not launch.multirun:  # (a sweep says how to continue it)
+            err.command = continue_command(launch, tracker.run_id)
         raise
     except Exception as err:  # the run has ended FAILED already, its error recorded
         if not launch.multirun:

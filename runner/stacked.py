@@ -385,9 +385,15 @@ def _column(
 
 
 def stack_fit(
-    jobs: Sequence[Job], on_epoch: MemberCallback | None = None, *, fast_path: bool = True
+    jobs: Sequence[Job],
+    on_epoch: MemberCallback | None = None,
+    *,
+    fast_path: bool = True,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[MemberResult]:
     """Train `jobs` as one stacked model; each member's rows match its solo `fit`.
+    `should_stop`, asked after each epoch: true ends the training there (Ctrl-C), every
+    member's state written back as at the end of that epoch.
 
     The forward pass takes the fast path (`fast_forward`) where the model allows it and
     `fast_path` is true, else vmap over functional_call; the results are the same.
@@ -593,6 +599,8 @@ def stack_fit(
             break
         if t0.scheduler is not None:
             _step_schedules([jobs[k].trainer for k in stack.members], stack.optimizer, per_member)
+        if should_stop is not None and should_stop():
+            break
     for pos, k in enumerate(stack.members):
         finals[k] = stack.member_state(pos)
     for k, job in enumerate(jobs):

@@ -279,8 +279,7 @@ class SweepCallback(Callback):
             return
         print(
             f"sweep {what}{counts}: sweep run {run_id} ended KILLED; the same command "
-            f"continues it (finished jobs are skipped, interrupted ones continue from their "
-            f"checkpoint): {self.command}",
+            f"continues it, skipping finished jobs: {self.command}",
             file=sys.stderr, flush=True,
         )  # fmt: skip
 

@@ -38,7 +38,7 @@ def run_in_forks(
     """`work(share)` for each share, the first in this process and the others in forked
     children (one torch thread each); returns every share's results merged (a child that
     died gives none, and says so in the log). `interruptible`: Ctrl-C stops the children's
-    work at once (training); else they finish it (writing runs)."""
+    work (training stops after its epoch, as a job's); else they finish it (writing runs)."""
     children = [in_fork(work, share, interruptible) for share in shares[1:]]
     results: dict[int, Any] = {}
     try:
@@ -54,8 +54,9 @@ def in_fork(
     work: Callable[[list[Item]], dict[int, Any]], share: list[Item], interruptible: bool = False
 ) -> Callable[[], dict[int, Any]]:
     """Start `work(share)` in a forked child (one torch thread); returns what waits for its
-    results (none, said in the log, if it died). `interruptible`: SIGINT/SIGTERM stop the
-    child's work at once; else it ignores them and finishes (its parent ends the sweep)."""
+    results (none, said in the log, if it died). `interruptible`: SIGINT/SIGTERM reach the
+    child (as a job's process); else it ignores them and finishes (its parent ends the
+    sweep)."""
     reader, writer = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -64,7 +65,7 @@ def in_fork(
         os.close(reader)
         code = 0
         try:
-            signals.child_signals("interrupt" if interruptible else None)
+            signals.child_signals("defer" if interruptible else None)
             _child_setup()
             results = work(share)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: its runs are ended KILLED already

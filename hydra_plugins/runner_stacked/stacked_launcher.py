@@ -250,12 +250,18 @@ class StackedLauncher(Launcher):
         progress = GroupProgress(
             len(jobs), spec.trainer.epochs, primary_metric(jobs[0].data.task, spec.metric)
         )
+        stopped = None  # the signal that stopped the group after an epoch
         try:
-            # Ctrl-C (or SIGTERM) stops a stacked group at once: its members end KILLED.
-            with signals.job_signals(), signals.mode("interrupt"):
+            # Ctrl-C (or SIGTERM) stops a stacked group after its epoch, as a solo job: its
+            # members end KILLED with their epochs and checkpoints; a second stops it at once.
+            with signals.job_signals(), signals.stop_on_signals():
                 if signals.interrupted():  # the sweep was stopped before this group began
                     raise signals.Interrupted(signals.interrupted())
-                outcome = stack_fit(jobs, progress if spec.trainer.progress != "none" else None)
+                outcome = stack_fit(
+                    jobs, progress if spec.trainer.progress != "none" else None,
+                    should_stop=lambda: signals.STOP.signum is not None,
+                )  # fmt: skip
+                stopped = signals.STOP.signum
         except Exception as err:  # a case stacking does not handle: the jobs still run
             log.warning(
                 "stacked training of jobs %s failed (%s: %s); they run one at a time",
@@ -284,7 +290,7 @@ class StackedLauncher(Launcher):
                 # was prepared): only its log file is opened again, for the run's last lines.
                 with _job_log(ret):
                     values[i] = groups.finish_member(
-                        member, result, seconds, len(jobs), tracker, run_ids.get(i)
+                        member, result, seconds, len(jobs), tracker, run_ids.get(i), stopped
                     )
             return values
 
