@@ -25,6 +25,7 @@ from runner.registry import (
     Registry,
 )
 from runner.spec.args import check_args, is_number, range_problem, signature_params
+from runner.spec.outputs import loss_output_problem
 from runner.spec.schema import (
     LAYER_KEYS,
     MODEL_KEYS,
@@ -290,6 +291,9 @@ def _device(problems: _Problems, value: Any) -> str:
 
 
 def _data(problems: _Problems, cfg: Any) -> tuple[Component | None, str | None]:
+    """The dataset and its task (None where unknown: the problem is reported)."""
+    from runner.datasets.base import TASKS
+
     comp = _component(problems, "data", cfg, DATASETS, reserved={"num_outputs"})
     if comp is None:
         return None, None
@@ -297,6 +301,9 @@ def _data(problems: _Problems, cfg: Any) -> tuple[Component | None, str | None]:
     task = entry.meta.get("task") or comp.args.get("task")
     if task is None:
         task = signature_params(entry.target)["task"].default
+    if isinstance(task, str) and task not in TASKS:
+        problems.add(unknown_name("data.task", "task", task, TASKS))
+        task = None
     return comp, task
 
 
@@ -323,6 +330,16 @@ def _loss_fits_task(problems: _Problems, loss: Component, task: str | None) -> N
             f"{loss.key}.name: loss {loss.type!r} does not fit a {task} task (the data's); "
             f"allowed for {task}: {', '.join(fitting)}"
         )
+
+
+def _loss_fits_output(problems: _Problems, model: ModelSpec, task: str | None) -> None:
+    """The last layer emits what the loss expects (checked once the loss fits the task)."""
+    fits_task = task in LOSSES.get(model.loss.type, model.loss.key).meta.get("tasks", (task,))
+    if task is None or not fits_task:
+        return
+    problem = loss_output_problem(model.loss, model.layers, task)
+    if problem:
+        problems.add(problem)
 
 
 def _optimizer(problems: _Problems, cfg: Any) -> Component | None:
@@ -437,7 +454,9 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
     problems = _Problems()
     seed, trainer, sweep = _plain_sections(problems, cfg)
     device = _device(problems, cfg.get("device", "auto"))
+    before = len(problems.items)
     model = _model(problems, cfg.get("model"))
+    model_sound = len(problems.items) == before  # its layers all known: the last is the last
     data, task = _data(problems, cfg.get("data"))
     optim = _optimizer(problems, cfg.get("optim"))
     scheduler = _scheduler(problems, cfg.get("scheduler"))
@@ -448,6 +467,8 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
         model = dataclasses.replace(model, loss=loss)
     if model is not None and model.loss.type != "auto":
         _loss_fits_task(problems, model.loss, task)
+        if model_sound:
+            _loss_fits_output(problems, model, task)
     metric = _metric(problems, data, task)
     tracking = _tracking(problems, cfg.get("tracking"), data.name if data else "runner")
     if problems.items:
