@@ -294,10 +294,16 @@ def _data(problems: _Problems, cfg: Any) -> tuple[Component | None, str | None]:
     """The dataset and its task (None where unknown: the problem is reported)."""
     from runner.datasets.base import TASKS
 
+    found = len(problems.items)
     comp = _component(problems, "data", cfg, DATASETS, reserved={"num_outputs"})
     if comp is None:
         return None, None
     entry = DATASETS.get(comp.type, "data.type")
+    if "check" in entry.meta:  # the loader's own rules, on the arguments found sound
+        flagged = problems.items[found:]
+        sound = {k: v for k, v in comp.args.items() if not _named(f"data.{k}", flagged)}
+        for problem in entry.meta["check"](sound):
+            problems.add(problem)
     task = entry.meta.get("task") or comp.args.get("task")
     if task is None:
         task = signature_params(entry.target)["task"].default
@@ -305,6 +311,11 @@ def _data(problems: _Problems, cfg: Any) -> tuple[Component | None, str | None]:
         problems.add(unknown_name("data.task", "task", task, TASKS))
         task = None
     return comp, task
+
+
+def _named(key: str, problems: list[str]) -> bool:
+    """Whether one of `problems` is about `key` (or a key inside it)."""
+    return any(p.startswith((f"{key}:", f"{key}.")) for p in problems)
 
 
 def _metric(problems: _Problems, data: Component | None, task: str | None) -> str:
