@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from runner.errors import ConfigError, did_you_mean, unknown_name
@@ -111,13 +111,18 @@ def _init_block(problems: _Problems, key: str, value: Any) -> dict[str, Componen
     return out
 
 
+def unknown_key(key: str, allowed: Iterable[str]) -> str:
+    """The message for a key (`trainer.epoch`) its section does not have: the closest of
+    `allowed` (the section's keys), then all of them."""
+    allowed = sorted(allowed)
+    name = key.rsplit(".", 1)[-1]
+    return f"{key}: unknown key.{did_you_mean(name, allowed)} Allowed: {', '.join(allowed)}."
+
+
 def _unknown_keys(problems: _Problems, key: str, given: dict, allowed: set[str]) -> None:
     for name in given:
         if name not in allowed:
-            problems.add(
-                f"{key}.{name}: unknown key.{did_you_mean(name, allowed)} "
-                f"Allowed: {', '.join(sorted(allowed))}."
-            )
+            problems.add(unknown_key(f"{key}.{name}", allowed))
 
 
 def _model(problems: _Problems, cfg: Any) -> ModelSpec | None:
