@@ -162,7 +162,7 @@ def _read(override: Override, base: list[Override], dirs: list[Path]) -> bool:
         return False
     if _has(main.get(section), rest):
         return True
-    chosen = {o.key_or_group: o for o in base if not o.is_hydra_override()}
+    chosen = {o.key_or_group: o for o in base if not o.is_hydra_override() and not o.package}
     names = [d[section] for d in main.get("defaults", []) if isinstance(d, dict) and section in d]
     for group in GLOBAL_GROUPS:
         pick = chosen.get(group)
