@@ -13,20 +13,22 @@ from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
 
 # `infer` names the constructor argument filled from the incoming per-sample shape, and
 # which dimension of that shape it takes (-1: features of a vector, 0: channels).
+# `output`: what a squashing layer emits (`same`: values pass on), checked against the loss
+# (runner/spec/outputs.py); `tasks`: the only tasks it suits as the last one.
 LAYERS.register("linear", nn.Linear, infer={"in_features": -1})
 LAYERS.register("noisy_linear", layers.NoisyLinear, infer={"in_features": -1})
-LAYERS.register("identity", nn.Identity)
+LAYERS.register("identity", nn.Identity, output="same")
 LAYERS.register("relu", nn.ReLU)
 LAYERS.register("leaky_relu", nn.LeakyReLU)
 LAYERS.register("prelu", nn.PReLU)
 LAYERS.register("elu", nn.ELU)
 LAYERS.register("gelu", nn.GELU)
-LAYERS.register("sigmoid", nn.Sigmoid)
-LAYERS.register("tanh", nn.Tanh)
-LAYERS.register("softmax", nn.Softmax)
-LAYERS.register("log_softmax", nn.LogSoftmax)
-LAYERS.register("dropout", nn.Dropout)
-LAYERS.register("flatten", nn.Flatten)
+LAYERS.register("sigmoid", nn.Sigmoid, output="probability")
+LAYERS.register("tanh", nn.Tanh, output="bounded")
+LAYERS.register("softmax", nn.Softmax, output="probability", tasks=("multiclass",))
+LAYERS.register("log_softmax", nn.LogSoftmax, output="log_probability", tasks=("multiclass",))
+LAYERS.register("dropout", nn.Dropout, output="same")
+LAYERS.register("flatten", nn.Flatten, output="same")
 LAYERS.register("batchnorm1d", nn.BatchNorm1d, infer={"num_features": 0})
 LAYERS.register("batchnorm2d", nn.BatchNorm2d, infer={"num_features": 0})
 LAYERS.register("conv2d", nn.Conv2d, infer={"in_channels": 0})
@@ -46,10 +48,17 @@ INITIALIZERS.register("ones", nn.init.ones_)
 INITIALIZERS.register("constant", nn.init.constant_)
 
 # `tasks`: the data tasks a loss fits. `output`: what the model's last layer must emit,
-# which decides how predictions become labels (probability >= 0.5, logit >= 0, argmax).
+# which decides how predictions become labels (probability >= 0.5, logit >= 0, argmax);
+# `takes`: what else it accepts (log_softmax changes nothing under cross_entropy).
 LOSSES.register("bce", nn.BCELoss, tasks=("binary",), output="probability")
 LOSSES.register("bce_with_logits", nn.BCEWithLogitsLoss, tasks=("binary",), output="logits")
-LOSSES.register("cross_entropy", nn.CrossEntropyLoss, tasks=("multiclass",), output="logits")
+LOSSES.register(
+    "cross_entropy",
+    nn.CrossEntropyLoss,
+    tasks=("multiclass",),
+    output="logits",
+    takes=("logits", "log_probability"),
+)
 LOSSES.register("nll", nn.NLLLoss, tasks=("multiclass",), output="log_probability")
 LOSSES.register("mse", nn.MSELoss, tasks=("regression",), output="value")
 LOSSES.register("mse_onehot", losses.OneHotMSELoss, tasks=("multiclass",), output="probability")

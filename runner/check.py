@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from runner.choices import group_choice_problems, shadowed_files
 from runner.errors import ConfigError, failure_message
+from runner.override_keys import override_problems, shaping_overrides
 from runner.project import CONF_DIR, conf_dirs, split_config_dirs
 from runner.spec import validate
 
@@ -48,6 +49,10 @@ def compose_job(overrides: list[str], num: int | None = None) -> DictConfig:
     return cfg
 
 
+def _compose(overrides: list[str]) -> DictConfig:
+    return compose(config_name="config", overrides=overrides)
+
+
 def job_problems(
     overrides: list[str], num: int | None = None, dirs: list[Path] | None = None
 ) -> list[str]:
@@ -65,7 +70,9 @@ def job_problems(
     except ConfigError as err:
         return err.problems
     except (HydraException, OmegaConfBaseException) as err:
-        return [str(err)]
+        # A key the config lacks: the line `python -m runner` gives, not Hydra's six.
+        keys = override_problems(overrides, dirs or [CONF_DIR], _compose)
+        return keys or [str(err)]
     except Exception as err:  # a bug, e.g. in the validator: the run would crash on it too
         return [f"unexpected {type(err).__name__}: {err}"]
     return []
@@ -87,8 +94,11 @@ def expand(base: DictConfig, task: list[str], parser: OverridesParser) -> list[l
     return [list(job) for job in itertools.product(*choices.values())]
 
 
-def plan(multirun: bool, overrides: list[str]) -> tuple[list[str], list[list[str]], bool, str]:
-    """Hydra-level overrides, each job's task overrides, whether it is a sweep, and a note."""
+def plan(
+    multirun: bool, overrides: list[str], dirs: list[Path]
+) -> tuple[list[str], list[list[str]], bool, str]:
+    """Hydra-level overrides, each job's task overrides, whether it is a sweep, and a note
+    (`dirs`: the config folders)."""
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     parsed = parser.parse_overrides(overrides)
     sweeps = [o for o in parsed if o.is_sweep_override()]
@@ -97,8 +107,11 @@ def plan(multirun: bool, overrides: list[str]) -> tuple[list[str], list[list[str
     hydra = [o.input_line for o in parsed if o.is_hydra_override()]
     task = [o.input_line for o in parsed if not o.is_hydra_override()]
     fixed = [o.input_line for o in parsed if not (o.is_hydra_override() or o.is_sweep_override())]
-    try:  # like Hydra's own multirun, the base config ignores the sweep values
-        base = compose(config_name="config", overrides=hydra + fixed, return_hydra_config=True)
+    # Like Hydra's own multirun, the base config ignores the sweep values; nor does it need
+    # the values of keys (a key it lacks fails each job, not the whole plan).
+    shaping = shaping_overrides(fixed, dirs)
+    try:
+        base = compose(config_name="config", overrides=hydra + shaping, return_hydra_config=True)
     except Exception:  # Hydra, OmegaConf (or a bug in them): checking the job reports it
         return [], [hydra + fixed], multirun, ""
     if not (multirun or base.hydra.mode == RunMode.MULTIRUN):
@@ -144,7 +157,7 @@ def main(argv: list[str]) -> int:
                 paths = ",".join(f"'file://{d}'" for d in extra_dirs)
                 overrides.append(f"hydra.searchpath=[{paths}]")
             try:
-                hydra, jobs, sweep, note = plan(multirun, overrides)
+                hydra, jobs, sweep, note = plan(multirun, overrides, dirs)
             except OverrideParseException as err:
                 raise UsageError(str(err)) from None
             if note:

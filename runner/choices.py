@@ -24,16 +24,24 @@ def group_choice_problems(argv: list[str], conf_dirs: list[Path]) -> list[str]:
     problems = []
     for arg in argv:
         match = SIMPLE_CHOICE.match(arg)
-        folders = [d / match["group"] for d in conf_dirs] if match else []
-        if not any(folder.is_dir() for folder in folders):
+        options = group_options(match["group"], conf_dirs) if match else None
+        if options is None:
             continue
-        options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
         for value in match["values"].split(","):
             if value not in options and value != "null":
                 problems.append(
                     unknown_name(match["group"], f"{match['group']} config", value, options)
                 )
     return problems
+
+
+def group_options(group: str, conf_dirs: list[Path]) -> list[str] | None:
+    """The choices of a config group (its YAML files in any of `conf_dirs`), sorted; None
+    when no folder has the group."""
+    folders = [d / group for d in conf_dirs if (d / group).is_dir()]
+    if not folders:
+        return None
+    return sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
 
 
 def shadowed_files(conf_dirs: list[Path]) -> list[str]:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.choices import group_choice_problems, shadowed_files
 from runner.errors import ConfigError, exit_on_known_failure
 from runner.launch import launch_of
+from runner.override_keys import command_line_problems
 from runner.project import CONF_DIR, conf_dirs
 from runner.signals import shielded
 
@@ -68,12 +69,15 @@ def precheck(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """`python -m runner`: reject unknown config-group choices early, then hand over to Hydra."""
+    """`python -m runner`: reject unknown config-group choices and keys the config lacks
+    early, then hand over to Hydra."""
     with exit_on_known_failure():
         dirs = conf_dirs(sys.argv[1:])
         for warning in shadowed_files(dirs):
             print(warning, file=sys.stderr)
         problems = group_choice_problems(sys.argv[1:], dirs)
+        if not problems:  # composing (for keys of the group files) needs valid choices
+            problems = command_line_problems(sys.argv[1:], dirs)
         if problems:
             raise ConfigError(problems)
     main()

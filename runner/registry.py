@@ -64,5 +64,5 @@ INITIALIZERS = Registry("initializer")  # torch.nn.init functions for weights an
 LOSSES = Registry("loss")  # criteria; meta: tasks it fits, what output it expects
 OPTIMIZERS = Registry("optimizer")  # torch.optim classes
 SCHEDULERS = Registry("scheduler")  # torch.optim.lr_scheduler classes, stepped per epoch
-DATASETS = Registry("dataset")  # functions returning in-memory train/validation splits
+DATASETS = Registry("dataset")  # functions returning in-memory splits; meta: task, check
 TEMPLATES = Registry("model template")  # functions expanding a few knobs into a layer list

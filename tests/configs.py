@@ -50,13 +50,15 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
 
 
 def layers_config(layers: list, **overrides: Any) -> dict[str, Any]:
-    """A valid XOR-sized config with the given layers."""
+    """A valid config around the given layers: a regression table with MSE, a loss that
+    takes whatever the last layer emits (a classification loss checks it; the table is
+    never read by the builders' tests)."""
     cfg = {
         "seed": 1,
         "device": "cpu",
         "trainer": {"epochs": 1, "batch_size": 2},
-        "model": {"name": "m", "layers": layers, "loss": {"name": "bce"}},
-        "data": {"name": "xor"},
+        "model": {"name": "m", "layers": layers, "loss": {"name": "mse"}},
+        "data": {"name": "table", "type": "csv", "path": "t.csv", "target": "y"},
         "optim": {"name": "sgd", "lr": 0.1},
     }
     cfg.update(overrides)

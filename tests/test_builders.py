@@ -197,7 +197,7 @@ def test_noisy_linear_adds_noise_only_in_training():
 
 
 def test_mlp_template_expands_knobs_and_picks_the_loss_for_the_task():
-    cfg = config([])
+    cfg = config([], data={"name": "xor"})
     cfg["model"] = {"name": "mlp", "template": "mlp", "width": 5, "depth": 2, "out_features": 1}
     cfg["model"]["loss"] = {"name": "auto"}
     spec = validate(cfg)

@@ -117,3 +117,32 @@ def test_hydra_interpolations_resolve_as_in_a_run(tmp_path, monkeypatch):
         # a group choice from hydra.sweeper.params gets the did-you-mean too
         assert "Did you mean 'xor_deep'" in job_problems(["model=xor_dep"], num=0)[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_key_the_config_lacks_fails_only_the_jobs_without_it(tmp_path, monkeypatch, capsys):
+    """The line `python -m runner` gives (not Hydra's six), per job: the sweep is still
+    expanded, since the key's value does not shape it."""
+    from runner.check import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["-m", "optim=sgd,adam", "optim.momentum=0.9", "trainer.epoch=3"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "FAIL optim=sgd optim.momentum=0.9 trainer.epoch=3",
+        "    - trainer.epoch: unknown key. Did you mean 'epochs'? Allowed: batch_size, "
+        "checkpoint_every, data_path, deterministic, epochs, grad_clip, log_model, "
+        "num_workers, on_nan, plots, progress, threads.",
+        "FAIL optim=adam optim.momentum=0.9 trainer.epoch=3",
+        "    - trainer.epoch: unknown key. Did you mean 'epochs'? Allowed: batch_size, "
+        "checkpoint_every, data_path, deterministic, epochs, grad_clip, log_model, "
+        "num_workers, on_nan, plots, progress, threads.",
+        "    - optim.momentum: unknown key. Keys of optim: betas, lr, name, weight_decay; "
+        "+optim.momentum=0.9 adds a key the config does not set.",
+        "2 jobs checked, 2 failed",
+    ]
+    assert main(["-m", "optim=sgd,adam", "optim.momentum=0.9"]) == 1
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        "ok   optim=sgd optim.momentum=0.9",
+        "FAIL optim=adam optim.momentum=0.9",
+    ]
+    assert list(tmp_path.iterdir()) == []

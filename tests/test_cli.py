@@ -144,6 +144,19 @@ def test_trainer_typo_fails_before_torch_or_mlflow_is_imported(tmp_path):
     assert not {"torch", "mlflow"} & imported  # ...and holds neither
 
 
+def test_a_key_the_config_lacks_stops_a_sweep_in_one_line_before_any_job(tmp_path):
+    """Hydra's own six lines suggested `+trainer.epoch=3`, after the sweep's parent run had
+    started; now one line names the key, before anything is written."""
+    proc = run_cli("-m", "trainer.epochs=1,2", "trainer.epoch=3", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "config error: trainer.epoch: unknown key. Did you mean 'epochs'? Allowed: batch_size, "
+        "checkpoint_every, data_path, deterministic, epochs, grad_clip, log_model, num_workers, "
+        "on_nan, plots, progress, threads."
+    ]
+    assert list(tmp_path.iterdir()) == []  # no sweep folder, no store
+
+
 def test_a_failure_mid_training_ends_the_run_failed_with_metrics_kept(tmp_path):
     # An absurd learning rate makes the regression loss overflow after a few epochs.
     proc = run_cli("experiment=house_tiny", "optim=sgd", "optim.lr=1e6", *FAST, cwd=tmp_path)

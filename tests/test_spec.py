@@ -8,7 +8,7 @@ import pytest
 
 from runner.errors import ConfigError
 from runner.spec import validate
-from tests.configs import DELETE, GOOD, with_change
+from tests.configs import DELETE, GOOD, shipped, with_change
 
 CATALOGUE = [
     (
@@ -142,3 +142,136 @@ def test_config_yaml_shows_the_schema_defaults():
     main = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))
     assert main["trainer"] == defaults(TrainerSpec)
     assert main["sweep"] == defaults(SweepSpec)
+
+
+def with_loss(layers: list, loss: str, data: str = "xor") -> dict:
+    """GOOD (binary XOR) with these layers and loss, or MNIST's multiclass data."""
+    cfg = copy.deepcopy(GOOD)
+    cfg["model"] = {"name": "m", "layers": layers, "loss": {"name": loss}}
+    if data == "mnist":
+        cfg["data"] = {"name": "mnist", "num_outputs": 10}
+    return cfg
+
+
+LINEAR = [{"layer": "linear", "out_features": 4}, {"layer": "relu"}]
+LOSS_AFTER_LAYER = [
+    (  # the issue's XOR: 200 epochs at 53% accuracy, no word
+        [*LINEAR, {"layer": "linear", "out_features": 1}, {"layer": "sigmoid"}],
+        "bce_with_logits",
+        "xor",
+        "model.loss.name: 'bce_with_logits' expects raw scores (logits), but the model ends "
+        "with sigmoid (model.layers[3]), which outputs probabilities; after a sigmoid use "
+        "'bce', or remove the sigmoid layer",
+    ),
+    (
+        [*LINEAR, {"layer": "linear", "out_features": 1}],
+        "bce",
+        "xor",
+        "model.loss.name: 'bce' expects probabilities, but the model ends with linear "
+        "(model.layers[2]); end the model with a sigmoid layer, or use 'bce_with_logits' on "
+        "its raw outputs",
+    ),
+    (
+        [*LINEAR, {"layer": "linear", "out_features": 1}, {"layer": "tanh"}],
+        "bce",
+        "xor",
+        "which outputs values squashed into (-1, 1); end the model with a sigmoid layer",
+    ),
+    (  # softmax over one output is always 1
+        [*LINEAR, {"layer": "linear", "out_features": 1}, {"layer": "softmax", "dim": -1}],
+        "bce",
+        "xor",
+        "ends with softmax (model.layers[3]), which does not fit a binary task; end the "
+        "model with a sigmoid layer",
+    ),
+    (
+        [*LINEAR, {"layer": "linear", "out_features": 10}, {"layer": "softmax", "dim": -1}],
+        "cross_entropy",
+        "mnist",
+        "'cross_entropy' expects raw scores (logits), but the model ends with softmax "
+        "(model.layers[3]), which outputs probabilities; after a softmax use 'mse_onehot', "
+        "or remove the softmax layer",
+    ),
+    (
+        [*LINEAR, {"layer": "linear", "out_features": 10}, {"layer": "softmax", "dim": -1}],
+        "nll",
+        "mnist",
+        "'nll' expects log-probabilities, but the model ends with softmax (model.layers[3]), "
+        "which outputs probabilities; end the model with a log_softmax layer, or use "
+        "'cross_entropy' on its raw outputs",
+    ),
+    (  # a dropout after the sigmoid passes its values on: the sigmoid is what counts
+        [
+            *LINEAR,
+            {"layer": "linear", "out_features": 1},
+            {"layer": "sigmoid"},
+            {"layer": "dropout"},
+        ],
+        "bce_with_logits",
+        "xor",
+        "the model ends with sigmoid (model.layers[3])",
+    ),
+]
+
+
+@pytest.mark.parametrize("layers,loss,data,message", LOSS_AFTER_LAYER)
+def test_a_loss_that_does_not_fit_the_last_layer_names_both(layers, loss, data, message):
+    with pytest.raises(ConfigError) as err:
+        validate(with_loss(layers, loss, data))
+    assert len(err.value.problems) == 1
+    assert message in err.value.problems[0]
+
+
+@pytest.mark.parametrize(
+    "last,loss,data",
+    [
+        ([{"layer": "linear", "out_features": 1}, {"layer": "sigmoid"}], "bce", "xor"),
+        ([{"layer": "linear", "out_features": 1}], "bce_with_logits", "xor"),
+        ([{"layer": "linear", "out_features": 10}], "cross_entropy", "mnist"),
+        ([{"layer": "linear", "out_features": 10}, {"layer": "log_softmax"}], "nll", "mnist"),
+        # log_softmax changes nothing under cross_entropy's own log-softmax
+        (
+            [{"layer": "linear", "out_features": 10}, {"layer": "log_softmax"}],
+            "cross_entropy",
+            "mnist",
+        ),
+        ([{"layer": "linear", "out_features": 10}, {"layer": "sigmoid"}], "mse_onehot", "mnist"),
+    ],
+)
+def test_a_loss_after_the_layer_it_expects_passes(last, loss, data):
+    assert validate(with_loss([*LINEAR, *last], loss, data)).model.loss.type == loss
+
+
+def test_loss_auto_after_a_squashing_template_output_says_what_it_picked():
+    cfg = copy.deepcopy(GOOD)
+    cfg["model"] = {"name": "mlp", "template": "mlp", "out_activation": "sigmoid"}
+    cfg["model"]["loss"] = {"name": "auto"}
+    with pytest.raises(ConfigError, match=r"'bce_with_logits' \(what loss auto picks\)"):
+        validate(cfg)
+    cfg["model"]["loss"] = {"name": "bce"}
+    assert validate(cfg).model.layers[-1].type == "sigmoid"
+
+
+def test_an_unknown_layer_is_reported_alone_not_as_a_loss_mismatch():
+    with pytest.raises(ConfigError) as err:
+        validate(with_change("model.layers.3.layer", "sigmoidd"))
+    assert err.value.problems == [
+        p for p in err.value.problems if p.startswith("model.layers[3]: unknown layer")
+    ]
+
+
+def test_an_unknown_task_is_named_with_the_tasks_not_as_a_loss_mismatch():
+    cfg = copy.deepcopy(GOOD)
+    cfg["data"] = {"name": "t", "type": "csv", "path": "t.csv", "target": "y", "task": "classify"}
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert err.value.problems == [
+        "data.task: unknown task 'classify'. Available: binary, multiclass, regression."
+    ]
+
+
+def test_the_shipped_xor_net_with_a_logits_loss_fails_before_training():
+    cfg = shipped("xor_deep")
+    cfg["model"]["loss"] = {"name": "bce_with_logits"}
+    with pytest.raises(ConfigError, match=r"ends with sigmoid \(model.layers\[5\]\).*use 'bce'"):
+        validate(cfg)

@@ -152,6 +152,10 @@ def test_kfold_validates_each_non_test_row_exactly_once():
         ),
         ({"columns": {"mpg": "drop"}}, "data.columns.mpg: 'mpg' is the target"),
         ({"target": "car_name", "columns": {}}, "data.target: column 'car_name' is not numeric"),
+        ({"test_size": 1.5}, "data.test_size: 1.5 is neither a fraction in (0, 1) nor a row"),
+        ({"val_size": 1.0}, "data.val_size: 1.0 is neither a fraction in (0, 1) nor a row"),
+        ({"test_size": 392}, "data.test_size: 392 leaves no training rows out of 392"),
+        ({"val_size": 313}, "data.val_size: 313 leaves no training rows out of 313"),
         ({"folds": 5, "fold": 5}, "data.fold: 5 is out of range; allowed: 0 to 4"),
         ({"folds": 3, "val_size": 0.1}, "give either val_size or folds"),
         ({"columns": {"model_year": "bucketize"}}, "bucketize needs its boundaries"),
@@ -162,6 +166,43 @@ def test_table_errors_name_the_key_and_the_column(kwargs, fragment):
     with pytest.raises(ConfigError) as err:
         auto_mpg(**kwargs)
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "size", [0.2, 0.5, 0.95, 0.999, 1, 3, 9, 10, 1.0, 1.5, 2.0, 9.0, -1, -0.2, float("nan")]
+)
+def test_split_sizes_follow_scikit_learns_rules(size):
+    """A size train_test_split refuses is refused, naming the key; one it takes gives its
+    test rows (0, which scikit-learn refuses, means no test split here)."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        expected = train_test_split(np.arange(10), test_size=size, random_state=1)[1]
+    except (ValueError, TypeError):  # a nan size
+        expected = None
+    if expected is None:
+        with pytest.raises(ConfigError, match="data.test_size: "):
+            tabular.split_rows(10, size, 0, 0, 0, shuffle=True, seed=1)
+    else:
+        _, _, test = tabular.split_rows(10, size, 0, 0, 0, shuffle=True, seed=1)
+        assert sorted(test) == sorted(expected)
+
+
+def test_split_sizes_fail_validation_before_the_table_is_read():
+    from runner.spec import validate
+    from tests.configs import shipped
+
+    cfg = shipped("auto_mpg_book", data="auto_mpg")
+    cfg["data"] |= {"test_size": 1.5, "val_size": -0.5, "path": "/nowhere.csv"}
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert sorted(err.value.problems) == [  # each once
+        "data.test_size: 1.5 is neither a fraction in (0, 1) nor a row count; allowed: a "
+        "fraction strictly between 0 and 1, or a whole number of rows (0: none)",
+        "data.val_size: -0.5 is out of range; allowed: >= 0",
+    ]
+    cfg["data"] |= {"test_size": 0.2, "val_size": 10}
+    assert validate(cfg).data.args["val_size"] == 10
 
 
 def test_no_features_left_and_an_empty_column_are_refused(tmp_path):

@@ -326,9 +326,31 @@ def _column(name: str, spec: Any) -> Column:
     return Column(name, spec)
 
 
+def split_size_problem(key: str, size: Any) -> str | None:
+    """scikit-learn's rule for a split's size (train_test_split): a fraction lies in (0, 1),
+    a row count is a whole number >= 0 (0: no such split). 1.5 is neither."""
+    if isinstance(size, bool) or not isinstance(size, (int, float)):
+        return f"{key}: {size!r} is not a number"
+    if isinstance(size, int) and size >= 0 or size == 0 or 0 < size < 1:
+        return None
+    return (
+        f"{key}: {size!r} is neither a fraction in (0, 1) nor a row count; allowed: a fraction "
+        "strictly between 0 and 1, or a whole number of rows (0: none)"
+    )
+
+
+def csv_problems(args: dict[str, Any]) -> list[str]:
+    """The csv loader's rules that need no data (its split sizes), for the validator."""
+    sizes = {name: args[name] for name in ("test_size", "val_size") if name in args}
+    return [p for name, size in sizes.items() if (p := split_size_problem(f"data.{name}", size))]
+
+
 def _count(size: float, n_rows: int, key: str) -> int:
-    """Rows for a split: a count, or a fraction of the rows when below 1 (rounded up, as
-    scikit-learn's train_test_split rounds a test fraction)."""
+    """Rows for a split: a count, or a fraction of the rows (rounded up, as scikit-learn's
+    train_test_split rounds a test fraction); it must leave training rows."""
+    problem = split_size_problem(key, size)
+    if problem:
+        raise ConfigError(problem)
     count = math.ceil(size * n_rows) if 0 < size < 1 else int(size)
     if not 0 <= count < n_rows:
         raise ConfigError(
@@ -380,7 +402,7 @@ def split_rows(
     return rest[: len(rest) - n_val], rest[len(rest) - n_val :], test
 
 
-@DATASETS.register("csv")
+@DATASETS.register("csv", check=csv_problems)
 def csv(
     path: str,
     target: str,

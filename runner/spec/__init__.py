@@ -15,7 +15,7 @@ from runner.spec.schema import (
     TrackingSpec,
     TrainerSpec,
 )
-from runner.spec.validators import plugin_list, precheck, validate
+from runner.spec.validators import plugin_list, precheck, unknown_key, validate
 
 __all__ = [
     "Component",
@@ -28,5 +28,6 @@ __all__ = [
     "TrainerSpec",
     "plugin_list",
     "precheck",
+    "unknown_key",
     "validate",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from runner.errors import ConfigError, did_you_mean, unknown_name
@@ -25,6 +25,7 @@ from runner.registry import (
     Registry,
 )
 from runner.spec.args import check_args, is_number, range_problem, signature_params
+from runner.spec.outputs import loss_output_problem
 from runner.spec.schema import (
     LAYER_KEYS,
     MODEL_KEYS,
@@ -110,13 +111,18 @@ def _init_block(problems: _Problems, key: str, value: Any) -> dict[str, Componen
     return out
 
 
+def unknown_key(key: str, allowed: Iterable[str]) -> str:
+    """The message for a key (`trainer.epoch`) its section does not have: the closest of
+    `allowed` (the section's keys), then all of them."""
+    allowed = sorted(allowed)
+    name = key.rsplit(".", 1)[-1]
+    return f"{key}: unknown key.{did_you_mean(name, allowed)} Allowed: {', '.join(allowed)}."
+
+
 def _unknown_keys(problems: _Problems, key: str, given: dict, allowed: set[str]) -> None:
     for name in given:
         if name not in allowed:
-            problems.add(
-                f"{key}.{name}: unknown key.{did_you_mean(name, allowed)} "
-                f"Allowed: {', '.join(sorted(allowed))}."
-            )
+            problems.add(unknown_key(f"{key}.{name}", allowed))
 
 
 def _model(problems: _Problems, cfg: Any) -> ModelSpec | None:
@@ -290,14 +296,31 @@ def _device(problems: _Problems, value: Any) -> str:
 
 
 def _data(problems: _Problems, cfg: Any) -> tuple[Component | None, str | None]:
+    """The dataset and its task (None where unknown: the problem is reported)."""
+    from runner.datasets.base import TASKS
+
+    found = len(problems.items)
     comp = _component(problems, "data", cfg, DATASETS, reserved={"num_outputs"})
     if comp is None:
         return None, None
     entry = DATASETS.get(comp.type, "data.type")
+    if "check" in entry.meta:  # the loader's own rules, on the arguments found sound
+        flagged = problems.items[found:]
+        sound = {k: v for k, v in comp.args.items() if not _named(f"data.{k}", flagged)}
+        for problem in entry.meta["check"](sound):
+            problems.add(problem)
     task = entry.meta.get("task") or comp.args.get("task")
     if task is None:
         task = signature_params(entry.target)["task"].default
+    if isinstance(task, str) and task not in TASKS:
+        problems.add(unknown_name("data.task", "task", task, TASKS))
+        task = None
     return comp, task
+
+
+def _named(key: str, problems: list[str]) -> bool:
+    """Whether one of `problems` is about `key` (or a key inside it)."""
+    return any(p.startswith((f"{key}:", f"{key}.")) for p in problems)
 
 
 def _metric(problems: _Problems, data: Component | None, task: str | None) -> str:
@@ -323,6 +346,16 @@ def _loss_fits_task(problems: _Problems, loss: Component, task: str | None) -> N
             f"{loss.key}.name: loss {loss.type!r} does not fit a {task} task (the data's); "
             f"allowed for {task}: {', '.join(fitting)}"
         )
+
+
+def _loss_fits_output(problems: _Problems, model: ModelSpec, task: str | None) -> None:
+    """The last layer emits what the loss expects (checked once the loss fits the task)."""
+    fits_task = task in LOSSES.get(model.loss.type, model.loss.key).meta.get("tasks", (task,))
+    if task is None or not fits_task:
+        return
+    problem = loss_output_problem(model.loss, model.layers, task)
+    if problem:
+        problems.add(problem)
 
 
 def _optimizer(problems: _Problems, cfg: Any) -> Component | None:
@@ -437,7 +470,9 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
     problems = _Problems()
     seed, trainer, sweep = _plain_sections(problems, cfg)
     device = _device(problems, cfg.get("device", "auto"))
+    before = len(problems.items)
     model = _model(problems, cfg.get("model"))
+    model_sound = len(problems.items) == before  # its layers all known: the last is the last
     data, task = _data(problems, cfg.get("data"))
     optim = _optimizer(problems, cfg.get("optim"))
     scheduler = _scheduler(problems, cfg.get("scheduler"))
@@ -448,6 +483,8 @@ def validate(cfg: dict[str, Any]) -> RunSpec:
         model = dataclasses.replace(model, loss=loss)
     if model is not None and model.loss.type != "auto":
         _loss_fits_task(problems, model.loss, task)
+        if model_sound:
+            _loss_fits_output(problems, model, task)
     metric = _metric(problems, data, task)
     tracking = _tracking(problems, cfg.get("tracking"), data.name if data else "runner")
     if problems.items:
