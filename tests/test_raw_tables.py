@@ -71,6 +71,16 @@ def test_a_date_column_becomes_a_standardized_year_and_sin_cos_cycles(tmp_path):
     assert state["columns"][0]["parts"] == parts and state["columns"][0]["date_format"]
 
 
+def test_day_first_dates_are_read_day_first_when_only_that_reads_them_all(tmp_path):
+    path = table(tmp_path, "day,y\n03/04/2021,1\n13/04/2021,2\n25/12/2022,3\n")
+    data = tabular.csv(path, target="y", columns={"day": {"date": ["month"]}})
+    assert data.encoder.columns[0].date_format == "%d/%m/%Y"
+    april = [np.sin(2 * np.pi * 3 / 12), np.cos(2 * np.pi * 3 / 12)]
+    assert data.x_train[0].tolist() == pytest.approx(april, abs=1e-6)  # 3 April, not 4 March
+    new = data.encoder.transform(pd.DataFrame({"day": ["01/02/2023"]}))  # 1 February
+    assert new[0] == pytest.approx([np.sin(2 * np.pi / 12), np.cos(2 * np.pi / 12)], abs=1e-6)
+
+
 @pytest.mark.parametrize(
     "text,spec,fragment",
     [

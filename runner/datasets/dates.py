@@ -40,18 +40,31 @@ def feature_names(name: str, parts: list[str]) -> list[str]:
 
 
 def guess_format(values: pd.Series) -> str:
-    """The format pandas infers from the first date (ISO dates accept any precision), kept
-    with the encoder so that new rows parse exactly as the training rows did."""
+    """The format pandas infers from the first date (month first, else day first when only
+    that reads every value: 13/04/2021), kept with the encoder so that new rows parse exactly
+    as the training rows did. ISO dates accept any precision."""
     import pandas as pd
     from pandas.tseries.api import guess_datetime_format
 
     if pd.api.types.is_datetime64_any_dtype(values):
         return ""
-    first = values.dropna()
-    guessed = guess_datetime_format(str(first.iloc[0])) if len(first) else None
-    if guessed is None:
-        return "mixed"  # each value on its own (slower, but it parses what can be parsed)
-    return "ISO8601" if guessed.startswith("%Y-%m-%d") else guessed
+    known = values.dropna()
+    if not len(known) or pd.api.types.is_numeric_dtype(values):
+        return "mixed"  # parse() names the problem
+    first = str(known.iloc[0])
+    candidates = []
+    for dayfirst in (False, True):
+        guessed = guess_datetime_format(first, dayfirst=dayfirst)
+        if guessed is None:
+            guessed = "mixed"  # each value on its own (slower, but it reads what it can)
+        elif guessed.startswith("%Y-%m-%d"):
+            guessed = "ISO8601"
+        if guessed not in candidates:
+            candidates.append(guessed)
+    for candidate in candidates:
+        if pd.to_datetime(known, format=candidate, errors="coerce").notna().all():
+            return candidate
+    return candidates[0]
 
 
 def parse(values: pd.Series, name: str, date_format: str) -> pd.Series:
