@@ -3,8 +3,9 @@
 Takes the command line of `python -m runner`. Each job's config is composed as Hydra would
 (with the `hydra` node, so `${hydra:runtime.cwd}` resolves), a sweep is expanded into its
 jobs as Hydra's basic sweeper does (`hydra.sweeper.params`, then the command line, crossed)
-and every job goes through `runner.spec.validate`. No data is loaded, nothing is written,
-MLflow is never touched. Exit status: 0 all valid, 1 any invalid, 2 a bad command line.
+and every job goes through `runner.spec.validate`; a table's file must exist and its header
+hold the columns the config names (the header alone is read). No rows are loaded, nothing
+is written, MLflow is never touched. Exit status: 0 all valid, 1 any invalid, 2 a bad command line.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from runner.choices import group_choice_problems, shadowed_files
 from runner.errors import ConfigError, failure_message
 from runner.override_keys import override_problems, shaping_overrides
 from runner.project import CONF_DIR, conf_dirs, split_config_dirs
+from runner.registry import DATASETS
 from runner.spec import validate
+from runner.spec.schema import RunSpec
 
 USAGE = "usage: python -m runner.check [-m|--multirun] [--config-dir DIR] [override ...]"
 
@@ -66,7 +69,7 @@ def job_problems(
         cfg = compose_job(overrides, num)
         with open_dict(cfg):
             del cfg["hydra"]  # as in a job: the task config has no hydra node
-        validate(OmegaConf.to_container(cfg, resolve=True))
+        data_preflight(validate(OmegaConf.to_container(cfg, resolve=True)))
     except ConfigError as err:
         return err.problems
     except (HydraException, OmegaConfBaseException) as err:
@@ -76,6 +79,14 @@ def job_problems(
     except Exception as err:  # a bug, e.g. in the validator: the run would crash on it too
         return [f"unexpected {type(err).__name__}: {err}"]
     return []
+
+
+def data_preflight(spec: RunSpec) -> None:
+    """The data loader's own cheap checks, where it has some (a table: the file exists and
+    its header holds the named columns); raises a ConfigError."""
+    preflight = DATASETS.get(spec.data.type, spec.data.key).meta.get("preflight")
+    if preflight is not None:
+        preflight(**spec.data.args)
 
 
 def expand(base: DictConfig, task: list[str], parser: OverridesParser) -> list[list[str]]:

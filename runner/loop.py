@@ -12,6 +12,7 @@ from torch import nn
 
 from runner.datasets.base import DataSplits
 from runner.errors import RunError
+from runner.memory import available_host_memory
 from runner.metrics import TaskMetrics, align
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -44,18 +45,6 @@ class Trainer:
 
 MEMORY_SHARE = 0.5  # auto keeps data on an accelerator only if it takes at most this share
 HOST_MEMORY_SHARE = 0.25  # on the CPU: each epoch's shuffled copy must fit beside the data
-
-
-def available_host_memory() -> int | None:
-    """Bytes of RAM this machine can still give (Linux: MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def choose_data_path(setting: str, data: DataSplits, device: torch.device) -> str:

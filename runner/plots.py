@@ -9,8 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window
 
+import logging  # noqa: E402
 import textwrap  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
+from collections.abc import Callable, Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -21,6 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullLocator, StrMethodFormatter  # noqa: E402
 
+log = logging.getLogger("runner")
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 METRIC_WORDS = {  # runner.metrics METRICS and the loop's own rows
     "acc": "accuracy",
@@ -313,10 +315,16 @@ def predicted_vs_true(
     caption: str = "",
 ) -> Figure:
     """Regression: each point's prediction against its target, training and held-out
-    points apart, with the line of perfect prediction y = x."""
+    points apart, with the line of perfect prediction y = x. Points with a nan or infinite
+    value are left out (the legend counts them); a ValueError if none is left."""
+    y_true, y_pred, dropped = _finite_pairs(y_true, y_pred)
+    if not len(y_true):
+        raise ValueError(f"no {split} prediction is finite ({dropped} nan or infinite)")
+    if train_true is not None and train_pred is not None:
+        train_true, train_pred, _ = _finite_pairs(train_true, train_pred)
     fig, ax = _new_figure(5.6, 5.6)
     split_name = SPLIT_WORDS.get(split, split)
-    shown = [np.ravel(y_true), np.ravel(y_pred)]
+    shown = [y_true, y_pred]
     if train_true is not None and train_pred is not None and len(train_true):
         ax.scatter(
             train_true, train_pred, s=18, alpha=0.5, color="#3b6fb6", marker="o",
@@ -325,7 +333,9 @@ def predicted_vs_true(
         shown += [np.ravel(train_true), np.ravel(train_pred)]
     ax.scatter(
         y_true, y_pred, s=42, color="#e08a1e", marker="^", edgecolors="k", linewidths=0.5,
-        label=f"{split_name} (n={len(y_true):,})", zorder=3,
+        label=f"{split_name} (n={len(y_true):,})"
+        + (f"; {dropped:,} not finite, not shown" if dropped else ""),
+        zorder=3,
     )  # fmt: skip
     values = np.concatenate(shown)
     lo, hi = float(values.min()), float(values.max())
@@ -345,6 +355,13 @@ def predicted_vs_true(
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     return _finish(fig, title, caption)
+
+
+def _finite_pairs(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The (true, predicted) pairs where both are finite, and how many were not."""
+    true, pred = np.ravel(true).astype(np.float64), np.ravel(pred).astype(np.float64)
+    finite = np.isfinite(true) & np.isfinite(pred)
+    return true[finite], pred[finite], int((~finite).sum())
 
 
 def capacity(
@@ -399,12 +416,14 @@ def close(fig: Figure) -> None:
 
 
 def draw(pictures: dict[str, Any]) -> dict[str, Figure]:
-    """Figures for a `pictures` payload (runner.pictures.picture_data), by artifact path."""
+    """Figures for a `pictures` payload (runner.pictures.picture_data), by artifact path.
+    A figure that cannot be drawn (its data not finite) is left out with a warning: the
+    pictures report on a run, they never fail it."""
     title, caption = headline(pictures), pictures.get("caption", "")
     target = pictures.get("target", "")
     names = {"title": title, "caption": caption}
-    figures = {
-        "plots/learning_curves.png": learning_curves(
+    makers: dict[str, Callable[[], Figure]] = {
+        "plots/learning_curves.png": lambda: learning_curves(
             pictures["history"],
             pictures["primary"],
             loss=pictures.get("loss", ""),
@@ -415,13 +434,24 @@ def draw(pictures: dict[str, Any]) -> dict[str, Figure]:
         )  # fmt: skip
     }
     if "regions" in pictures:
-        figures["plots/decision_regions.png"] = decision_regions(**pictures["regions"], **names)
+        makers["plots/decision_regions.png"] = lambda: decision_regions(
+            **pictures["regions"], **names
+        )
     if "confusion" in pictures:
-        figures["plots/confusion_matrix.png"] = confusion_matrix(
+        makers["plots/confusion_matrix.png"] = lambda: confusion_matrix(
             **pictures["confusion"], target=target, **names
         )
     if "regression" in pictures:
-        figures["plots/predicted_vs_true.png"] = predicted_vs_true(
+        makers["plots/predicted_vs_true.png"] = lambda: predicted_vs_true(
             **pictures["regression"], target=target, **names
         )
+    figures = {}
+    for path, make in makers.items():
+        before = set(plt.get_fignums())
+        try:
+            figures[path] = make()
+        except Exception as err:  # a report, never a reason to fail the run
+            for number in set(plt.get_fignums()) - before:
+                plt.close(number)
+            log.warning("plots: %s not drawn: %s", path, err)
     return figures

@@ -1,6 +1,7 @@
-"""A general CSV dataset, with feature columns as the books treat them (Raschka ch. 13,
-d2l ch. 2 and 5.7): numeric columns standardized, an ordinal bucketized, nominal columns
-one-hot (`dummy_na`), ids dropped; a test split, K-fold cross-validation.
+"""A general table dataset (CSV, TSV or Parquet), with feature columns as the books treat
+them (Raschka ch. 13, d2l ch. 2 and 5.7): numeric columns standardized, an ordinal
+bucketized, nominal columns one-hot (`dummy_na`), dates as year and cycles, ids dropped; a
+test split, K-fold cross-validation.
 
 Every statistic (means, deviations, ranges, categories, the target's scale) is fitted on
 the training rows only and applied unchanged to validation, test and new raw rows
@@ -11,25 +12,38 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from runner.datasets import dates
 from runner.datasets.base import TASKS, DataSplits
+from runner.datasets.table_checks import (
+    check_encoded_size,
+    check_feature_names,
+    warn_memorized,
+    warn_misread_numbers,
+)
+from runner.datasets.table_file import read_header, read_table
 from runner.errors import ConfigError, unknown_name
+from runner.memory import available_host_memory
 from runner.registry import DATASETS
 
-if TYPE_CHECKING:  # pandas is imported only where a CSV is read: other runs skip it
+if TYPE_CHECKING:  # pandas is imported only where a table is read: other runs skip it
     import pandas as pd
 
 log = logging.getLogger("runner")
 NUMERIC = ("standardize", "minmax", "log1p", "none")  # transforms of a numeric column
-TRANSFORMS = (*NUMERIC, "bucketize", "onehot", "words", "drop")
-MAPPED_FORMS = "Or {bucketize: [b1, b2]}, {onehot: {dummy_na: false}}, {words: {min_count: 2}}."
+TRANSFORMS = (*NUMERIC, "bucketize", "onehot", "words", "date", "drop")
+MAPPED_FORMS = (
+    "Or {bucketize: [b1, b2]}, {onehot: {dummy_na: false}}, {words: {min_count: 2}}, "
+    f"{dates.EXAMPLE}."
+)
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the network's numbers: 3.4e38
 WORD = r"[a-z0-9]+"  # a token of a text column: lower-case letters and digits
 DROP_MISSING = ("target", "any")
 
@@ -47,6 +61,8 @@ class Column:
     categories: list[Any] = field(default_factory=list)  # onehot, without the NA column
     dummy_na: bool = True  # onehot: a column for missing (and unseen) values
     min_count: int = 2  # words: keep words found in at least this many training rows
+    parts: list[str] = field(default_factory=list)  # date: year and periodic parts
+    date_format: str = ""  # date: the format of the training rows' dates
 
     def features(self) -> list[str]:
         """The names of the columns this one becomes (get_dummies' names for onehot)."""
@@ -55,6 +71,8 @@ class Column:
             return [f"{self.name}_{c}" for c in self.categories] + na
         if self.kind == "words":
             return [f"{self.name}:{word}" for word in self.categories]
+        if self.kind == "date":
+            return dates.feature_names(self.name, self.parts)
         return [self.name]
 
     def fit(self, values: pd.Series) -> None:
@@ -66,6 +84,11 @@ class Column:
             rows_with = _words(values).reset_index().drop_duplicates().iloc[:, 1].value_counts()
             self.categories = sorted(rows_with[rows_with >= self.min_count].index.tolist())
             return
+        if self.kind == "date":
+            self.date_format = dates.guess_format(values)
+            stamps = dates.parse(values, self.name, self.date_format)
+            self._fit_numbers(dates.years(stamps), "standardize")
+            return
         numbers = _numbers(values, self.name, self.kind)
         if self.kind == "log1p":
             if (numbers <= -1).any():
@@ -74,13 +97,23 @@ class Column:
                     f"{self.name!r} holds {float(np.nanmin(numbers))!r}"
                 )
             numbers = np.log1p(numbers)
-        self.fill = float(np.nanmean(numbers))
-        if self.kind == "standardize":
-            std = float(np.nanstd(numbers, ddof=1)) if np.isfinite(numbers).sum() > 1 else 0.0
-            self.shift, self.scale = self.fill, std if std > 0 else 1.0
-        elif self.kind == "minmax":
+        self._fit_numbers(numbers, self.kind)
+
+    def _fit_numbers(self, numbers: np.ndarray, kind: str) -> None:
+        """The fill (mean), and shift and scale for standardize or minmax, all finite."""
+        mean, std = _mean_std(numbers)
+        self.fill = mean
+        if kind == "standardize":
+            self.shift, self.scale = mean, std if std > 0 else 1.0
+        elif kind == "minmax":
             low, high = float(np.nanmin(numbers)), float(np.nanmax(numbers))
             self.shift, self.scale = low, (high - low) or 1.0
+        if not all(math.isfinite(v) for v in (self.fill, self.shift, self.scale)):
+            raise ConfigError(
+                f"data.columns.{self.name}: column {self.name!r} holds values up to "
+                f"{float(np.nanmax(np.abs(numbers))):.3g}, too large for {kind} (float64 "
+                "overflows); use log1p, or rescale the column"
+            )
 
     def encode(self, values: pd.Series, out: np.ndarray) -> None:
         """Write this column's features for `values` into `out` (rows x len(features()))."""
@@ -88,17 +121,41 @@ class Column:
             self._one_hot(values, out)
         elif self.kind == "words":
             self._bag_of_words(values, out)
+        elif self.kind == "date":
+            self._date(values, out)
         else:
-            out[:, 0] = self._number(values)
+            out[:, 0] = self._number(_numbers(values, self.name, self.kind))
 
-    def _number(self, values: pd.Series) -> np.ndarray:
-        numbers = _numbers(values, self.name, self.kind)
+    def _number(self, numbers: np.ndarray) -> np.ndarray:
+        """Gaps filled, then scaled; a ConfigError if a value overflows float32."""
         if self.kind == "log1p":
             numbers = np.log1p(np.where(numbers > -1, numbers, np.nan))
         numbers = np.where(np.isnan(numbers), self.fill, numbers)
         if self.kind == "bucketize":  # torch.bucketize(right=True): i with b[i-1] <= x < b[i]
             return np.searchsorted(self.boundaries, numbers, side="right")
-        return (numbers - self.shift) / self.scale
+        with np.errstate(over="ignore"):
+            scaled = (numbers - self.shift) / self.scale
+        too_large = ~(np.abs(scaled) <= FLOAT32_MAX)
+        if too_large.any():
+            raise ConfigError(
+                f"data.columns.{self.name}: encoded with {self.kind!r}, column {self.name!r} "
+                f"reaches {float(np.abs(numbers[too_large]).max()):.3g}, beyond float32's "
+                f"largest number ({FLOAT32_MAX:.3g}), the network's precision; use standardize "
+                "or log1p, or rescale the column"
+            )
+        return scaled
+
+    def _date(self, values: pd.Series, out: np.ndarray) -> None:
+        """Each part's features: the year standardized, a periodic part as sin and cos."""
+        stamps = dates.parse(values, self.name, self.date_format)
+        start = 0
+        for part in self.parts:
+            if part == "year":
+                out[:, start] = self._number(dates.years(stamps))
+                start += 1
+            else:
+                dates.encode_periodic(stamps, part, out[:, start : start + 2])
+                start += 2
 
     def _bag_of_words(self, values: pd.Series, out: np.ndarray) -> None:
         """1 where a row's text holds a kept word (words unseen in training are ignored)."""
@@ -139,6 +196,9 @@ class TabularEncoder:
 
     def __init__(self, columns: list[Column]) -> None:
         self.columns = [c for c in columns if c.kind != "drop"]
+        # A classification target's classes as read (True, 3, 'yes'), in class-code order:
+        # what the logged model answers.
+        self.target_classes: list[Any] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -173,12 +233,15 @@ class TabularEncoder:
 
     def state(self) -> dict[str, Any]:
         """Every fitted statistic, as plain JSON-able values (logged with the run)."""
-        return {
+        state = {
             "columns": [
                 {k: _plain(v) for k, v in column.__dict__.items()} for column in self.columns
             ],
             "features": self.feature_names,
         }
+        if self.target_classes is not None:
+            state["target_classes"] = _plain(self.target_classes)
+        return state
 
 
 @dataclass
@@ -205,7 +268,9 @@ class TabularPredictor:
         pred = metrics.predict(self.model(x)).numpy()
         if self.class_names is None:
             return pred
-        return np.asarray(self.class_names, dtype=object)[pred]
+        # The classes as the table held them (True/False stay booleans), when known.
+        classes = np.asarray(getattr(self.encoder, "target_classes", None) or self.class_names)
+        return (classes.astype(object) if classes.dtype.kind in "US" else classes)[pred]
 
 
 def _words(values: pd.Series) -> pd.Series:
@@ -219,21 +284,36 @@ def _category_order(value: Any) -> tuple[int, Any]:
 
 
 def _numbers(values: pd.Series, name: str, kind: str) -> np.ndarray:
-    """A column as float64, or a ConfigError if it holds text a numeric transform needs."""
+    """A column as float64 (inf and -inf as gaps), or a ConfigError if it holds text a
+    numeric transform needs."""
     import pandas as pd
 
     numbers = pd.to_numeric(values, errors="coerce")
     text = values.notna() & numbers.isna()
     if text.any():
+        example = values[text].iloc[0]
         raise ConfigError(
             f"data.columns.{name}: {kind!r} needs numbers, but column {name!r} holds text "
-            f"such as {values[text].iloc[0]!r}; use onehot or drop"
+            f"such as {example!r}; if it marks a missing value set data.read.na_values: "
+            f"[{example!r}], else use onehot or drop"
         )
-    return numbers.to_numpy(dtype=np.float64)
+    numbers = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isinf(numbers), np.nan, numbers)
+
+
+def _mean_std(numbers: np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation of the known values, computed on values divided
+    by their largest size when that is huge: squares above 1e308 would overflow to inf."""
+    size = float(np.nanmax(np.abs(numbers)))
+    unit = size if size > 1e150 else 1.0
+    scaled = numbers / unit
+    mean = float(np.nanmean(scaled))
+    std = float(np.nanstd(scaled, ddof=1)) if (~np.isnan(scaled)).sum() > 1 else 0.0
+    return mean * unit, std * unit  # a Python float overflows to inf, checked by the caller
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, np.ndarray)):
         return [_plain(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
@@ -248,28 +328,22 @@ def column_plan(
     numeric: str,
 ) -> list[Column]:
     """Each feature column with its transform: as `columns` says, else onehot for those in
-    `categorical` and for text, else `numeric` (standardize)."""
+    `categorical` and for text, else `numeric` (standardize). A text column left to onehot
+    whose cells are mostly numbers gets a warning (a few words made it text)."""
     import pandas as pd
 
-    features = [c for c in frame.columns if c != target]
-    chosen: dict[str, Column] = {}
-    for name, spec in (columns or {}).items():
-        if name == target:
-            raise ConfigError(f"data.columns.{name}: {name!r} is the target, not a feature")
-        if name not in features:
-            raise ConfigError(unknown_name("data.columns", "column", name, features))
-        chosen[name] = _column(name, spec)
-    for name in categorical or []:
-        if name not in features:
-            raise ConfigError(unknown_name("data.categorical", "column", name, features))
-        chosen.setdefault(name, Column(name, "onehot"))
+    chosen = chosen_columns(list(frame.columns), target, columns, categorical)
     plan = []
-    for name in features:
+    for name in frame.columns:
+        if name == target:
+            continue
         if name in chosen:
             plan.append(chosen[name])
+        elif pd.api.types.is_numeric_dtype(frame[name]):
+            plan.append(Column(name, numeric))
         else:
-            numbers = pd.api.types.is_numeric_dtype(frame[name])
-            plan.append(Column(name, numeric if numbers else "onehot"))
+            warn_misread_numbers(name, frame[name])
+            plan.append(Column(name, "onehot"))
     if all(c.kind == "drop" for c in plan):
         raise ConfigError(
             "data.columns: no feature column is left (every column is dropped); keep at least one"
@@ -277,11 +351,52 @@ def column_plan(
     return plan
 
 
+def chosen_columns(
+    names: list[str], target: str, columns: dict | None, categorical: Sequence[str] | None
+) -> dict[str, Column]:
+    """The columns `columns:` and `categorical:` name, checked against the header, with their
+    transforms. A dotted column name may come as nested keys (`+data.columns.price.usd=drop`
+    gives {price: {usd: drop}}): read as the column `price.usd`."""
+    if target not in names:
+        raise ConfigError(unknown_name("data.target", "column", target, names))
+    features = [c for c in names if c != target]
+    chosen: dict[str, Column] = {}
+    for given, spec in (columns or {}).items():
+        for name, entry in _dotted(str(given), spec, set(map(str, names))):
+            if name == target:
+                raise ConfigError(f"data.columns.{name}: {name!r} is the target, not a feature")
+            if name not in features:
+                raise ConfigError(unknown_name("data.columns", "column", name, features))
+            chosen[name] = _column(name, entry)
+    for name in categorical or []:
+        if name == target:
+            raise ConfigError(
+                f"data.categorical: {name!r} is the target, not a feature; a target's classes "
+                "come from data.task: binary or multiclass"
+            )
+        if name not in features:
+            raise ConfigError(unknown_name("data.categorical", "column", name, features))
+        chosen.setdefault(name, Column(name, "onehot"))
+    return chosen
+
+
+def _dotted(name: str, spec: Any, names: set[str]) -> list[tuple[str, Any]]:
+    """`{price: {usd: drop}}` as [(`price.usd`, drop)] when `price` is no column but
+    `price.usd` is (Hydra reads the dots of a command-line key as nesting)."""
+    nested = isinstance(spec, dict) and name not in names
+    if not nested or not any(n.startswith(f"{name}.") for n in names):
+        return [(name, spec)]
+    return [pair for key, value in spec.items() for pair in _dotted(f"{name}.{key}", value, names)]
+
+
 def _column(name: str, spec: Any) -> Column:
     """A `columns:` entry: a transform's name, `{bucketize: [boundaries]}`,
-    `{onehot: {dummy_na: false}}` (no column for missing values), or
-    `{words: {min_count: N}}` (a text column as a bag of its frequent words)."""
+    `{onehot: {dummy_na: false}}` (no column for missing values),
+    `{words: {min_count: N}}` (a text column as a bag of its frequent words), or
+    `{date: [year, month, dayofweek, dayofyear, hour]}` (any of those parts)."""
     key = f"data.columns.{name}"
+    if isinstance(spec, dict) and list(spec) == ["date"]:
+        return Column(name, "date", parts=dates.parse_parts(f"{key}.date", spec["date"]))
     if isinstance(spec, dict) and list(spec) == ["words"]:
         options = spec["words"] or {}
         count = options.get("min_count", 2) if isinstance(options, dict) else None
@@ -323,6 +438,8 @@ def _column(name: str, spec: Any) -> Column:
         raise ConfigError(
             f"{key}: bucketize needs its boundaries, e.g. {{bucketize: [73, 76, 79]}}"
         )
+    if spec == "date":
+        raise ConfigError(f"{key}: date needs its parts, e.g. {dates.EXAMPLE}")
     return Column(name, spec)
 
 
@@ -402,7 +519,21 @@ def split_rows(
     return rest[: len(rest) - n_val], rest[len(rest) - n_val :], test
 
 
-@DATASETS.register("csv", check=csv_problems)
+def check_table(
+    path: str,
+    target: str,
+    read: dict | None = None,
+    columns: dict | None = None,
+    categorical: list | None = None,
+    **_: Any,
+) -> None:
+    """What can be checked without reading the rows (`python -m runner.check`): the file
+    exists, pandas reads its header with `data.read`, and the header holds the target and
+    every column `columns` and `categorical` name. Raises a ConfigError."""
+    chosen_columns(read_header(path, read), target, columns, categorical)
+
+
+@DATASETS.register("csv", check=csv_problems, preflight=check_table)
 def csv(
     path: str,
     target: str,
@@ -419,22 +550,17 @@ def csv(
     seed: int = 1,
     standardize_target: bool = False,
     metric: str | None = None,
+    read: dict | None = None,
 ) -> DataSplits:
-    """Load a CSV and encode its feature columns (see the module's docstring)."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"data.path: {path!r} is not a file (looked at {file.resolve()})")
+    """Load a table (CSV, TSV, Parquet; `read`: pandas options) and encode its feature
+    columns (see the module's docstring)."""
     if task not in TASKS:
         raise ConfigError(unknown_name("data.task", "task", task, TASKS))
     if numeric not in NUMERIC:
         raise ConfigError(unknown_name("data.numeric", "numeric transform", numeric, NUMERIC))
     if drop_missing not in DROP_MISSING:
         raise ConfigError(unknown_name("data.drop_missing", "choice", drop_missing, DROP_MISSING))
-    import pandas as pd
-
-    frame = pd.read_csv(file)
-    if target not in frame.columns:
-        raise ConfigError(unknown_name("data.target", "column", target, frame.columns))
+    frame = read_table(path, read)
     plan = column_plan(frame, target, columns, categorical, numeric)
     frame = _drop_missing(frame, target, drop_missing, [c.name for c in plan if c.kind != "drop"])
     train_rows, val_rows, test_rows = split_rows(
@@ -443,12 +569,17 @@ def csv(
     parts = {"train": train_rows, "val": val_rows, "test": test_rows}
     frames = {name: frame.iloc[rows] for name, rows in parts.items()}  # each copied once
     encoder = TabularEncoder(plan).fit(frames["train"])
+    check_feature_names(encoder.columns)
+    for column in encoder.columns:
+        warn_memorized(column, frames["train"][column.name])
+    check_encoded_size(encoder.columns, len(frame), available_host_memory())
     x = {name: torch.from_numpy(encoder.transform(part)) for name, part in frames.items()}
-    y, class_names = _targets(frame[target], train_rows, task)
-    mean, std = 0.0, 1.0
-    if standardize_target and task == "regression":
-        mean, std = float(y[train_rows].mean()), float(y[train_rows].std(unbiased=False)) or 1.0
-        y = (y - mean) / std
+    if task == "regression":
+        y, mean, std = _regression_target(frame[target], train_rows, standardize_target)
+        class_names = None
+    else:
+        y, class_names, encoder.target_classes = _class_target(frame[target], parts, task)
+        mean, std = 0.0, 1.0
     return DataSplits(
         x_train=x["train"],
         y_train=y[train_rows],
@@ -480,28 +611,79 @@ def _drop_missing(frame: pd.DataFrame, target: str, how: str, features: list[str
     return frame[keep].reset_index(drop=True)
 
 
-def _targets(
-    column: pd.Series, train_rows: np.ndarray, task: str
-) -> tuple[torch.Tensor, list[str] | None]:
-    """Encode the target column for the task; classes are the sorted training values."""
+def _regression_target(
+    column: pd.Series, train_rows: np.ndarray, standardize: bool
+) -> tuple[torch.Tensor, float, float]:
+    """The target as float32 (standardized by its training rows' mean and std, computed in
+    float64, when `standardize`), with that mean and std; a ConfigError if it is not numbers
+    or float32 cannot hold it."""
     import pandas as pd
 
-    if task == "regression":
-        numbers = pd.to_numeric(column, errors="coerce")
-        if numbers.isna().any():
-            example = column[numbers.isna()].iloc[0]
-            raise ConfigError(
-                f"data.target: column {column.name!r} is not numeric (it holds {example!r}); "
-                "a regression target must be numbers, or set data.task: binary or multiclass"
-            )
-        return torch.tensor(numbers.to_numpy(dtype=np.float32)), None
-    classes = sorted(column.iloc[train_rows].astype(str).unique())
+    numbers = pd.to_numeric(column, errors="coerce")
+    if numbers.isna().any():
+        example = column[numbers.isna()].iloc[0]
+        comma = re.fullmatch(r"\s*[-+]?\d+,\d+\s*", str(example))
+        hint = "; numbers written 18,5 need data.read.decimal: ','" if comma else ""
+        raise ConfigError(
+            f"data.target: column {column.name!r} is not numeric (it holds {example!r}); "
+            f"a regression target must be numbers, or set data.task: binary or multiclass{hint}"
+        )
+    y = numbers.to_numpy(dtype=np.float64)
+    largest = float(np.abs(y).max())
+    if largest > FLOAT32_MAX:
+        raise ConfigError(
+            f"data.target: column {column.name!r} reaches {largest:.3g}, beyond float32's "
+            f"largest number ({FLOAT32_MAX:.3g}), the network's precision; rescale it (e.g. "
+            "in thousands or millions) or predict its logarithm"
+        )
+    mean, std = 0.0, 1.0
+    if standardize:
+        mean, std = float(y[train_rows].mean()), float(y[train_rows].std()) or 1.0
+        y = (y - mean) / std
+    elif largest**2 > FLOAT32_MAX:
+        log.warning(
+            "data.target: column %r reaches %.3g, whose square overflows float32 (an MSE "
+            "loss becomes inf); set data.standardize_target: true", column.name, largest,
+        )  # fmt: skip
+    return torch.from_numpy(y.astype(np.float32)), mean, std
+
+
+def _class_target(
+    column: pd.Series, parts: dict[str, np.ndarray], task: str
+) -> tuple[torch.Tensor, list[str], list[Any]]:
+    """Class codes (float 0/1 for binary, int64 for multiclass), the class names (the sorted
+    training values as text) and the classes as the table holds them."""
+    import pandas as pd
+
+    names = column.astype(str)
+    train = names.iloc[parts["train"]]
+    classes = sorted(train.unique())
+    key, where = f"data.task: {task!r} needs", f"in the training rows of column {column.name!r}"
+    if len(classes) < 2:
+        others = sorted(set(names.unique()) - set(classes))
+        hint = (
+            f"; other rows hold {others}: set data.shuffle: true to mix them in"
+            if others
+            else "; a target needs at least two classes"
+        )
+        raise ConfigError(f"{key} 2 classes {where}, found only {classes}{hint}")
     if task == "binary" and len(classes) != 2:
         raise ConfigError(
-            f"data.task: 'binary' needs 2 classes in column {column.name!r}, found {classes}"
+            f"{key} 2 classes {where}, found {len(classes)}: {classes}; set data.task: multiclass"
         )
-    codes = column.astype(str).map({c: i for i, c in enumerate(classes)})
-    if codes.isna().any():
-        raise ConfigError("data.target: validation or test rows hold classes unseen in training")
+    codes = names.map({c: i for i, c in enumerate(classes)})
+    for split, words in (("val", "validation"), ("test", "test")):
+        unseen = names.iloc[parts[split]][codes.iloc[parts[split]].isna()]
+        if len(unseen):
+            raise ConfigError(
+                f"data.target: class {unseen.iloc[0]!r} of column {column.name!r} is in "
+                f"{int((unseen == unseen.iloc[0]).sum())} {words} row(s) but in no training row "
+                f"({len(unseen)} {words} row(s) hold unseen classes): the network cannot predict "
+                "it; set data.shuffle: true (rows in file order keep it out of training), or "
+                "drop those rows"
+            )
+    first = pd.DataFrame({"name": train, "value": column.iloc[parts["train"]]})
+    values = first.drop_duplicates("name").set_index("name")["value"]
     dtype = torch.float32 if task == "binary" else torch.int64
-    return torch.tensor(codes.to_numpy(dtype=np.int64), dtype=dtype), classes
+    y = torch.tensor(codes.to_numpy(dtype=np.int64), dtype=dtype)
+    return y, classes, [_plain(values[c]) for c in classes]
