@@ -72,6 +72,9 @@ class _State:
     last: tuple[int, float] = (0, 0.0)  # the last signal and when (for echoes)
     marker: Path | None = None  # the sweep's marker file (launching process only)
     launching_pid: int | None = None  # the process that launched the sweep
+    watcher: threading.Thread | None = None  # receives the signals the sweep blocks
+    mask: Any = None  # the signal mask before the sweep blocked them
+    unwatching = False
 
 
 _S = _State()
@@ -234,13 +237,31 @@ def watch_sweep(sweep_dir: str | os.PathLike) -> None:
     install("defer")
     if not (_main_thread() and hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwait")):
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    threading.Thread(target=_watch, name="runner-signals", daemon=True).start()
+    _S.mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    _S.watcher = threading.Thread(target=_watch, name="runner-signals", daemon=True)
+    _S.watcher.start()
+
+
+def unwatch_sweep() -> None:
+    """The sweep is over: signals reach this thread again, in "interrupt" mode."""
+    watcher, _S.watcher = _S.watcher, None
+    if watcher is not None and watcher.is_alive():
+        _S.unwatching = True
+        signal.pthread_kill(watcher.ident, signal.SIGINT)  # (it takes that one, and stops)
+        watcher.join(timeout=5)
+        _S.unwatching = False
+    if _S.mask is not None and _main_thread():
+        signal.pthread_sigmask(signal.SIG_SETMASK, _S.mask)
+        _S.mask = None
+    _S.launching_pid, _S.marker = None, None
+    install("interrupt")
 
 
 def _watch() -> None:
     while True:
         signum = signal.sigwait(SIGNALS)
+        if _S.unwatching:
+            return
         now = time.monotonic()
         if signum == signal.SIGTERM and _S.last[0] == signum and now - _S.last[1] < ECHO_SECONDS:
             continue

@@ -354,5 +354,6 @@ class SweepCallback(Callback):
                 log.info("sweep run %s ended %s; see %s", run_id, status, page)
             except Exception as err:
                 _print_failure(f"the sweep run {run_id} could not be ended {status}", err)
+        signals.unwatch_sweep()
         if failed:
             sys.exit(1)  # Hydra turns callback exceptions into warnings; an exit still counts

@@ -110,29 +110,6 @@ def test_stale_running_run_is_ended_when_the_same_config_starts_again(tmp_path):
     assert [r.info.status for r in all_runs] == ["KILLED", "FINISHED"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_sigint_end_the_run_killed_with_a_checkpoint(tmp_path, sig):
-    proc = start(tmp_path)
-    wait_for_epoch(proc, 10)
-    proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + sig
-    assert "stopping after this epoch" in out
-    client, (run,) = runs(tmp_path)
-    assert run.info.status == "KILLED"
-    assert "checkpoints/last.pt" in {
-        a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")
-    }
-    state = checkpoint.load(Path(run.data.tags["runner.checkpoint"]))
-    assert state["run_id"] == run.info.run_id and 10 <= state["epoch"] < 60
-    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == state["epoch"]
-    # Resuming from the file path works as well as from the run id.
-    resumed = run_cli(*ARGS, f"resume={run.data.tags['runner.checkpoint']}", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 60
-
-
 def test_checkpoints_cannot_run_code(tmp_path):
     class Evil:
         def __reduce__(self):
@@ -147,18 +124,26 @@ def test_checkpoints_cannot_run_code(tmp_path):
     assert "resume:" in proc.stderr and "is not a readable checkpoint" in proc.stderr
 
 
-def test_resume_with_another_config_or_unknown_target_is_refused(tmp_path):
+def test_resume_from_the_checkpoint_file_and_refusals_of_other_configs_or_unknown_targets(
+    tmp_path,
+):
     proc = start(tmp_path)
     wait_for_epoch(proc, 3)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # (tests/test_interrupts.py: signals to the whole group)
     proc.communicate(timeout=60)
-    _, (run,) = runs(tmp_path)
+    client, (run,) = runs(tmp_path)
+    assert run.info.status == "KILLED"
     other = run_cli(*ARGS, "seed=7", f"resume={run.info.run_id}", cwd=tmp_path)
     assert other.returncode == 1 and "written by a different config" in other.stderr
     unknown = run_cli(*ARGS, "resume=0123456789abcdef", cwd=tmp_path)
     assert (
         unknown.returncode == 1 and "neither a checkpoint file nor an MLflow run" in unknown.stderr
     )
+    # The checkpoint file's path continues the run as well as its id does.
+    resumed = run_cli(*ARGS, f"resume={run.data.tags['runner.checkpoint']}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 60
 
 
 def test_an_unwritable_artifact_store_fails_clearly_and_keeps_metrics(tmp_path):

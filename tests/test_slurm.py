@@ -66,7 +66,7 @@ def test_a_job_that_raises_on_slurm_fails_alone(slurm_conf, server, tmp_path):  
     )
 
 
-def test_a_cancelled_job_ends_killed_and_the_same_sweep_again_trains_only_it(
+def test_a_cancelled_job_ends_killed_and_the_same_sweep_again_continues_only_it(
     slurm_conf,
     server,  # noqa: F811
     tmp_path,
@@ -94,8 +94,12 @@ def test_a_cancelled_job_ends_killed_and_the_same_sweep_again_trains_only_it(
     subprocess.run(["scancel", first], env=env, check=True)
     out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 1, out[-3000:] + err[-3000:]  # a job did not finish
-    assert "ended without a result" in out + err
-    seed2 = {r.info.run_id for r in client.search_runs([experiment.experiment_id])
+    # Slurm's SIGTERM stopped the job after its epoch: its run ended KILLED with a checkpoint.
+    done = client.search_runs([experiment.experiment_id])
+    (cancelled,) = [r for r in done if r.data.params.get("seed") == "1"]
+    assert cancelled.info.status == "KILLED", out[-3000:] + err[-3000:]
+    assert "runner.checkpoint" in cancelled.data.tags
+    seed2 = {r.info.run_id for r in done
              if r.data.params.get("seed") == "2" and r.info.status == "FINISHED"}  # fmt: skip
     assert len(seed2) == 1
 
@@ -104,6 +108,6 @@ def test_a_cancelled_job_ends_killed_and_the_same_sweep_again_trains_only_it(
     runs = [r for r in client.search_runs([experiment.experiment_id])
             if "runner.is_sweep" not in r.data.tags]  # fmt: skip
     by_status = sorted((r.data.params.get("seed", "?"), r.info.status) for r in runs)
-    # The cancelled run was ended KILLED (by its own SIGTERM handling, or at the next start).
-    assert by_status == [("1", "FINISHED"), ("1", "KILLED"), ("2", "FINISHED")], by_status
-    assert seed2 <= {r.info.run_id for r in runs}  # seed 2 was not trained again
+    # The cancelled job's run went on from its checkpoint; seed 2 was not trained again.
+    assert by_status == [("1", "FINISHED"), ("2", "FINISHED")], by_status
+    assert {cancelled.info.run_id, *seed2} == {r.info.run_id for r in runs}

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from mlflow.entities import ViewType
@@ -195,39 +194,3 @@ def test_a_stacked_sweep_killed_while_writing_its_members_trains_only_the_rest(t
     parents = [r for r in client.search_runs([experiment]) if "runner.is_sweep" in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the same sweep
     assert len([line for line in rerun.stdout.splitlines() if line.startswith("seed=")]) == seeds
-
-
-def test_a_stacked_sweep_stopped_while_training_leaves_no_run_running(tmp_path):
-    """SIGTERM to the whole process group (as a terminal's Ctrl-C reaches it, or `kill` of
-    a job) while the group trains: the members' runs, made by then, and the sweep's parent
-    run end KILLED; the same command again trains them all."""
-    args = ["-m", "seed=1,2,3,4", "hydra/launcher=stacked", "trainer.plots=false"]
-    args += ["trainer.log_model=false", "trainer.progress=lines"]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    out = tmp_path / "out.txt"
-    with open(out, "w") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
-            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.time() + 120
-        while "stacked 4: epoch 1/200" not in out.read_text():
-            assert time.time() < deadline and proc.poll() is None, out.read_text()[-3000:]
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    assert "ended KILLED; the same command resumes it" in out.read_text()
-    client = MlflowClient(store_uri(tmp_path))
-    experiment = client.get_experiment_by_name("xor").experiment_id
-    statuses = sorted(
-        (r.data.tags.get("runner.is_sweep", "job"), r.info.status)
-        for r in client.search_runs([experiment])
-    )
-    assert statuses == [("job", "KILLED")] * 4 + [("true", "KILLED")]
-
-    again = run_cli(*args, cwd=tmp_path)
-    assert again.returncode == 0, tails(again)
-    assert "trained 4 jobs stacked" in again.stdout + again.stderr
-    _, members = children(tmp_path)
-    finished = [r for r in members if r.info.status == "FINISHED"]
-    assert [int(r.data.params["seed"]) for r in finished] == [1, 2, 3, 4]

@@ -170,8 +170,14 @@ class MlflowTracker:
         # Each PNG names its run, so a downloaded one can be traced back.
         caption = f"run {self.run_name} · {self.run_id} · experiment {self.experiment_name}"
         for path, figure in plots.draw({**pictures, "caption": caption}).items():
-            self.log_figure(figure, path)
-            plots.close(figure)
+            try:
+                self.log_figure(figure, path)
+            except ArtifactStoreError:
+                raise  # the store itself fails: the run cannot keep its files
+            except Exception as err:  # a plot that cannot be rendered never fails the run
+                log.warning("plot %s left out: %s: %s", path, type(err).__name__, err)
+            finally:
+                plots.close(figure)
 
     def log_params(self, params: dict[str, str]) -> None:
         """Log params in MLflow-sized batches."""

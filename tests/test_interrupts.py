@@ -1,0 +1,213 @@
+"""Ctrl-C and SIGTERM as a person or a scheduler sends them: to the whole foreground process
+group of a real terminal (tests/terminal.py), at every moment of a run and of a sweep on
+each launcher. The store is read back: a started run ends KILLED with every finished
+epoch's metrics and its checkpoint, never FINISHED or FAILED, nothing is left RUNNING, no
+process prints a traceback, and the printed command continues it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_cli, store_uri
+from tests.terminal import Terminal
+
+QUIET = ["trainer.progress=lines", "trainer.plots=false", "trainer.log_model=false"]
+RESUME = re.compile(r"continue it with: (python -m runner .*resume=(\w+))")
+
+
+def terminal(cwd: Path, *args: str) -> Terminal:
+    """`python -m runner ARGS` in a fresh pseudo-terminal in `cwd`."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["RUNNER_COMPANION"] = "1"
+    return Terminal([sys.executable, "-m", "runner", *args], cwd, env)
+
+
+def finish(term: Terminal, code: int) -> str:
+    """Wait for the command's exit status `code`; its output, with no traceback in it."""
+    try:
+        assert term.wait_exit(120) == code, term.text[-3000:]
+    finally:
+        term.close()
+    text = term.text
+    assert "Traceback" not in text, text[-3000:]
+    return text
+
+
+def last_line(text: str) -> str:
+    """The command's last line before its exit status."""
+    return [line for line in text.split("[exit")[0].splitlines() if line.strip()][-1]
+
+
+def runs(cwd: Path) -> list[tuple[str, str, int, str]]:
+    """Every run in the store: id, status, epochs logged (val_loss points), name."""
+    db = cwd / "outputs" / "mlflow.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as con:
+        return [
+            (run_id, status, con.execute(
+                "select count(*) from metrics where run_uuid=? and key='val_loss'", (run_id,)
+            ).fetchone()[0], name)
+            for run_id, status, name in con.execute(
+                "select run_uuid, status, name from runs order by start_time"
+            )
+        ]  # fmt: skip
+
+
+def checkpoint_logged(cwd: Path, run_id: str) -> bool:
+    """Whether the run holds its checkpoint as an artifact."""
+    client = MlflowClient(store_uri(cwd))
+    return "checkpoints/last.pt" in {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+
+
+def test_ctrl_c_while_python_imports_records_nothing_and_says_so(tmp_path):
+    term = terminal(tmp_path, *QUIET)
+    term.read_for(0.4)  # torch, Hydra and MLflow are still being imported
+    term.ctrl_c()
+    text = finish(term, 130)
+    assert last_line(text).endswith("interrupted by Ctrl-C (SIGINT); no run was recorded")
+    assert runs(tmp_path) == []
+
+
+def test_ctrl_c_mid_training_ends_killed_with_its_epochs_and_the_command_to_continue(tmp_path):
+    args = ["trainer.epochs=400", *QUIET]
+    term = terminal(tmp_path, *args)
+    assert term.wait_for("epoch 40/"), term.text[-2000:]
+    term.ctrl_c()
+    text = finish(term, 130)
+    assert "stopping after this epoch" in text
+    ((run_id, status, epochs, _),) = runs(tmp_path)
+    assert status == "KILLED" and 40 <= epochs < 400
+    assert checkpoint_logged(tmp_path, run_id)
+    line = last_line(text)
+    assert f"after epoch {epochs}: run {run_id} ended KILLED with {epochs} epochs logged" in line
+    command, named = RESUME.search(line).groups()
+    assert named == run_id and command.startswith("python -m runner trainer.epochs=400 ")
+
+    # The same command without resume= starts a new run, saying how to continue the other.
+    again = terminal(tmp_path, *args)
+    assert again.wait_for(f"To continue that one instead: .* resume={run_id}"), again.text[-2000:]
+    again.signal_group(signal.SIGTERM)
+    finish(again, 143)
+    assert [r[1] for r in runs(tmp_path)] == ["KILLED", "KILLED"]
+
+    # The printed command continues the first run to its end.
+    resumed = run_cli(*command.split()[3:], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming at epoch {epochs + 1}" in resumed.stdout
+    first = next(r for r in runs(tmp_path) if r[0] == run_id)
+    assert first[1:3] == ("FINISHED", 400)
+
+
+def test_sigterm_to_the_group_in_the_first_epoch_waits_for_the_store_and_ends_killed(tmp_path):
+    term = terminal(tmp_path, "trainer.epochs=400", *QUIET)
+    assert term.wait_for("training starts"), term.text[-2000:]
+    term.signal_group(signal.SIGTERM)  # the MLflow companion may not have made the run yet
+    text = finish(term, 143)
+    ((run_id, status, epochs, _),) = runs(tmp_path)
+    assert status == "KILLED" and 1 <= epochs < 400
+    assert checkpoint_logged(tmp_path, run_id)
+    assert f"interrupted by SIGTERM after epoch {epochs}: run {run_id} ended KILLED" in text
+
+
+def test_a_second_ctrl_c_stops_within_the_epoch_and_the_run_stays_killed(tmp_path):
+    # Epochs of about a second (6,000 rows in batches of 2); checkpoints every 10 epochs.
+    args = ["data.n_samples=8000", "data.n_train=6000", "trainer.epochs=50"]
+    term = terminal(tmp_path, *args, *QUIET)
+    assert term.wait_for("epoch 1/"), term.text[-2000:]
+    term.read_for(0.2)
+    term.ctrl_c()
+    assert term.wait_for("stopping after this epoch")
+    term.ctrl_c()
+    text = finish(term, 130)
+    assert "again: stopping at once" in text
+    ((run_id, status, epochs, _),) = runs(tmp_path)
+    assert status == "KILLED" and epochs >= 1
+    line = last_line(text)
+    assert f"during epoch {epochs + 1}: run {run_id} ended KILLED with {epochs} epochs" in line
+    assert line.endswith("it has no checkpoint yet, so the same command starts it over")
+
+
+def test_ctrl_c_while_the_model_and_plots_are_written_ends_killed_and_resume_writes_them(
+    tmp_path,
+):
+    args = ["trainer.epochs=20", "trainer.progress=lines"]  # plots and model on
+    term = terminal(tmp_path, *args)
+    assert term.wait_for("training took"), term.text[-2000:]  # the end of the run begins
+    term.ctrl_c()
+    text = finish(term, 130)
+    ((run_id, status, epochs, _),) = runs(tmp_path)
+    assert status == "KILLED" and epochs == 20
+    assert "while the run's end (test split, plots, model) was written" in last_line(text)
+    command, _ = RESUME.search(last_line(text)).groups()
+    resumed = run_cli(*command.split()[3:], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "every epoch is trained: writing the run's end" in resumed.stdout
+    ((_, status, epochs, _),) = runs(tmp_path)
+    assert (status, epochs) == ("FINISHED", 20)
+    client = MlflowClient(store_uri(tmp_path))
+    assert "plots/learning_curves.png" in {a.path for a in client.list_artifacts(run_id, "plots")}
+
+
+LAUNCHERS = {
+    "basic": ([], "epoch 20/"),
+    "joblib": (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], "epoch 20/"),
+    "submitit_local": (["hydra/launcher=submitit_local"], "epoch 20/"),
+    "stacked": (["hydra/launcher=stacked"], "stacked 2: epoch 1/"),
+}
+
+
+@pytest.mark.parametrize(
+    "launcher, sig", [("basic", "ctrl_c"), ("joblib", "sigterm"),
+                      ("submitit_local", "ctrl_c"), ("stacked", "sigterm")],
+)  # fmt: skip
+def test_an_interrupted_sweep_ends_killed_on_every_launcher(tmp_path, launcher, sig):
+    chosen, started = LAUNCHERS[launcher]
+    args = ["-m", *chosen, "seed=1,2", "trainer.epochs=100", *QUIET]
+    term = terminal(tmp_path, *args)
+    if launcher == "submitit_local":  # its jobs log to files: the store shows their epochs
+        assert term.wait_for("#1 : seed=2", 180), term.text[-3000:]
+        await_epochs(term, tmp_path, 20)
+    else:
+        assert term.wait_for(started, 180), term.text[-3000:]
+    term.ctrl_c() if sig == "ctrl_c" else term.signal_group(signal.SIGTERM)
+    text = finish(term, 130 if sig == "ctrl_c" else 143)
+    assert "sweep interrupted by " in last_line(text)
+    assert last_line(text).endswith("python -m runner " + " ".join(args))
+    parent, *jobs = runs(tmp_path)
+    assert parent[1] == "KILLED"
+    assert jobs and all(status == "KILLED" for _, status, _, _ in jobs), jobs
+    for run_id, _, epochs, _ in jobs:
+        assert 1 <= epochs < 100 and checkpoint_logged(tmp_path, run_id)
+    if launcher not in ("basic", "stacked"):  # (how a sweep goes on is the same on those)
+        return
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    statuses = {run_id: (status, epochs) for run_id, status, epochs, _ in runs(tmp_path)}
+    assert statuses[parent[0]][0] == "FINISHED"
+    assert sum(1 for s in statuses.values() if s == ("FINISHED", 100)) == 2
+    if launcher == "basic":  # an interrupted job goes on in its own run
+        assert all(statuses[run_id] == ("FINISHED", 100) for run_id, *_ in jobs)
+    else:  # a stacked group starts over, stacked
+        assert "trained 2 jobs stacked" in again.stdout + again.stderr
+
+
+def await_epochs(term: Terminal, cwd: Path, epochs: int, timeout: float = 120) -> None:
+    """Wait (reading the terminal) until two RUNNING runs have logged `epochs` epochs."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(1 for r in runs(cwd) if r[1] == "RUNNING" and r[2] >= epochs) >= 2:
+            return
+        term.read_for(0.2)
+    raise AssertionError(f"the jobs did not reach epoch {epochs}: {runs(cwd)}")
