@@ -2,7 +2,7 @@
 
 # First, before any slow import: Ctrl-C or SIGTERM while Python is still importing torch,
 # Hydra or MLflow ends in one line, never a traceback.
-from runner import signals
+from runner import signals, sweep_signals
 
 signals.install()
 
@@ -23,24 +23,33 @@ def _exit_code(err: SystemExit) -> int:
 
 def interrupt_message(err: KeyboardInterrupt) -> str:
     """The one line an interrupted command ends with: what stopped, what the run became,
-    and how to continue it."""
-    signum = getattr(err, "signum", None) or signals.interrupted() or 2
-    what = f"interrupted by {signals.signal_name(signum)}"
-    run_id = getattr(err, "run_id", None)
-    if run_id is None:  # (a sweep's own line follows, naming its runs)
-        return "" if signals.in_launching_process() else f"{what}; no run was recorded"
-    epoch = getattr(err, "epoch", None) or 0
-    if getattr(err, "writing_end", False):
+    and how to continue it ('' in a sweep, whose own line follows)."""
+    stop = signals.interruption(err)
+    what = f"interrupted by {signals.signal_name(stop.signum)}"
+    if stop.run_id is None:
+        if sweep_signals.in_launching_process():
+            return ""
+        ended = signals.last_run()
+        return f"{what} after run {ended[0]} ended {ended[1]}" if ended else (
+            f"{what}; no run was recorded"
+        )  # fmt: skip
+    if stop.run_status == "FINISHED":
+        return f"{what} after run {stop.run_id} ended FINISHED"
+    epoch = stop.epoch or 0
+    if stop.writing_end:
         what += " while the run's end (test split, plots, model) was written"
-    elif getattr(err, "at_once", False):
+    elif stop.at_once:
         what += f" during epoch {epoch + 1}"
     elif epoch:
         what += f" after epoch {epoch}"
-    status = getattr(err, "run_status", None)
-    line = f"{what}: run {run_id} " + (
-        f"ended {status} with {epoch} epochs logged" if status else "could not be ended"
-    )
-    saved, command = getattr(err, "checkpoint_epoch", None), getattr(err, "command", None)
+    if stop.run_status:
+        line = f"{what}: run {stop.run_id} ended {stop.run_status} with {epoch} epochs logged"
+    elif stop.handed_off:
+        line = f"{what}: run {stop.run_id} is left to the MLflow process, which ends it "
+        line += f"{stop.handed_off} with {epoch} epochs logged"
+    else:
+        line = f"{what}: run {stop.run_id} could not be ended"
+    saved, command = stop.checkpoint_epoch, stop.command
     if not command:
         return line
     if not saved:
@@ -64,7 +73,7 @@ def entry() -> None:
         message = interrupt_message(err)
         if message:
             print(message, file=sys.stderr)
-        code = 128 + (getattr(err, "signum", None) or signals.interrupted() or 2)
+        code = 128 + signals.interruption(err).signum
     signals.ignore()
     # Tearing down an interpreter that loaded torch and mlflow is slow (seconds, more with a
     # launcher's worker pool); every result is already written, so end the idle workers,

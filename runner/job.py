@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import socket
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner import builders, checkpoint, device, naming, signals, sweep, tags
+from runner import builders, checkpoint, device, naming, signals, sweep, sweep_signals, tags
 from runner.dataset_input import dataset_input
 from runner.datasets import DataSplits
 from runner.datasets.tabular import TabularPredictor
@@ -65,13 +66,13 @@ def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | N
     """
     if not launch.multirun:
         return _run(cfg, launch, companion)
-    with signals.job_signals():
+    with sweep_signals.job_signals():
         if sweep.interrupted(launch):
             return sweep.job_not_started(launch)
         try:
             return _run(cfg, launch, None)
         except KeyboardInterrupt as err:
-            return sweep.job_interrupted(launch, err)
+            return sweep.job_interrupted(launch, signals.interruption(err))
 
 
 def _run(cfg: DictConfig, launch: Launch, companion: Any) -> float | None:
@@ -95,11 +96,13 @@ def _run(cfg: DictConfig, launch: Launch, companion: Any) -> float | None:
     try:
         with stop_on_signals():
             return train(job, launch, tracker)
-    except KeyboardInterrupt as err:  # the run has ended KILLED already
-        err.run_id, err.run_status = tracker.run_id, tracker.final_status
-        if tracker.run_id and not launch.multirun:  # (a sweep says how to continue it)
-            err.command = continue_command(launch, tracker.run_id)
-        raise
+    except KeyboardInterrupt as err:  # the run has ended (KILLED, unless it had finished)
+        stop = signals.interruption(err)
+        stop.run_id, stop.run_status = tracker.run_id, tracker.final_status
+        stop.handed_off = tracker.handed_off
+        if stop.run_id and stop.run_status != "FINISHED" and not launch.multirun:
+            stop.command = continue_command(launch, stop.run_id)  # (a sweep gives its own)
+        raise stop from None
     except Exception as err:  # the run has ended FAILED already, its error recorded
         if not launch.multirun:
             if isinstance(err, RunError):
@@ -110,9 +113,14 @@ def _run(cfg: DictConfig, launch: Launch, companion: Any) -> float | None:
 
 
 def continue_command(launch: Launch, run_id: str) -> str:
-    """The command that continues this run from its checkpoint."""
+    """The command that continues this run from its checkpoint (its config folders too)."""
     kept = [o for o in launch.overrides if not o.startswith(("resume=", "+resume="))]
-    return naming.command([*kept, f"resume={run_id}"])
+    return naming.command([*kept, f"resume={run_id}"], config_dir_flags(launch))
+
+
+def config_dir_flags(launch: Launch) -> list[str]:
+    """The `--config-dir` flags the command was given (its user config folders)."""
+    return [f"--config-dir={shlex.quote(folder)}" for folder in launch.config_dirs]
 
 
 def already_finished(config: dict[str, Any], spec: RunSpec, launch: Launch) -> Any:
@@ -178,12 +186,10 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
                 job.trainer, job.data, job.generator, epochs,
                 start_epoch=resume["epoch"] + 1 if resume else 1, history=epochs.seen[:],
             )  # fmt: skip
-        except BaseException as err:
-            if isinstance(err, KeyboardInterrupt):
-                if getattr(err, "epoch", None) is None:  # stopped at once, within an epoch
-                    err.epoch, err.at_once = len(epochs.seen), True
-                err.checkpoint_epoch = epochs.saved_epoch
-            epochs.keep_last_checkpoint()  # the last good state goes with the stopped run
+        except KeyboardInterrupt as err:
+            raise epochs.stopped(err) from None
+        except BaseException:
+            epochs.keep_last_checkpoint()  # the last good state goes with the failed run
             raise
         finally:
             epochs.progress.close()
@@ -192,13 +198,20 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
         # the run either way (the checkpoint is logged with it), so nothing waits here.
         epochs.save_checkpoint(spec.trainer.epochs)
         epochs.keep_last_checkpoint()
+        # From here a signal stops the run at once, KILLED (as one that came after the last
+        # epoch's check): `resume=` then writes just its end.
+        signals.set_mode("interrupt")
         try:
-            with signals.mode("interrupt"):  # from here a signal stops the run's end at once
-                final = log_end(job, history, tracker, epochs, train_seconds)
+            if STOP.signum is not None:
+                raise Interrupted(STOP.signum)
+            final = log_end(job, history, tracker, epochs, train_seconds)
+            tracker.settle()  # the plots and the model are stored
         except KeyboardInterrupt as err:
-            err.epoch = err.checkpoint_epoch = spec.trainer.epochs
-            err.writing_end = True
-            raise
+            stop = signals.interruption(err)
+            stop.epoch = stop.checkpoint_epoch = spec.trainer.epochs
+            stop.writing_end = True
+            raise stop from None
+    signals.note_run(tracker.run_id, tracker.final_status)
     return announce_end(job, launch, tracker, final)
 
 
@@ -264,7 +277,9 @@ def closing_line(final: dict[str, float], job: Job, seconds: float, tracker: Tra
 def run_tags(job: Job, launch: Launch) -> dict[str, str]:
     """Where the run came from and what it trains, as MLflow tags."""
     spec = job.spec
-    run = tags.origin_tags(launch.overrides, str(launch.output_dir), launch.cwd)
+    run = tags.origin_tags(
+        launch.overrides, str(launch.output_dir), launch.cwd, config_dir_flags(launch)
+    )
     run |= {
         tags.DEVICE: str(job.trainer.device),
         tags.MODEL: spec.model.name,
@@ -325,6 +340,7 @@ class EpochHandler:
         )
         self.seen = list(job.resume["history"]) if job.resume else []
         self.saved_epoch = job.resume["epoch"] if job.resume else None  # last checkpoint
+        self.stopping: int | None = None  # the epoch a signal stops the run after
         self.logged = self._replay_history()
         self.logging_seconds = 0.0
         tracker.set_tags({tags.CHECKPOINT: str(self.path)})
@@ -357,11 +373,24 @@ class EpochHandler:
         every = self.job.spec.trainer.checkpoint_every
         stop = STOP.signum  # read once: a signal may land at any line
         if stop is None and self.sweep_dir is not None:  # the sweep was stopped elsewhere
-            stop = signals.sweep_interrupted(self.sweep_dir)
+            stop = sweep_signals.sweep_interrupted(self.sweep_dir)
+        if stop is not None:
+            self.stopping = epoch
         if (every and epoch % every == 0) or stop is not None:
             self.save_checkpoint(epoch, wait_for_run=stop is not None)
         if stop is not None:
             raise Interrupted(stop, epoch)
+
+    def stopped(self, err: KeyboardInterrupt) -> Interrupted:
+        """What a signal that stopped training stopped: the epochs and the checkpoint (kept
+        with the run)."""
+        stop = signals.interruption(err)
+        if stop.epoch is None:  # stopped at once: within an epoch, or saving the last one
+            stop.epoch = self.stopping or len(self.seen)
+            stop.at_once = self.stopping is None
+        stop.checkpoint_epoch = self.saved_epoch
+        self.keep_last_checkpoint()
+        return stop
 
     def save_checkpoint(self, epoch: int, wait_for_run: bool = False) -> None:
         """Write the checkpoint; MLflow is never behind it. Periodic saves never wait for

@@ -41,6 +41,7 @@ class Launch:
     sweep_dir: str | None = None  # absolute; None outside a sweep
     sweep: SweepInfo | None = None  # None outside a sweep (or if its start failed)
     parallel: int = 1  # jobs the launcher runs at once
+    config_dirs: tuple[str, ...] = ()  # the command's --config-dir folders
     started_at: float = field(default_factory=time.time)  # the job's start (epoch seconds)
 
     @property
@@ -74,6 +75,11 @@ def launch_of(hydra_cfg: Any) -> Launch:
         sweep_dir=sweep_dir,
         sweep=read_sweep(sweep_dir) if sweep_dir else None,
         parallel=parallel_jobs(hydra_cfg) if multirun else 1,
+        config_dirs=tuple(
+            str(source.path)
+            for source in OmegaConf.select(hydra_cfg, "runtime.config_sources", default=[]) or []
+            if source.provider == "command-line"
+        ),
     )
 
 

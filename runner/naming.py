@@ -47,12 +47,12 @@ def compact(key: str, value: float) -> str:
     return f"{value:.4g}"
 
 
-def command(overrides: list[str]) -> str:
+def command(overrides: list[str], flags: list[str] | tuple[str, ...] = ()) -> str:
     """The command that runs this job alone (what MLflow's Source column shows), each
-    override quoted for a shell where it needs it."""
+    override quoted for a shell where it needs it; `flags` (`--config-dir=...`) as given."""
     import shlex
 
-    return " ".join(["python -m runner", *map(shlex.quote, overrides)])
+    return " ".join(["python -m runner", *flags, *map(shlex.quote, overrides)])
 
 
 def describe(

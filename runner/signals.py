@@ -1,57 +1,62 @@
-"""Ctrl-C and SIGTERM in every process of a run or a sweep.
+"""Ctrl-C and SIGTERM in a process that can hold a run.
 
 A terminal's Ctrl-C is SIGINT to every process of its foreground group; `timeout`, Slurm
-and `kill -- -PGID` send SIGTERM the same way. So each process that can hold a run decides
-here what a signal means to it (one handler, in one of three modes):
+and `kill -- -PGID` send SIGTERM the same way. One handler decides what a signal means
+here, in one of three modes:
 
 - "interrupt" (`install`, the entry point's first act): stop at once, as KeyboardInterrupt
   (`Interrupted`); nothing is under way that must finish first.
 - "epoch" (`stop_on_signals`, while a job trains): the first signal asks to stop after the
   epoch (the job reads `STOP`), the next stops at once.
-- "defer" (a sweep's processes between jobs): the signal is noted (`interrupted`); no new
-  job starts, and the sweep's end reports it.
+- "defer" (a sweep's processes between jobs): the signal is noted (`interrupted`) and
+  handed to the sweep (runner.sweep_signals); no new job starts.
 
 `shielded()` marks a few lines that a signal must not cut in two (a message to the MLflow
-companion, a run's start or end): a signal that arrives inside acts when the section ends.
-
-The launching process of a sweep blocks both signals while its jobs run (`watch_sweep`), so
-that the processes a launcher starts (joblib's workers, submitit's controllers) inherit them
-blocked: a job unblocks them when it starts (`job_signals`), and no launcher's own process
-is cut down mid-way. A thread of the launching process receives them meanwhile and leaves a
-marker in the sweep folder for jobs in other processes or on other nodes.
+companion, a run's start or end): a signal that arrives inside acts when the section ends,
+or is only noted (`noted`) where the process is already stopping.
 """
 
 from __future__ import annotations
 
-import _thread
 import logging
-import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("runner")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
-MARKER = "interrupted"  # in a sweep folder: the sweep was interrupted (holds the signal)
 # A SIGTERM this soon after another is the same request: a launcher or srun forwarding the
 # group's signal to its tasks, not a person asking twice.
 ECHO_SECONDS = 1.0
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped the work; `epoch` is the last finished epoch, if any."""
+    """SIGINT or SIGTERM stopped the work; what it stopped, for the closing line."""
 
     def __init__(self, signum: int, epoch: int | None = None, at_once: bool = False) -> None:
         super().__init__(signal_name(signum))
-        self.signum, self.epoch, self.at_once = signum, epoch, at_once
+        self.signum = signum
+        self.epoch = epoch  # the last finished epoch (None: before training)
+        self.at_once = at_once  # stopped within an epoch, not after it
+        self.writing_end = False  # stopped while the run's end was written
+        self.checkpoint_epoch: int | None = None  # the epoch of its last checkpoint
         self.run_id: str | None = None  # the run it ended, once known
         self.run_status: str | None = None  # the status the store confirmed for that run
+        self.handed_off: str | None = None  # the status the MLflow process writes alone
         self.command: str | None = None  # the command that continues the run
+
+
+def interruption(err: KeyboardInterrupt) -> Interrupted:
+    """`err` as an Interrupted (a bare KeyboardInterrupt: the first signal's, else Ctrl-C)."""
+    if isinstance(err, Interrupted):
+        return err
+    found = Interrupted(interrupted() or signal.SIGINT)
+    found.__cause__ = err
+    return found
 
 
 class StopRequest:
@@ -66,15 +71,14 @@ STOP = StopRequest()  # read by the job after each epoch
 class _State:
     mode = "interrupt"
     first: int | None = None  # the first SIGINT/SIGTERM this process received
-    requests = 0  # signals received in the current mode
+    requests = 0  # signals acted on in the current mode
     depth = 0  # shielded sections entered
     pending: int | None = None  # a signal that arrived inside a shielded section
+    noted = 0  # signals that arrived inside shielded sections
     last: tuple[int, float] = (0, 0.0)  # the last signal and when (for echoes)
-    marker: Path | None = None  # the sweep's marker file (launching process only)
-    launching_pid: int | None = None  # the process that launched the sweep
-    watcher: threading.Thread | None = None  # receives the signals the sweep blocks
-    mask: Any = None  # the signal mask before the sweep blocked them
-    unwatching = False
+    forced = False  # the next handler call raises whatever the mode (runner.sweep_signals)
+    on_defer: Callable[[int], None] | None = None  # a "defer" signal goes to the sweep too
+    last_run: tuple[str, str] | None = None  # the last run this process ended, and how
 
 
 _S = _State()
@@ -88,13 +92,14 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _main_thread() -> bool:
+def main_thread() -> bool:
+    """Whether this is the main thread (the only one that handles signals)."""
     return threading.current_thread() is threading.main_thread()
 
 
 def install(mode: str = "interrupt") -> None:
     """Handle SIGINT and SIGTERM here from now on, in `mode` (main thread only)."""
-    if not _main_thread():
+    if not main_thread():
         return
     _S.mode, _S.requests = mode, 0
     for sig in SIGNALS:
@@ -104,23 +109,39 @@ def install(mode: str = "interrupt") -> None:
 
 def ignore() -> None:
     """From now on SIGINT and SIGTERM do nothing (the process is already on its way out)."""
-    if _main_thread():
+    if main_thread():
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
 
 
-def _on_signal(signum: int, frame: Any) -> None:
+def received(signum: int) -> bool:
+    """Take in a signal that arrived (here or in a sweep's watching thread): False for the
+    echo of one just taken, else True, the first one kept (`interrupted`)."""
     now = time.monotonic()
-    echo = signum == signal.SIGTERM and _S.last[0] == signum and now - _S.last[1] < ECHO_SECONDS
-    _S.last = (signum, now)
-    if echo:
-        return
+    last, _S.last = _S.last, (signum, now)
+    if signum == signal.SIGTERM and last[0] == signum and now - last[1] < ECHO_SECONDS:
+        return False
     if _S.first is None:
         _S.first = signum
+    return True
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    if _S.forced:  # a sweep's launching process gives up waiting for its jobs
+        _S.forced = False
+        raise Interrupted(signum)
+    if not received(signum):
+        return
     if _S.depth:
-        _S.pending = signum
+        _S.pending, _S.noted = signum, _S.noted + 1
         return
     _act(signum)
+
+
+def say(message: str, *args: Any) -> None:
+    """Log a warning from a signal handler: from a thread of its own, since the handler may
+    run inside a logging call (a stream written into again from the same thread fails)."""
+    threading.Thread(target=log.warning, args=(message, *args), daemon=True).start()
 
 
 def _act(signum: int) -> None:
@@ -129,26 +150,30 @@ def _act(signum: int) -> None:
     if _S.mode == "epoch":
         if _S.requests == 1:
             STOP.signum = signum
-            log.warning("%s: stopping after this epoch (again: stop at once)", name)
+            say("%s: stopping after this epoch (again: stop at once)", name)
             return
-        log.warning("%s again: stopping at once", name)
+        say("%s again: stopping at once", name)
         raise Interrupted(signum, at_once=True)
     if _S.mode == "defer":
-        _leave_marker(signum)
-        if _S.requests == 1:
-            log.warning(
-                "%s: no new job starts; running jobs stop after their epoch and end KILLED "
-                "(again: they stop at once)", name,
-            )  # fmt: skip
+        if _S.on_defer is not None:
+            _S.on_defer(signum)
         return
     raise Interrupted(signum)
+
+
+def force_interrupt(signum: int) -> None:
+    """From another thread: interrupt the main thread now, whatever its mode or shield."""
+    import _thread
+
+    _S.forced = True
+    _thread.interrupt_main(signum)
 
 
 @contextmanager
 def shielded(deliver: bool = True) -> Iterator[None]:
     """A signal inside the block acts when it ends (not at all if `deliver` is False: the
     process is already stopping and only notes it)."""
-    if not _main_thread():
+    if not main_thread():
         yield
         return
     _S.depth += 1
@@ -162,10 +187,21 @@ def shielded(deliver: bool = True) -> Iterator[None]:
                 _act(signum)
 
 
+def noted() -> int:
+    """How many signals have arrived inside shielded sections so far."""
+    return _S.noted
+
+
+def set_mode(name: str) -> None:
+    """Signals act in mode `name` from now on (until a `mode` block around this ends)."""
+    if main_thread():
+        install(name)
+
+
 @contextmanager
 def mode(name: str) -> Iterator[None]:
     """Within the block, signals act in mode `name`; the mode before is restored after."""
-    if not _main_thread():
+    if not main_thread():
         yield
         return
     before, requests = _S.mode, _S.requests
@@ -192,125 +228,17 @@ def interrupted() -> int | None:
     return _S.first
 
 
-# Sweeps
+def note_run(run_id: str | None, status: str | None) -> None:
+    """Remember how the last run this process held ended (for a later closing line)."""
+    if run_id and status:
+        _S.last_run = (run_id, status)
 
 
-def sweep_marker(sweep_dir: str | os.PathLike) -> Path:
-    """The file that says a sweep was interrupted (it holds the signal's number)."""
-    return Path(sweep_dir) / MARKER
+def last_run() -> tuple[str, str] | None:
+    """The last run this process ended, and its status (None: none)."""
+    return _S.last_run
 
 
-def sweep_interrupted(sweep_dir: str | os.PathLike | None) -> int | None:
-    """The signal that interrupted this sweep, seen here or by its launching process."""
-    if _S.first is not None:
-        return _S.first
-    if sweep_dir is None:
-        return None
-    try:
-        text = sweep_marker(sweep_dir).read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else signal.SIGINT
-
-
-def _leave_marker(signum: int) -> None:
-    if _S.marker is not None and not _S.marker.exists():
-        try:
-            _S.marker.write_text(str(signum))
-        except OSError:
-            log.exception("could not mark the sweep interrupted in %s", _S.marker)
-
-
-def in_launching_process() -> bool:
-    """Whether this is the process that launched the sweep (the basic launcher's jobs run
-    here: an interrupt stops its loop; elsewhere a job just returns)."""
-    return _S.launching_pid == os.getpid()
-
-
-def watch_sweep(sweep_dir: str | os.PathLike) -> None:
-    """In the launching process, for the rest of the sweep: block SIGINT/SIGTERM in this
-    thread (the processes launchers start inherit that) and receive them in a thread of their
-    own, which notes them and marks the sweep folder; a third interrupts this process."""
-    _S.launching_pid = os.getpid()
-    _S.marker = sweep_marker(sweep_dir)
-    _S.marker.unlink(missing_ok=True)  # a mark of an earlier launch into the same folder
-    install("defer")
-    if not (_main_thread() and hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwait")):
-        return
-    _S.mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    _S.watcher = threading.Thread(target=_watch, name="runner-signals", daemon=True)
-    _S.watcher.start()
-
-
-def unwatch_sweep() -> None:
-    """The sweep is over: signals reach this thread again, in "interrupt" mode."""
-    watcher, _S.watcher = _S.watcher, None
-    if watcher is not None and watcher.is_alive():
-        _S.unwatching = True
-        signal.pthread_kill(watcher.ident, signal.SIGINT)  # (it takes that one, and stops)
-        watcher.join(timeout=5)
-        _S.unwatching = False
-    if _S.mask is not None and _main_thread():
-        signal.pthread_sigmask(signal.SIG_SETMASK, _S.mask)
-        _S.mask = None
-    _S.launching_pid, _S.marker = None, None
-    install("interrupt")
-
-
-def _watch() -> None:
-    while True:
-        signum = signal.sigwait(SIGNALS)
-        if _S.unwatching:
-            return
-        now = time.monotonic()
-        if signum == signal.SIGTERM and _S.last[0] == signum and now - _S.last[1] < ECHO_SECONDS:
-            continue
-        _S.last = (signum, now)
-        if _S.first is None:
-            _S.first = signum
-        _S.requests += 1
-        _leave_marker(signum)
-        name = signal_name(signum)
-        if _S.requests == 1:
-            log.warning(
-                "%s: no new job starts; running jobs stop after their epoch and end KILLED "
-                "(again: they stop at once)", name,
-            )  # fmt: skip
-        elif _S.requests == 2:
-            log.warning("%s again: jobs stop at once (a third time: leave them)", name)
-        else:  # the launching process gives up waiting for its jobs
-            _S.mode = "interrupt"
-            _thread.interrupt_main(signum)
-            return
-
-
-@contextmanager
-def job_signals() -> Iterator[None]:
-    """Around a job in a sweep: signals reach this thread (a launcher's process may have
-    inherited them blocked) and, between jobs, are noted ("defer")."""
-    if not _main_thread():
-        yield
-        return
-    blocked = hasattr(signal, "pthread_sigmask")
-    if _S.mode != "defer" or signal.getsignal(signal.SIGINT) is not _on_signal:
-        install("defer")
-    before = signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS) if blocked else None
-    try:
-        yield
-    finally:
-        if before is not None and in_launching_process():
-            signal.pthread_sigmask(signal.SIG_SETMASK, before)  # back to the watching thread
-
-
-def child_signals(mode_name: str | None = "interrupt") -> None:
-    """In a forked worker of the launching process (which inherited the signals blocked):
-    receive them in `mode_name`, or ignore them (None: its work must finish); this process
-    launches nothing."""
-    _S.launching_pid = None
-    _S.marker = None
-    if mode_name is None:
-        ignore()
-        return
-    install(mode_name)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+def on_defer(hook: Callable[[int], None] | None) -> None:
+    """What a signal in "defer" mode does besides being noted (a sweep marks its folder)."""
+    _S.on_defer = hook

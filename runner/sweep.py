@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner import signals, tags
+from runner import signals, sweep_signals, tags
 from runner.errors import ConfigError, RunError, ending
 from runner.fingerprint import sweep_fingerprint
 from runner.launch import Launch, SweepInfo, write_sweep
@@ -60,27 +60,26 @@ def _store(spec: TrackingSpec) -> Any:
 
 def interrupted(launch: Launch) -> int | None:
     """The signal that interrupted this job's sweep, if it was (here or elsewhere)."""
-    return signals.sweep_interrupted(launch.sweep_dir)
+    return sweep_signals.sweep_interrupted(launch.sweep_dir)
 
 
 def job_not_started(launch: Launch) -> None:
     """A job of an interrupted sweep does not start: in the launching process that stops
     the launcher's loop; elsewhere the job just returns."""
     signum = interrupted(launch) or signal.SIGINT
-    if signals.in_launching_process():
+    if sweep_signals.in_launching_process():
         raise signals.Interrupted(signum)
     log.info("job %s not started: the sweep was interrupted", launch.job_num)
 
 
-def job_interrupted(launch: Launch, err: KeyboardInterrupt) -> None:
+def job_interrupted(launch: Launch, err: signals.Interrupted) -> None:
     """A job stopped by a signal has ended its run KILLED: in the launching process the
     sweep stops here; a job elsewhere says so and returns (the launching process ends the
     sweep once every job has returned)."""
-    if signals.in_launching_process():
+    if sweep_signals.in_launching_process():
         raise err
-    after = f" after epoch {err.epoch}" if getattr(err, "epoch", None) else ""
-    run = getattr(err, "run_id", None)
-    ended = f": run {run} ended {getattr(err, 'run_status', None) or 'KILLED'}" if run else ""
+    after = f" after epoch {err.epoch}" if err.epoch else ""
+    ended = f": run {err.run_id} ended {err.run_status or 'KILLED'}" if err.run_id else ""
     log.warning("job %s interrupted%s%s", launch.job_num, after, ended)
 
 
@@ -190,7 +189,7 @@ class SweepCallback(Callback):
         fails, stop the sweep before any job runs. From here on, Ctrl-C (or SIGTERM) stops
         the jobs after their epoch and starts no new one (runner.signals)."""
         self.command = command(sys.argv[1:])  # what the user typed, launcher choice included
-        signals.watch_sweep(Path(config.hydra.sweep.dir).resolve())
+        sweep_signals.watch_sweep(Path(config.hydra.sweep.dir).resolve())
         try:
             self._start(config)
         except Exception as err:
@@ -316,7 +315,7 @@ class SweepCallback(Callback):
         report could not be made (the runs are kept either way)."""
         if self.info is None:
             return
-        signum = signals.sweep_interrupted(self.sweep_dir)
+        signum = sweep_signals.sweep_interrupted(self.sweep_dir)
         if signum is not None:  # every job has returned: stopped, or never started
             self._end_interrupted(signum)
             sys.exit(128 + signum)
@@ -354,6 +353,6 @@ class SweepCallback(Callback):
                 log.info("sweep run %s ended %s; see %s", run_id, status, page)
             except Exception as err:
                 _print_failure(f"the sweep run {run_id} could not be ended {status}", err)
-        signals.unwatch_sweep()
+        sweep_signals.unwatch_sweep()
         if failed:
             sys.exit(1)  # Hydra turns callback exceptions into warnings; an exit still counts

@@ -45,11 +45,14 @@ USER = "mlflow.user"
 DATASET_CONTEXT = "mlflow.data.context"  # on a logged dataset: training
 
 
-def origin_tags(overrides: list[str], output_dir: str, cwd: str) -> dict[str, str]:
-    """Where a run came from: overrides, job folder, host and process, git commit."""
+def origin_tags(
+    overrides: list[str], output_dir: str, cwd: str, flags: list[str] | None = None
+) -> dict[str, str]:
+    """Where a run came from: overrides (and `flags` such as --config-dir), job folder,
+    host and process, git commit."""
     tags = {
         OVERRIDES: " ".join(overrides) or "(none)",
-        SOURCE_NAME: command(overrides),
+        SOURCE_NAME: command(overrides, flags or []),
         SOURCE_TYPE: "LOCAL",
         USER: getpass.getuser(),
         OUTPUT_DIR: output_dir,

@@ -10,7 +10,9 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,15 +32,32 @@ def terminal(cwd: Path, *args: str) -> Terminal:
     return Terminal([sys.executable, "-m", "runner", *args], cwd, env)
 
 
-def finish(term: Terminal, code: int) -> str:
-    """Wait for the command's exit status `code`; its output, with no traceback in it."""
+def finish(term: Terminal, code: int, cwd: Path) -> str:
+    """Wait for the command's exit status `code`; its output, with no traceback in it, and
+    no process of it left behind (the MLflow companion included)."""
     try:
         assert term.wait_exit(120) == code, term.text[-3000:]
     finally:
         term.close()
     text = term.text
     assert "Traceback" not in text, text[-3000:]
+    deadline = time.monotonic() + 10
+    while (left := processes_in(cwd)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, left
     return text
+
+
+def processes_in(cwd: Path) -> list[str]:
+    """The command lines of the processes whose working folder is `cwd` (or below)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(cwd):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
 
 
 def last_line(text: str) -> str:
@@ -72,31 +91,31 @@ def test_ctrl_c_while_python_imports_records_nothing_and_says_so(tmp_path):
     term = terminal(tmp_path, *QUIET)
     term.read_for(0.4)  # torch, Hydra and MLflow are still being imported
     term.ctrl_c()
-    text = finish(term, 130)
+    text = finish(term, 130, tmp_path)
     assert last_line(text).endswith("interrupted by Ctrl-C (SIGINT); no run was recorded")
     assert runs(tmp_path) == []
 
 
 def test_ctrl_c_mid_training_ends_killed_with_its_epochs_and_the_command_to_continue(tmp_path):
-    args = ["trainer.epochs=400", *QUIET]
+    args = ["trainer.epochs=200", *QUIET]
     term = terminal(tmp_path, *args)
     assert term.wait_for("epoch 40/"), term.text[-2000:]
     term.ctrl_c()
-    text = finish(term, 130)
+    text = finish(term, 130, tmp_path)
     assert "stopping after this epoch" in text
     ((run_id, status, epochs, _),) = runs(tmp_path)
-    assert status == "KILLED" and 40 <= epochs < 400
+    assert status == "KILLED" and 40 <= epochs < 200
     assert checkpoint_logged(tmp_path, run_id)
     line = last_line(text)
     assert f"after epoch {epochs}: run {run_id} ended KILLED with {epochs} epochs logged" in line
     command, named = RESUME.search(line).groups()
-    assert named == run_id and command.startswith("python -m runner trainer.epochs=400 ")
+    assert named == run_id and command.startswith("python -m runner trainer.epochs=200 ")
 
     # The same command without resume= starts a new run, saying how to continue the other.
     again = terminal(tmp_path, *args)
     assert again.wait_for(f"To continue that one instead: .* resume={run_id}"), again.text[-2000:]
     again.signal_group(signal.SIGTERM)
-    finish(again, 143)
+    finish(again, 143, tmp_path)
     assert [r[1] for r in runs(tmp_path)] == ["KILLED", "KILLED"]
 
     # The printed command continues the first run to its end.
@@ -104,14 +123,26 @@ def test_ctrl_c_mid_training_ends_killed_with_its_epochs_and_the_command_to_cont
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming at epoch {epochs + 1}" in resumed.stdout
     first = next(r for r in runs(tmp_path) if r[0] == run_id)
-    assert first[1:3] == ("FINISHED", 400)
+    assert first[1:3] == ("FINISHED", 200)
+
+
+def test_ctrl_c_mid_training_without_the_companion_ends_killed_too(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["RUNNER_COMPANION"] = "0"  # (a one-core machine: MLflow in the training process)
+    term = Terminal([sys.executable, "-m", "runner", "trainer.epochs=400", *QUIET], tmp_path, env)
+    assert term.wait_for("epoch 20/"), term.text[-2000:]
+    term.ctrl_c()
+    text = finish(term, 130, tmp_path)
+    ((run_id, status, epochs, _),) = runs(tmp_path)
+    assert status == "KILLED" and 20 <= epochs < 400 and checkpoint_logged(tmp_path, run_id)
+    assert f"after epoch {epochs}: run {run_id} ended KILLED" in last_line(text)
 
 
 def test_sigterm_to_the_group_in_the_first_epoch_waits_for_the_store_and_ends_killed(tmp_path):
     term = terminal(tmp_path, "trainer.epochs=400", *QUIET)
     assert term.wait_for("training starts"), term.text[-2000:]
     term.signal_group(signal.SIGTERM)  # the MLflow companion may not have made the run yet
-    text = finish(term, 143)
+    text = finish(term, 143, tmp_path)
     ((run_id, status, epochs, _),) = runs(tmp_path)
     assert status == "KILLED" and 1 <= epochs < 400
     assert checkpoint_logged(tmp_path, run_id)
@@ -127,7 +158,7 @@ def test_a_second_ctrl_c_stops_within_the_epoch_and_the_run_stays_killed(tmp_pat
     term.ctrl_c()
     assert term.wait_for("stopping after this epoch")
     term.ctrl_c()
-    text = finish(term, 130)
+    text = finish(term, 130, tmp_path)
     assert "again: stopping at once" in text
     ((run_id, status, epochs, _),) = runs(tmp_path)
     assert status == "KILLED" and epochs >= 1
@@ -143,7 +174,7 @@ def test_ctrl_c_while_the_model_and_plots_are_written_ends_killed_and_resume_wri
     term = terminal(tmp_path, *args)
     assert term.wait_for("training took"), term.text[-2000:]  # the end of the run begins
     term.ctrl_c()
-    text = finish(term, 130)
+    text = finish(term, 130, tmp_path)
     ((run_id, status, epochs, _),) = runs(tmp_path)
     assert status == "KILLED" and epochs == 20
     assert "while the run's end (test split, plots, model) was written" in last_line(text)
@@ -179,7 +210,7 @@ def test_an_interrupted_sweep_ends_killed_on_every_launcher(tmp_path, launcher, 
     else:
         assert term.wait_for(started, 180), term.text[-3000:]
     term.ctrl_c() if sig == "ctrl_c" else term.signal_group(signal.SIGTERM)
-    text = finish(term, 130 if sig == "ctrl_c" else 143)
+    text = finish(term, 130 if sig == "ctrl_c" else 143, tmp_path)
     assert "sweep interrupted by " in last_line(text)
     assert last_line(text).endswith("python -m runner " + " ".join(args))
     parent, *jobs = runs(tmp_path)
@@ -187,18 +218,58 @@ def test_an_interrupted_sweep_ends_killed_on_every_launcher(tmp_path, launcher, 
     assert jobs and all(status == "KILLED" for _, status, _, _ in jobs), jobs
     for run_id, _, epochs, _ in jobs:
         assert 1 <= epochs < 100 and checkpoint_logged(tmp_path, run_id)
-    if launcher not in ("basic", "stacked"):  # (how a sweep goes on is the same on those)
-        return
 
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     statuses = {run_id: (status, epochs) for run_id, status, epochs, _ in runs(tmp_path)}
     assert statuses[parent[0]][0] == "FINISHED"
     assert sum(1 for s in statuses.values() if s == ("FINISHED", 100)) == 2
-    if launcher == "basic":  # an interrupted job goes on in its own run
+    if launcher != "stacked":  # an interrupted job goes on in its own run
         assert all(statuses[run_id] == ("FINISHED", 100) for run_id, *_ in jobs)
     else:  # a stacked group starts over, stacked
         assert "trained 2 jobs stacked" in again.stdout + again.stderr
+
+
+def test_ctrl_c_as_a_sweep_starts_starts_no_job(tmp_path):
+    args = ["-m", "hydra/launcher=joblib", "seed=1,2", "trainer.epochs=100", *QUIET]
+    term = terminal(tmp_path, *args)
+    assert term.wait_for("sweep run \\w+ in experiment"), term.text[-2000:]  # no job yet
+    term.ctrl_c()
+    text = finish(term, 130, tmp_path)
+    parent, *jobs = runs(tmp_path)
+    assert parent[1] == "KILLED" and jobs == []
+    assert "sweep interrupted by Ctrl-C (SIGINT): sweep run" in last_line(text)
+
+
+WATCHED = """
+import os, signal, sys, time
+from runner import signals, sweep_signals
+signals.install()
+sweep_signals.watch_sweep(sys.argv[1])
+try:
+    for pause in (0.05, 1.3, 1.3):  # the first two 50 ms apart: one request (an echo)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(pause)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    print("not interrupted")
+except KeyboardInterrupt as err:
+    print("interrupted by", err.signum)
+"""
+
+
+def test_a_sweep_takes_a_signal_repeated_at_once_as_one_and_a_third_request_stops_waiting(
+    tmp_path,
+):
+    proc = subprocess.run(
+        [sys.executable, "-c", WATCHED, str(tmp_path / "not-made-yet")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.stdout.strip() == "interrupted by 15", proc.stdout + proc.stderr
+    assert proc.stderr.count("no new job starts") == 1, proc.stderr
+    assert proc.stderr.count("SIGTERM again: jobs stop at once") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "not-made-yet" / "interrupted").read_text() == "15"
 
 
 def await_epochs(term: Terminal, cwd: Path, epochs: int, timeout: float = 120) -> None:

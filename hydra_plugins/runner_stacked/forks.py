@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from runner import signals
+from runner import signals, sweep_signals
 
 log = logging.getLogger("runner.sweep")
 Item = TypeVar("Item")
@@ -65,7 +65,7 @@ def in_fork(
         os.close(reader)
         code = 0
         try:
-            signals.child_signals("defer" if interruptible else None)
+            sweep_signals.child_signals("defer" if interruptible else None)
             _child_setup()
             results = work(share)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: its runs are ended KILLED already

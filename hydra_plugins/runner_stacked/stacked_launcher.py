@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.runner_stacked.compose import install
 from hydra_plugins.runner_stacked.forks import MAX_WRITERS, fork_count, in_fork, run_in_forks
-from runner import signals
+from runner import signals, sweep_signals
 
 log = logging.getLogger("runner.sweep")
 JOB_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default
@@ -254,14 +254,21 @@ class StackedLauncher(Launcher):
         try:
             # Ctrl-C (or SIGTERM) stops a stacked group after its epoch, as a solo job: its
             # members end KILLED with their epochs and checkpoints; a second stops it at once.
-            with signals.job_signals(), signals.stop_on_signals():
-                if signals.interrupted():  # the sweep was stopped before this group began
-                    raise signals.Interrupted(signals.interrupted())
+            sweep_dir = members[0].launch.sweep_dir
+            with sweep_signals.job_signals(), signals.stop_on_signals():
+                if sweep_signals.sweep_interrupted(sweep_dir):  # stopped before this began
+                    raise signals.Interrupted(sweep_signals.sweep_interrupted(sweep_dir))
+
+                def should_stop() -> bool:  # a signal here, or a mark left by the sweep
+                    return (
+                        signals.STOP.signum or sweep_signals.sweep_interrupted(sweep_dir)
+                    ) is not None
+
                 outcome = stack_fit(
                     jobs, progress if spec.trainer.progress != "none" else None,
-                    should_stop=lambda: signals.STOP.signum is not None,
+                    should_stop=should_stop,
                 )  # fmt: skip
-                stopped = signals.STOP.signum
+                stopped = signals.STOP.signum or sweep_signals.sweep_interrupted(sweep_dir)
         except Exception as err:  # a case stacking does not handle: the jobs still run
             log.warning(
                 "stacked training of jobs %s failed (%s: %s); they run one at a time",

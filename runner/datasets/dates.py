@@ -80,14 +80,18 @@ def parse(values: pd.Series, name: str, date_format: str) -> pd.Series:
             "or 2021-03-04 17:30"
         )
     text = values.reset_index(drop=True)
-    stamps = pd.to_datetime(text, format=date_format or None, errors="coerce")
+    try:
+        stamps = pd.to_datetime(text, format=date_format or None, errors="coerce")
+    except ValueError:  # dates with several UTC offsets (summer time): compare them in UTC
+        stamps = pd.to_datetime(text, format=date_format or None, errors="coerce", utc=True)
     bad = text.notna() & stamps.isna()
     if bad.any():
+        good = text[~bad & text.notna()]
+        like = f" like {good.iloc[0]!r}" if len(good) else ""
         raise ConfigError(
-            f"data.columns.{name}.date: {text[bad].iloc[0]!r} in column {name!r} is not a date "
-            f"like {text[~bad & text.notna()].iloc[0]!r} (format {date_format}; "
-            f"{int(bad.sum())} such value(s)); fix those cells, or make them gaps with "
-            "data.read.na_values"
+            f"data.columns.{name}.date: {text[bad].iloc[0]!r} in column {name!r} is not a "
+            f"date{like} (format {date_format or 'unknown'}; {int(bad.sum())} such value(s)); "
+            "fix those cells, or make them gaps with data.read.na_values"
         )
     return stamps
 

@@ -113,7 +113,9 @@ def read_header(path: str, read: dict | None = None) -> list[str]:
             raise ConfigError(message) from None
         wanted = options.get("columns") or names
         return [n for n in names if n in wanted]
-    header_only = {k: v for k, v in options.items() if k != "skipfooter"}  # not with nrows
+    # nrows goes with neither skipfooter nor the pyarrow engine: the header is read by the
+    # default one (the same names).
+    header_only = {k: v for k, v in options.items() if k not in ("skipfooter", "engine")}
     columns = _read(function, file, path, {**header_only, "nrows": 0}).columns
     check_header(columns, file, path, function, options)
     return [str(c) for c in columns]
@@ -181,8 +183,9 @@ def _repeated_names(
     if not suspects or "names" in options or not isinstance(header, (int, str)):
         return []
     row = 0 if header == "infer" else int(header)
-    raw_options = {k: v for k, v in options.items() if k in HEADER_OPTIONS}
-    raw = function(file, header=None, nrows=row + 1, dtype=str, **raw_options)
+    raw_options = {k: v for k, v in options.items() if k in HEADER_OPTIONS and k != "engine"}
+    raw = _read(function, file, str(file), {**raw_options, "header": None, "nrows": row + 1,
+                                            "dtype": str})  # fmt: skip
     values = [str(v) for v in raw.iloc[row].tolist()]
     return sorted({v for v in values if values.count(v) > 1})
 

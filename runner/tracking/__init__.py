@@ -37,6 +37,7 @@ class Tracker(Protocol):
     run_id: str | None  # None until the run has started (the companion says so later)
     experiment_id: str | None  # likewise
     final_status: str | None  # the status the store took when the run ended (None: not yet)
+    handed_off: str | None  # the status the MLflow companion was left to write on its own
 
     def run(
         self,
@@ -91,6 +92,10 @@ class Tracker(Protocol):
 
     def flush(self) -> None:
         """Write every metric point sent so far."""
+
+    def settle(self) -> None:
+        """Block until every call made so far has taken effect (the model and plots are
+        stored); raise the first error among them."""
 
     def check_errors(self) -> None:
         """Raise the first error a logging call reported so far (in-process: none pending)."""

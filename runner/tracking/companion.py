@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from runner import signals
 from runner.errors import ArtifactStoreError, RunError, always_ended
 from runner.signals import shielded
 from runner.spec import TrackingSpec
@@ -43,6 +44,10 @@ ABANDON_WAIT_SECONDS = 30.0  # for a companion that must still end a started run
 
 class CompanionError(RunError):
     """A tracking call failed in the companion process (its message says which and why)."""
+
+
+class CompanionLeft(CompanionError):
+    """Asked twice to stop while waiting for the companion: it finishes on its own."""
 
 
 def use_companion() -> bool:
@@ -66,6 +71,9 @@ class Companion:
         self._inbox: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
         self._broken = False  # its stdin closed under us: it has exited
+        self._gone = threading.Event()  # its stdout closed: nothing more will come
+        self.left = False  # this process stopped waiting for it (it finishes alone)
+        self._warned = False
         threading.Thread(target=self._read_all, name="companion-reader", daemon=True).start()
         self._writer = threading.Thread(target=self._write_all, name="companion-writer")
         self._writer.daemon = True
@@ -76,7 +84,7 @@ class Companion:
             while True:
                 self._inbox.put(pickle.load(self.proc.stdout))
         except (EOFError, OSError, pickle.UnpicklingError):
-            self._inbox.put(("exit", None))
+            self._gone.set()  # every later read answers "exit", however often it is asked
 
     def _write_all(self) -> None:
         try:
@@ -97,14 +105,46 @@ class Companion:
             if method == "start":
                 self.run_requested = True
 
-    def read(self, block: bool) -> tuple[str, Any] | None:
-        """The next message (None if none is waiting and `block` is False)."""
+    def read(self, block: bool, noted: int | None = None) -> tuple[str, Any] | None:
+        """The next message (None if none is waiting and `block` is False). `noted`: the
+        count of signals noted when a shielded wait began (see `_patience`)."""
         while True:
             try:
                 return self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
             except queue.Empty:
+                if self._gone.is_set() and self._inbox.empty():
+                    return ("exit", None)
                 if not block:
                     return None
+                self._patience(noted)
+
+    def _patience(self, noted: int | None) -> None:
+        """In a wait that signals cannot cut (a run's end): a first Ctrl-C says what is
+        waited for, a second leaves the companion to finish alone (its own session keeps
+        it going; it ends the run as told, or KILLED)."""
+        if noted is None:
+            return
+        asked = signals.noted() - noted
+        if asked >= 2:
+            self.left = True
+            raise CompanionLeft(f"left the MLflow process (pid {self.proc.pid}) to finish alone")
+        if asked == 1 and not self._warned:
+            self._warned = True
+            log.warning(
+                "the MLflow process (pid %d) is still writing to the store; Ctrl-C again "
+                "leaves it to finish alone", self.proc.pid,
+            )  # fmt: skip
+
+    def _wait_exit(self, seconds: float | None = None) -> None:
+        """Wait for the companion to exit (at most `seconds`), patient as `_patience`."""
+        noted, deadline = signals.noted(), None if seconds is None else time.monotonic() + seconds
+        while self.proc.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.proc.args, seconds or 0)
+            try:
+                self.proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                self._patience(noted)
 
     def exited(self) -> str:
         """What to say of a companion that has gone."""
@@ -120,15 +160,20 @@ class Companion:
             self._outbox.put(None)
 
     def release(self) -> None:
-        """Let an unused (config error, skipped job) or finished companion exit."""
+        """Let an unused (config error, skipped job) or finished companion exit, and wait
+        for it (not if it was left to finish alone)."""
         with shielded(deliver=False):
             self._close_input()
-            self.proc.wait()
+            if not self.left:
+                try:
+                    self._wait_exit()
+                except CompanionLeft:
+                    pass
 
     def abandon(self) -> None:
         """This process is stopping: a companion never asked to start a run is stopped now;
         one that was gets the calls queued, sees its stdin close, ends that run KILLED (if
-        no end was sent) and is waited for."""
+        no end was sent) and is waited for a while (then it goes on alone)."""
         if not self.run_requested:
             self.proc.kill()
             self.proc.wait()
@@ -136,9 +181,13 @@ class Companion:
         with shielded(deliver=False):
             self._close_input()
             try:
-                self.proc.wait(timeout=ABANDON_WAIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                log.error("the MLflow process is still ending the run; it goes on alone")
+                self._wait_exit(ABANDON_WAIT_SECONDS)
+            except (subprocess.TimeoutExpired, CompanionLeft):
+                self.left = True
+                log.error(
+                    "the MLflow process (pid %d) is still ending the run; it goes on alone",
+                    self.proc.pid,
+                )  # fmt: skip
 
 
 def spawn_companion() -> Companion:
@@ -170,6 +219,7 @@ class CompanionTracker:
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.final_status: str | None = None  # as the store confirmed it
+        self.handed_off: str | None = None  # the status the companion writes on its own
         self._warm = False
         self.uri = store_location(spec)[0]
         self._send("open", spec)
@@ -256,6 +306,13 @@ class CompanionTracker:
         """Have the companion write every metric point sent so far."""
         self._send("flush")
 
+    def settle(self) -> None:
+        """Wait until the companion has run every call sent (it stores the plots and the
+        model); raise the first error it reported meanwhile."""
+        _, failure = self._ask_collecting("sync")
+        if failure is not None:
+            raise failure
+
     def check_errors(self) -> None:
         """Take in what the companion has said so far; raise the first error it reported."""
         while (message := self._companion.read(block=False)) is not None:
@@ -294,8 +351,9 @@ class CompanionTracker:
         result and the first error reported meanwhile (a gone companion still raises)."""
         self._send(method, *args, reply=True)
         first: Exception | None = None
+        noted = signals.noted()
         while True:
-            kind, value = message = self._companion.read(block=True)
+            kind, value = message = self._companion.read(block=True, noted=noted)
             if kind == "reply":
                 return value, first
             if kind == "exit":
@@ -322,13 +380,20 @@ class CompanionTracker:
         sent has run (a failure among them makes a FINISHED run FAILED), then have the
         companion write it, and keep the status the store confirmed."""
         failure: Exception | None = None
+        end_failure: Exception | None = None
+        end_sent = False
         try:
             _, failure = self._ask_collecting("sync")
             if failure is not None and status == "FINISHED":
                 status, error, trace = "FAILED", f"{type(failure).__name__}: {failure}", None
             else:
                 failure = None  # the run's own error is what is reported
+            end_sent = True
             self.final_status, end_failure = self._ask_collecting("end", status, error, trace)
+        except CompanionLeft:  # the companion ends the run as told, on its own
+            if not end_sent:
+                self._send("end", status, error, trace)
+            self.handed_off = status
         finally:
             self._companion.release()
         if failure is not None:

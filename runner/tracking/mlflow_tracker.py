@@ -16,6 +16,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunI
 
 from runner import tags as run_tags
 from runner.errors import ArtifactStoreError, always_ended
+from runner.signals import shielded
 from runner.spec import TrackingSpec
 from runner.tracking import quiet_third_party_logs, store_label
 from runner.tracking.store import Store, retry_store_write
@@ -70,6 +71,7 @@ class MlflowTracker:
         self.run_id: str | None = None
         self.run_name = self.artifact_uri = ""  # known once the run has started
         self.final_status: str | None = None  # as the store took it
+        self.handed_off: str | None = None  # (in this process a run's end is never left)
         self._in_sweep = False  # the run is a sweep's job
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
@@ -202,6 +204,9 @@ class MlflowTracker:
     def check_errors(self) -> None:
         """Nothing is pending in-process: a failed call has raised already."""
 
+    def settle(self) -> None:
+        """Every call has taken effect already (in this process)."""
+
     def wait_imports(self) -> None:
         """mlflow is imported already."""
 
@@ -273,12 +278,19 @@ class MlflowTracker:
     @contextmanager
     def _active(self) -> Iterator[None]:
         """The run as MLflow's active run, for the model loggers only; it is left RUNNING
-        (MLflow's end_run would end it FINISHED) and this process decides its end."""
-        mlflow.start_run(run_id=self.run_id)
+        (MLflow's end_run would end it FINISHED) and this process decides its end. Ctrl-C
+        cannot fall between its start and the guard that takes it back (MLflow's exit hook
+        would end a run left active FINISHED)."""
+        active = False
         try:
+            with shielded():
+                mlflow.start_run(run_id=self.run_id)
+                active = True
             yield
         finally:
-            mlflow.end_run(status="RUNNING")
+            if active:
+                with shielded():
+                    mlflow.end_run(status="RUNNING")
 
     def _log_model(self, model: Any, input_example: Any) -> None:
         import mlflow.pytorch
