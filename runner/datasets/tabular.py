@@ -457,9 +457,18 @@ def split_size_problem(key: str, size: Any) -> str | None:
 
 
 def csv_problems(args: dict[str, Any]) -> list[str]:
-    """The csv loader's rules that need no data (its split sizes), for the validator."""
+    """The csv loader's rules that need no data (its split sizes, the form of `columns`),
+    for the validator."""
     sizes = {name: args[name] for name in ("test_size", "val_size") if name in args}
-    return [p for name, size in sizes.items() if (p := split_size_problem(f"data.{name}", size))]
+    found = [p for name, size in sizes.items() if (p := split_size_problem(f"data.{name}", size))]
+    columns = args.get("columns")
+    if columns is not None and not isinstance(columns, dict):
+        found.append(
+            f"data.columns: {columns!r} is not a mapping; give each column its transform, "
+            "e.g. {cylinders: standardize, car_name: drop} (a column not listed is kept: "
+            "`numeric` if numeric, else onehot)"
+        )
+    return found
 
 
 def _count(size: float, n_rows: int, key: str) -> int:
