@@ -42,18 +42,19 @@ def interrupt_message(err: KeyboardInterrupt) -> str:
         what += f" during epoch {epoch + 1}"
     elif epoch:
         what += f" after epoch {epoch}"
+    logged = f"{epoch} epoch{'' if epoch == 1 else 's'} logged"
     if stop.run_status:
-        line = f"{what}: run {stop.run_id} ended {stop.run_status} with {epoch} epochs logged"
+        line = f"{what}: run {stop.run_id} ended {stop.run_status} with {logged}"
     elif stop.handed_off:
         line = f"{what}: run {stop.run_id} is left to the MLflow process, which ends it "
-        line += f"{stop.handed_off} with {epoch} epochs logged"
+        line += f"{stop.handed_off} with {logged}"
     else:
         line = f"{what}: run {stop.run_id} could not be ended"
     saved, command = stop.checkpoint_epoch, stop.command
     if not command:
         return line
     if not saved:
-        return f"{line}; it has no checkpoint yet, so the same command starts it over"
+        return f"{line}; it has no checkpoint to continue from (the same command starts anew)"
     if saved < epoch:
         return f"{line}; continue it from its checkpoint of epoch {saved} with: {command}"
     return f"{line}; continue it with: {command}"

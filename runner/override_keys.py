@@ -111,8 +111,33 @@ def override_problems(lines: list[str], dirs: list[Path], compose: Compose) -> l
         if failing:  # in a sweep, perhaps with some choices only: say which
             some = len(failing) < len(configs)
             note = f" in the jobs with {', '.join(label for label, _ in failing)}" if some else ""
-            problems.append(_config_problem(override, failing[0][1], note))
+            problem = _config_problem(override, failing[0][1], note)
+            problems.append(_with_choices_that_set(problem, override.key_or_group, dirs))
     return problems
+
+
+def _with_choices_that_set(problem: str, key: str, dirs: list[Path]) -> str:
+    """An optimizer's or schedule's key that other choices of its group set
+    (`scheduler.step_size` with scheduler=none): the `+` hint would add an argument the
+    chosen one does not take, so name those choices instead."""
+    group, _, rest = key.partition(".")
+    # (Only where the choice is the component whose arguments these are; a model or data
+    # file's keys, such as model.l1, hold for every choice.)
+    if group not in ("optim", "scheduler") or "adds a key the config does not set" not in problem:
+        return problem
+    top = rest.split(".")[0]
+    setting = [
+        choice
+        for choice in group_options(group, dirs) or []
+        for folder in dirs
+        if (file := folder / group / f"{choice}.yaml").is_file()
+        and top in (yaml.safe_load(file.read_text()) or {})
+    ]
+    if not setting:
+        return problem
+    head = problem.rpartition(";")[0]
+    shown = ", ".join(f"{group}={c}" for c in dict.fromkeys(setting))
+    return f"{head}; {top!r} belongs to {shown}: choose one of those first"
 
 
 def shaping_overrides(lines: list[str], dirs: list[Path]) -> list[str]:

@@ -137,7 +137,7 @@ def test_a_key_the_config_lacks_fails_only_the_jobs_without_it(tmp_path, monkeyp
         "checkpoint_every, data_path, deterministic, epochs, grad_clip, log_model, "
         "num_workers, on_nan, plots, progress, threads.",
         "    - optim.momentum: unknown key. Keys of optim: betas, lr, name, weight_decay; "
-        "+optim.momentum=0.9 adds a key the config does not set.",
+        "'momentum' belongs to optim=rmsprop, optim=sgd: choose one of those first",
         "2 jobs checked, 2 failed",
     ]
     assert main(["-m", "optim=sgd,adam", "optim.momentum=0.9"]) == 1

@@ -164,7 +164,7 @@ def test_a_second_ctrl_c_stops_within_the_epoch_and_the_run_stays_killed(tmp_pat
     assert status == "KILLED" and epochs >= 1
     line = last_line(text)
     assert f"during epoch {epochs + 1}: run {run_id} ended KILLED with {epochs} epochs" in line
-    assert line.endswith("it has no checkpoint yet, so the same command starts it over")
+    assert line.endswith("it has no checkpoint to continue from (the same command starts anew)")
 
 
 def test_ctrl_c_while_the_model_and_plots_are_written_ends_killed_and_resume_writes_them(

@@ -157,3 +157,15 @@ def test_a_users_config_dir_is_composed_in(launch_folder: Path):
     assert problems(*argv, "model.layers.0.out_features=2") == []
     (line,) = problems(*argv, "model.layers.0.out_feature=2")
     assert "Did you mean 'out_features'? Keys of model.layers.0: layer, out_features." in line
+
+
+def test_a_key_only_other_choices_of_the_group_set_names_those_choices_not_plus():
+    # `+scheduler.step_size=5` with the constant rate would be a setting nobody reads.
+    (line,) = problems("scheduler.step_size=5")
+    assert line.endswith("'step_size' belongs to scheduler=step: choose one of those first")
+    (line,) = problems("optim.momentum=0.9")  # Adam has no momentum; SGD and RMSprop do
+    assert "'momentum' belongs to optim=rmsprop, optim=sgd" in line
+    cfg = copy.deepcopy(GOOD)
+    cfg["scheduler"] = {"name": "none", "step_size": 5}  # what the `+` form composes
+    with pytest.raises(ConfigError, match="scheduler 'none' .* takes no arguments"):
+        validate(cfg)

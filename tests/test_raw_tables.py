@@ -462,3 +462,10 @@ def test_a_raw_table_with_dates_infinities_and_a_boolean_target_trains_and_logs(
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     pred = np.asarray(model.predict(frame.drop(columns=["busy"]).head(5)))
     assert pred.dtype == np.bool_
+
+
+def test_an_encoding_python_does_not_know_names_the_read_option(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,y\n1,2\n3,4\n")
+    with pytest.raises(ConfigError, match=r"^data.read.encoding: 'latin-9' is not an encoding"):
+        tabular.csv(str(path), target="y", read={"encoding": "latin-9"})

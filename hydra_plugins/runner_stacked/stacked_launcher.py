@@ -284,7 +284,11 @@ class StackedLauncher(Launcher):
             raise
         progress.close()
         seconds = time.perf_counter() - started
-        log.info("trained %d jobs stacked in %.2f s", len(jobs), seconds)
+        trained = max(len(result.history) for result in outcome)
+        log.info(
+            "trained %d jobs stacked in %.2f s%s", len(jobs), seconds,
+            f" (stopped after epoch {trained})" if stopped is not None else "",
+        )  # fmt: skip
         run_ids = opening() if opening is not None else {}
         items = list(zip(indices, prepared, members, outcome, strict=True))
 

@@ -31,6 +31,7 @@ RESERVED = {
     "chunksize": "the whole table is read at once",
 }
 # What reading the raw header row again keeps of `data.read`: how the text is split.
+READ_HERE = ("nrows",)  # what the runner adds to read a header alone
 HEADER_OPTIONS = (
     "sep", "delimiter", "encoding", "encoding_errors", "skiprows", "quotechar", "comment",
     "skipinitialspace", "compression", "lineterminator", "escapechar", "dialect", "engine",
@@ -136,9 +137,15 @@ def _read(
             f"data.read.encoding: {path!r} is not {err.encoding} text ({err.reason} at byte "
             f"{err.start}); set data.read.encoding, e.g. latin-1 or cp1252"
         ) from None
+    except LookupError as err:  # an encoding Python does not know
+        raise ConfigError(
+            f"data.read.encoding: {options.get('encoding')!r} is not an encoding Python knows "
+            f"({err}); e.g. utf-8, latin-1, cp1252"
+        ) from None
     except (ValueError, TypeError, OSError, pd.errors.ParserError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        shown = f" with data.read {options}" if options else ""
+        given = {k: v for k, v in options.items() if k not in READ_HERE}  # the user's own
+        shown = f" with data.read {given}" if given else ""
         raise ConfigError(
             f"data.read: pandas.{function.__name__} could not read {path!r}{shown}: {message}"
         ) from None
@@ -168,7 +175,8 @@ def check_header(
     if repeated:
         raise ConfigError(
             f"data.path: {path!r} repeats the column name(s) {', '.join(map(repr, repeated))}; "
-            "rename them in the file's header, or give data.read.names"
+            "rename them in the file's header, or name every column with data.read: "
+            "{names: [...], header: 0} (the header row is then skipped)"
         )
 
 

@@ -387,6 +387,13 @@ def _scheduler(problems: _Problems, cfg: Any) -> Component | None:
     """An optional LR scheduler; absent, null or name 'none' means a constant rate."""
     name = cfg.get("type", cfg.get("name")) if isinstance(cfg, dict) else cfg
     if name in (None, "none"):
+        extra = sorted(k for k in cfg if k not in ("name", "type")) if isinstance(cfg, dict) else []
+        if extra:  # a setting the constant rate would silently drop
+            problems.add(
+                f"scheduler.{extra[0]}: scheduler 'none' (a constant rate) takes no "
+                f"arguments; choose a schedule first, e.g. scheduler=step scheduler."
+                f"{extra[0]}=..., from: {', '.join(n for n in SCHEDULERS.names())}"
+            )
         return None
     provided = {"optimizer"}
     if isinstance(name, str) and name in SCHEDULERS:
