@@ -163,7 +163,8 @@ def test_a_second_ctrl_c_stops_within_the_epoch_and_the_run_stays_killed(tmp_pat
     ((run_id, status, epochs, _),) = runs(tmp_path)
     assert status == "KILLED" and epochs >= 1
     line = last_line(text)
-    assert f"during epoch {epochs + 1}: run {run_id} ended KILLED with {epochs} epochs" in line
+    logged = f"{epochs} epoch{'' if epochs == 1 else 's'} logged"
+    assert f"during epoch {epochs + 1}: run {run_id} ended KILLED with {logged}" in line
     assert line.endswith("it has no checkpoint to continue from (the same command starts anew)")
 
 
