@@ -26,9 +26,9 @@ def interrupt_message(err: KeyboardInterrupt) -> str:
     and how to continue it ('' in a sweep, whose own line follows)."""
     stop = signals.interruption(err)
     what = f"interrupted by {signals.signal_name(stop.signum)}"
+    if sweep_signals.in_launching_process():
+        return ""  # the sweep's own line follows, naming its runs
     if stop.run_id is None:
-        if sweep_signals.in_launching_process():
-            return ""
         ended = signals.last_run()
         return f"{what} after run {ended[0]} ended {ended[1]}" if ended else (
             f"{what}; no run was recorded"

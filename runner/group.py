@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import signal
 from dataclasses import dataclass
 
 from hydra.core.hydra_config import HydraConfig
@@ -123,15 +124,17 @@ def finish_member(
     tracker: Tracker,
     run_id: str | None = None,
     stopped: int | None = None,
+    at_once: bool = False,
 ) -> float | None:
     """Log one member's run as a solo job would, from what the stacked training gave it (in
     the run `open_member` made, if given); a failure is logged and recorded on its run
     (FAILED), and the sweep goes on. `stopped`: the signal that stopped the group after its
-    last epoch: the run ends KILLED with its epochs and checkpoint, as a solo job's."""
+    last epoch (`at_once`: within the next one, its weights mid-epoch, so no checkpoint):
+    the run ends KILLED with its epochs, as a solo job's."""
     try:
         return _log_member(
             member, result.history, result.error, train_seconds, group_size, tracker, run_id,
-            stopped,
+            stopped, at_once,
         )  # fmt: skip
     except Interrupted as err:
         log.warning(
@@ -153,6 +156,7 @@ def _log_member(
     tracker: Tracker,
     run_id: str | None,
     stopped: int | None = None,
+    at_once: bool = False,
 ) -> float | None:
     job, launch = member.job, member.launch
     assert job is not None
@@ -163,6 +167,8 @@ def _log_member(
             recipe.log_inputs(job, launch, tracker)
         for epoch, row in enumerate(history, start=1):
             tracker.log_metrics(row, step=epoch)
+        if at_once:  # no state to continue from: the weights were mid-epoch
+            raise Interrupted(stopped or signal.SIGINT, len(history), at_once=True)
         # The member's weights and optimizer state were written back into its trainer: its
         # checkpoint resumes like a solo run's (the last good state, if it failed).
         path = launch.checkpoint_path

@@ -180,7 +180,8 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
             log.info("every epoch is trained: writing the run's end (test split, plots, model)")
         epochs = EpochHandler(job, tracker, launch)
         started = time.perf_counter()
-        log.info("training starts")
+        if resume is None or resume["epoch"] < spec.trainer.epochs:
+            log.info("training starts")
         try:
             history = fit(
                 job.trainer, job.data, job.generator, epochs,
@@ -335,9 +336,11 @@ class EpochHandler:
         self.job, self.tracker, self.path = job, tracker, launch.checkpoint_path
         self.sweep_dir = launch.sweep_dir  # a sweep's interruption is marked there
         spec = job.spec
+        left = not job.resume or job.resume["epoch"] < spec.trainer.epochs  # epochs to train
         self.progress = EpochProgress(
-            spec.trainer.epochs, spec.trainer.progress, f"{spec.model.name}/{spec.optim.name}"
-        )
+            spec.trainer.epochs, spec.trainer.progress if left else "none",
+            f"{spec.model.name}/{spec.optim.name}",
+        )  # fmt: skip
         self.seen = list(job.resume["history"]) if job.resume else []
         self.saved_epoch = job.resume["epoch"] if job.resume else None  # last checkpoint
         self.stopping: int | None = None  # the epoch a signal stops the run after

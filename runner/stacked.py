@@ -20,6 +20,7 @@ import copy
 import inspect
 import math
 import re
+import signal
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from runner.errors import RunError
 from runner.loop import EVAL_CHUNK, choose_data_path
 from runner.metrics import align
+from runner.signals import Interrupted
 
 if TYPE_CHECKING:
     from runner.job import Job
@@ -68,6 +70,15 @@ StackedForward = Callable[[dict[str, torch.Tensor], torch.Tensor, bool], torch.T
 
 class NotStackable(RunError):
     """The jobs cannot be trained as one stacked model (the message says which key)."""
+
+
+class StackInterrupted(Interrupted):
+    """A signal stopped stacked training at once: each member's rows of the epochs every
+    member finished (the weights are mid-epoch: no state is written back)."""
+
+    def __init__(self, err: KeyboardInterrupt, results: list[MemberResult], epoch: int) -> None:
+        super().__init__(getattr(err, "signum", None) or signal.SIGINT, epoch, at_once=True)
+        self.results = results
 
 
 @dataclass
@@ -512,95 +523,109 @@ def stack_fit(
             stack.optimizer.step()
         return [loss.detach(), out.detach(), norms]
 
-    for epoch in range(1, t0.epochs + 1):
-        base.train()
-        # Each member draws its order exactly as its solo fit does: CPU generator, then device.
-        orders = torch.stack(
-            [torch.randperm(n, generator=jobs[k].generator).to(device) for k in stack.members]
-        )
-        x_epoch, y_epoch = x_train[orders], y_train[orders]  # [K, n, ...]
-        at_start = list(stack.members)
-        # Per step: the live members and their [loss, output, norm]; kept as tensors, no sync.
-        steps: list[tuple[list[int], list[torch.Tensor | None]]] = []
-        for start in range(0, n, bs):
-            rows: list[int] | slice = slice(None)  # nobody left this epoch: no gather
-            if len(stack.members) != len(at_start):  # (tested first: index() is O(K) per member)
-                rows = [at_start.index(k) for k in stack.members]
-            xb, yb = x_epoch[rows, start : start + bs], y_epoch[rows, start : start + bs]
-            result = step(xb, yb, epoch)
-            if not result:
+    finished = 0  # the last epoch every live member has its row for
+    try:
+        for epoch in range(1, t0.epochs + 1):
+            base.train()
+            # Each member draws its order exactly as its solo fit does: CPU generator, then device.
+            orders = torch.stack(
+                [torch.randperm(n, generator=jobs[k].generator).to(device) for k in stack.members]
+            )
+            x_epoch, y_epoch = x_train[orders], y_train[orders]  # [K, n, ...]
+            at_start = list(stack.members)
+            # Per step: the live members and their [loss, output, norm]; kept as tensors, no sync.
+            steps: list[tuple[list[int], list[torch.Tensor | None]]] = []
+            for start in range(0, n, bs):
+                rows: list[int] | slice = slice(None)  # nobody left this epoch: no gather
+                # (tested first: index() is O(K) per member)
+                if len(stack.members) != len(at_start):
+                    rows = [at_start.index(k) for k in stack.members]
+                xb, yb = x_epoch[rows, start : start + bs], y_epoch[rows, start : start + bs]
+                result = step(xb, yb, epoch)
+                if not result:
+                    break
+                steps.append((list(stack.members), result))
+            if not stack.members:
                 break
-            steps.append((list(stack.members), result))
-        if not stack.members:
-            break
-        # Each step's values for the members live now, as [steps, K] (a gather only if some
-        # member was cut out during the epoch).
-        live = stack.members
+            # Each step's values for the members live now, as [steps, K] (a gather only if some
+            # member was cut out during the epoch).
+            live = stack.members
 
-        step_losses = torch.stack(_column(steps, live, 0)).double()  # [steps, K]
-        train_losses = (weights @ step_losses).tolist()  # float64 batch-size weights, as fit
-        # [K, n, ...] in batch order (the last batch may be smaller)
-        out_epoch = torch.cat(_column(steps, live, 1), dim=1)
-        penalties = (
-            (strengths[live] * (weights @ torch.stack(_column(steps, live, 2)).double())).tolist()
-            if l1_names
-            else None
-        )
-        base.eval()
-        with torch.inference_mode():
-            val_out = (
-                torch.cat(
-                    [
-                        batched_forward(stack.params, stack.buffers, x_val[i : i + EVAL_CHUNK])
-                        for i in range(0, len(x_val), EVAL_CHUNK)
-                    ],
-                    dim=1,
-                )
-                if len(x_val)
+            step_losses = torch.stack(_column(steps, live, 0)).double()  # [steps, K]
+            train_losses = (weights @ step_losses).tolist()  # float64 batch-size weights, as fit
+            # [K, n, ...] in batch order (the last batch may be smaller)
+            out_epoch = torch.cat(_column(steps, live, 1), dim=1)
+            penalties = (
+                (
+                    strengths[live] * (weights @ torch.stack(_column(steps, live, 2)).double())
+                ).tolist()
+                if l1_names
                 else None
             )
-            # Every member's metrics at once (as each solo fit computes its own).
-            y_live = y_epoch if live == at_start else y_epoch[[at_start.index(k) for k in live]]
-            train_metrics = t0.metrics.compute_each(out_epoch, y_live)
-            if val_out is not None and len(y_val):
-                y_each = y_val.expand(len(live), *y_val.shape)
-                val_metrics = [
-                    {"loss": loss} | metrics
-                    for loss, metrics in zip(
-                        losses(val_out, y_each).tolist(),
-                        t0.metrics.compute_each(val_out, y_val, shared=True),
-                        strict=True,
+            base.eval()
+            with torch.inference_mode():
+                val_out = (
+                    torch.cat(
+                        [
+                            batched_forward(stack.params, stack.buffers, x_val[i : i + EVAL_CHUNK])
+                            for i in range(0, len(x_val), EVAL_CHUNK)
+                        ],
+                        dim=1,
                     )
-                ]
-            else:
-                val_metrics = [{} for _ in live]
-        failed, errors = [], []
-        for pos, k in enumerate(live):
-            t = jobs[k].trainer
-            if not math.isfinite(train_losses[pos]):
-                values = step_losses[:, pos].tolist()
-                batch = next(i for i, v in enumerate(values) if not math.isfinite(v)) + 1
-                failed.append(pos)
-                errors.append(f"loss became {train_losses[pos]} at epoch {epoch}, batch {batch}")
-                continue
-            row = {"train_loss": train_losses[pos]}
-            if penalties is not None:  # without L1 the total is the loss itself
-                row["train_total_loss"] = train_losses[pos] + penalties[pos]
-            row |= {f"train_{m}": v for m, v in train_metrics[pos].items()}
-            row |= {f"val_{m}": v for m, v in val_metrics[pos].items()}
-            if t.scheduler is not None:  # as the solo fit: the rate this epoch used
-                row["lr"] = _lr(t)
-            results[k].history.append(row)
-            if on_epoch is not None:
-                on_epoch(k, epoch, row)
-        if failed:
-            fail(failed, epoch, errors)
-        if not stack.members:
-            break
-        if t0.scheduler is not None:
-            _step_schedules([jobs[k].trainer for k in stack.members], stack.optimizer, per_member)
-        if should_stop is not None and should_stop():
-            break
+                    if len(x_val)
+                    else None
+                )
+                # Every member's metrics at once (as each solo fit computes its own).
+                y_live = y_epoch if live == at_start else y_epoch[[at_start.index(k) for k in live]]
+                train_metrics = t0.metrics.compute_each(out_epoch, y_live)
+                if val_out is not None and len(y_val):
+                    y_each = y_val.expand(len(live), *y_val.shape)
+                    val_metrics = [
+                        {"loss": loss} | metrics
+                        for loss, metrics in zip(
+                            losses(val_out, y_each).tolist(),
+                            t0.metrics.compute_each(val_out, y_val, shared=True),
+                            strict=True,
+                        )
+                    ]
+                else:
+                    val_metrics = [{} for _ in live]
+            failed, errors = [], []
+            for pos, k in enumerate(live):
+                t = jobs[k].trainer
+                if not math.isfinite(train_losses[pos]):
+                    values = step_losses[:, pos].tolist()
+                    batch = next(i for i, v in enumerate(values) if not math.isfinite(v)) + 1
+                    failed.append(pos)
+                    errors.append(
+                        f"loss became {train_losses[pos]} at epoch {epoch}, batch {batch}"
+                    )
+                    continue
+                row = {"train_loss": train_losses[pos]}
+                if penalties is not None:  # without L1 the total is the loss itself
+                    row["train_total_loss"] = train_losses[pos] + penalties[pos]
+                row |= {f"train_{m}": v for m, v in train_metrics[pos].items()}
+                row |= {f"val_{m}": v for m, v in val_metrics[pos].items()}
+                if t.scheduler is not None:  # as the solo fit: the rate this epoch used
+                    row["lr"] = _lr(t)
+                results[k].history.append(row)
+                if on_epoch is not None:
+                    on_epoch(k, epoch, row)
+            if failed:
+                fail(failed, epoch, errors)
+            if not stack.members:
+                break
+            if t0.scheduler is not None:
+                _step_schedules(
+                    [jobs[k].trainer for k in stack.members], stack.optimizer, per_member
+                )
+            finished = epoch
+            if should_stop is not None and should_stop():
+                break
+    except KeyboardInterrupt as err:  # stopped at once (a second Ctrl-C): keep what is whole
+        for result in results:
+            del result.history[finished:]
+        raise StackInterrupted(err, results, finished) from None
     for pos, k in enumerate(stack.members):
         finals[k] = stack.member_state(pos)
     for k, job in enumerate(jobs):

@@ -182,6 +182,7 @@ class SweepCallback(Callback):
         self.running = False  # the parent run is open: on_multirun_end has not ended it
         self.started = 0.0
         self.command = "python -m runner -m"  # the sweep's command line, to run it again
+        self.resumed = False  # the parent run is an earlier launch's, reopened
         self.sweep_dir: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -190,6 +191,12 @@ class SweepCallback(Callback):
         the jobs after their epoch and starts no new one (runner.signals)."""
         self.command = command(sys.argv[1:])  # what the user typed, launcher choice included
         sweep_signals.watch_sweep(Path(config.hydra.sweep.dir).resolve())
+        # joblib's workers are ended at once when the sweep is over; the semaphores a
+        # progress bar made there are the OS's to free, not worth the warning Python's
+        # resource tracker prints for them after the sweep's last line.
+        os.environ["PYTHONWARNINGS"] = ",".join(
+            filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:resource_tracker:UserWarning"])
+        )
         try:
             self._start(config)
         except Exception as err:
@@ -219,6 +226,7 @@ class SweepCallback(Callback):
         swept = swept_keys(config)
         run_id = None
         try:
+            self.resumed = bool(previous)
             if previous:
                 run_id = previous[0].info.run_id
                 client.update_run(run_id, status="RUNNING")
@@ -262,7 +270,8 @@ class SweepCallback(Callback):
 
     def _end_interrupted(self, signum: int | None) -> None:
         """End the parent run KILLED and say, in one line, what the jobs became and the
-        command that continues the sweep."""
+        command that continues the sweep. A sweep stopped by an error before any job ran
+        (Hydra refusing a job's overrides) leaves no run: its error says it all."""
         from mlflow.tracking import MlflowClient
 
         assert self.info is not None
@@ -271,8 +280,11 @@ class SweepCallback(Callback):
         what = f"interrupted by {signals.signal_name(signum)}" if signum else "stopped"
         try:
             client = MlflowClient(uri)
-            client.set_terminated(run_id, status="KILLED")
             counts = self._job_counts(client)
+            if signum is None and not counts and not self.resumed:
+                client.delete_run(run_id)
+                return
+            client.set_terminated(run_id, status="KILLED")
         except Exception as err:
             _print_failure(f"the sweep run {run_id} could not be ended KILLED", err)
             return

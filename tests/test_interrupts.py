@@ -178,8 +178,12 @@ def test_ctrl_c_while_the_model_and_plots_are_written_ends_killed_and_resume_wri
     text = finish(term, 130, tmp_path)
     ((run_id, status, epochs, _),) = runs(tmp_path)
     assert status == "KILLED" and epochs == 20
-    assert "while the run's end (test split, plots, model) was written" in last_line(text)
-    command, _ = RESUME.search(last_line(text)).groups()
+    line = last_line(text)
+    assert (
+        f"while the run's end (test split, plots, model) was written: run {run_id} ended "
+        "KILLED with 20 epochs logged; continue it with: " in line
+    )
+    command, _ = RESUME.search(line).groups()
     resumed = run_cli(*command.split()[3:], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "every epoch is trained: writing the run's end" in resumed.stdout
@@ -187,6 +191,9 @@ def test_ctrl_c_while_the_model_and_plots_are_written_ends_killed_and_resume_wri
     assert (status, epochs) == ("FINISHED", 20)
     client = MlflowClient(store_uri(tmp_path))
     assert "plots/learning_curves.png" in {a.path for a in client.list_artifacts(run_id, "plots")}
+    experiment = client.get_experiment_by_name("xor").experiment_id
+    models = client.search_logged_models([experiment], f"source_run_id = '{run_id}'")
+    assert len(models) == 1  # (if the model was stored before the stop, not stored again)
 
 
 LAUNCHERS = {

@@ -24,6 +24,7 @@ from runner.stack_plan import (
 )
 from runner.stacked import (
     NotStackable,
+    StackInterrupted,
     fast_forward,
     member_losses,
     stack_fit,
@@ -454,3 +455,25 @@ def test_member_losses_are_each_members_solo_loss(loss_fn: nn.Module):
     for k in range(3):
         solo_out = out[k].squeeze(-1) if out.shape[-1] == 1 else out[k]
         assert losses[k].item() == pytest.approx(loss_fn(solo_out, y[k]).item(), rel=1e-6)
+
+
+def test_a_group_stopped_at_once_keeps_the_rows_of_the_epochs_every_member_finished():
+    jobs = [xor_job(seed) for seed in (1, 2, 3)]
+    _, reference = solo(1)
+
+    def second_ctrl_c(member: int, epoch: int, row: dict[str, float]) -> None:
+        if (epoch, member) == (3, 1):  # within epoch 3: member 0 has its row, the others not
+            raise KeyboardInterrupt
+
+    with pytest.raises(StackInterrupted) as stopped:
+        stack_fit(jobs, second_ctrl_c)
+    assert stopped.value.epoch == 2 and stopped.value.at_once
+    assert [len(r.history) for r in stopped.value.results] == [2, 2, 2]
+    assert max_diff(stopped.value.results[0].history, reference[:2]) < 1e-6
+
+
+def test_a_group_asked_to_stop_after_an_epoch_ends_there_with_its_state():
+    jobs = [xor_job(seed) for seed in (1, 2)]
+    asked = iter([False, False, True])
+    results = stack_fit(jobs, should_stop=lambda: next(asked))
+    assert [len(r.history) for r in results] == [3, 3]

@@ -221,7 +221,7 @@ class StackedLauncher(Launcher):
         free for it); after training only what training gave is written."""
         from runner import group as groups
         from runner.metrics import primary_metric
-        from runner.stacked import stack_fit
+        from runner.stacked import StackInterrupted, stack_fit
         from runner.tracking.deferred import DeferredTracker
 
         indices, prepared = chunk.indices, chunk.prepared
@@ -229,6 +229,9 @@ class StackedLauncher(Launcher):
         jobs = [m.job for m in members]
         spec = jobs[0].spec
         trainer_pid = os.getpid()
+        sweep_dir = members[0].launch.sweep_dir
+        if sweep_signals.sweep_interrupted(sweep_dir):  # stopped before this group began
+            raise signals.Interrupted(sweep_signals.sweep_interrupted(sweep_dir))
 
         def open_runs(share: list) -> dict[int, Any]:
             # Ctrl-C (or a SIGTERM to the process group) does not stop this process (in_fork):
@@ -251,13 +254,12 @@ class StackedLauncher(Launcher):
             len(jobs), spec.trainer.epochs, primary_metric(jobs[0].data.task, spec.metric)
         )
         stopped = None  # the signal that stopped the group after an epoch
+        at_once = False  # ... or within one
         try:
             # Ctrl-C (or SIGTERM) stops a stacked group after its epoch, as a solo job: its
-            # members end KILLED with their epochs and checkpoints; a second stops it at once.
-            sweep_dir = members[0].launch.sweep_dir
+            # members end KILLED with their epochs and checkpoints; a second stops it at once,
+            # still keeping the epochs every member finished.
             with sweep_signals.job_signals(), signals.stop_on_signals():
-                if sweep_signals.sweep_interrupted(sweep_dir):  # stopped before this began
-                    raise signals.Interrupted(sweep_signals.sweep_interrupted(sweep_dir))
 
                 def should_stop() -> bool:  # a signal here, or a mark left by the sweep
                     return (
@@ -269,6 +271,8 @@ class StackedLauncher(Launcher):
                     should_stop=should_stop,
                 )  # fmt: skip
                 stopped = signals.STOP.signum or sweep_signals.sweep_interrupted(sweep_dir)
+        except StackInterrupted as err:  # the weights are mid-epoch: rows, no checkpoints
+            outcome, stopped, at_once = err.results, err.signum, True
         except Exception as err:  # a case stacking does not handle: the jobs still run
             log.warning(
                 "stacked training of jobs %s failed (%s: %s); they run one at a time",
@@ -285,9 +289,10 @@ class StackedLauncher(Launcher):
         progress.close()
         seconds = time.perf_counter() - started
         trained = max(len(result.history) for result in outcome)
+        where = f"within epoch {trained + 1}" if at_once else f"after epoch {trained}"
         log.info(
             "trained %d jobs stacked in %.2f s%s", len(jobs), seconds,
-            f" (stopped after epoch {trained})" if stopped is not None else "",
+            f" (stopped {where})" if stopped is not None else "",
         )  # fmt: skip
         run_ids = opening() if opening is not None else {}
         items = list(zip(indices, prepared, members, outcome, strict=True))
@@ -301,8 +306,9 @@ class StackedLauncher(Launcher):
                 # was prepared): only its log file is opened again, for the run's last lines.
                 with _job_log(ret):
                     values[i] = groups.finish_member(
-                        member, result, seconds, len(jobs), tracker, run_ids.get(i), stopped
-                    )
+                        member, result, seconds, len(jobs), tracker, run_ids.get(i), stopped,
+                        at_once,
+                    )  # fmt: skip
             return values
 
         started = time.perf_counter()

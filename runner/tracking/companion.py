@@ -95,8 +95,9 @@ class Companion:
         except (OSError, ValueError):
             self._broken = True
 
-    def send(self, method: str, args: tuple, reply: bool) -> None:
-        """Queue one call for the companion (in order; it never blocks)."""
+    def send(self, method: str, args: tuple, reply: int | None) -> None:
+        """Queue one call for the companion (in order; it never blocks); `reply`: the token
+        its answer comes back with, or None for no answer."""
         if self._broken:
             raise CompanionError(self.exited())
         data = pickle.dumps((method, args, reply))
@@ -220,6 +221,7 @@ class CompanionTracker:
         self.experiment_id: str | None = None
         self.final_status: str | None = None  # as the store confirmed it
         self.handed_off: str | None = None  # the status the companion writes on its own
+        self._asked = 0  # tokens given to calls that wait for their answer
         self._warm = False
         self.uri = store_location(spec)[0]
         self._send("open", spec)
@@ -334,28 +336,39 @@ class CompanionTracker:
 
     # The wire.
 
-    def _send(self, method: str, *args: Any, reply: bool = False) -> None:
+    def _send(self, method: str, *args: Any, reply: int | None = None) -> None:
         self._companion.send(method, args, reply)
+
+    def _token(self) -> int:
+        """A new token for a call that waits for its answer."""
+        self._asked += 1
+        return self._asked
 
     def _ask(self, method: str, *args: Any) -> Any:
         """Call and wait for the result (only where the answer is needed before going on)."""
-        self._send(method, *args, reply=True)
+        token = self._token()
+        self._send(method, *args, reply=token)
         while True:
             kind, value = message = self._companion.read(block=True)
             if kind == "reply":
-                return value
+                if value[0] == token:  # (an answer to a wait that Ctrl-C cut is dropped)
+                    return value[1]
+                continue
             self._handle(message)
 
     def _ask_collecting(self, method: str, *args: Any) -> tuple[Any, Exception | None]:
         """Call and wait for the result, taking in every message before it; returns the
         result and the first error reported meanwhile (a gone companion still raises)."""
-        self._send(method, *args, reply=True)
+        token = self._token()
+        self._send(method, *args, reply=token)
         first: Exception | None = None
         noted = signals.noted()
         while True:
             kind, value = message = self._companion.read(block=True, noted=noted)
             if kind == "reply":
-                return value, first
+                if value[0] == token:
+                    return value[1], first
+                continue
             if kind == "exit":
                 self._handle(message)
             try:

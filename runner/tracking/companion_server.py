@@ -107,8 +107,8 @@ def serve() -> None:
             failed = True
             log.error("MLflow call %s failed: %s", method, err)
             send("error", (type(err).__name__, str(err)))
-        if reply:
-            send("reply", result)
+        if reply is not None:  # the caller's token: a reply never answers another call
+            send("reply", (reply, result))
         if ended:
             return
 

@@ -73,6 +73,7 @@ class MlflowTracker:
         self.final_status: str | None = None  # as the store took it
         self.handed_off: str | None = None  # (in this process a run's end is never left)
         self._in_sweep = False  # the run is a sweep's job
+        self._reopened = False  # the run is continued (resume=), not new
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
 
@@ -88,6 +89,7 @@ class MlflowTracker:
         continue it; returns the run id. The run is never MLflow's active run (whose exit
         hook would end it FINISHED), except inside the model loggers that need one."""
         self._in_sweep = parent_run_id is not None
+        self._reopened = run_id is not None
         if run_id is None:
             info = self._create_run(run_name, tags, parent_run_id, started_at)
         else:
@@ -252,8 +254,23 @@ class MlflowTracker:
             with _artifact_write(f"{path}/", self.artifact_uri):
                 self.client.log_artifacts(self.run_id, str(directory), path)
 
+    def _holds_model(self) -> bool:
+        """Whether a continued run already holds its model (stored before it was stopped
+        while writing its end): it is not logged twice."""
+        if not self._reopened:
+            return False
+        found = self.client.search_logged_models(
+            [self.experiment_id],
+            filter_string=f"source_run_id = '{self.run_id}' AND name = 'model'", max_results=1,
+        )  # fmt: skip
+        if found:
+            log.info("run %s holds its model already (logged before it stopped)", self.run_id)
+        return bool(found)
+
     def log_model(self, model: Any, input_example: Any) -> None:
         """Log the trained torch model with an input example (pickle: fast, no torch.export)."""
+        if self._holds_model():
+            return
         # Pickle rather than pt2, which traces with torch.export (see BENCHMARKS.md); the
         # model is the user's own, so mlflow's warning about untrusted pickles is noise.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
@@ -262,6 +279,8 @@ class MlflowTracker:
 
     def log_predictor(self, predictor: Any, input_example: Any) -> None:
         """Log a table's encoder and network as one pyfunc model that takes raw rows."""
+        if self._holds_model():
+            return
         import mlflow.pyfunc
         import torch
 
