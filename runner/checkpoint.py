@@ -90,38 +90,47 @@ def load_resume(
     spec: RunSpec, fingerprint: str, trainer: Trainer, generator: torch.Generator
 ) -> dict[str, Any]:
     """Load the checkpoint `resume=` names (a file, or an MLflow run id) into freshly built
-    objects; refuse one written by another config or for a run already complete."""
-    target = spec.resume
-    path, run_id = Path(target).expanduser(), None
-    if not path.is_file():
-        from runner.tracking.store import Store
+    objects; refuse one written by another config, for a run already complete, or for a
+    run another process is still training. `state["run_id"]` is the run it continues."""
+    from runner.tracking.store import Store, local_checkpoint
 
-        path, run_id = Store(spec.tracking).checkpoint_of_run(target), target
-    try:
-        state = load(path)
-    except Exception as err:  # a truncated or foreign file: say so, never execute it
-        raise ConfigError(f"resume: {str(path)!r} is not a readable checkpoint ({err})") from None
+    target = spec.resume
+    store = Store(spec.tracking)
+    path = Path(target).expanduser()
+    if path.is_file():
+        state = _read(path)
+        # A file from before its run id was known: its run is the one tagged with the file.
+        run_id = state["run_id"] or store.run_of_checkpoint(path)
+        run = store.run_to_resume(run_id, path) if run_id else None
+    else:
+        run = store.run_to_resume(target)
+        run_id = target
+        path = local_checkpoint(run) or store.logged_checkpoint(run_id)
+        state = _read(path)
+        if state["run_id"] not in (None, run_id):  # the folder was reused by a later run
+            path = store.logged_checkpoint(run_id)
+            state = _read(path)
+    if state["run_id"] not in (None, run_id):
+        raise ConfigError(
+            f"resume: the checkpoint {str(path)!r} belongs to run {state['run_id']}, not {run_id}"
+        )
     if state["fingerprint"] != fingerprint:
         raise ConfigError(
             f"resume: the checkpoint {str(path)!r} was written by a different config; resume "
             "with the same overrides as the original run (resume= aside)"
         )
-    state["run_id"] = state["run_id"] or run_id  # written before the run id was known
-    if state["epoch"] >= spec.trainer.epochs and _finished(spec, state["run_id"]):
-        raise ConfigError(
-            f"resume: run {state['run_id']} already trained all {state['epoch']} epochs"
-        )  # (a run stopped while writing its end continues with just that end)
+    state["run_id"] = run_id
+    # (a run stopped while writing its end continues with just that end)
+    if state["epoch"] >= spec.trainer.epochs and (run is None or run.info.status == "FINISHED"):
+        named = f"run {run_id}" if run_id else f"the run of {str(path)!r}"
+        raise ConfigError(f"resume: {named} already trained all {state['epoch']} epochs")
     restore(state, trainer, generator)
     return state
 
 
-def _finished(spec: RunSpec, run_id: str | None) -> bool:
-    """Whether the store holds `run_id` as FINISHED (unknown runs count as finished)."""
-    if run_id is None:
-        return True
-    from runner.tracking.store import Store
-
+def _read(path: Path) -> dict[str, Any]:
+    """A checkpoint's state; a truncated or foreign file is a one-line error, never run."""
     try:
-        return Store(spec.tracking).client.get_run(run_id).info.status == "FINISHED"
-    except Exception:
-        return True
+        return load(path)
+    except Exception as err:
+        raise ConfigError(f"resume: {str(path)!r} is not a readable checkpoint ({err})") from None

@@ -195,9 +195,9 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
         finally:
             epochs.progress.close()
         train_seconds = time.perf_counter() - started - epochs.logging_seconds
-        # The run id is written into the checkpoint when known; `resume=<run id>` finds
-        # the run either way (the checkpoint is logged with it), so nothing waits here.
-        epochs.save_checkpoint(spec.trainer.epochs)
+        # The run exists by now (its end needs it): the last checkpoint names it, so that a
+        # resume from the file continues this run.
+        epochs.save_checkpoint(spec.trainer.epochs, wait_for_run=True)
         epochs.keep_last_checkpoint()
         # From here a signal stops the run at once, KILLED (as one that came after the last
         # epoch's check): `resume=` then writes just its end.

@@ -3,7 +3,8 @@
 A clone keeps `conf/` and `data/` at its top; an installed wheel carries them inside the
 package (setup.py copies them in at build time). Importing this registers
 `${runner.project:}`, the folder holding both, for configs that point at shipped files
-(e.g. `${runner.project:}/data/house_tiny.csv`).
+(e.g. `${runner.project:}/data/house_tiny.csv`), and `${runner.fresh_dir:PATH}`, which
+gives each run and sweep a folder of its own.
 
 A user's own project keeps its config groups in `./conf` (found without flags) or in any
 folder given with Hydra's `--config-dir`: they add options beside the shipped ones.
@@ -11,6 +12,7 @@ folder given with Hydra's `--config-dir`: they add options beside the shipped on
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -22,6 +24,27 @@ USER_CONF = "conf"  # a user's config groups, relative to where they launch
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 OmegaConf.register_new_resolver("runner.project", lambda: str(SHIPPED_DIR), replace=True)
+
+
+def fresh_dir(path: str) -> str:
+    """`path`, else `path-2`, `path-3`...: the first that did not exist, created now.
+
+    Run folders are named by the second; runs started in the same second would otherwise
+    share one, and with it their checkpoints and a sweep's parent-run file. Cached, so a
+    config resolves it once; Hydra copies the cache to each job of a sweep, so the jobs
+    (in any process) see their own sweep's folder."""
+    base = Path(path)
+    for n in itertools.count(1):
+        folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return str(folder)
+    raise AssertionError("unreachable")
+
+
+OmegaConf.register_new_resolver("runner.fresh_dir", fresh_dir, use_cache=True, replace=True)
 
 
 def user_conf_dir(cwd: Path | None = None) -> Path | None:

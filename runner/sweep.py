@@ -17,6 +17,7 @@ import getpass
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -174,6 +175,78 @@ def _print_failure(what: str, err: BaseException) -> None:
     print(f"error: {what}: {reason}", file=sys.stderr, flush=True)
 
 
+CLAIM_SETTLE_SECONDS = 0.3  # two launches reopening one sweep at once: the last claim wins
+
+
+class SweepTaken(ConfigError):
+    """Another launch runs this sweep: this one stops before any job."""
+
+
+def _refuse_if_live(client: MlflowClient, experiment_id: str, parent: Run, uri: str) -> None:
+    """A re-launch of a sweep that another launch still runs (its launcher or any job alive)
+    is refused: its jobs would be trained twice. Jobs left RUNNING by dead processes are
+    ended KILLED (their checkpoints continue)."""
+    from runner.tracking.store import end_if_dead, still_running
+
+    run_id = parent.info.run_id
+    if parent.info.status == "RUNNING" and not end_if_dead(client, parent):
+        raise SweepTaken(
+            f"this sweep is already running: sweep run {run_id} "
+            f"{still_running(parent, uri)}; the same command then continues it"
+        )
+    jobs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{tags.PARENT_RUN_ID} = '{run_id}' and attributes.status = 'RUNNING'",
+        max_results=10000,
+    )
+    for job in jobs:
+        if not end_if_dead(client, job):
+            raise SweepTaken(
+                f"a job of this sweep is still training: run {job.info.run_id} "
+                f"{still_running(job, uri)}; the same command then continues the sweep"
+            )
+        log.info("run %s was left RUNNING by an interrupted sweep: ended KILLED", job.info.run_id)
+
+
+def _claim(client: MlflowClient, run_id: str, owner: dict[str, str], uri: str) -> None:
+    """After reopening a sweep run: if another launch reopened it at the same moment, the
+    one whose claim landed last goes on, the other stops before any job."""
+    time.sleep(CLAIM_SETTLE_SECONDS)
+    run = client.get_run(run_id)
+    if (
+        run.data.tags.get(tags.PID) != owner[tags.PID]
+        or run.data.tags.get(tags.HOST) != owner[tags.HOST]
+    ):
+        from runner.tracking.store import still_running
+
+        raise SweepTaken(
+            f"this sweep was just started by another launch: sweep run {run_id} "
+            f"{still_running(run, uri)}; the same command then continues it"
+        )
+
+
+def _first_of_twins(client: MlflowClient, experiment_id: str, run: Run, uri: str) -> None:
+    """Two launches of one new sweep at the same moment each made a parent run: the earlier
+    (by start time, then id) goes on; the later deletes its own and stops before any job."""
+    from runner.tracking.store import may_be_alive, still_running
+
+    key = run.data.tags[tags.SWEEP_FINGERPRINT]
+    twins = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{tags.SWEEP_FINGERPRINT}` = '{key}' "
+        "and attributes.status = 'RUNNING'",
+        max_results=100,
+    )
+    mine = (run.info.start_time, run.info.run_id)
+    for twin in twins:
+        if (twin.info.start_time, twin.info.run_id) < mine and may_be_alive(twin):
+            client.delete_run(run.info.run_id)
+            raise SweepTaken(
+                f"this sweep was just started by another launch: sweep run {twin.info.run_id} "
+                f"{still_running(twin, uri)}; the same command then continues it"
+            )
+
+
 class SweepCallback(Callback):
     """Hydra callback: the sweep's parent run, before the jobs and after them."""
 
@@ -224,14 +297,17 @@ class SweepCallback(Callback):
         )
         sweep_dir = self.sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         swept = swept_keys(config)
+        owner = {tags.HOST: socket.gethostname(), tags.PID: str(os.getpid())}
         run_id = None
         try:
             self.resumed = bool(previous)
             if previous:
+                _refuse_if_live(client, experiment_id, previous[0], uri)
                 run_id = previous[0].info.run_id
                 client.update_run(run_id, status="RUNNING")
-                client.set_tag(run_id, tags.SWEEP, sweep_dir)
-                self._end_stale_children(client, experiment_id, run_id)
+                for name, value in {**owner, tags.SWEEP: sweep_dir}.items():
+                    client.set_tag(run_id, name, value)
+                _claim(client, run_id, owner, uri)
                 log.info("resuming sweep run %s: finished jobs will be skipped", run_id)
             else:
                 parent_tags = {
@@ -242,15 +318,18 @@ class SweepCallback(Callback):
                     tags.SOURCE_NAME: command(["-m", *overrides]),
                     tags.SOURCE_TYPE: "LOCAL",
                     tags.USER: getpass.getuser(),
+                    **owner,
                 }
                 varied = " × ".join(swept)
                 name = f"sweep {varied} {time.strftime('%m-%d %H:%M')}".replace("  ", " ")
                 run = client.create_run(experiment_id, run_name=name, tags=parent_tags)
                 run_id = run.info.run_id
+                _first_of_twins(client, experiment_id, run, uri)
             info = SweepInfo(uri, experiment_id, run_id, swept)
             write_sweep(sweep_dir, info)
         except BaseException as err:
-            if run_id is not None:  # no job will run under it: it does not stay RUNNING
+            # No job will run under it: it does not stay RUNNING (unless another launch has it).
+            if run_id is not None and not isinstance(err, SweepTaken):
                 try:
                     client.set_terminated(run_id, status=ending(err)[0])
                 except Exception:
@@ -306,21 +385,6 @@ class SweepCallback(Callback):
         for run in runs:
             counts[run.info.status] = counts.get(run.info.status, 0) + 1
         return f" ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})" if counts else ""
-
-    @staticmethod
-    def _end_stale_children(client: MlflowClient, experiment_id: str, run_id: str) -> None:
-        """Jobs left RUNNING by a killed launcher are dead: end them KILLED before resuming."""
-        stale = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.{tags.PARENT_RUN_ID} = '{run_id}' "
-            "and attributes.status = 'RUNNING'",
-            max_results=10000,
-        )
-        for run in stale:
-            client.set_terminated(run.info.run_id, status="KILLED")
-            log.info(
-                "run %s was left RUNNING by an interrupted sweep: ended KILLED", run.info.run_id
-            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Report the sweep, end the parent run, and exit non-zero if any job failed or the

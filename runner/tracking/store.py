@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -387,32 +388,54 @@ class Store:
             "and attributes.status = 'RUNNING'",
         )
         for run in running:
-            run_tags = run.data.tags
-            if run_tags.get(tags.HOST) != host or _alive(run_tags.get(tags.PID)):
-                continue
-            self.client.set_terminated(run.info.run_id, status="KILLED")
-            log.warning(
-                "run %s of this config was left RUNNING by a dead process: ended KILLED; "
-                "resume=%s continues it from its last checkpoint",
-                run.info.run_id, run.info.run_id,
-            )  # fmt: skip
+            if run.data.tags.get(tags.HOST) == host and end_if_dead(self.client, run):
+                log.warning(
+                    "run %s of this config was left RUNNING by a dead process: ended KILLED; "
+                    "resume=%s continues it from its last checkpoint",
+                    run.info.run_id, run.info.run_id,
+                )  # fmt: skip
 
-    def checkpoint_of_run(self, run_id: str) -> Path:
-        """A run's checkpoint: its local file if still there, else the one logged to MLflow."""
+    def run_to_resume(self, run_id: str, checkpoint: Path | None = None) -> Run:
+        """The run `resume=` names (or the run a checkpoint file names); refused while its
+        process still trains it."""
         try:
             run = self.client.get_run(run_id)
         except Exception:
+            if checkpoint is not None:
+                raise ConfigError(
+                    f"resume: {str(checkpoint)!r} belongs to run {run_id}, which {self.uri} "
+                    "does not hold (was it logged with another tracking.uri?)"
+                ) from None
             raise ConfigError(
                 f"resume: {run_id!r} is neither a checkpoint file nor an MLflow run id in "
                 f"{self.uri}"
             ) from None
-        local = Path(run.data.tags.get(tags.CHECKPOINT, ""))
-        if local.is_file():
-            return local
+        if run.info.status == "RUNNING" and not end_if_dead(self.client, run):
+            raise ConfigError(f"resume: run {run_id} {still_running(run, self.uri)}, then resume")
+        return run
+
+    def logged_checkpoint(self, run_id: str) -> Path:
+        """The checkpoint logged with a run, downloaded."""
         try:
             return Path(self.client.download_artifacts(run_id, "checkpoints/last.pt"))
         except Exception:
             raise ConfigError(f"resume: run {run_id} has no checkpoint (local or logged)") from None
+
+    def run_of_checkpoint(self, path: Path) -> str | None:
+        """The run whose checkpoint tag names this file (the latest, if several did)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{tags.CHECKPOINT}` = '{path.resolve()}'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )  # fmt: skip
+        return runs[0].info.run_id if runs else None
+
+
+def local_checkpoint(run: Run) -> Path | None:
+    """The checkpoint file a run's tag names, if it is still there (it may since hold
+    another run's state: the caller checks the run id inside)."""
+    local = Path(run.data.tags.get(tags.CHECKPOINT, "") or "/nonexistent")
+    return local if local.is_file() else None
 
 
 def _locked(err: Exception) -> bool:
@@ -446,6 +469,44 @@ def _alive(pid: str | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def may_be_alive(run: Run) -> bool:
+    """Whether the process that holds a RUNNING run may still live: on this host its pid is
+    checked; on another host (a cluster node) nothing here can tell, so it counts as alive.
+    A run without these tags (older than them) has nobody to wait for."""
+    host, pid = run.data.tags.get(tags.HOST), run.data.tags.get(tags.PID)
+    if not host or not pid:
+        return False
+    return host != socket.gethostname() or _alive(pid)
+
+
+def end_if_dead(client: MlflowClient, run: Run) -> bool:
+    """End a RUNNING run KILLED if its process is gone (the one rule every launch follows:
+    a live process's run is never ended by another); whether it is ended now."""
+    if run.info.status != "RUNNING":
+        return True
+    if may_be_alive(run):
+        return False
+    client.set_terminated(run.info.run_id, status="KILLED")
+    return True
+
+
+def still_running(run: Run, uri: str) -> str:
+    """Why a live run is left alone, and what the user can do: 'is still training in ...'."""
+    host, pid = run.data.tags.get(tags.HOST), run.data.tags.get(tags.PID)
+    where = f"process {pid} on {host}"
+    if host == socket.gethostname():
+        return (
+            f"is still training in {where}: wait for it to end, or stop it (Ctrl-C in its "
+            f"terminal, or kill -INT {pid})"
+        )
+    client = f"mlflow.MlflowClient('{uri}')"
+    end = f"python -c \"import mlflow; {client}.set_terminated('{run.info.run_id}', 'KILLED')\""
+    return (
+        f"is RUNNING in {where}, which this machine cannot check: wait for it to end; if "
+        f"that process is gone, end the run first with {end}"
+    )
 
 
 def forget_connections() -> None:
