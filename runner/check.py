@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from runner.choices import group_choice_problems, shadowed_files
 from runner.errors import ConfigError, failure_message
 from runner.override_keys import override_problems, shaping_overrides
-from runner.project import CONF_DIR, conf_dirs, split_config_dirs
+from runner.project import CONF_DIR, conf_dirs, name_folders_only, split_config_dirs
 from runner.registry import DATASETS
 from runner.spec import validate
 from runner.spec.schema import RunSpec
@@ -41,6 +41,7 @@ class UsageError(Exception):
 
 def compose_job(overrides: list[str], num: int | None = None) -> DictConfig:
     """Compose one job and set Hydra's runtime state as its launcher would (num: in a sweep)."""
+    name_folders_only()
     cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         out = cfg.hydra.run.dir

@@ -36,12 +36,26 @@ def fresh_dir(path: str) -> str:
     base = Path(path)
     for n in itertools.count(1):
         folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if not _MAKE_FOLDERS:  # only named (runner.check): the first free name
+            if not folder.exists():
+                return str(folder)
+            continue
         try:
             folder.mkdir(parents=True)
         except FileExistsError:
             continue
         return str(folder)
     raise AssertionError("unreachable")
+
+
+_MAKE_FOLDERS = True
+
+
+def name_folders_only() -> None:
+    """From now on in this process, `${runner.fresh_dir:}` names a folder without making
+    it (a config check that starts no run)."""
+    global _MAKE_FOLDERS
+    _MAKE_FOLDERS = False
 
 
 OmegaConf.register_new_resolver("runner.fresh_dir", fresh_dir, use_cache=True, replace=True)

@@ -170,3 +170,9 @@ def test_a_checkpoint_from_before_its_run_id_was_known_continues_its_own_run(tmp
     assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 200
     latest = Path(again.data.tags["runner.checkpoint"])  # the resumed process's folder
     assert torch.load(latest, weights_only=True)["run_id"] == run.info.run_id
+
+
+def test_checking_a_config_makes_no_run_folder(tmp_path):
+    checked = run_cli("-m", "seed=1,2", cwd=tmp_path, module="runner.check")
+    assert checked.returncode == 0, tails(checked)
+    assert not (tmp_path / "outputs").exists()
