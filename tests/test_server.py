@@ -4,8 +4,11 @@ and many writers logging to it at once."""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,14 +107,51 @@ def test_sixteen_writers_at_once_lose_no_run_or_metric_point(server):
     assert points == 16 * 4 * 50
 
 
+INVALID_HOST = "Invalid Host header - possible DNS rebinding attack detected"  # MLflow's
+
+
+def ask(
+    port: int, host: str, origin: str | None = None, account: tuple[str, str] | None = None
+) -> tuple[int, str]:
+    """POST an experiments search to 127.0.0.1:`port` under Host `host` (and Origin
+    `origin`, signed in as `account`); the status and body. Loopback only, whatever the name."""
+    headers = {"Host": host, "Content-Type": "application/json"}
+    if origin:
+        headers["Origin"] = origin
+    if account:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(account).encode()).decode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        path = "/api/2.0/mlflow/experiments/search"
+        connection.request("POST", path, body='{"max_results": 1}', headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
 def test_the_script_stops_what_it_started_and_starts_again(tmp_path):
-    """start, stop, start on the same folder (the database is kept), stop."""
-    folder = tmp_path / "again"
-    for _ in range(2):
-        uri = start_service(SCRIPT, folder)
-        MlflowClient(uri).search_experiments()
+    """start, stop, start again on the same folder (the database is kept), this time on every
+    interface (`--host 0.0.0.0`, no logins as told): it prints the URI by this machine's
+    name and takes that name as a Host header, and refuses others; stop."""
+    folder, port = tmp_path / "again", free_port()
+    uri = start_service(SCRIPT, folder, "--port", str(port))
+    MlflowClient(uri).create_experiment("kept")
+    stop_service(SCRIPT, folder)
+    assert not Path(folder / "mlflow-server.pid").exists()
+    network = ["--host", "0.0.0.0", "--no-auth-on-network"]
+    name = socket.gethostname()
+    try:
+        assert start_service(SCRIPT, folder, "--port", str(port), *network) == (
+            f"http://{name}:{port}"
+        )
+        local = f"http://localhost:{port}"  # the tests reach it through loopback only
+        assert MlflowClient(local).get_experiment_by_name("kept") is not None
+        assert ask(port, f"{name}:{port}")[0] == 200
+        assert ask(port, f"evil.example:{port}") == (403, INVALID_HOST)
+    finally:
         stop_service(SCRIPT, folder)
-        assert not Path(folder / "mlflow-server.pid").exists()
+    assert not Path(folder / "mlflow-server.pid").exists()
     stop_service(SCRIPT, folder, "--purge")
 
 
@@ -149,16 +189,35 @@ def test_a_sweep_outlives_a_restart_of_its_tracking_server(tmp_path):
         stop_service(SCRIPT, folder, "--purge", check=False)
 
 
+def test_the_script_will_not_open_a_server_without_logins_to_the_network(tmp_path):
+    """`--host 0.0.0.0` without `--auth`: refused in one line naming both ways out, before
+    anything starts."""
+    folder = tmp_path / "open"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "start", "--dir", str(folder), "--host", "0.0.0.0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1 and not proc.stdout
+    (line,) = proc.stderr.strip().splitlines()
+    assert "--host 0.0.0.0" in line and "--auth" in line and "--no-auth-on-network" in line
+    assert not folder.exists()
+
+
 def test_a_server_with_logins_takes_runs_that_sign_in_and_refuses_others(tmp_path, monkeypatch):
-    """`--auth`: the admin from MLFLOW_TRACKING_USERNAME/PASSWORD; a run with them logs, a
-    run without or with a wrong password fails at once in one line; the password is in no
-    file the server or the script wrote."""
+    """`--auth` on every interface (`--host 0.0.0.0`), the reachable team setup: the admin
+    from MLFLOW_TRACKING_USERNAME/PASSWORD; a run with them through localhost logs, a run
+    without or with a wrong password fails at once in one line; a Host header or a browser
+    Origin not in `--allowed-hosts` is refused; the password is in no file the server or
+    the script wrote."""
     password = "not-in-any-file-7f3a"
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-    folder = tmp_path / "server"
-    uri = start_service(SCRIPT, folder, "--auth")
+    folder, port = tmp_path / "server", free_port()
+    network = ["--host", "0.0.0.0", "--allowed-hosts", "team.example"]
+    printed = start_service(SCRIPT, folder, "--auth", "--port", str(port), *network)
     try:
+        assert printed == f"http://team.example:{port}"  # the name teammates use
+        uri = f"http://localhost:{port}"  # 127.0.0.1 under a listed name (loopback always is)
         run = [f"tracking.uri={uri}", "model=xor_linear", "trainer.epochs=3", *QUIET]
         signed_in = run_cli(*run, cwd=tmp_path)
         assert signed_in.returncode == 0, tails(signed_in)
@@ -172,6 +231,13 @@ def test_a_server_with_logins_takes_runs_that_sign_in_and_refuses_others(tmp_pat
             assert refused.returncode == 1 and time.monotonic() - started < 15
             (line,) = refused.stderr.strip().splitlines()
             assert f"the MLflow tracking server {uri} refuses" in line and "HTTP 401" in line
+        alice = ("alice", password)
+        listed, origin = f"team.example:{port}", f"http://team.example:{port}"
+        assert ask(port, listed, origin, alice)[0] == 200  # the UI's own origin
+        assert ask(port, listed, account=None)[0] == 401  # named right, but not signed in
+        assert ask(port, f"evil.example:{port}", account=alice) == (403, INVALID_HOST)
+        assert ask(port, "team.example:1", account=alice) == (403, INVALID_HOST)  # other port
+        assert ask(port, listed, "http://evil.example", alice)[0] == 403  # a foreign page
         written = [p for p in folder.rglob("*") if p.is_file()]
         assert not [p for p in written if password in p.read_text(errors="replace")]
     finally:
