@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from runner import checkpoint, tags
+from runner import checkpoint, sweep, tags
 from runner import job as recipe
 from runner.errors import RunError
 from runner.fingerprint import fingerprint
@@ -55,6 +55,7 @@ def prepare_member(cfg: DictConfig) -> Member:
     done = recipe.already_finished(config, spec, launch)
     if done is not None:
         return Member(launch, None, done.data.metrics.get(primary_metric(spec.task, spec.metric)))
+    spec = sweep.continue_interrupted(spec, launch, fingerprint(config))
     return Member(launch, recipe.setup(config, spec, launch.parallel))
 
 

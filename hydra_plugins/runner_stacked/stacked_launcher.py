@@ -100,6 +100,8 @@ class StackedLauncher(Launcher):
             elif ret.return_value.job is None:  # already FINISHED: skipped, as solo
                 ret.return_value = ret.return_value.done_metric
                 results[i] = ret
+            elif ret.return_value.job.resume is not None:  # continues its own KILLED run
+                results[i] = self._job(self.task_function, configs[i])
             else:
                 by_key.setdefault(groups.group_key(ret.return_value), []).append(i)
         chunks: list[Chunk] = []
