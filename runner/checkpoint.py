@@ -116,9 +116,10 @@ def load_resume(
 
 
 def _finished(spec: RunSpec, run_id: str | None) -> bool:
-    """Whether the store holds `run_id` as FINISHED (unknown runs count as finished)."""
+    """Whether the store holds `run_id` as FINISHED (unknown runs count as finished; no run
+    id: no store took the training, and resume= records it)."""
     if run_id is None:
-        return True
+        return False
     from runner.tracking.store import Store
 
     try:
