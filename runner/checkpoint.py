@@ -120,10 +120,10 @@ def load_resume(
             "with the same overrides as the original run (resume= aside)"
         )
     state["run_id"] = run_id
-    # (a run stopped while writing its end continues with just that end)
-    if state["epoch"] >= spec.trainer.epochs and (run is None or run.info.status == "FINISHED"):
-        named = f"run {run_id}" if run_id else f"the run of {str(path)!r}"
-        raise ConfigError(f"resume: {named} already trained all {state['epoch']} epochs")
+    # A run stopped while writing its end continues with just that end; a training that
+    # no store took (no run) is recorded by this resume.
+    if state["epoch"] >= spec.trainer.epochs and run is not None and run.info.status == "FINISHED":
+        raise ConfigError(f"resume: run {run_id} already trained all {state['epoch']} epochs")
     restore(state, trainer, generator)
     return state
 

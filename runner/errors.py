@@ -34,10 +34,16 @@ class RunError(RuntimeError):
 
     run_id: str | None = None  # set once the run that failed is known
     run_status: str | None = None  # the status the store confirmed for it, if it did
+    then: str | None = None  # what the user can do next, said after the status
 
 
 class ArtifactStoreError(RunError):
     """Artifacts could not be written (disk full, unwritable folder): a clear, final error."""
+
+
+class StoreError(RunError):
+    """The MLflow store cannot be opened, read or written (busy past the wait, damaged,
+    unreachable): one line naming the store and why."""
 
 
 def did_you_mean(value: Any, allowed: Iterable[str]) -> str:
@@ -61,11 +67,12 @@ def failure_message(err: ConfigError | RunError) -> str:
     """The one line a known failure prints (the run's status only as the store confirmed it)."""
     if isinstance(err, ConfigError):
         return f"config error: {err}"
-    if not err.run_id:
-        return f"error: {err}"
-    if err.run_status:
-        return f"error: {err} (run {err.run_id} ended {err.run_status})"
-    return f"error: {err} (run {err.run_id}: its end could not be recorded)"
+    line = f"error: {err}"
+    if err.run_id and err.run_status:
+        line += f" (run {err.run_id} ended {err.run_status})"
+    elif err.run_id:
+        line += f" (run {err.run_id}: its end could not be recorded)"
+    return f"{line}; {err.then}" if err.then else line
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import shlex
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from runner import builders, checkpoint, device, naming, signals, sweep, sweep_s
 from runner.dataset_input import dataset_input
 from runner.datasets import DataSplits
 from runner.datasets.tabular import TabularPredictor
-from runner.errors import ConfigError, RunError
+from runner.errors import ConfigError, RunError, StoreError
 from runner.fingerprint import fingerprint
 from runner.launch import Launch
 from runner.loop import Trainer, evaluate, fit
@@ -107,6 +108,8 @@ def _run(cfg: DictConfig, launch: Launch, companion: Any) -> float | None:
         if not launch.multirun:
             if isinstance(err, RunError):
                 err.run_id, err.run_status = tracker.run_id, tracker.final_status
+            if isinstance(err, StoreError):
+                err.then = kept_training(job, launch, tracker.run_id)
             raise
         log.error("job %s failed: %s: %s", launch.job_num, type(err).__name__, err)
         return None
@@ -116,6 +119,30 @@ def continue_command(launch: Launch, run_id: str) -> str:
     """The command that continues this run from its checkpoint (its config folders too)."""
     kept = [o for o in launch.overrides if not o.startswith(("resume=", "+resume="))]
     return naming.command([*kept, f"resume={run_id}"], config_dir_flags(launch))
+
+
+def kept_training(job: Job, launch: Launch, run_id: str | None) -> str | None:
+    """For a run the store failed: where its training is kept, and the command that records
+    it (the run, or a new one) once the store is free; None without a checkpoint."""
+    path = launch.checkpoint_path
+    if not path.is_file():
+        return None
+    saved, epochs = checkpoint.load(path)["epoch"], job.spec.trainer.epochs
+    where = "all" if saved >= epochs else f"the first {saved} of"
+    rest = "" if saved >= epochs else " and train the rest"
+    command = continue_command(launch, run_id or shown_path(path))
+    return (
+        f"{where} {epochs} epochs are kept in {shown_path(path)}; once the store works again, "
+        f"record them{rest} with: {command}"
+    )
+
+
+def shown_path(path: Path) -> str:
+    """A path as a command line shows it: relative to the working folder when under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def config_dir_flags(launch: Launch) -> list[str]:
@@ -172,11 +199,13 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
         tracker.wait_imports()  # and then yield: the companion would slow every kernel
     name, labels = launch_name(launch, spec), run_tags(job, launch)
     with tracker.run(name, labels, launch.parent_run_id, resumed_run, launch.started_at):
-        if resume is None:
+        if not resumed_run:  # a new run (also for a checkpoint no store took: it records it)
             log_inputs(job, launch, tracker)
-        elif resume["epoch"] < spec.trainer.epochs:  # the same run goes on: same params
+        if resume is not None and resume["epoch"] < spec.trainer.epochs:  # same run goes on
             log.info("resuming at epoch %d", resume["epoch"] + 1)
-        else:  # stopped while writing its end: only that is left
+        elif (
+            resume is not None
+        ):  # stopped while writing its end (or the store failed): only that is left
             log.info("every epoch is trained: writing the run's end (test split, plots, model)")
         epochs = EpochHandler(job, tracker, launch)
         started = time.perf_counter()
@@ -367,9 +396,14 @@ class EpochHandler:
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
         started = time.perf_counter()
-        if epoch not in self.logged:
-            self.tracker.log_metrics(metrics, step=epoch)
-        self.tracker.check_errors()  # a failed artifact or store write stops the run now
+        try:
+            if epoch not in self.logged:
+                self.tracker.log_metrics(metrics, step=epoch)
+            self.tracker.check_errors()  # a failed artifact or store write stops the run now
+        except StoreError:  # this epoch is trained: its checkpoint keeps it for resume=
+            self.seen.append(metrics)
+            self.save_checkpoint(epoch, flush=False)
+            raise
         self.logging_seconds += time.perf_counter() - started
         self.progress(epoch, metrics)
         self.seen.append(metrics)
@@ -395,17 +429,23 @@ class EpochHandler:
         self.keep_last_checkpoint()
         return stop
 
-    def save_checkpoint(self, epoch: int, wait_for_run: bool = False) -> None:
-        """Write the checkpoint; MLflow is never behind it. Periodic saves never wait for
-        the companion; the last before a stop does, so resuming from the file finds its run."""
-        run_id = self.tracker.wait_run_id() if wait_for_run else self.tracker.run_id
+    def save_checkpoint(self, epoch: int, wait_for_run: bool = False, flush: bool = True) -> None:
+        """Write the checkpoint; MLflow is never behind it (`flush`: not for a store that
+        failed). Periodic saves never wait for the companion; the last before a stop does,
+        so resuming from the file finds its run."""
+        try:
+            run_id = self.tracker.wait_run_id() if wait_for_run else self.tracker.run_id
+        except StoreError:  # no run to name: the training is kept all the same
+            self.save_checkpoint(epoch, flush=False)
+            raise
         job = self.job
         state = checkpoint.capture(
             job.trainer, job.generator, epoch, self.seen, run_id, job.fingerprint
         )
         checkpoint.save(state, self.path)
         self.saved_epoch = epoch
-        self.tracker.flush()
+        if flush:
+            self.tracker.flush()
 
     def keep_last_checkpoint(self) -> None:
         """Log the checkpoint file with the run, if one was written."""

@@ -118,6 +118,12 @@ def _not_the_pickled_model_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith(PICKLED_MODEL_NOTICE)
 
 
+def _not_a_lock_traceback(record: logging.LogRecord) -> bool:
+    """MLflow logs a traceback for each write that met a locked SQLite store: the runner
+    waits for the store and tries again, and says in one line if it gives up."""
+    return "database is locked" not in record.getMessage()
+
+
 def quiet_third_party_logs() -> None:
     """Keep only warnings and errors of the libraries the tracker drives (and not MLflow's
     "View run ... at: URL" lines: the runner prints each run's page in its own last line)."""
@@ -126,6 +132,9 @@ def quiet_third_party_logs() -> None:
     pyfunc = logging.getLogger("mlflow.pyfunc")
     if _not_the_pickled_model_notice not in pyfunc.filters:
         pyfunc.addFilter(_not_the_pickled_model_notice)
+    db_utils = logging.getLogger("mlflow.store.db.utils")
+    if _not_a_lock_traceback not in db_utils.filters:
+        db_utils.addFilter(_not_a_lock_traceback)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 

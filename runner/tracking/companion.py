@@ -32,13 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from runner import signals
-from runner.errors import ArtifactStoreError, RunError, always_ended
+from runner.errors import ArtifactStoreError, RunError, StoreError, always_ended
 from runner.signals import shielded
 from runner.spec import TrackingSpec
 from runner.tracking import store_location
 
 log = logging.getLogger("runner.tracking")
 SERVER_MODULE = "runner.tracking.companion_server"
+# The companion's errors raised here as their own kind (what the job does next depends on it).
+KNOWN_ERRORS: dict[str, type[RunError]] = {
+    "ArtifactStoreError": ArtifactStoreError, "StoreError": StoreError,
+}  # fmt: skip
 ABANDON_WAIT_SECONDS = 30.0  # for a companion that must still end a started run
 
 
@@ -384,7 +388,7 @@ class CompanionTracker:
             self.run_id, self.experiment_id = value
         elif kind == "error":
             name, text = value
-            raise (ArtifactStoreError if name == "ArtifactStoreError" else CompanionError)(text)
+            raise KNOWN_ERRORS.get(name, CompanionError)(text)
         elif kind == "exit":
             raise CompanionError(self._companion.exited())
 
@@ -411,5 +415,7 @@ class CompanionTracker:
             self._companion.release()
         if failure is not None:
             raise failure
-        if end_failure is not None and self.final_status is None:
+        # A run failing with an error of its own raises that one (the companion has logged
+        # why its end could not be recorded).
+        if end_failure is not None and self.final_status is None and error is None:
             raise end_failure

@@ -25,7 +25,7 @@ import sys
 import threading
 from typing import Any
 
-from runner.tracking import quiet_third_party_logs
+from runner.tracking import quiet_third_party_logs, store_location
 
 # Before anything slow: a signal that reaches this process anyway (a Slurm step's SIGTERM to
 # every process) must not cut the run's record short.
@@ -46,10 +46,12 @@ END_OF_RUN = {"log_pictures", *UNPICKLED}  # calls that use what _warm_end_of_ru
 def serve() -> None:
     """The companion's loop: run each call on an MlflowTracker, in order."""
     from runner.tracking.mlflow_tracker import MlflowTracker
+    from runner.tracking.store import StoreError, store_failure
 
     inbox, outbox = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints must not corrupt the reply stream
     tracker: MlflowTracker | None = None
+    uri = ""  # the store's, once told
     started = ended = failed = False
 
     def send(kind: str, value: Any) -> None:
@@ -84,6 +86,7 @@ def serve() -> None:
         result = None
         try:
             if method == "open":
+                uri = store_location(args[0])[0]
                 tracker = MlflowTracker(*args)
             elif method == "yield_cpu":
                 yield_cpu_to_training()
@@ -91,7 +94,8 @@ def serve() -> None:
                 pass  # every call before it has run: the training process decides the end
             elif method == "end":
                 ended = True
-                result = tracker.end(*args)
+                if started:  # (no run to end if the store never took it)
+                    result = tracker.end(*args)
             elif failed:
                 pass  # after an error only the run's end still matters
             elif method in UNPICKLED:
@@ -100,11 +104,16 @@ def serve() -> None:
                 result = getattr(tracker, method)(*args)
             else:
                 raise ValueError(f"unknown call {method!r}")
-            if method == "start":
+            if method == "start" and not failed:
                 started = True
                 send("run_id", (result, tracker.experiment_id))
         except Exception as err:
             failed = True
+            # The store's own failure (busy past the wait, damaged) in one line: the error
+            # the user sees names it, not what a later call tripped over.
+            err = store_failure(uri, err) or err
+            if isinstance(err, StoreError) and tracker is not None:
+                tracker.store_failed = True  # its end tries just the status, once
             log.error("MLflow call %s failed: %s", method, err)
             send("error", (type(err).__name__, str(err)))
         if reply is not None:  # the caller's token: a reply never answers another call

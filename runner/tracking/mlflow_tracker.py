@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,11 @@ import mlflow
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunInfo
 
 from runner import tags as run_tags
-from runner.errors import ArtifactStoreError, always_ended
+from runner.errors import ArtifactStoreError, StoreError, always_ended
 from runner.signals import shielded
 from runner.spec import TrackingSpec
 from runner.tracking import quiet_third_party_logs, store_label
-from runner.tracking.store import Store, retry_store_write
+from runner.tracking.store import Store, retry_store_write, store_failure
 
 log = logging.getLogger("runner.tracking")
 FLUSH_SECONDS = 2.0  # metric buffer age that triggers a write: bounded loss, few DB calls
@@ -76,6 +76,7 @@ class MlflowTracker:
         self._reopened = False  # the run is continued (resume=), not new
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
+        self.store_failed = False  # a write outlasted the store's wait: the end tries once
 
     def start(
         self,
@@ -91,10 +92,12 @@ class MlflowTracker:
         self._in_sweep = parent_run_id is not None
         self._reopened = run_id is not None
         if run_id is None:
-            info = self._create_run(run_name, tags, parent_run_id, started_at)
+            info = self._write(lambda: self._create_run(run_name, tags, parent_run_id, started_at))
         else:
-            self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, run_tags.PID, tags.get(run_tags.PID, ""))
+            self._write(lambda: self.client.update_run(run_id, status="RUNNING"))
+            self._write(
+                lambda: self.client.set_tag(run_id, run_tags.PID, tags.get(run_tags.PID, ""))
+            )
             info = self.client.get_run(run_id).info
         self.run_id, self.run_name = info.run_id, info.run_name
         self.artifact_uri = info.artifact_uri
@@ -121,13 +124,18 @@ class MlflowTracker:
 
     def end(self, status: str, error: str | None = None, trace: str | None = None) -> str:
         """Flush, record an error (tag + traceback artifact) if any, and end the run;
-        returns the status the store took."""
+        returns the status the store took. After a write outlasted the store's wait, only
+        the status is tried, once (the checkpoint keeps the metrics for resume=)."""
         try:
-            if error is not None:
-                self._record_error(error, trace or error)
-            self.flush()
+            if not self.store_failed:
+                if error is not None:
+                    self._record_error(error, trace or error)
+                self.flush()
         finally:
-            retry_store_write(lambda: self.client.set_terminated(self.run_id, status=status))
+            self._write(
+                lambda: self.client.set_terminated(self.run_id, status=status),
+                wait=0.0 if self.store_failed else None,
+            )
             self.final_status = status
             log.info("MLflow run %s ended %s", self.run_id, status)
         return status
@@ -156,6 +164,8 @@ class MlflowTracker:
             self.flush()
             self.client.set_tag(self.run_id, run_tags.ERROR, error[:5000])
             self.client.log_text(self.run_id, trace, "error/traceback.txt")
+        except StoreError as err:  # the store itself failed: its one line says why
+            log.error("could not record the error in MLflow: %s", err)
         except Exception:  # the original error matters more than a failed report of it
             log.exception("could not record the error in MLflow")
 
@@ -187,7 +197,8 @@ class MlflowTracker:
         """Log params in MLflow-sized batches."""
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+            batch = items[i : i + MAX_PARAMS_PER_BATCH]
+            self._write(lambda b=batch: self.client.log_batch(self.run_id, params=b))
 
     def log_dataset(self, dataset: dict[str, str]) -> None:
         """Record the run's training data (runner.dataset_input's fields) as an MLflow input."""
@@ -224,14 +235,30 @@ class MlflowTracker:
         """Write every buffered metric point."""
         while self._buffer:
             batch = self._buffer[:MAX_METRICS_PER_BATCH]
-            retry_store_write(lambda b=batch: self.client.log_batch(self.run_id, metrics=b))
+            self._write(lambda b=batch: self.client.log_batch(self.run_id, metrics=b))
             del self._buffer[: len(batch)]
         self._last_flush = time.monotonic()
 
     def set_tags(self, tags: dict[str, str]) -> None:
         """Set several run tags."""
         for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+            self._write(lambda k=key, v=value: self.client.set_tag(self.run_id, k, v))
+
+    def _write(self, write: Callable[[], Any], wait: float | None = None) -> Any:
+        """A store write that waits for a busy store (`retry_store_write`, `wait` seconds
+        at most); the store's own failure is a StoreError, and the run's end then tries
+        only its status."""
+        try:
+            return retry_store_write(write, wait=wait)
+        except StoreError:
+            self.store_failed = True
+            raise
+        except mlflow.exceptions.MlflowException as err:  # a damaged store: said so
+            failure = store_failure(self.uri, err)
+            if failure is None:
+                raise
+            self.store_failed = True
+            raise failure from err
 
     def log_text(self, text: str, path: str) -> None:
         """Store `text` as an artifact file."""

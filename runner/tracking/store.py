@@ -27,7 +27,7 @@ except ImportError:  # Windows: no file locks here; open new stores from one pro
     fcntl = None
 
 from runner import tags
-from runner.errors import ConfigError, RunError
+from runner.errors import ConfigError, StoreError
 from runner.spec import TrackingSpec
 from runner.tracking import ServerUnreachable, check_server, sqlite_file, store_location
 
@@ -39,6 +39,10 @@ OPEN_PATIENCE = 3.0  # seconds a store must stay unchanged to count as nobody's 
 OPEN_LIMIT = 60.0  # seconds at most spent waiting for another process's schema creation
 OPEN_STALLED_TRIES = 2  # failed opens, with nobody changing the store, before giving up
 OPEN_BLIND = 10.0  # seconds of retries for a store whose changes cannot be watched (a server)
+# A store another process keeps locked (a backup, a long transaction, a slow NFS) is waited
+# for this long, at its opening and at each write; RUNNER_STORE_WAIT (seconds) overrides it.
+STORE_WAIT = 60.0
+STORE_WAIT_ENV = "RUNNER_STORE_WAIT"
 # MLflow's own mark of a model-training experiment: the experiment-kind tag, with the value
 # the UI's kind selector writes for "Machine learning" (GenAI's is "genai_development").
 EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -56,9 +60,8 @@ SCHEMA_RACE = (
     "unique constraint failed",  # both made the default experiment
 )
 
-
-class StoreError(RunError):
-    """A store that cannot be opened: one line naming the store and why."""
+# SQLite's words for a file that is not (or no longer) a whole database.
+DAMAGED = ("file is not a database", "database disk image is malformed")
 
 
 @contextmanager
@@ -96,6 +99,7 @@ def store_opening(uri: str) -> Iterator[None]:
 def open_store(uri: str, experiment: str, artifact_root: str | None) -> tuple[MlflowClient, str]:
     """A client on the store (created safely if new) and the experiment's id in it; any
     failure to open is a StoreError naming the store."""
+    store_wait()  # a bad RUNNER_STORE_WAIT is a config error, said before any wait
     try:
         check_server(uri)
         with store_opening(uri):
@@ -109,21 +113,33 @@ def open_store(uri: str, experiment: str, artifact_root: str | None) -> tuple[Ml
 def _open_patiently(
     uri: str, experiment: str, artifact_root: str | None
 ) -> tuple[MlflowClient, str]:
-    """Open the store, waiting out another process that creates its schema meanwhile."""
+    """Open the store, waiting out another process that creates its schema meanwhile, or
+    that holds a lock on it (for `store_wait()` seconds)."""
     db = sqlite_file(uri)
     started = time.monotonic()
     deadline = started + OPEN_LIMIT
     stalled = 0
+    busy_since: float | None = None  # when the store was first found locked
     while True:
         try:
             if db is not None:  # after a failure nobody followed up on, it waited already
+                busy_since = _await_unlocked(db, busy_since)
                 _create_or_await(db, artifact_root, deadline, wait=stalled == 0)
             # A store that failed to open is not cached by mlflow: this builds it anew.
             client = MlflowClient(uri)
             return client, ensure_experiment(
                 client, experiment, artifact_root, local=db is not None
             )
+        except StoreError:
+            raise
         except Exception as err:
+            if db is not None and _damage_sign(err):
+                raise StoreError(damaged_message(db, _damage_sign(err))) from err
+            if db is not None and _lock_sign(err):  # locked again: waited for at the top
+                busy_since = busy_since or time.monotonic()
+                if time.monotonic() - busy_since >= store_wait():
+                    raise StoreError(busy_message(db, store_wait())) from err
+                continue
             # Reading a schema while another process migrates it fails in odd ways too (a
             # KeyError, "Circular dependency detected"): any error on an incomplete schema
             # counts, until nobody changes the store any more.
@@ -155,6 +171,9 @@ def _create_or_await(db: Path, artifact_root: str | None, deadline: float, wait:
         _create_aside(db, artifact_root)
     if not wait or _schema_complete(db):
         return
+    damage = _damage(db)
+    if damage:
+        raise StoreError(damaged_message(db, damage))
     log.info("waiting for another process to finish creating the MLflow store %s", db)
     last, quiet_since = _signature(db), time.monotonic()
     while _left(deadline) > 0 and time.monotonic() - quiet_since < OPEN_PATIENCE:
@@ -203,6 +222,164 @@ def _schema_complete(db: Path) -> bool:
     except sqlite3.Error:  # being written, or not a database yet
         return False
     return set(Base.metadata.tables) <= names
+
+
+def store_wait() -> float:
+    """Seconds a run waits for a store another process keeps locked (RUNNER_STORE_WAIT)."""
+    setting = os.environ.get(STORE_WAIT_ENV, "").strip()
+    if not setting:
+        return STORE_WAIT
+    try:
+        seconds = float(setting)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # (nan too)
+        raise ConfigError(
+            f"{STORE_WAIT_ENV}={setting!r}: not a number of seconds; set it to how long a run "
+            f"waits for a busy MLflow store, e.g. {STORE_WAIT:g}"
+        )
+    return seconds
+
+
+def _await_unlocked(db: Path, busy_since: float | None) -> float | None:
+    """Wait while another process holds a lock on the store that a write would wait for;
+    returns when it was first found locked (None: never). Past `store_wait()` seconds of
+    that, a StoreError says who holds the lock."""
+    if not _busy(db):
+        return busy_since
+    limit, said = store_wait(), False
+    busy_since = busy_since or time.monotonic()
+    while _busy(db):
+        waited = time.monotonic() - busy_since
+        if waited >= limit:
+            raise StoreError(busy_message(db, limit))
+        if waited >= 1.0 and not said:  # (other jobs' writes lock it for moments)
+            said = True
+            log.warning(
+                "the MLflow store %s is busy: %s; waiting up to %g s for it (%s)",
+                db, lock_holder(db), limit, STORE_WAIT_ENV,
+            )  # fmt: skip
+        time.sleep(0.2)
+    if said:
+        log.info("the MLflow store %s is free again: opening it", db)
+    return busy_since
+
+
+def _busy(db: Path) -> bool:
+    """Whether another process holds a lock on the store that a write would wait for (a
+    reader's too: a write's commit waits for every reader)."""
+    if not db.exists():
+        return False
+    try:
+        with closing(
+            sqlite3.connect(
+                f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=0, isolation_level=None
+            )
+        ) as probe:
+            probe.execute("BEGIN EXCLUSIVE")  # taken and given back at once, or refused
+            probe.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        return _lock_sign(err)
+    return False
+
+
+def _lock_sign(err: BaseException) -> bool:
+    """Whether the error (or one it came from) is SQLite's refusal of a locked database."""
+    return any("database is locked" in str(link) for link in _chain(err))
+
+
+def _damage_sign(err: BaseException) -> str | None:
+    """SQLite's words in the error's chain for a file that is not a whole database."""
+    for link in _chain(err):
+        for sign in DAMAGED:
+            if sign in str(link):
+                return sign
+    return None
+
+
+def _damage(db: Path) -> str | None:
+    """SQLite's words for a store file that is not a whole database, if it is not."""
+    try:
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as c:
+            c.execute("SELECT name FROM sqlite_master").fetchall()
+    except sqlite3.Error as err:
+        return _damage_sign(err)
+    return None
+
+
+def lock_holder(db: Path) -> str:
+    """Who holds a lock on the store, as this machine's /proc/locks tells: "pid 12 (python
+    backup.py) holds a write lock on it", else "another process holds a lock on it" (one
+    on another host, over NFS, shows nowhere here)."""
+    holders: dict[int, str] = {}
+    try:
+        stat = db.stat()
+        table = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        table = []
+    for line in table:
+        # "1: POSIX  ADVISORY  WRITE 12136 fe:00:2154633 1073741824 1073742335"; a waiter's
+        # line has "->" after the number.
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->":
+            continue
+        try:
+            major, minor, inode = (int(part, base) for part, base in zip(
+                fields[5].split(":"), (16, 16, 10), strict=True
+            ))  # fmt: skip
+            pid = int(fields[4])
+        except ValueError:
+            continue
+        if (major, minor, inode) != (os.major(stat.st_dev), os.minor(stat.st_dev), stat.st_ino):
+            continue
+        if pid > 0 and holders.get(pid) != "write":
+            holders[pid] = fields[3].lower()
+    if not holders:
+        return "another process holds a lock on it"
+    pid = min(holders, key=lambda p: (holders[p] != "write", p))  # a writer first
+    others = f" (and {len(holders) - 1} more processes)" if len(holders) > 1 else ""
+    return f"pid {pid}{_command_of(pid)} holds a {holders[pid]} lock on it{others}"
+
+
+def _command_of(pid: int) -> str:
+    """' (the command line)' of a process of this machine, shortened; '' if unreadable."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    command = " ".join(w.decode(errors="replace") for w in words if w)
+    return f" ({command[:77]}...)" if len(command) > 80 else f" ({command})" if command else ""
+
+
+def busy_message(db: Path, waited: float | None = None) -> str:
+    """One line: the store is busy, who holds it, how long it was waited for and the fix."""
+    line = f"the MLflow store {db} is busy: {lock_holder(db)}"
+    if waited is None:
+        return line
+    return f"{line}, still after {waited:g} s of waiting (set {STORE_WAIT_ENV} to wait longer)"
+
+
+def damaged_message(db: Path, damage: str | None) -> str:
+    """One line: the store file is damaged, SQLite's words for it, and the fix."""
+    return (
+        f"the MLflow store {db} is damaged (SQLite: {damage}): restore it from a backup, or "
+        "move it aside to start a new one"
+    )
+
+
+def store_failure(uri: str, err: BaseException, waited: float | None = None) -> StoreError | None:
+    """The store's own failure behind an MLflow call's error, in one line: busy (another
+    process's lock outlasted the wait, `waited` seconds if known) or damaged; None for any
+    other error."""
+    if isinstance(err, StoreError):
+        return err
+    db = sqlite_file(uri)
+    if db is None:
+        return None
+    if _lock_sign(err):
+        return StoreError(busy_message(db, waited))
+    damage = _damage_sign(err)
+    return StoreError(damaged_message(db, damage)) if damage else None
 
 
 def _signature(db: Path) -> tuple[tuple[int, int] | None, ...]:
@@ -443,19 +620,31 @@ def _locked(err: Exception) -> bool:
 
 
 def retry_store_write(
-    write: Callable[[], Any], attempts: int = 8, retry_if: Callable[[Exception], bool] = _locked
-) -> None:
-    """Run a store write, trying again (after 0.05 s, 0.1 s, ...) while it fails in a way
-    `retry_if` says passes: by default SQLite's "database is locked" while another process
-    (a parallel job, the UI, a report) holds the file, so metrics are not dropped for that."""
-    for attempt in range(attempts):
+    write: Callable[[], Any],
+    attempts: int | None = None,
+    retry_if: Callable[[Exception], bool] = _locked,
+    wait: float | None = None,
+) -> Any:
+    """Run a store write and return its result, trying again (after 0.05 s, 0.1 s, ... 1 s)
+    while it fails in a way `retry_if` says passes: by default SQLite's "database is locked"
+    while another process (a parallel job, the UI, a backup) holds the file, so metrics are
+    not dropped for that. `attempts` times, or until `wait` seconds (default `store_wait()`)
+    have passed: then a StoreError says who holds the store."""
+    began, attempt = time.monotonic(), 0
+    while True:
         try:
-            write()
-            return
+            return write()
         except mlflow.exceptions.MlflowException as err:
-            if not retry_if(err) or attempt == attempts - 1:
+            attempt += 1
+            if not retry_if(err) or (attempts is not None and attempt >= attempts):
                 raise
-            time.sleep(0.05 * 2**attempt)
+            waited = time.monotonic() - began
+            if attempts is None and waited >= (store_wait() if wait is None else wait):
+                failure = store_failure(mlflow.get_tracking_uri(), err, round(waited))
+                if failure is None:
+                    raise
+                raise failure from err
+            time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
 
 
 def _alive(pid: str | None) -> bool:
