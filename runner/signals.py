@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 # A SIGTERM this soon after another is the same request: a launcher or srun forwarding the
 # group's signal to its tasks, not a person asking twice.
 ECHO_SECONDS = 1.0
+LOST_DELAY = 0.002  # seconds after a dropped interrupt before it is raised again
 
 
 class Interrupted(KeyboardInterrupt):
@@ -77,6 +79,8 @@ class _State:
     noted = 0  # signals that arrived inside shielded sections
     last: tuple[int, float] = (0, 0.0)  # the last signal and when (for echoes)
     forced = False  # the next handler call raises whatever the mode (runner.sweep_signals)
+    lost: Interrupted | None = None  # raised where Python drops exceptions: raised again
+    python_unraisablehook: Callable[[Any], None] = staticmethod(sys.unraisablehook)
     on_defer: Callable[[int], None] | None = None  # a "defer" signal goes to the sweep too
     last_run: tuple[str, str] | None = None  # the last run this process ended, and how
 
@@ -105,6 +109,28 @@ def install(mode: str = "interrupt") -> None:
     for sig in SIGNALS:
         if signal.getsignal(sig) is not _on_signal:
             signal.signal(sig, _on_signal)
+    if sys.unraisablehook is not _raise_again:
+        _S.python_unraisablehook, sys.unraisablehook = sys.unraisablehook, _raise_again
+
+
+def _raise_again(unraisable: Any) -> None:
+    """A signal's exception that landed in a garbage collector's callback or a `__del__`
+    (where Python prints "Exception ignored" and drops it) is raised again in the main
+    thread, silently; any other such exception is printed as Python does."""
+    err = unraisable.exc_value
+    if not isinstance(err, Interrupted):
+        _S.python_unraisablehook(unraisable)
+        return
+    # Raised from here it would be dropped again: an alarm raises it once this returns.
+    _S.lost = err
+    signal.signal(signal.SIGALRM, _raise_lost)
+    signal.setitimer(signal.ITIMER_REAL, LOST_DELAY)
+
+
+def _raise_lost(signum: int, frame: Any) -> None:
+    if _S.lost is not None:
+        lost, _S.lost = _S.lost, None
+        raise lost
 
 
 def ignore() -> None:

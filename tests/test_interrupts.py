@@ -290,3 +290,26 @@ def await_epochs(term: Terminal, cwd: Path, epochs: int, timeout: float = 120) -
             return
         term.read_for(0.2)
     raise AssertionError(f"the jobs did not reach epoch {epochs}: {runs(cwd)}")
+
+
+DROPPED = """
+import os, signal, sys, weakref
+from runner import signals
+signals.install()
+class Thing: pass
+def collected(ref):  # Python drops (and prints) what a weakref callback raises
+    os.kill(os.getpid(), signal.SIGINT)
+try:
+    thing = Thing(); ref = weakref.ref(thing, collected); del thing
+    for _ in range(10**8): pass
+    print("not interrupted")
+except signals.Interrupted:
+    print("interrupted")
+"""
+
+
+def test_a_signal_landing_in_a_garbage_collector_callback_still_interrupts(tmp_path):
+    done = subprocess.run([sys.executable, "-c", DROPPED], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.stdout.strip() == "interrupted", done.stdout + done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
