@@ -16,7 +16,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunI
 
 from runner import tags as run_tags
 from runner.errors import ArtifactStoreError, always_ended
-from runner.signals import shielded
+from runner.signals import note_run, shielded
 from runner.spec import TrackingSpec
 from runner.tracking import quiet_third_party_logs, store_label
 from runner.tracking.store import Store, retry_store_write
@@ -95,7 +95,10 @@ class MlflowTracker:
         else:
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, run_tags.PID, tags.get(run_tags.PID, ""))
-            info = self.client.get_run(run_id).info
+            reopened = self.client.get_run(run_id)
+            info = reopened.info
+            if run_tags.STOPPED_BY in reopened.data.tags:  # said why it stopped; it goes on
+                self.client.delete_tag(run_id, run_tags.STOPPED_BY)
         self.run_id, self.run_name = info.run_id, info.run_name
         self.artifact_uri = info.artifact_uri
         log.info(
@@ -129,6 +132,7 @@ class MlflowTracker:
         finally:
             retry_store_write(lambda: self.client.set_terminated(self.run_id, status=status))
             self.final_status = status
+            note_run(self.run_id, status)  # (a Slurm job's launcher asks how it ended)
             log.info("MLflow run %s ended %s", self.run_id, status)
         return status
 
