@@ -33,6 +33,8 @@ from host import (  # cluster/host.py, beside this script
 
 PACKAGES = ["slurm-wlm", "munge", "slurmdbd", "mariadb-server"]
 DB_USER = "mysql"  # MariaDB runs as this user (it refuses root)
+# cred_expire: a requeued job (after a time limit) waits this long, not 120 s, before it
+# starts again; sched_interval: pending jobs are looked at every 2 s, not 60 s.
 CONF = """\
 ClusterName=runner
 SlurmctldHost={host}
@@ -41,6 +43,8 @@ SlurmdUser=root
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 AuthType=auth/munge
+AuthInfo=cred_expire=10
+SchedulerParameters=sched_interval=2
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

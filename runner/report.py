@@ -81,7 +81,8 @@ def run_row(client: MlflowClient, run: Run) -> Row:
         final_train=metrics.get(train_metric),
         wall_seconds=(end - run.info.start_time) / 1000 if end else None,
         status=run.info.status,
-        error=run_tags.get(tags.ERROR, ""),
+        error=run_tags.get(tags.ERROR, "")
+        or (run_tags.get(tags.STOPPED_BY, "") if run.info.status == "KILLED" else ""),
     )
 
 

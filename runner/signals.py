@@ -187,6 +187,19 @@ def _act(signum: int) -> None:
     raise Interrupted(signum)
 
 
+def warned(signum: int, what: str) -> None:
+    """A warning that the process will soon be stopped (Slurm's signal before a time limit):
+    a training job stops after its epoch, as on a first SIGTERM, but never at once for it
+    (the limit's SIGTERM follows if the epoch runs on); anywhere else it is only noted, so
+    no job starts and a run's end being written is written in full. `what` names it."""
+    if _S.first is None:
+        _S.first = signum
+    if _S.mode == "epoch" and STOP.signum is None:
+        _S.requests += 1  # a SIGTERM after it stops at once
+        STOP.signum = signum
+        say("%s: stopping after this epoch", what)
+
+
 def force_interrupt(signum: int) -> None:
     """From another thread: interrupt the main thread now, whatever its mode or shield."""
     import _thread

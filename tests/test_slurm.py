@@ -4,6 +4,7 @@ cluster/slurm.py), logging to the PostgreSQL-backed team tracking server."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT, run_cli, start_service, stop_service, tails
+from tests.conftest import PROJECT, run_cli, start_service, stop_service, store_uri, tails
 from tests.test_server import server  # noqa: F401 (the fixture, one server for this module)
 from tests.test_sweeps import assert_one_sweep, split_runs
 
@@ -118,3 +119,131 @@ def test_a_cancelled_job_ends_killed_and_the_same_sweep_again_continues_only_it(
     # The cancelled job's run went on from its checkpoint; seed 2 was not trained again.
     assert by_status == [("1", "FINISHED"), ("2", "FINISHED")], by_status
     assert {cancelled.info.run_id, *seed2} == {r.info.run_id for r in runs}
+
+
+# A layer that passes its input on after a pause while training: epochs of a known least
+# length (0.2 s with 5 batches) whatever the machine's load, so that the job below surely
+# needs more training than one time limit allows.
+PAUSE_LAYER = """
+import time
+
+from torch import nn
+
+from runner.registry import LAYERS
+
+
+@LAYERS.register("pause", output="same")
+class Pause(nn.Module):
+    def forward(self, x):
+        if self.training:
+            time.sleep(0.04)
+        return x
+"""
+PAUSED = [
+    "plugins=[pause_layer]", "model=xor_linear", "trainer.batch_size=20",
+    "model.layers=[{layer:pause},{layer:linear,out_features:1},{layer:sigmoid}]",
+]  # fmt: skip
+# A one-minute limit (Slurm's least), warned 10 s ahead. Slurm looks at its limits every 30 s,
+# so the warning comes 20 to 50 s after a job starts (the job trains at most ~46 s of it), and
+# its kill at the next look, 30 s later.
+LIMIT = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10"]
+
+
+def test_a_job_longer_than_its_time_limit_continues_its_run_until_it_finishes(
+    slurm_conf,
+    server,  # noqa: F811
+    tmp_path,
+):
+    """300 epochs of at least 0.2 s: 60 s of training, more than a time limit's worth. Warned
+    of its limit while not allowed a requeue, the job stops after its epoch and its run ends
+    KILLED, saying why; the same command again continues that run, requeued by Slurm after
+    each limit, until it ends FINISHED with every epoch logged once, equal to a run never
+    cut."""
+    epochs = 300
+    job = ["seed=1", *PAUSED, f"trainer.epochs={epochs}", *QUIET]
+    for folder in (tmp_path, tmp_path / "reference"):
+        folder.mkdir(exist_ok=True)
+        (folder / "pause_layer.py").write_text(PAUSE_LAYER)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    reference = subprocess.Popen(  # the same job never cut, meanwhile, in a store of its own
+        [sys.executable, "-m", "runner", *job], cwd=tmp_path / "reference", env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    sweep = ["-m", *SLURM, *job, *LIMIT, f"tracking.uri={server}", "tracking.experiment=limits"]
+    env["SLURM_CONF"] = slurm_conf
+
+    # Not allowed a requeue, warned of its limit early (as Slurm warns it, by the test here:
+    # Slurm's own comes at a time the job's speed cannot be matched to).
+    first = subprocess.Popen(
+        [sys.executable, "-m", "runner", *sweep, "hydra.launcher.max_num_timeout=0"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    client = MlflowClient(server)
+    deadline = time.time() + 240
+    while True:  # the job trains and has logged metrics
+        experiment = client.get_experiment_by_name("limits")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if any("runner.is_sweep" not in r.data.tags and r.data.metrics for r in runs):
+            break
+        assert time.time() < deadline and first.poll() is None, "the job never trained"
+        time.sleep(0.5)
+    queue = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True)
+    (slurm_job,) = queue.stdout.split()
+    subprocess.run(["scancel", "--signal=USR2", slurm_job], env=env, check=True)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 1, out[-3000:]  # a job did not finish
+    (parent,), (cut,) = split_runs(client, "limits")
+    assert cut.info.status == "KILLED", out[-3000:]  # not FAILED mid-epoch, as submitit's own
+    reason = cut.data.tags["runner.stopped_by"]
+    assert reason.startswith("the time limit of Slurm job ") and "not requeued" in reason
+    assert f"(run): KILLED {reason}" in out  # the sweep's report says why
+    trained = [m.step for m in client.get_metric_history(cut.info.run_id, "train_loss")]
+    assert trained == list(range(1, len(trained) + 1)) and len(trained) < epochs
+
+    # Allowed requeues, it meets Slurm's own time limit at least once more.
+    again = run_cli(*sweep, "hydra.launcher.max_num_timeout=5", cwd=tmp_path,
+                    env={"SLURM_CONF": slurm_conf}, timeout=600)  # fmt: skip
+    assert again.returncode == 0, tails(again)
+    (parent,), (done,) = split_runs(client, "limits")
+    assert parent.info.status == "FINISHED"
+    assert done.info.run_id == cut.info.run_id and done.info.status == "FINISHED"
+    assert "runner.stopped_by" not in done.data.tags  # (it went on each time)
+    logs = "".join(p.read_text() for p in tmp_path.glob("outputs/multirun/*/*/.submitit/*/*.out"))
+    assert "; requeued to continue from its checkpoint" in logs, logs[-3000:]
+    assert logs.count("resuming at epoch") >= 2, logs[-3000:]  # continued, then requeued
+
+    out, _ = reference.communicate(timeout=600)
+    assert reference.returncode == 0, out[-3000:]
+    ref_client = MlflowClient(store_uri(tmp_path / "reference"))
+    (ref,) = ref_client.search_runs([ref_client.get_experiment_by_name("xor").experiment_id])
+    assert set(done.data.metrics) == set(ref.data.metrics)
+    for key in ref.data.metrics:  # every epoch once, bit for bit as if never cut
+        points = [(m.step, m.value) for m in client.get_metric_history(done.info.run_id, key)]
+        expected = [(m.step, m.value) for m in ref_client.get_metric_history(ref.info.run_id, key)]
+        assert sorted(points) == sorted(expected), key
+        assert len({step for step, _ in points}) == len(points) == epochs, key
+
+
+WARNED = """
+import signal
+from runner import signals
+
+signals.install()
+with signals.stop_on_signals():  # a job trains
+    signals.warned(signal.SIGUSR2, "the warning")
+    assert signals.STOP.signum == signal.SIGUSR2  # it stops after its epoch
+    signals.warned(signal.SIGUSR2, "the warning")  # (a second warning changes nothing)
+    try:
+        signal.raise_signal(signal.SIGTERM)  # the limit's own signal: it stops at once
+        raise AssertionError("not stopped at once")
+    except signals.Interrupted as err:
+        assert err.at_once and err.signum == signal.SIGTERM
+signals.warned(signal.SIGUSR2, "the warning")  # a run's end being written: only noted
+print("noted", signals.interrupted())
+"""
+
+
+def test_slurms_warning_stops_a_job_after_its_epoch_and_never_at_once():
+    done = subprocess.run([sys.executable, "-c", WARNED], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["noted", str(int(signal.SIGUSR2))]

@@ -16,7 +16,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunI
 
 from runner import tags as run_tags
 from runner.errors import ArtifactStoreError, StoreError, always_ended
-from runner.signals import shielded
+from runner.signals import note_run, shielded
 from runner.spec import TrackingSpec
 from runner.tracking import quiet_third_party_logs, store_label
 from runner.tracking.store import Store, retry_store_write, store_failure
@@ -95,10 +95,12 @@ class MlflowTracker:
             info = self._write(lambda: self._create_run(run_name, tags, parent_run_id, started_at))
         else:
             self._write(lambda: self.client.update_run(run_id, status="RUNNING"))
-            self._write(
-                lambda: self.client.set_tag(run_id, run_tags.PID, tags.get(run_tags.PID, ""))
-            )
-            info = self.client.get_run(run_id).info
+            for key in (run_tags.HOST, run_tags.PID):  # the process that owns it now
+                self._write(lambda k=key: self.client.set_tag(run_id, k, tags.get(k, "")))
+            reopened = self.client.get_run(run_id)
+            info = reopened.info
+            if run_tags.STOPPED_BY in reopened.data.tags:  # said why it stopped; it goes on
+                self._write(lambda: self.client.delete_tag(run_id, run_tags.STOPPED_BY))
         self.run_id, self.run_name = info.run_id, info.run_name
         self.artifact_uri = info.artifact_uri
         log.info(
@@ -137,6 +139,7 @@ class MlflowTracker:
                 wait=0.0 if self.store_failed else None,
             )
             self.final_status = status
+            note_run(self.run_id, status)  # (a Slurm job's launcher asks how it ended)
             log.info("MLflow run %s ended %s", self.run_id, status)
         return status
 
