@@ -8,6 +8,7 @@ cannot run code.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections import Counter
@@ -17,9 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, Refused
 from runner.loop import Trainer
 from runner.spec import RunSpec
+
+log = logging.getLogger("runner")
 
 
 def capture(
@@ -102,6 +105,12 @@ def load_resume(
         # A file from before its run id was known: its run is the one tagged with the file.
         run_id = state["run_id"] or store.run_of_checkpoint(path)
         run = store.run_to_resume(run_id, path) if run_id else None
+        if run_id and run is None:  # (a damaged store moved aside): kept, in a new run
+            log.warning(
+                "resume: run %s of %s is not in %s: its epochs are recorded as a new run",
+                run_id, path, store.uri,
+            )  # fmt: skip
+            state["run_id"] = run_id = None
     else:
         run = store.run_to_resume(target)
         run_id = target
@@ -123,7 +132,10 @@ def load_resume(
     # A run stopped while writing its end continues with just that end; a training that
     # no store took (no run) is recorded by this resume.
     if state["epoch"] >= spec.trainer.epochs and run is not None and run.info.status == "FINISHED":
-        raise ConfigError(f"resume: run {run_id} already trained all {state['epoch']} epochs")
+        raise Refused(
+            f"resume: run {run_id} already trained all {state['epoch']} epochs (more epochs "
+            "are another config: start a new run without resume=)"
+        )
     restore(state, trainer, generator)
     return state
 

@@ -54,6 +54,11 @@ def did_you_mean(value: Any, allowed: Iterable[str]) -> str:
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
+class Refused(ConfigError):
+    """A request refused for the state of things rather than for its config (a run that is
+    still training, or already complete); it fails before any work, as a config error does."""
+
+
 def unknown_name(key: str, kind: str, value: Any, allowed: Iterable[str]) -> str:
     """Format the message for a name that is not in a registry or option list."""
     allowed = sorted(allowed)
@@ -65,6 +70,8 @@ def unknown_name(key: str, kind: str, value: Any, allowed: Iterable[str]) -> str
 
 def failure_message(err: ConfigError | RunError) -> str:
     """The one line a known failure prints (the run's status only as the store confirmed it)."""
+    if isinstance(err, Refused):
+        return f"error: {err}"
     if isinstance(err, ConfigError):
         return f"config error: {err}"
     line = f"error: {err}"

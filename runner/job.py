@@ -130,7 +130,8 @@ def kept_training(job: Job, launch: Launch, run_id: str | None) -> str | None:
     saved, epochs = checkpoint.load(path)["epoch"], job.spec.trainer.epochs
     where = "all" if saved >= epochs else f"the first {saved} of"
     rest = "" if saved >= epochs else " and train the rest"
-    command = continue_command(launch, run_id or shown_path(path))
+    # The file, not the run id: it also works once a damaged store has been moved aside.
+    command = continue_command(launch, shown_path(path))
     return (
         f"{where} {epochs} epochs are kept in {shown_path(path)}; once the store works again, "
         f"record them{rest} with: {command}"

@@ -68,7 +68,10 @@ def launch_of(hydra_cfg: Any) -> Launch:
     sweep_dir = str(Path(hydra_cfg.sweep.dir).resolve()) if multirun else None
     return Launch(
         multirun=multirun,
-        overrides=list(hydra_cfg.overrides.task),
+        # (resume= says which run goes on, not what it computes: never in a run's name)
+        overrides=[
+            o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "+resume="))
+        ],
         output_dir=Path(hydra_cfg.runtime.output_dir).resolve(),
         cwd=hydra_cfg.runtime.cwd,
         job_num=hydra_cfg.job.num if multirun else 0,

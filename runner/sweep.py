@@ -11,6 +11,7 @@ child run.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import functools
 import getpass
@@ -27,7 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner import signals, sweep_signals, tags
-from runner.errors import ConfigError, RunError, ending
+from runner.errors import ConfigError, Refused, RunError, ending
 from runner.fingerprint import sweep_fingerprint
 from runner.launch import Launch, SweepInfo, write_sweep
 from runner.naming import command
@@ -178,7 +179,7 @@ def _print_failure(what: str, err: BaseException) -> None:
 CLAIM_SETTLE_SECONDS = 0.3  # two launches reopening one sweep at once: the last claim wins
 
 
-class SweepTaken(ConfigError):
+class SweepTaken(Refused):
     """Another launch runs this sweep: this one stops before any job."""
 
 
@@ -275,6 +276,8 @@ class SweepCallback(Callback):
         except Exception as err:
             self.info = None
             _print_failure("the sweep could not start", err)
+            with contextlib.suppress(OSError):  # its folder, made for it, if still empty
+                os.rmdir(config.hydra.sweep.dir)
             # Hydra turns a callback's exception into a warning and launches the jobs anyway,
             # ungrouped; an exit stops it here.
             sys.exit(1)

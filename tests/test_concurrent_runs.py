@@ -91,7 +91,9 @@ def test_runs_started_in_the_same_second_each_have_their_own_folder_and_checkpoi
     more = run_cli(f"seed={seed}", "trainer.epochs=12", f"resume={first.info.run_id}", *QUIET,
                    cwd=tmp_path)  # fmt: skip
     assert more.returncode == 1 and "already trained all 12 epochs" in more.stderr
-    assert first.info.run_id in more.stderr
+    assert first.info.run_id in more.stderr and "config error" not in more.stderr
+    empty = run_cli(f"seed={seed}", "trainer.epochs=12", "resume=", *QUIET, cwd=tmp_path)
+    assert empty.returncode == 1 and "resume: empty" in empty.stderr
 
 
 def test_two_sweeps_started_at_once_each_hold_only_their_own_jobs(tmp_path):
@@ -137,6 +139,7 @@ def test_a_second_launch_of_a_running_sweep_is_refused_and_no_job_trains_twice(t
     assert second.returncode == 1, tails(second)
     assert "this sweep is already running: sweep run" in second.stderr
     assert f"process {first.pid}" in second.stderr
+    assert len(list((tmp_path / "outputs" / "multirun").glob("*/*"))) == 1  # no empty folder
     out = output(first)
     assert first.returncode == 0, out[-3000:]
     client, runs = xor_runs(tmp_path)

@@ -4,6 +4,7 @@ run with the same numbers as the basic launcher's solo runs; a re-run skips them
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,7 +186,11 @@ def test_a_stacked_sweep_killed_while_writing_its_members_trains_only_the_rest(t
     assert rerun.returncode == 0, tails(rerun)
     out = rerun.stdout + rerun.stderr
     assert out.count("this exact config already FINISHED") == len(done)
-    assert f"trained {seeds - len(done)} jobs stacked" in out
+    # A member whose checkpoint was written before the kill continues its own run (just its
+    # end is left); the others train stacked.
+    continued = len(set(re.findall(r"job (\d+) continues its interrupted run", out)))
+    fresh = seeds - len(done) - continued
+    assert fresh < 2 or f"trained {fresh} jobs stacked" in out, out[-3000:]
     after = [r for r in client.search_runs([experiment]) if "runner.is_sweep" not in r.data.tags]
     finished = [r for r in after if r.info.status == "FINISHED"]
     assert sorted(int(r.data.params["seed"]) for r in finished) == list(range(1, seeds + 1))

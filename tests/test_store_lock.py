@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from runner import checkpoint
 from runner.errors import ConfigError, StoreError
 from runner.tracking import embedded_store
-from runner.tracking.store import open_store
+from runner.tracking.store import forget_connections, open_store
 from tests.conftest import run_cli, store_uri
 
 QUIET = ["trainer.progress=none", "trainer.plots=false"]
@@ -156,6 +156,22 @@ def test_a_store_truncated_mid_run_is_named_damaged_in_the_last_line(tmp_path):
         "restore it from a backup"
     ), last
     assert " of 3000 epochs are kept in " in last and "NoneType" not in out + err
+    # Moved aside, as the message advises: the printed command records the kept epochs (and
+    # trains the rest) as a run of the new store.
+    db.rename(db.with_suffix(".damaged"))
+    prefix = "once the store works again, record them and train the rest with: python -m runner "
+    command = last.partition(prefix)[2]
+    assert command, last
+    again = run_cli(*shlex.split(command), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    forget_connections()  # this process's own, still to the damaged file
+    (run,) = runs_in(db)
+    assert run.info.status == "FINISHED" and "resume" not in run.info.run_name
+    steps = [
+        m.step
+        for m in MlflowClient(f"sqlite:///{db}").get_metric_history(run.info.run_id, "val_acc")
+    ]
+    assert sorted(steps) == list(range(1, 3001))
 
 
 def test_open_store_waits_for_the_documented_limit_and_names_the_holder(tmp_path, monkeypatch):

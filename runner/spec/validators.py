@@ -455,6 +455,8 @@ def _plain_sections(problems: _Problems, cfg: dict[str, Any]) -> tuple[int, Trai
     resume = cfg.get("resume")
     if resume is not None and not isinstance(resume, str):
         problems.add(f"resume: {resume!r} is not a checkpoint path or an MLflow run id")
+    elif resume is not None and not resume.strip():
+        problems.add("resume: empty; give an MLflow run id or a checkpoint file, or leave it out")
     return seed, trainer, sweep
 
 

@@ -27,7 +27,7 @@ except ImportError:  # Windows: no file locks here; open new stores from one pro
     fcntl = None
 
 from runner import tags
-from runner.errors import ConfigError, StoreError
+from runner.errors import ConfigError, Refused, StoreError
 from runner.spec import TrackingSpec
 from runner.tracking import ServerUnreachable, check_server, sqlite_file, store_location
 
@@ -572,23 +572,20 @@ class Store:
                     run.info.run_id, run.info.run_id,
                 )  # fmt: skip
 
-    def run_to_resume(self, run_id: str, checkpoint: Path | None = None) -> Run:
-        """The run `resume=` names (or the run a checkpoint file names); refused while its
-        process still trains it."""
+    def run_to_resume(self, run_id: str, checkpoint: Path | None = None) -> Run | None:
+        """The run `resume=` names (or the run a checkpoint file names: None if the store
+        does not hold it); refused while its process still trains it."""
         try:
             run = self.client.get_run(run_id)
         except Exception:
             if checkpoint is not None:
-                raise ConfigError(
-                    f"resume: {str(checkpoint)!r} belongs to run {run_id}, which {self.uri} "
-                    "does not hold (was it logged with another tracking.uri?)"
-                ) from None
+                return None
             raise ConfigError(
                 f"resume: {run_id!r} is neither a checkpoint file nor an MLflow run id in "
                 f"{self.uri}"
             ) from None
         if run.info.status == "RUNNING" and not end_if_dead(self.client, run):
-            raise ConfigError(f"resume: run {run_id} {still_running(run, self.uri)}, then resume")
+            raise Refused(f"resume: run {run_id} {still_running(run, self.uri)}, then resume")
         return run
 
     def logged_checkpoint(self, run_id: str) -> Path:
