@@ -158,6 +158,40 @@ def evaluate(
     return {"loss": loss, **metrics.compute(outputs, y)}, outputs
 
 
+def batch_weights(n: int, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Each batch's share of an epoch's n rows, in batch order (the last may be smaller):
+    an epoch's train loss is its batches' losses weighted so."""
+    sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+    return torch.tensor(sizes, dtype=torch.float32, device=device) / n
+
+
+def non_finite_loss(epoch: int, loss: float, batch_losses: torch.Tensor) -> NonFiniteLoss:
+    """The error for an epoch whose train loss is not finite, naming its first batch whose
+    loss was not (batch_losses: the epoch's per-batch losses, in order)."""
+    values = batch_losses.tolist()
+    batch = next(i for i, v in enumerate(values) if not math.isfinite(v)) + 1
+    return NonFiniteLoss(f"loss became {loss} at epoch {epoch}, batch {batch}")
+
+
+def epoch_row(
+    train_loss: float,
+    train_metrics: dict[str, float],
+    val_metrics: dict[str, float],
+    penalty: float | None = None,
+    lr: float | None = None,
+) -> dict[str, float]:
+    """An epoch's logged metrics: train_loss, train_total_loss (loss + L1 penalty, only
+    with a penalty), train_* and val_* metrics, and lr (only with a schedule)."""
+    row = {"train_loss": train_loss}
+    if penalty is not None:  # without L1 the total is the loss itself
+        row["train_total_loss"] = train_loss + penalty
+    row |= {f"train_{k}": v for k, v in train_metrics.items()}
+    row |= {f"val_{k}": v for k, v in val_metrics.items()}
+    if lr is not None:  # a constant rate is a param, not a curve
+        row["lr"] = lr
+    return row
+
+
 def fit(
     trainer: Trainer,
     data: DataSplits,
@@ -180,8 +214,7 @@ def fit(
     x_val, y_val = data.x_val.to(t.device), data.y_val.to(t.device)
     n = len(x_train)
     history = list(history or [])
-    sizes = [min(t.batch_size, n - start) for start in range(0, n, t.batch_size)]
-    weights = torch.tensor(sizes, dtype=torch.float32, device=t.device) / n
+    weights = batch_weights(n, t.batch_size, t.device)
     params = [p for group in t.optimizer.param_groups for p in group["params"]]
     penalty = L1Penalty(t.l1_params, t.l1_strength) if t.l1_strength and t.l1_params else None
     for epoch in range(start_epoch, t.epochs + 1):
@@ -217,21 +250,19 @@ def fit(
             weights_epoch = kept / kept.sum()
         else:
             weights_epoch = weights
+        batch_losses = torch.stack(losses)
         # Summed in float64: logged values carry no float32 rounding noise.
-        train_loss = float(torch.stack(losses).double() @ weights_epoch.double())
+        train_loss = float(batch_losses.double() @ weights_epoch.double())
         if not math.isfinite(train_loss):
-            batch = next(i for i, v in enumerate(losses) if not torch.isfinite(v)) + 1
-            raise NonFiniteLoss(f"loss became {train_loss} at epoch {epoch}, batch {batch}")
-        row = {"train_loss": train_loss}
-        if penalty is not None:  # without L1 the total is the loss itself
+            raise non_finite_loss(epoch, train_loss, batch_losses)
+        penalty_mean = None
+        if penalty is not None:
             penalty_mean = float(penalty.take_values().double() @ weights_epoch.double())
-            row["train_total_loss"] = train_loss + penalty_mean
         train_metrics = t.metrics.compute(torch.cat(outputs), torch.cat(targets))
-        row |= {f"train_{k}": v for k, v in train_metrics.items()}
         val, _ = evaluate(model, t.loss_fn, t.metrics, x_val, y_val)
-        row |= {f"val_{k}": v for k, v in val.items()}
-        if t.scheduler is not None:  # a constant rate is a param, not a curve
-            row["lr"] = t.optimizer.param_groups[0]["lr"]
+        lr = t.optimizer.param_groups[0]["lr"] if t.scheduler is not None else None
+        row = epoch_row(train_loss, train_metrics, val, penalty_mean, lr)
+        if t.scheduler is not None:
             t.scheduler.step()
         if t.on_nan == "skip":
             row["skipped_batches"] = float(skipped)

@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from runner.errors import RunError
-from runner.loop import EVAL_CHUNK, choose_data_path
+from runner.loop import EVAL_CHUNK, batch_weights, choose_data_path, epoch_row, non_finite_loss
 from runner.metrics import align
 from runner.signals import Interrupted
 
@@ -418,219 +418,316 @@ def stack_fit(
     reason = stackable(jobs)
     if reason is not None:
         raise NotStackable(f"cannot train these runs stacked: {reason}")
-    t0, data = jobs[0].trainer, jobs[0].data
-    device, loss_fn, strength = t0.device, t0.loss_fn, t0.l1_strength
-    trainers = [job.trainer for job in jobs]
-    per_member = (
-        len({_lr(t) for t in trainers}) > 1 or len({_weight_decay(t) for t in trainers}) > 1
-    )
-    strengths = torch.tensor([t.l1_strength for t in trainers], dtype=torch.float64)
-    one_strength = len({t.l1_strength for t in trainers}) == 1
-    stack = _Stack(jobs, per_member)
-    # A weightless copy of the architecture to call functionally with each member's slice.
-    base = copy.deepcopy(t0.model).to("meta")
-    l1_names = _l1_names(jobs[0]) if strength and t0.l1_params else []
+    return _StackedTraining(jobs, fast_path).train(on_epoch, should_stop)
 
-    def member_loss(
-        p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor
+
+class _StackedForward:
+    """The stacked model's forward passes, on the fast path or vmapped over functional_call:
+    every member on its own batch (`all_members`), one member alone (`member`: which one raises),
+    every member on the same rows (`shared`: validation)."""
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, fast_path: bool) -> None:
+        # A weightless copy of the architecture to call functionally with each member's slice.
+        self.base = copy.deepcopy(model).to("meta")
+        self.loss_fn = loss_fn
+        self.losses = member_losses(loss_fn)  # each member's loss, as its solo fit's
+        self.fast = fast_forward(self.base) if fast_path else None
+        if self.fast is None:
+            self._vmapped_losses = vmap(self.member)
+            self._vmapped_shared = vmap(
+                lambda p, b, x: functional_call(self.base, (p, b), (x,)), (0, 0, None)
+            )
+
+    def member(
+        self,
+        p: dict[str, torch.Tensor],
+        b: dict[str, torch.Tensor],
+        xb: torch.Tensor,
+        yb: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        out = functional_call(base, (p, b), (xb,))
-        return loss_fn(align(out, yb), yb), out
+        """One member's loss and output on its batch, with its own parameters and buffers."""
+        out = functional_call(self.base, (p, b), (xb,))
+        return self.loss_fn(align(out, yb), yb), out
 
-    losses = member_losses(loss_fn)  # each member's loss, as its solo fit's
-    fast = fast_forward(base) if fast_path else None
-    if fast is None:
-        batched_loss = vmap(member_loss)
-        batched_forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), (0, 0, None))
-    else:
-        stacked_fast = fast
+    def all_members(
+        self,
+        p: dict[str, torch.Tensor],
+        b: dict[str, torch.Tensor],
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's loss ([K]) and output ([K, batch, ...]) on its own batch."""
+        if self.fast is None:
+            return self._vmapped_losses(p, b, xb, yb)
+        out = self.fast(p, xb, False)
+        return self.losses(out, yb), out
 
-        def batched_loss(
-            p: dict[str, torch.Tensor],
-            b: dict[str, torch.Tensor],
-            xb: torch.Tensor,
-            yb: torch.Tensor,
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            out = stacked_fast(p, xb, False)
-            return losses(out, yb), out
+    def shared(
+        self, p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor
+    ) -> torch.Tensor:
+        """Every member's output ([K, rows, ...]) on the same rows x."""
+        if self.fast is None:
+            return self._vmapped_shared(p, b, x)
+        return self.fast(p, x, True)
 
-        def batched_forward(
-            p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor
-        ) -> torch.Tensor:
-            return stacked_fast(p, x, True)  # every member sees the same rows
 
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_val, y_val = data.x_val.to(device), data.y_val.to(device)
-    n, bs = len(x_train), t0.batch_size
-    sizes = [min(bs, n - start) for start in range(0, n, bs)]
-    weights = (torch.tensor(sizes, dtype=torch.float32, device=device) / n).double()
-    results = [MemberResult() for _ in jobs]
-    finals: dict[int, MemberState] = {}
+# Per optimizer step: the members live at it, and their [loss, output, L1 norm] (tensors, no
+# sync), one row per member.
+StepResults = list[tuple[list[int], list[torch.Tensor | None]]]
 
-    def fail(pos_list: list[int], epoch: int, errors: list[str]) -> None:
-        """Record the members at stack positions `pos_list` as failed and cut them out."""
-        for pos, error in zip(pos_list, errors, strict=True):
-            k = stack.members[pos]
-            results[k].failed_at, results[k].error = epoch, error
-            finals[k] = stack.member_state(pos)
-        stack.keep([i for i in range(len(stack.members)) if i not in pos_list])
 
-    def step(xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> list[torch.Tensor | None]:
+class _StackedTraining:
+    """One stacked training of a seed group, in the steps `train` takes each epoch: `shuffle`
+    (each member's own batch order), `step` on every batch (each live member's optimizer
+    step; a member whose own step raises is `fail`ed, cut out), `epoch_losses`, `evaluate`
+    (every member's train and val metrics at once), `record` (each member's row, or its
+    NonFiniteLoss), `step_schedules`; at the end `write_back` (each member's state into its
+    own job)."""
+
+    def __init__(self, jobs: Sequence[Job], fast_path: bool) -> None:
+        self.jobs = jobs
+        self.trainers = [job.trainer for job in jobs]
+        t0 = self.t0 = self.trainers[0]
+        self.device = device = t0.device
+        self.per_member = (
+            len({_lr(t) for t in self.trainers}) > 1
+            or len({_weight_decay(t) for t in self.trainers}) > 1
+        )
+        self.strengths = torch.tensor([t.l1_strength for t in self.trainers], dtype=torch.float64)
+        self.one_strength = len({t.l1_strength for t in self.trainers}) == 1
+        self.stack = _Stack(jobs, self.per_member)
+        self.forward = _StackedForward(t0.model, t0.loss_fn, fast_path)
+        self.l1_names = _l1_names(jobs[0]) if t0.l1_strength and t0.l1_params else []
+        data = jobs[0].data
+        self.x_train, self.y_train = data.x_train.to(device), data.y_train.to(device)
+        self.x_val, self.y_val = data.x_val.to(device), data.y_val.to(device)
+        self.weights = batch_weights(len(self.x_train), t0.batch_size, device).double()
+        self.results = [MemberResult() for _ in jobs]
+        self.finals: dict[int, MemberState] = {}  # members' end states, by job index
+
+    def train(
+        self, on_epoch: MemberCallback | None, should_stop: Callable[[], bool] | None
+    ) -> list[MemberResult]:
+        """Every epoch until the last, until no member is left or `should_stop`; then every
+        member's state written back. A KeyboardInterrupt ends it at once: StackInterrupted
+        with the rows of the epochs every member finished."""
+        finished = 0  # the last epoch every live member has its row for
+        try:
+            for epoch in range(1, self.t0.epochs + 1):
+                if not self.train_epoch(epoch, on_epoch):
+                    break
+                finished = epoch
+                if should_stop is not None and should_stop():
+                    break
+        except KeyboardInterrupt as err:  # stopped at once (a second Ctrl-C): keep what is whole
+            for result in self.results:
+                del result.history[finished:]
+            raise StackInterrupted(err, self.results, finished) from None
+        self.write_back()
+        return self.results
+
+    def train_epoch(self, epoch: int, on_epoch: MemberCallback | None) -> bool:
+        """One epoch of every live member, rows recorded; False once no member is left."""
+        self.forward.base.train()
+        x_epoch, y_epoch = self.shuffle()
+        at_start = list(self.stack.members)
+        steps: StepResults = []
+        bs = self.t0.batch_size
+        for start in range(0, len(self.x_train), bs):
+            rows: list[int] | slice = slice(None)  # nobody left this epoch: no gather
+            # (tested first: index() is O(K) per member)
+            if len(self.stack.members) != len(at_start):
+                rows = [at_start.index(k) for k in self.stack.members]
+            xb, yb = x_epoch[rows, start : start + bs], y_epoch[rows, start : start + bs]
+            result = self.step(xb, yb, epoch)
+            if not result:
+                break
+            steps.append((list(self.stack.members), result))
+        if not self.stack.members:
+            return False
+        live = self.stack.members
+        # The live members' targets in their own batch order.
+        y_live = y_epoch if live == at_start else y_epoch[[at_start.index(k) for k in live]]
+        self.record(epoch, steps, y_live, on_epoch)
+        if not self.stack.members:
+            return False
+        if self.t0.scheduler is not None:
+            self.step_schedules()
+        return True
+
+    def shuffle(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training data in each live member's batch order for this epoch: [K, n, ...]."""
+        # Each member draws its order exactly as its solo fit does: CPU generator, then device.
+        n, device = len(self.x_train), self.device
+        orders = torch.stack(
+            [
+                torch.randperm(n, generator=self.jobs[k].generator).to(device)
+                for k in self.stack.members
+            ]
+        )
+        return self.x_train[orders], self.y_train[orders]
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> list[torch.Tensor | None]:
         """One optimizer step of every live member: [loss, output, L1 norm] per member, or
         [] when no member is left. A member whose own step raises is cut out (its solo
         run would stop there) and the step is retried for the rest."""
+        stack = self.stack
         while True:
             try:
-                loss, out = batched_loss(stack.params, stack.buffers, xb, yb)
+                loss, out = self.forward.all_members(stack.params, stack.buffers, xb, yb)
                 break
             except RuntimeError:
-                bad, errors = [], []
-                for pos in range(len(stack.members)):  # which member's own step raises
-                    one = {n: p[pos] for n, p in stack.params.items()}
-                    own_buffers = {n: b[pos] for n, b in stack.buffers.items()}
-                    try:
-                        member_loss(one, own_buffers, xb[pos], yb[pos])
-                    except RuntimeError as err:
-                        bad.append(pos)
-                        errors.append(f"{type(err).__name__}: {err}")
+                count = len(stack.members)
+                bad = self.fail_raising(xb, yb, epoch)
                 if not bad:
                     raise  # no single member to blame: a failure of the whole group
-                keep = [i for i in range(len(stack.members)) if i not in bad]
-                fail(bad, epoch, errors)
                 if not stack.members:
                     return []
+                keep = [i for i in range(count) if i not in bad]
                 xb, yb = xb[keep], yb[keep]
         for p in stack.params.values():
             p.grad = None
         # d(sum)/d(loss_k) = 1: each member's gradient is exactly its own loss's.
         loss.sum().backward()
-        norms = None
-        if l1_names:
-            # The solo L1Penalty: its gradient, strength * sign(w), added per element ...
-            l1 = [stack.params[name].detach() for name in l1_names]
-            grads = [stack.params[name].grad for name in l1_names]
-            if one_strength:
-                torch._foreach_add_(grads, torch._foreach_sign(l1), alpha=strength)
-            else:  # each member's own strength
-                own = strengths[stack.members].to(device=device, dtype=l1[0].dtype)
-                for g, w in zip(grads, l1, strict=True):
-                    g.add_(torch.sign(w) * own.view(-1, *[1] * (w.dim() - 1)))
-            # ... and its value from the weights this step used: an L1 norm per member.
-            norms = sum(w.reshape(len(w), -1).abs().sum(dim=1) for w in l1)
-        if per_member:
-            step_members(stack, [trainers[k] for k in stack.members])
+        norms = self.add_l1() if self.l1_names else None
+        if self.per_member:
+            step_members(stack, [self.trainers[k] for k in stack.members])
         else:
             stack.optimizer.step()
         return [loss.detach(), out.detach(), norms]
 
-    finished = 0  # the last epoch every live member has its row for
-    try:
-        for epoch in range(1, t0.epochs + 1):
-            base.train()
-            # Each member draws its order exactly as its solo fit does: CPU generator, then device.
-            orders = torch.stack(
-                [torch.randperm(n, generator=jobs[k].generator).to(device) for k in stack.members]
-            )
-            x_epoch, y_epoch = x_train[orders], y_train[orders]  # [K, n, ...]
-            at_start = list(stack.members)
-            # Per step: the live members and their [loss, output, norm]; kept as tensors, no sync.
-            steps: list[tuple[list[int], list[torch.Tensor | None]]] = []
-            for start in range(0, n, bs):
-                rows: list[int] | slice = slice(None)  # nobody left this epoch: no gather
-                # (tested first: index() is O(K) per member)
-                if len(stack.members) != len(at_start):
-                    rows = [at_start.index(k) for k in stack.members]
-                xb, yb = x_epoch[rows, start : start + bs], y_epoch[rows, start : start + bs]
-                result = step(xb, yb, epoch)
-                if not result:
-                    break
-                steps.append((list(stack.members), result))
-            if not stack.members:
-                break
-            # Each step's values for the members live now, as [steps, K] (a gather only if some
-            # member was cut out during the epoch).
-            live = stack.members
+    def fail_raising(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> list[int]:
+        """Find the members whose own step on (xb, yb) raises and fail them; their stack
+        positions as they were (none: no single member is to blame)."""
+        stack = self.stack
+        bad, errors = [], []
+        for pos in range(len(stack.members)):
+            one = {n: p[pos] for n, p in stack.params.items()}
+            its_buffers = {n: b[pos] for n, b in stack.buffers.items()}
+            try:
+                self.forward.member(one, its_buffers, xb[pos], yb[pos])
+            except RuntimeError as err:
+                bad.append(pos)
+                errors.append(f"{type(err).__name__}: {err}")
+        if bad:
+            self.fail(bad, epoch, errors)
+        return bad
 
-            step_losses = torch.stack(_column(steps, live, 0)).double()  # [steps, K]
-            train_losses = (weights @ step_losses).tolist()  # float64 batch-size weights, as fit
-            # [K, n, ...] in batch order (the last batch may be smaller)
-            out_epoch = torch.cat(_column(steps, live, 1), dim=1)
-            penalties = (
-                (
-                    strengths[live] * (weights @ torch.stack(_column(steps, live, 2)).double())
-                ).tolist()
-                if l1_names
+    def add_l1(self) -> torch.Tensor:
+        """The solo L1Penalty, per member: its gradient, strength * sign(w), added to the
+        stacked gradients; returns its value from the weights this step used, an L1 norm
+        per member ([K], the strength not yet applied)."""
+        l1 = [self.stack.params[name].detach() for name in self.l1_names]
+        grads = [self.stack.params[name].grad for name in self.l1_names]
+        if self.one_strength:
+            torch._foreach_add_(grads, torch._foreach_sign(l1), alpha=self.t0.l1_strength)
+        else:  # each member's own strength
+            strengths = self.strengths[self.stack.members].to(device=self.device, dtype=l1[0].dtype)
+            for g, w in zip(grads, l1, strict=True):
+                g.add_(torch.sign(w) * strengths.view(-1, *[1] * (w.dim() - 1)))
+        return sum(w.reshape(len(w), -1).abs().sum(dim=1) for w in l1)  # type: ignore[return-value]
+
+    def epoch_losses(
+        self, steps: StepResults, live: list[int]
+    ) -> tuple[torch.Tensor, list[float], list[float] | None]:
+        """The live members' per-batch losses ([steps, K], float64), epoch train losses and
+        L1 penalties (None without L1), weighted by batch size as in `fit`."""
+        step_losses = torch.stack(_column(steps, live, 0)).double()  # [steps, K]
+        train_losses = (self.weights @ step_losses).tolist()  # float64 batch weights, as fit
+        penalties = None
+        if self.l1_names:
+            norms = torch.stack(_column(steps, live, 2)).double()
+            penalties = (self.strengths[live] * (self.weights @ norms)).tolist()
+        return step_losses, train_losses, penalties
+
+    def evaluate(
+        self, out_epoch: torch.Tensor, y_live: torch.Tensor, live: list[int]
+    ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+        """Every live member's train metrics (from its epoch's outputs) and val loss and
+        metrics, at once (as each solo fit computes its own)."""
+        self.forward.base.eval()
+        metrics, x_val, y_val = self.t0.metrics, self.x_val, self.y_val
+        stack = self.stack
+        with torch.inference_mode():
+            val_out = (
+                torch.cat(
+                    [
+                        self.forward.shared(stack.params, stack.buffers, x_val[i : i + EVAL_CHUNK])
+                        for i in range(0, len(x_val), EVAL_CHUNK)
+                    ],
+                    dim=1,
+                )
+                if len(x_val)
                 else None
             )
-            base.eval()
-            with torch.inference_mode():
-                val_out = (
-                    torch.cat(
-                        [
-                            batched_forward(stack.params, stack.buffers, x_val[i : i + EVAL_CHUNK])
-                            for i in range(0, len(x_val), EVAL_CHUNK)
-                        ],
-                        dim=1,
-                    )
-                    if len(x_val)
-                    else None
+            train_metrics = metrics.compute_each(out_epoch, y_live)
+            if val_out is None or not len(y_val):
+                return train_metrics, [{} for _ in live]
+            y_each = y_val.expand(len(live), *y_val.shape)
+            val_metrics = [
+                {"loss": loss} | each
+                for loss, each in zip(
+                    self.forward.losses(val_out, y_each).tolist(),
+                    metrics.compute_each(val_out, y_val, shared=True),
+                    strict=True,
                 )
-                # Every member's metrics at once (as each solo fit computes its own).
-                y_live = y_epoch if live == at_start else y_epoch[[at_start.index(k) for k in live]]
-                train_metrics = t0.metrics.compute_each(out_epoch, y_live)
-                if val_out is not None and len(y_val):
-                    y_each = y_val.expand(len(live), *y_val.shape)
-                    val_metrics = [
-                        {"loss": loss} | metrics
-                        for loss, metrics in zip(
-                            losses(val_out, y_each).tolist(),
-                            t0.metrics.compute_each(val_out, y_val, shared=True),
-                            strict=True,
-                        )
-                    ]
-                else:
-                    val_metrics = [{} for _ in live]
-            failed, errors = [], []
-            for pos, k in enumerate(live):
-                t = jobs[k].trainer
-                if not math.isfinite(train_losses[pos]):
-                    values = step_losses[:, pos].tolist()
-                    batch = next(i for i, v in enumerate(values) if not math.isfinite(v)) + 1
-                    failed.append(pos)
-                    errors.append(
-                        f"loss became {train_losses[pos]} at epoch {epoch}, batch {batch}"
-                    )
-                    continue
-                row = {"train_loss": train_losses[pos]}
-                if penalties is not None:  # without L1 the total is the loss itself
-                    row["train_total_loss"] = train_losses[pos] + penalties[pos]
-                row |= {f"train_{m}": v for m, v in train_metrics[pos].items()}
-                row |= {f"val_{m}": v for m, v in val_metrics[pos].items()}
-                if t.scheduler is not None:  # as the solo fit: the rate this epoch used
-                    row["lr"] = _lr(t)
-                results[k].history.append(row)
-                if on_epoch is not None:
-                    on_epoch(k, epoch, row)
-            if failed:
-                fail(failed, epoch, errors)
-            if not stack.members:
-                break
-            if t0.scheduler is not None:
-                _step_schedules(
-                    [jobs[k].trainer for k in stack.members], stack.optimizer, per_member
-                )
-            finished = epoch
-            if should_stop is not None and should_stop():
-                break
-    except KeyboardInterrupt as err:  # stopped at once (a second Ctrl-C): keep what is whole
-        for result in results:
-            del result.history[finished:]
-        raise StackInterrupted(err, results, finished) from None
-    for pos, k in enumerate(stack.members):
-        finals[k] = stack.member_state(pos)
-    for k, job in enumerate(jobs):
-        _write_back(job, finals[k])
-    return results
+            ]
+        return train_metrics, val_metrics
+
+    def record(
+        self,
+        epoch: int,
+        steps: StepResults,
+        y_live: torch.Tensor,
+        on_epoch: MemberCallback | None,
+    ) -> None:
+        """Each live member's row of this epoch (sent to on_epoch), or, where its epoch loss
+        is not finite, its failure with the solo NonFiniteLoss message."""
+        live = self.stack.members
+        step_losses, train_losses, penalties = self.epoch_losses(steps, live)
+        # [K, n, ...] in batch order (the last batch may be smaller)
+        out_epoch = torch.cat(_column(steps, live, 1), dim=1)
+        train_metrics, val_metrics = self.evaluate(out_epoch, y_live, live)
+        failed, errors = [], []
+        for pos, k in enumerate(live):
+            if not math.isfinite(train_losses[pos]):
+                failed.append(pos)
+                errors.append(str(non_finite_loss(epoch, train_losses[pos], step_losses[:, pos])))
+                continue
+            t = self.trainers[k]
+            row = epoch_row(
+                train_losses[pos],
+                train_metrics[pos],
+                val_metrics[pos],
+                penalties[pos] if penalties is not None else None,
+                _lr(t) if t.scheduler is not None else None,  # the rate this epoch used
+            )
+            self.results[k].history.append(row)
+            if on_epoch is not None:
+                on_epoch(k, epoch, row)
+        if failed:
+            self.fail(failed, epoch, errors)
+
+    def fail(self, positions: list[int], epoch: int, errors: list[str]) -> None:
+        """Record the members at stack `positions` as failed at `epoch` and cut them out."""
+        for pos, error in zip(positions, errors, strict=True):
+            k = self.stack.members[pos]
+            self.results[k].failed_at, self.results[k].error = epoch, error
+            self.finals[k] = self.stack.member_state(pos)
+        self.stack.keep([i for i in range(len(self.stack.members)) if i not in positions])
+
+    def step_schedules(self) -> None:
+        """End the epoch's schedule for every live member."""
+        live = [self.trainers[k] for k in self.stack.members]
+        _step_schedules(live, self.stack.optimizer, self.per_member)
+
+    def write_back(self) -> None:
+        """Every member's state into its own job: a live member's as it is now, a failed
+        member's as it was when it failed."""
+        for pos, k in enumerate(self.stack.members):
+            self.finals[k] = self.stack.member_state(pos)
+        for k, job in enumerate(self.jobs):
+            _write_back(job, self.finals[k])
 
 
 def _step_schedules(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from runner.job import setup
-from runner.loop import fit
+from runner.loop import batch_weights, epoch_row, fit, non_finite_loss
 from runner.spec import validate
 from tests.configs import shipped, train
 
@@ -127,3 +127,16 @@ def test_deterministic_switch_keeps_cpu_results():
         assert train(cfg) == plain
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_epoch_bookkeeping_shared_by_fit_and_stacked_training():
+    """Batch weights follow the batch sizes (a smaller last batch weighs less), the
+    non-finite error names the first bad batch, and a row holds only what applies."""
+    weights = batch_weights(7, 3, torch.device("cpu"))
+    assert weights.tolist() == pytest.approx([3 / 7, 3 / 7, 1 / 7])
+    error = non_finite_loss(4, float("nan"), torch.tensor([0.5, float("inf"), float("nan")]))
+    assert str(error) == "loss became nan at epoch 4, batch 2"
+    assert epoch_row(0.5, {"acc": 0.9}, {}) == {"train_loss": 0.5, "train_acc": 0.9}
+    row = epoch_row(0.5, {"acc": 0.9}, {"loss": 0.6}, penalty=0.25, lr=0.01)
+    assert list(row) == ["train_loss", "train_total_loss", "train_acc", "val_loss", "lr"]
+    assert row["train_total_loss"] == 0.75 and row["lr"] == 0.01
