@@ -202,15 +202,14 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
     with tracker.run(name, labels, launch.parent_run_id, resumed_run, launch.started_at):
         if not resumed_run:  # a new run (also for a checkpoint no store took: it records it)
             log_inputs(job, launch, tracker)
-        if resume is not None and resume["epoch"] < spec.trainer.epochs:  # same run goes on
+        left = resume is None or resume["epoch"] < spec.trainer.epochs  # epochs to train
+        if resume is not None and left:  # the same run goes on: same params
             log.info("resuming at epoch %d", resume["epoch"] + 1)
-        elif (
-            resume is not None
-        ):  # stopped while writing its end (or the store failed): only that is left
+        elif not left:  # stopped while writing its end (or the store failed): only that is left
             log.info("every epoch is trained: writing the run's end (test split, plots, model)")
         epochs = EpochHandler(job, tracker, launch)
         started = time.perf_counter()
-        if resume is None or resume["epoch"] < spec.trainer.epochs:
+        if left:
             log.info("training starts")
         try:
             history = fit(

@@ -218,18 +218,13 @@ def _claim(client: MlflowClient, run_id: str, owner: dict[str, str], uri: str) -
         run.data.tags.get(tags.PID) != owner[tags.PID]
         or run.data.tags.get(tags.HOST) != owner[tags.HOST]
     ):
-        from runner.tracking.store import still_running
-
-        raise SweepTaken(
-            f"this sweep was just started by another launch: sweep run {run_id} "
-            f"{still_running(run, uri)}; the same command then continues it"
-        )
+        raise _just_started(run, uri)
 
 
 def _first_of_twins(client: MlflowClient, experiment_id: str, run: Run, uri: str) -> None:
     """Two launches of one new sweep at the same moment each made a parent run: the earlier
     (by start time, then id) goes on; the later deletes its own and stops before any job."""
-    from runner.tracking.store import may_be_alive, still_running
+    from runner.tracking.store import may_be_alive
 
     key = run.data.tags[tags.SWEEP_FINGERPRINT]
     twins = client.search_runs(
@@ -242,10 +237,17 @@ def _first_of_twins(client: MlflowClient, experiment_id: str, run: Run, uri: str
     for twin in twins:
         if (twin.info.start_time, twin.info.run_id) < mine and may_be_alive(twin):
             client.delete_run(run.info.run_id)
-            raise SweepTaken(
-                f"this sweep was just started by another launch: sweep run {twin.info.run_id} "
-                f"{still_running(twin, uri)}; the same command then continues it"
-            )
+            raise _just_started(twin, uri)
+
+
+def _just_started(owner: Run, uri: str) -> SweepTaken:
+    """The refusal of a launch that lost the race for a sweep run to `owner`'s launch."""
+    from runner.tracking.store import still_running
+
+    return SweepTaken(
+        f"this sweep was just started by another launch: sweep run {owner.info.run_id} "
+        f"{still_running(owner, uri)}; the same command then continues it"
+    )
 
 
 class SweepCallback(Callback):

@@ -133,8 +133,9 @@ def _open_patiently(
         except StoreError:
             raise
         except Exception as err:
-            if db is not None and _damage_sign(err):
-                raise StoreError(damaged_message(db, _damage_sign(err))) from err
+            damage = _damage_sign(err) if db is not None else None
+            if damage:
+                raise StoreError(damaged_message(db, damage)) from err
             if db is not None and _lock_sign(err):  # locked again: waited for at the top
                 busy_since = busy_since or time.monotonic()
                 if time.monotonic() - busy_since >= store_wait():
@@ -535,7 +536,7 @@ class Store:
         return runs[0]
 
     def _has_checkpoint(self, run: Run) -> bool:
-        if Path(run.data.tags.get(tags.CHECKPOINT, "") or "/nonexistent").is_file():
+        if local_checkpoint(run) is not None:
             return True
         try:
             logged = self.client.list_artifacts(run.info.run_id, "checkpoints")
