@@ -1,5 +1,5 @@
 """A seed group trained one run after another (`runner.loop.fit`) against the same group
-trained as one stacked model (`runner.stacked.stack_fit`), on one thread.
+trained as one stacked model (`runner.sweep.stacked.stack_fit`), on one thread.
 
 XOR, the shipped xor_deep model with Adam (lr 0.015, L1 on its second layer), batch 2.
 Only training is timed (each job's `setup` is done beforehand for both ways). The solo
@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from runner.components.plugins import load_components
+from runner.config.project import CONF_DIR
+from runner.config.spec import validate
 from runner.job import Job, setup
 from runner.loop import fit
-from runner.plugins import load_components
-from runner.project import CONF_DIR
-from runner.spec import validate
-from runner.stacked import MemberResult, stack_fit
+from runner.sweep.stacked import MemberResult, stack_fit
 
 
 def xor_config(seed: int, epochs: int) -> dict[str, Any]:

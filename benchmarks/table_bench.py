@@ -1,5 +1,6 @@
-"""Table benchmark: a generated 1,000,000-row CSV through `runner.datasets.tabular.csv`, and one
-epoch of the runner's loop against a hand-written in-memory loop over the same tensors.
+"""Table benchmark: a generated 1,000,000-row CSV through
+`runner.components.datasets.tabular.csv`, and one epoch of the runner's loop against a
+hand-written in-memory loop over the same tensors.
 
 Run from the repo root: `.venv/bin/python benchmarks/table_bench.py [--rows N] [--repeat N]
 [--batch-sizes 256 1024] [--keep] [--profile]`. Targets (the project's issue): the CSV is read
@@ -36,7 +37,7 @@ import torch
 from report_table import git_version, median, table  # noqa: E402 (beside this script)
 from torch import nn
 
-from runner.datasets.base import DataSplits
+from runner.components.datasets.base import DataSplits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 1
@@ -120,7 +121,7 @@ def write_table(rows: int, folder: Path) -> tuple[Path, float, str]:
 
 def load(path: Path) -> DataSplits:
     """The runner's CSV loader with the benchmark's settings (a validation split)."""
-    from runner.datasets import tabular
+    from runner.components.datasets import tabular
 
     return tabular.csv(str(path), "y", val_size=VAL_SIZE, standardize_target=True)
 
@@ -256,9 +257,9 @@ def bench_epochs(
     path: Path, batch_size: int, repeat: int, threads: int | str = "auto"
 ) -> dict[str, Any]:
     """The runner's `fit` (1 epoch) and the hand-written loop, `repeat` times, interleaved."""
+    from runner.config.spec import validate
     from runner.job import setup
     from runner.loop import choose_data_path, fit
-    from runner.spec import validate
 
     cfg = config(path, batch_size, threads)
     note(f"batch {batch_size}: setup (reads and encodes the CSV again) ...")

@@ -2,7 +2,7 @@
 
 # First, before any slow import: Ctrl-C or SIGTERM while Python is still importing torch,
 # Hydra or MLflow ends in one line, never a traceback.
-from runner import signals, sweep_signals
+from runner.training import signals, sweep_signals
 
 signals.install()
 

@@ -1,7 +1,8 @@
 """Validated spec → torch objects: the data, the model (with inferred widths and
 initializers), L1 parameters, loss, optimizer, scheduler, and the Trainer holding them.
 
-Names resolve only through the registries (filled by runner.plugins during validation)."""
+Names resolve only through the registries (filled by runner.components.plugins during
+validation)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from runner.datasets import DataSplits
+from runner.components.datasets import DataSplits
+from runner.config.spec import Component, L1Spec, LayerSpec, ModelSpec, RunSpec, TrainerSpec
 from runner.errors import ConfigError, RunError
 from runner.loop import Trainer
-from runner.metrics import TaskMetrics
 from runner.registry import DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
-from runner.spec import Component, L1Spec, LayerSpec, ModelSpec, RunSpec, TrainerSpec
+from runner.training.metrics import TaskMetrics
 
 # What a constructor raises when its arguments are wrong: a bad value (ValueError,
 # AssertionError), a value of the wrong kind or shape (TypeError, AttributeError, IndexError,

@@ -3,7 +3,7 @@
 Takes the command line of `python -m runner`. Each job's config is composed as Hydra would
 (with the `hydra` node, so `${hydra:runtime.cwd}` resolves), a sweep is expanded into its
 jobs as Hydra's basic sweeper does (`hydra.sweeper.params`, then the command line, crossed)
-and every job goes through `runner.spec.validate`; a table's file must exist and its header
+and every job goes through `runner.config.spec.validate`; a table's file must exist and its header
 hold the columns the config names (the header alone is read). No rows are loaded, nothing
 is written, MLflow is never touched. Exit status: 0 all valid, 1 any invalid, 2 a bad command line.
 """
@@ -24,13 +24,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from runner.choices import group_choice_problems, shadowed_files
+from runner.config.choices import group_choice_problems, shadowed_files
+from runner.config.override_keys import override_problems, shaping_overrides
+from runner.config.project import CONF_DIR, conf_dirs, name_folders_only, split_config_dirs
+from runner.config.spec import validate
+from runner.config.spec.schema import RunSpec
 from runner.errors import ConfigError, failure_message
-from runner.override_keys import override_problems, shaping_overrides
-from runner.project import CONF_DIR, conf_dirs, name_folders_only, split_config_dirs
 from runner.registry import DATASETS
-from runner.spec import validate
-from runner.spec.schema import RunSpec
 
 USAGE = "usage: python -m runner.check [-m|--multirun] [--config-dir DIR] [override ...]"
 

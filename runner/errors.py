@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -102,31 +102,3 @@ def ending(err: BaseException) -> tuple[str, str | None, str | None]:
         return "KILLED", None, None
     trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     return "FAILED", f"{type(err).__name__}: {err}", trace
-
-
-@contextmanager
-def always_ended(
-    end: Callable[[str, str | None, str | None], None], start: Callable[[], None] | None = None
-) -> Iterator[None]:
-    """Call `start()`, then `end(status, error, traceback)` however the block exits: a run
-    never stays RUNNING because of an error or an interrupt. Ctrl-C cannot fall between the
-    start and the guard, nor cut the end short (it acts once the run has ended)."""
-    from runner.signals import shielded
-
-    outcome: tuple[str, str | None, str | None] = ("FINISHED", None, None)
-    started = start is None
-    try:
-        if start is not None:
-            with shielded():
-                start()
-                started = True
-        yield
-    except BaseException as err:
-        outcome = ending(err)
-        raise
-    finally:
-        if started:
-            # A signal during the end of a stopped run is only noted; after a FINISHED end
-            # it acts as usual (the run's record stays true either way).
-            with shielded(deliver=outcome[0] == "FINISHED"):
-                end(*outcome)

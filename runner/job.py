@@ -21,23 +21,34 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner import builders, checkpoint, device, naming, signals, sweep, sweep_signals, tags
-from runner.dataset_input import dataset_input
-from runner.datasets import DataSplits
-from runner.datasets.tabular import TabularPredictor
+from runner import builders
+from runner.components.datasets import DataSplits
+from runner.components.datasets.tabular import TabularPredictor
+from runner.config.launch import Launch
+from runner.config.spec import RunSpec, validate
 from runner.errors import ConfigError, RunError, StoreError
-from runner.fingerprint import fingerprint
-from runner.launch import Launch
 from runner.loop import Trainer, evaluate, fit
-from runner.metrics import primary_metric
-from runner.params import flatten
-from runner.pictures import picture_data
-from runner.progress import EpochProgress
-from runner.seeding import seed_everything
-from runner.signals import STOP, Interrupted, stop_on_signals
-from runner.spec import RunSpec, validate
-from runner.summary import model_summary, trainable_parameters
-from runner.tracking import Tracker, check_server, make_tracker, run_page, store_location
+from runner.tracking import (
+    Tracker,
+    check_server,
+    make_tracker,
+    naming,
+    run_page,
+    store_location,
+    sweep_record,
+    tags,
+)
+from runner.tracking.dataset_input import dataset_input
+from runner.tracking.fingerprint import fingerprint
+from runner.tracking.params import flatten
+from runner.tracking.pictures import picture_data
+from runner.tracking.resume import load_resume
+from runner.tracking.summary import model_summary, trainable_parameters
+from runner.training import checkpoint, device, signals, sweep_signals
+from runner.training.metrics import primary_metric
+from runner.training.progress import EpochProgress
+from runner.training.seeding import seed_everything
+from runner.training.signals import STOP, Interrupted, stop_on_signals
 
 log = logging.getLogger("runner")
 
@@ -68,12 +79,12 @@ def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | N
     if not launch.multirun:
         return _run(cfg, launch, companion)
     with sweep_signals.job_signals():
-        if sweep.interrupted(launch):
-            return sweep.job_not_started(launch)
+        if sweep_signals.interrupted(launch):
+            return sweep_signals.job_not_started(launch)
         try:
             return _run(cfg, launch, None)
         except KeyboardInterrupt as err:
-            return sweep.job_interrupted(launch, signals.interruption(err))
+            return sweep_signals.job_interrupted(launch, signals.interruption(err))
 
 
 def _run(cfg: DictConfig, launch: Launch, companion: Any) -> float | None:
@@ -84,13 +95,13 @@ def _run(cfg: DictConfig, launch: Launch, companion: Any) -> float | None:
         done = already_finished(config, spec, launch)
         if done is not None:
             return done.data.metrics.get(primary_metric(spec.task, spec.metric))
-        spec = sweep.continue_interrupted(spec, launch, fingerprint(config))
+        spec = sweep_record.continue_interrupted(spec, launch, fingerprint(config))
         job = setup(config, spec, launch.parallel)
     except ConfigError as err:
         if not launch.multirun:
             raise
         log.error("job %s failed: config error: %s", launch.job_num, err)
-        sweep.record_failed_setup(cfg, launch, err)
+        sweep_record.record_failed_setup(cfg, launch, err)
         return None
     log.info("model %s on %s\n%s", spec.model.name, job.trainer.device, job.summary)
     tracker = make_tracker(spec.tracking, companion)
@@ -155,7 +166,7 @@ def already_finished(config: dict[str, Any], spec: RunSpec, launch: Launch) -> A
     """In a re-run sweep: the FINISHED run of this exact config (logged as skipped), else None."""
     if not (launch.sweep and spec.sweep.skip_finished):
         return None
-    done = sweep.finished_run(spec.tracking, launch.sweep, fingerprint(config))
+    done = sweep_record.finished_run(spec.tracking, launch.sweep, fingerprint(config))
     if done is not None:
         log.info(
             "skipped job %s: this exact config already FINISHED as run %s (%s); "
@@ -184,7 +195,7 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
     run_device = device.resolve_device(spec.device)
     trainer = builders.build_trainer(spec, model, data, run_device)
     fp = fingerprint(config)
-    resume = checkpoint.load_resume(spec, fp, trainer, generator) if spec.resume else None
+    resume = load_resume(spec, fp, trainer, generator) if spec.resume else None
     summary = model_summary(infos, data.input_shape, str(run_device))
     return Job(
         spec=spec, config=config, fingerprint=fp, data=data, trainer=trainer,
@@ -271,7 +282,7 @@ def log_end(
 
 
 def launch_name(launch: Launch, spec: RunSpec) -> str:
-    """The run's short name (runner.naming): its swept values in a sweep."""
+    """The run's short name (runner.tracking.naming): its swept values in a sweep."""
     return naming.run_name(launch.overrides, launch.swept, spec.model.name, spec.optim.name)
 
 

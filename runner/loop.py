@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from runner.datasets.base import DataSplits
+from runner.components.datasets.base import DataSplits
 from runner.errors import RunError
-from runner.memory import available_host_memory
-from runner.metrics import TaskMetrics, align
+from runner.training.memory import available_host_memory
+from runner.training.metrics import TaskMetrics, align
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 EVAL_CHUNK = 8192  # validation batch size: large, since no gradients are kept

@@ -14,12 +14,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runner.choices import group_choice_problems, shadowed_files
+from runner.config.choices import group_choice_problems, shadowed_files
+from runner.config.launch import launch_of
+from runner.config.override_keys import command_line_problems
+from runner.config.project import CONF_DIR, conf_dirs
 from runner.errors import ConfigError, exit_on_known_failure
-from runner.launch import launch_of
-from runner.override_keys import command_line_problems
-from runner.project import CONF_DIR, conf_dirs
-from runner.signals import shielded
+from runner.training.signals import shielded
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -59,7 +59,7 @@ def import_job() -> ModuleType:
 def precheck(cfg: DictConfig) -> None:
     """Fail at once, before torch is imported, on the config problems that can be found
     without it (the job's validation reports every other one)."""
-    from runner.spec import precheck as check_plain_sections
+    from runner.config.spec import precheck as check_plain_sections
 
     try:
         config = OmegaConf.to_container(cfg, resolve=True)

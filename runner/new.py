@@ -3,7 +3,7 @@
 The project holds one data config pointing at a CSV table (written too), one model whose
 hidden layers use a plugin layer, an experiment naming both, the plugin module and a
 README saying how to run, sweep, check and browse it. Its `conf/` sits beside the shipped
-config groups when one launches from DIR (runner.project), so `runner model=mine data=mine`
+config groups when one launches from DIR (runner.config.project), so `runner model=mine data=mine`
 works there. Existing files are never overwritten.
 """
 

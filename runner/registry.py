@@ -1,9 +1,10 @@
 """Named registries: the only way a config name becomes code.
 
 Each registry maps a config name to a callable plus metadata that the validator and
-builders read. This module is a leaf: built-in entries are registered by `runner.builtins`,
-users register their own in a module listed under `plugins:`, and `runner.plugins` is the
-one place that imports both (validation calls it before it reads any name).
+builders read. This module is a leaf: built-in entries are registered by
+`runner.components.builtins`, users register their own in a module listed under `plugins:`,
+and `runner.components.plugins` is the one place that imports both (validation calls it
+before it reads any name).
 """
 
 from __future__ import annotations

@@ -20,8 +20,7 @@ from pathlib import Path
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
-from runner import tags
-from runner.tracking import embedded_store, experiment_url, run_url
+from runner.tracking import embedded_store, experiment_url, run_url, tags
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 WINDOW = "1600,1000"

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from runner.project import CONF_DIR
+from runner.config.project import CONF_DIR
 
 GOOD: dict[str, Any] = {
     "seed": 1,
@@ -85,9 +85,9 @@ def shipped(model: str, optim: str = "adam", data: str = "xor", **trainer: Any) 
 
 def train(cfg: dict) -> list[dict[str, float]]:
     """Validate, build and fit exactly as a job does, without Hydra or MLflow."""
+    from runner.config.spec import validate
     from runner.job import setup
     from runner.loop import fit
-    from runner.spec import validate
 
     spec = validate(cfg)
     job = setup(cfg, spec)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner.plugins import load_components
+from runner.components.plugins import load_components
 
 PROJECT = Path(__file__).resolve().parents[1]
 load_components([])  # the built-in registry entries, as validation would load them

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from runner import builders
+from runner.config.spec import Component, TrainerSpec, validate
 from runner.errors import ConfigError
 from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
-from runner.spec import Component, TrainerSpec, validate
 from tests.configs import layers_config as config
 
 # Arguments and the per-sample input shape each built-in layer is tried with.

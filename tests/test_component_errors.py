@@ -9,9 +9,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from runner import builders
+from runner.config.spec import Component, validate
 from runner.errors import ConfigError
 from runner.job import setup
-from runner.spec import Component, validate
 from tests.configs import shipped, with_change
 from tests.conftest import run_cli, store_uri
 

@@ -10,7 +10,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from hydra_plugins.runner_stacked.compose import SweepComposer
-from runner.project import CONF_DIR
+from runner.config.project import CONF_DIR
 
 # Each case: jobs in launch order (the first composed by Hydra), and how many of them may be
 # copies of an earlier one's composition.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from runner.datasets.xor import xor
+from runner.components.datasets.xor import xor
 from runner.loop import epoch_batches
 from tests.configs import shipped, train
 

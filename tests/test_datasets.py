@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from runner.datasets import tabular, vision
-from runner.datasets.xor import xor
+from runner.components.datasets import tabular, vision
+from runner.components.datasets.xor import xor
 from runner.errors import ConfigError
 
 HOUSE_TINY = Path(__file__).resolve().parents[1] / "data" / "house_tiny.csv"

@@ -7,11 +7,11 @@ from __future__ import annotations
 import torch
 from mlflow.tracking import MlflowClient
 
-from runner import group
+from runner.config.launch import Launch
+from runner.config.spec import validate
 from runner.job import Job, setup
-from runner.launch import Launch
-from runner.spec import validate
-from runner.stacked import stack_fit
+from runner.sweep import group
+from runner.sweep.stacked import stack_fit
 from runner.tracking.deferred import DeferredTracker
 from tests.configs import shipped
 

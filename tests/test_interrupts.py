@@ -251,7 +251,7 @@ def test_ctrl_c_as_a_sweep_starts_starts_no_job(tmp_path):
 
 WATCHED = """
 import os, signal, sys, time
-from runner import signals, sweep_signals
+from runner.training import signals, sweep_signals
 signals.install()
 sweep_signals.watch_sweep(sys.argv[1])
 try:
@@ -294,7 +294,7 @@ def await_epochs(term: Terminal, cwd: Path, epochs: int, timeout: float = 120) -
 
 DROPPED = """
 import os, signal, sys, weakref
-from runner import signals
+from runner.training import signals
 signals.install()
 class Thing: pass
 def collected(ref):  # Python drops (and prints) what a weakref callback raises

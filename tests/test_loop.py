@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
+from runner.config.spec import validate
 from runner.job import setup
 from runner.loop import batch_weights, epoch_row, fit, non_finite_loss
-from runner.spec import validate
 from tests.configs import shipped, train
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runner.metrics import TaskMetrics
+from runner.training.metrics import TaskMetrics
 
 K, ROWS = 4, 37
 CASES = {

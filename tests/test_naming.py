@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.naming import compact, run_name
+from runner.tracking.naming import compact, run_name
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from runner.config.override_keys import command_line_problems, override_problems
+from runner.config.project import CONF_DIR, conf_dirs
+from runner.config.spec import validate
 from runner.errors import ConfigError
-from runner.override_keys import command_line_problems, override_problems
-from runner.project import CONF_DIR, conf_dirs
-from runner.spec import validate
 from tests.configs import GOOD
 
 TRAINER_KEYS = (

@@ -11,8 +11,9 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix as sklearn_confusion
 
-from runner import plots, report
-from runner.pictures import picture_data
+from runner.sweep import report
+from runner.tracking import plots
+from runner.tracking.pictures import picture_data
 from tests.configs import shipped
 
 CAPTION = "run adam s1 · 3f2a1b9c0d · experiment xor"
@@ -292,9 +293,9 @@ def test_capacity_plot_ticks_at_the_parameter_counts() -> None:
 def test_picture_data_names_and_points_for_a_table() -> None:
     """From a trained house_tiny job: names for titles, training and validation points,
     all plain picklable values for the companion process."""
+    from runner.config.spec import validate
     from runner.job import setup
     from runner.loop import fit
-    from runner.spec import validate
 
     cfg = shipped("house_linear", "adam", data="house_tiny", epochs=2, batch_size=3)
     spec = validate(cfg)
@@ -322,9 +323,9 @@ def test_picture_data_names_and_points_for_a_table() -> None:
 
 
 def test_picture_data_finds_the_loss_without_being_told() -> None:
+    from runner.config.spec import validate
     from runner.job import setup
     from runner.loop import fit
-    from runner.spec import validate
 
     cfg = shipped("xor_deep", "adam", epochs=1)
     job = setup(cfg, validate(cfg))

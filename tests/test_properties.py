@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from runner import builders
+from runner.config.spec import L1Spec, SweepSpec, TrackingSpec, TrainerSpec, validate
+from runner.config.spec.args import signature_params
+from runner.config.spec.schema import LAYER_KEYS, MODEL_KEYS, TOP_LEVEL_KEYS, defaults
 from runner.errors import ConfigError
-from runner.metrics import align
 from runner.registry import DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
-from runner.spec import L1Spec, SweepSpec, TrackingSpec, TrainerSpec, validate
-from runner.spec.args import signature_params
-from runner.spec.schema import LAYER_KEYS, MODEL_KEYS, TOP_LEVEL_KEYS, defaults
+from runner.training.metrics import align
 from tests.configs import DELETE, GOOD, with_change
 
 MLP: dict[str, Any] = {

@@ -19,12 +19,12 @@ import torch
 from hydra import initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from runner import plots
 from runner.check import CONF_DIR, job_problems
-from runner.datasets import tabular
-from runner.datasets.table_checks import check_encoded_size
+from runner.components.datasets import tabular
+from runner.components.datasets.table_checks import check_encoded_size
 from runner.errors import ConfigError
-from runner.memory import available_host_memory
+from runner.tracking import plots
+from runner.training.memory import available_host_memory
 from scripts.daily_table import daily_table
 from tests.conftest import run_cli, store_uri
 

@@ -184,7 +184,7 @@ def sweep_run_id(ws: Path) -> str:
     """The newest sweep parent run in the workspace's store (a small sweep if none yet)."""
     from mlflow.tracking import MlflowClient
 
-    from runner.tags import IS_SWEEP
+    from runner.tracking.tags import IS_SWEEP
 
     uri = f"sqlite:///{ws / 'outputs' / 'mlflow.db'}"
     for attempt in range(2):
@@ -523,7 +523,7 @@ def config_blocks() -> list[tuple[str, str, Block]]:
 def test_readme_config_files_validate(group, name, block):
     """A config the README shows validates in the default setup; a shipped one's keys have
     the shipped values (the README may add keys at their defaults)."""
-    from runner.spec import validate
+    from runner.config.spec import validate
 
     node = OmegaConf.create(block.text)
     cfg = OmegaConf.create(shipped("mlp"))

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from runner import builders
+from runner.components.plugins import load_components
+from runner.config.spec import validate
 from runner.errors import ConfigError
-from runner.plugins import load_components
 from runner.registry import LAYERS, Registry
-from runner.spec import validate
 from tests.configs import layers_config as config
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from runner import checkpoint
+from runner.training import checkpoint
 from tests.conftest import run_cli, store_uri
 
 ARGS = ["model=xor_noisy", "trainer.epochs=60", "trainer.checkpoint_every=1"]

@@ -63,7 +63,7 @@ def test_a_parallel_sweep_logs_to_the_postgresql_server(server, tmp_path, launch
 WRITER = r"""
 import multiprocessing as mp, sys
 from mlflow.tracking import MlflowClient
-from runner.spec import TrackingSpec
+from runner.config.spec import TrackingSpec
 from runner.tracking.mlflow_tracker import MlflowTracker
 
 def write(uri, barrier, k):

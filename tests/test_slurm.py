@@ -226,7 +226,7 @@ def test_a_job_longer_than_its_time_limit_continues_its_run_until_it_finishes(
 
 WARNED = """
 import signal
-from runner import signals
+from runner.training import signals
 
 signals.install()
 with signals.stop_on_signals():  # a job trains

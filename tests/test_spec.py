@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
+from runner.config.spec import validate
 from runner.errors import ConfigError
-from runner.spec import validate
 from tests.configs import DELETE, GOOD, shipped, with_change
 
 CATALOGUE = [
@@ -112,8 +112,8 @@ def test_all_problems_are_reported_together():
 
 
 def test_unknown_group_choices_suggest_the_closest(tmp_path):
-    from runner.choices import group_choice_problems
-    from runner.project import CONF_DIR
+    from runner.config.choices import group_choice_problems
+    from runner.config.project import CONF_DIR
 
     conf = [CONF_DIR]
     problems = group_choice_problems(["model=xor_dep", "optim=sgd,adma", "seed=3"], conf)
@@ -135,9 +135,9 @@ def test_config_yaml_shows_the_schema_defaults():
     a key is absent are the schema's. They must be the same."""
     from omegaconf import OmegaConf
 
-    from runner.project import CONF_DIR
-    from runner.spec import SweepSpec, TrainerSpec
-    from runner.spec.schema import defaults
+    from runner.config.project import CONF_DIR
+    from runner.config.spec import SweepSpec, TrainerSpec
+    from runner.config.spec.schema import defaults
 
     main = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))
     assert main["trainer"] == defaults(TrainerSpec)

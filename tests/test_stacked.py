@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from runner.config.spec import validate
 from runner.job import Job, setup
 from runner.loop import NonFiniteLoss, fit
-from runner.spec import validate
-from runner.stack_plan import (
+from runner.sweep.stack_plan import (
     cache_bytes,
     chunk_cost,
     chunk_sizes,
@@ -22,7 +22,7 @@ from runner.stack_plan import (
     share,
     state_bytes,
 )
-from runner.stacked import (
+from runner.sweep.stacked import (
     NotStackable,
     StackInterrupted,
     fast_forward,
@@ -379,7 +379,7 @@ def test_a_layer_the_fast_path_cannot_take_falls_back_to_vmap(monkeypatch: pytes
         chosen.append(forward)
         return forward
 
-    monkeypatch.setattr("runner.stacked.fast_forward", spy)
+    monkeypatch.setattr("runner.sweep.stacked.fast_forward", spy)
     assert_matches_solo(layers, fast_path=True)
     assert chosen == [None]
 

@@ -13,7 +13,7 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from runner.device import usable_cores
+from runner.training.device import usable_cores
 from tests.conftest import run_cli, store_uri, tails
 from tests.test_sweeps import await_finished_jobs
 
@@ -84,9 +84,9 @@ def test_a_stacked_seed_group_matches_solo_runs(tmp_path):
 
 # A fault injected through the plugin mechanism: stacked training of seed 3 breaks.
 BREAK_SEED_3 = """
-import runner.stacked
+import runner.sweep.stacked
 
-real_stack_fit = runner.stacked.stack_fit
+real_stack_fit = runner.sweep.stacked.stack_fit
 
 
 def stack_fit(jobs, *args, **kwargs):
@@ -95,7 +95,7 @@ def stack_fit(jobs, *args, **kwargs):
     return real_stack_fit(jobs, *args, **kwargs)
 
 
-runner.stacked.stack_fit = stack_fit
+runner.sweep.stacked.stack_fit = stack_fit
 """
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner import checkpoint
 from runner.errors import ConfigError, StoreError
 from runner.tracking import embedded_store
 from runner.tracking.store import forget_connections, open_store
+from runner.training import checkpoint
 from tests.conftest import run_cli, store_uri
 
 QUIET = ["trainer.progress=none", "trainer.plots=false"]

@@ -13,9 +13,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from runner.datasets import tabular
+from runner.components.datasets import tabular
 from runner.errors import ConfigError
-from runner.metrics import log_rmse
+from runner.training.metrics import log_rmse
 from tests.conftest import run_cli, store_uri
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -189,7 +189,7 @@ def test_split_sizes_follow_scikit_learns_rules(size):
 
 
 def test_split_sizes_fail_validation_before_the_table_is_read():
-    from runner.spec import validate
+    from runner.config.spec import validate
     from tests.configs import shipped
 
     cfg = shipped("auto_mpg_book", data="auto_mpg")
@@ -281,7 +281,7 @@ def test_a_new_raw_table_trains_from_a_copied_yaml_like_linear_regression(tmp_pa
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from runner.project import CONF_DIR
+    from runner.config.project import CONF_DIR
 
     table = tmp_path / "medical.csv"
     write_raw_table(table)

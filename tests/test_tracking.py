@@ -11,7 +11,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runner.spec import TrackingSpec
+from runner.config.spec import TrackingSpec
 from runner.tracking import Tracker, make_tracker
 from runner.tracking.companion import CompanionTracker, use_companion
 from runner.tracking.mlflow_tracker import MlflowTracker
@@ -89,7 +89,7 @@ def test_buffered_logging_loses_no_metric_point(tmp_path):
 
 OPEN_NEW_STORE = """
 import sys
-from runner.spec import TrackingSpec
+from runner.config.spec import TrackingSpec
 from runner.tracking import make_tracker
 
 tracker = make_tracker(TrackingSpec(store_dir=sys.argv[1], experiment="xor"))

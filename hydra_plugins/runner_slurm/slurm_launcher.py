@@ -27,7 +27,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-from runner import signals
+from runner.training import signals
 
 log = logging.getLogger("runner.sweep")
 POLL_SECONDS = 2.0
@@ -93,7 +93,7 @@ def _noting_sweep(task: Any, launcher: Any, cfg: Any) -> Any:
     the job, Hydra's copy of its config resolves `${now:}` in the sweep folder anew)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from runner.launch import launch_of
+    from runner.config.launch import launch_of
 
     try:
         launcher._sweep = launch_of(HydraConfig.get()).sweep
@@ -201,7 +201,7 @@ class ResilientSlurmLauncher(SlurmLauncher):
         try:
             from mlflow.tracking import MlflowClient
 
-            from runner import tags
+            from runner.tracking import tags
 
             client = MlflowClient(self._sweep.tracking_uri)
             client.set_tag(self._continue_run, tags.STOPPED_BY, why)

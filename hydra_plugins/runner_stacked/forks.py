@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from runner import signals, sweep_signals
+from runner.training import signals, sweep_signals
 
 log = logging.getLogger("runner.sweep")
 Item = TypeVar("Item")
@@ -23,7 +23,7 @@ MAX_WRITERS = 4  # more processes writing runs only wait on the store's write lo
 
 def fork_count(items: int, limit: int | None = None) -> int:
     """How many processes share `items`: one per core (at most `limit`), where fork exists."""
-    from runner.device import usable_cores
+    from runner.training.device import usable_cores
 
     if not hasattr(os, "fork"):
         return 1

@@ -1,6 +1,6 @@
 """`hydra/launcher=stacked`: jobs whose resolved configs differ only in `seed` (or in what
-the stacked update takes per member: runner.group.MEMBER_KEYS) are trained in this process
-as one stacked model (runner.stacked); every other job runs as the basic launcher runs it.
+the stacked update takes per member: runner.sweep.group.MEMBER_KEYS) are trained in this process
+as one stacked model (runner.sweep.stacked); every other job runs as the basic launcher runs it.
 Every job keeps its Hydra job folder and its own MLflow child run."""
 
 import logging
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.runner_stacked.compose import install
 from hydra_plugins.runner_stacked.forks import MAX_WRITERS, fork_count, in_fork, run_in_forks
-from runner import signals, sweep_signals
+from runner.training import signals, sweep_signals
 
 log = logging.getLogger("runner.sweep")
 JOB_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default
@@ -76,7 +76,7 @@ class StackedLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Prepare every job, train each stackable group at once, log every member."""
-        from runner import group as groups
+        from runner.sweep import group as groups
 
         setup_globals()
         assert self.hydra_context is not None and self.config is not None
@@ -127,8 +127,8 @@ class StackedLauncher(Launcher):
     ) -> list[Chunk]:
         """One group: its chunks to train stacked (as many members as fit in memory each),
         or, if it cannot stack, each job run now as the basic launcher runs it."""
-        from runner.stack_plan import chunk_sizes
-        from runner.stacked import stackable
+        from runner.sweep.stack_plan import chunk_sizes
+        from runner.sweep.stacked import stackable
 
         members = [ret.return_value for ret in prepared]
         jobs = [m.job for m in members]
@@ -163,7 +163,7 @@ class StackedLauncher(Launcher):
         """Train and log the stacked chunks: on CPU (with `trainer.threads=auto`), several at
         once on worker processes (one per core, each one torch thread), the costliest first;
         else one after another, each with its members' runs written by one process per core."""
-        from runner.stack_plan import chunk_cost, share
+        from runner.sweep.stack_plan import chunk_cost, share
 
         jobs = [c.prepared[0].return_value.job for c in chunks]
         # Forked processes must not touch a GPU the launching process uses: CPU only.
@@ -221,10 +221,10 @@ class StackedLauncher(Launcher):
         `writers` processes). `open_early`: a forked process makes the members' runs, with
         their params and config files, while the group trains (CPU training leaves a core
         free for it); after training only what training gave is written."""
-        from runner import group as groups
-        from runner.metrics import primary_metric
-        from runner.stacked import StackInterrupted, stack_fit
+        from runner.sweep import group as groups
+        from runner.sweep.stacked import StackInterrupted, stack_fit
         from runner.tracking.deferred import DeferredTracker
+        from runner.training.metrics import primary_metric
 
         indices, prepared = chunk.indices, chunk.prepared
         members = [ret.return_value for ret in prepared]

@@ -16,7 +16,7 @@ class UserConfSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         """Add `file://<cwd>/conf` after the shipped groups (runner apps only)."""
         try:
-            from runner.project import CONF_DIR, user_conf_dir
+            from runner.config.project import CONF_DIR, user_conf_dir
         except ImportError:  # a runner without user projects (e.g. another checkout's)
             return
         if not any(e.path.endswith(str(CONF_DIR)) for e in search_path.get_path()):

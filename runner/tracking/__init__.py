@@ -6,8 +6,14 @@ implementation.
   process of its own (`companion_server.py`), so a single run's training process never
   imports mlflow and the store's slow calls overlap training.
 - `store.py` opens the store (safely while it is new) and answers queries about past runs.
+- What a run records: `tags` (the runner's tag keys), `naming` (run names, commands),
+  `params` (flat params), `fingerprint` (a config's identity), `dataset_input`, `summary`
+  (the model table), `pictures` and `plots`; `resume` (the checkpoint `resume=` names) and
+  `sweep_record` (a sweep job's skip/continue/failed-setup) read and write the store.
 
-This module imports neither mlflow nor torch: the entry point uses it before both.
+May import: `runner.builders`, `runner.loop`, `runner.config`, `runner.components`,
+`runner.registry`, `runner.training`, `runner.errors`. This module imports neither mlflow
+nor torch: the entry point uses it before both.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from runner.errors import RunError
 
 if TYPE_CHECKING:
-    from runner.spec import TrackingSpec
+    from runner.config.spec import TrackingSpec
     from runner.tracking.companion import Companion
 
 
@@ -81,7 +87,7 @@ class Tracker(Protocol):
         """Store one file as an artifact under `directory`."""
 
     def log_pictures(self, pictures: dict[str, Any]) -> None:
-        """Draw the plots from their data (runner.pictures) and store them."""
+        """Draw the plots from their data (runner.tracking.pictures) and store them."""
 
     def log_model(self, model: Any, input_example: Any) -> None:
         """Log the trained torch model with an input example."""

@@ -31,11 +31,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runner import signals
-from runner.errors import ArtifactStoreError, RunError, StoreError, always_ended
-from runner.signals import shielded
-from runner.spec import TrackingSpec
+from runner.config.spec import TrackingSpec
+from runner.errors import ArtifactStoreError, RunError, StoreError
 from runner.tracking import store_location
+from runner.training import signals
+from runner.training.signals import always_ended, shielded
 
 log = logging.getLogger("runner.tracking")
 SERVER_MODULE = "runner.tracking.companion_server"

@@ -130,7 +130,7 @@ def _prewarm() -> None:
     import matplotlib.pyplot  # noqa: F401
     import mlflow.pytorch  # noqa: F401 (imports torch too)
 
-    from runner import plots  # noqa: F401
+    from runner.tracking import plots  # noqa: F401
 
 
 def _warm_end_of_run() -> None:

@@ -22,8 +22,8 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.validation import _validate_metric
 
-from runner import tags as run_tags
-from runner.spec import TrackingSpec
+from runner.config.spec import TrackingSpec
+from runner.tracking import tags as run_tags
 from runner.tracking.mlflow_tracker import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_PER_BATCH,

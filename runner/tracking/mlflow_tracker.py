@@ -14,12 +14,12 @@ from typing import Any
 import mlflow
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunInfo
 
-from runner import tags as run_tags
-from runner.errors import ArtifactStoreError, StoreError, always_ended
-from runner.signals import note_run, shielded
-from runner.spec import TrackingSpec
+from runner.config.spec import TrackingSpec
+from runner.errors import ArtifactStoreError, StoreError
 from runner.tracking import quiet_third_party_logs, store_label
+from runner.tracking import tags as run_tags
 from runner.tracking.store import Store, retry_store_write, store_failure
+from runner.training.signals import always_ended, note_run, shielded
 
 log = logging.getLogger("runner.tracking")
 FLUSH_SECONDS = 2.0  # metric buffer age that triggers a write: bounded loss, few DB calls
@@ -182,7 +182,7 @@ class MlflowTracker:
 
     def log_pictures(self, pictures: dict[str, Any]) -> None:
         """Draw the plots from their data and store them as image artifacts."""
-        from runner import plots
+        from runner.tracking import plots
 
         # Each PNG names its run, so a downloaded one can be traced back.
         caption = f"run {self.run_name} · {self.run_id} · experiment {self.experiment_name}"

@@ -15,7 +15,7 @@ import pandas as pd
 
 
 class RawRowsModel(mlflow.pyfunc.PythonModel):
-    """Wraps a `runner.datasets.tabular.TabularPredictor` (encoder + network)."""
+    """Wraps a `runner.components.datasets.tabular.TabularPredictor` (encoder + network)."""
 
     def __init__(self, predictor: Any) -> None:
         self.predictor = predictor

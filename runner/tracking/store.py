@@ -26,10 +26,9 @@ try:
 except ImportError:  # Windows: no file locks here; open new stores from one process first
     fcntl = None
 
-from runner import tags
+from runner.config.spec import TrackingSpec
 from runner.errors import ConfigError, Refused, StoreError
-from runner.spec import TrackingSpec
-from runner.tracking import ServerUnreachable, check_server, sqlite_file, store_location
+from runner.tracking import ServerUnreachable, check_server, sqlite_file, store_location, tags
 
 log = logging.getLogger("runner.tracking")
 

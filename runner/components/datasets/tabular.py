@@ -20,18 +20,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from runner.datasets import dates
-from runner.datasets.base import TASKS, DataSplits
-from runner.datasets.table_checks import (
+from runner.components.datasets import dates
+from runner.components.datasets.base import TASKS, DataSplits
+from runner.components.datasets.table_checks import (
     check_encoded_size,
     check_feature_names,
     warn_memorized,
     warn_misread_numbers,
 )
-from runner.datasets.table_file import read_header, read_table
+from runner.components.datasets.table_file import read_header, read_table
 from runner.errors import ConfigError, unknown_name
-from runner.memory import available_host_memory
 from runner.registry import DATASETS
+from runner.training.memory import available_host_memory
 
 if TYPE_CHECKING:  # pandas is imported only where a table is read: other runs skip it
     import pandas as pd
@@ -260,7 +260,7 @@ class TabularPredictor:
     @torch.inference_mode()
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predictions for raw rows, encoded with the training rows' statistics."""
-        from runner.metrics import TaskMetrics
+        from runner.training.metrics import TaskMetrics
 
         self.model.eval()
         x = torch.from_numpy(self.encoder.transform(frame))

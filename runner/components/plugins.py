@@ -12,7 +12,7 @@ from runner.errors import ConfigError
 def load_components(plugins: list[str]) -> None:
     """Register the built-in components, then import each module listed under `plugins:`
     (found beside where one launches, as `python -m runner` finds it, or on the path)."""
-    import runner.builtins  # noqa: F401  (imported here: it pulls in torch)
+    import runner.components.builtins  # noqa: F401  (imported here: it pulls in torch)
 
     # The `runner` command, unlike `python -m runner`, does not put the launch folder on
     # the import path, where a project's plugin module lives.

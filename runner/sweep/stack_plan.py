@@ -1,6 +1,6 @@
 """How a sweep's stacked groups are cut into chunks and shared among worker processes.
 
-A chunk is what one `runner.stacked.stack_fit` call trains: at most `sweep.stack_max`
+A chunk is what one `runner.sweep.stacked.stack_fit` call trains: at most `sweep.stack_max`
 members, or by default as many as fit in half the free memory and, on a CPU, as many whose
 weights, gradients and optimizer moments stay within a core's share of half the largest
 cache (a stack that spills out of it is slower per member than smaller ones side by side:
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from runner.device import usable_cores
+from runner.training.device import usable_cores
 
 if TYPE_CHECKING:
     from runner.job import Job

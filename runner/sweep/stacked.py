@@ -32,8 +32,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from runner.errors import RunError
 from runner.loop import EVAL_CHUNK, batch_weights, choose_data_path, epoch_row, non_finite_loss
-from runner.metrics import align
-from runner.signals import Interrupted
+from runner.training.metrics import align
+from runner.training.signals import Interrupted
 
 if TYPE_CHECKING:
     from runner.job import Job

@@ -11,8 +11,8 @@ config errors naming the layer and the loss that fits. Regression losses take an
 
 from __future__ import annotations
 
+from runner.config.spec.schema import Component, LayerSpec
 from runner.registry import LAYERS, LOSSES
-from runner.spec.schema import Component, LayerSpec
 
 # How a message names what a layer emits or a loss expects.
 WORDS = {

@@ -9,7 +9,7 @@ here, in one of three modes:
 - "epoch" (`stop_on_signals`, while a job trains): the first signal asks to stop after the
   epoch (the job reads `STOP`), the next stops at once.
 - "defer" (a sweep's processes between jobs): the signal is noted (`interrupted`) and
-  handed to the sweep (runner.sweep_signals); no new job starts.
+  handed to the sweep (runner.training.sweep_signals); no new job starts.
 
 `shielded()` marks a few lines that a signal must not cut in two (a message to the MLflow
 companion, a run's start or end): a signal that arrives inside acts when the section ends,
@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from runner.errors import ending
 
 log = logging.getLogger("runner")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -78,7 +80,7 @@ class _State:
     pending: int | None = None  # a signal that arrived inside a shielded section
     noted = 0  # signals that arrived inside shielded sections
     last: tuple[int, float] = (0, 0.0)  # the last signal and when (for echoes)
-    forced = False  # the next handler call raises whatever the mode (runner.sweep_signals)
+    forced = False  # the next handler call raises whatever the mode (runner.training.sweep_signals)
     lost: Interrupted | None = None  # raised where Python drops exceptions: raised again
     python_unraisablehook: Callable[[Any], None] = staticmethod(sys.unraisablehook)
     on_defer: Callable[[int], None] | None = None  # a "defer" signal goes to the sweep too
@@ -281,3 +283,29 @@ def last_run() -> tuple[str, str] | None:
 def on_defer(hook: Callable[[int], None] | None) -> None:
     """What a signal in "defer" mode does besides being noted (a sweep marks its folder)."""
     _S.on_defer = hook
+
+
+@contextmanager
+def always_ended(
+    end: Callable[[str, str | None, str | None], None], start: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Call `start()`, then `end(status, error, traceback)` however the block exits: a run
+    never stays RUNNING because of an error or an interrupt. Ctrl-C cannot fall between the
+    start and the guard, nor cut the end short (it acts once the run has ended)."""
+    outcome: tuple[str, str | None, str | None] = ("FINISHED", None, None)
+    started = start is None
+    try:
+        if start is not None:
+            with shielded():
+                start()
+                started = True
+        yield
+    except BaseException as err:
+        outcome = ending(err)
+        raise
+    finally:
+        if started:
+            # A signal during the end of a stopped run is only noted; after a FINISHED end
+            # it acts as usual (the run's record stays true either way).
+            with shielded(deliver=outcome[0] == "FINISHED"):
+                end(*outcome)

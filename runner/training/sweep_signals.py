@@ -13,6 +13,7 @@ once); a third makes the launching process stop waiting for them.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -20,9 +21,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner import signals
+from runner.training import signals
+
+if TYPE_CHECKING:
+    from runner.config.launch import Launch
+
+log = logging.getLogger("runner.sweep")
 
 MARKER = "interrupted"  # in a sweep folder: the sweep was interrupted (holds the signal)
 MARKER_CHECK_SECONDS = 1.0  # a job looks for the mark at most this often
@@ -175,3 +181,28 @@ def child_signals(mode_name: str | None) -> None:
     signals.install(mode_name)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, signals.SIGNALS)
+
+
+def interrupted(launch: Launch) -> int | None:
+    """The signal that interrupted this job's sweep, if it was (here or elsewhere)."""
+    return sweep_interrupted(launch.sweep_dir)
+
+
+def job_not_started(launch: Launch) -> None:
+    """A job of an interrupted sweep does not start: in the launching process that stops
+    the launcher's loop; elsewhere the job just returns."""
+    signum = interrupted(launch) or signal.SIGINT
+    if in_launching_process():
+        raise signals.Interrupted(signum)
+    log.info("job %s not started: the sweep was interrupted", launch.job_num)
+
+
+def job_interrupted(launch: Launch, err: signals.Interrupted) -> None:
+    """A job stopped by a signal has ended its run KILLED: in the launching process the
+    sweep stops here; a job elsewhere says so and returns (the launching process ends the
+    sweep once every job has returned)."""
+    if in_launching_process():
+        raise err
+    after = f" after epoch {err.epoch}" if err.epoch else ""
+    ended = f": run {err.run_id} ended {err.run_status or 'KILLED'}" if err.run_id else ""
+    log.warning("job %s interrupted%s%s", launch.job_num, after, ended)

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from runner.naming import command
+from runner.tracking.naming import command
 
 # On every job's run
 OVERRIDES = "runner.overrides"  # the command-line overrides, space-separated
@@ -21,7 +21,7 @@ TASK = "runner.task"
 OUTPUT_DIR = "runner.output_dir"  # Hydra's job folder
 HOST = "runner.host"  # with PID: tells a dead process's stale RUNNING run from a live one
 PID = "runner.pid"
-FINGERPRINT = "runner.fingerprint"  # runner.fingerprint.fingerprint of the resolved config
+FINGERPRINT = "runner.fingerprint"  # fingerprint() of the resolved config
 PRIMARY_METRIC = "runner.primary_metric"  # what the sweep report compares
 CHECKPOINT = "runner.checkpoint"  # the local checkpoint file
 SWEEP = "runner.sweep"  # the sweep folder (on jobs and on the sweep's parent run)

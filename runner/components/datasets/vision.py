@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from runner.datasets.base import DataSplits
+from runner.components.datasets.base import DataSplits
 from runner.errors import ConfigError, unknown_name
 from runner.registry import DATASETS
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from runner.datasets import DataSplits
-from runner.spec import Component
+from runner.components.datasets import DataSplits
+from runner.config.spec import Component
 
 DIGEST_ROWS = 10_000  # rows per split hashed, as mlflow's own digests sample (fast on MNIST)
 FILE_ARGS = ("path", "root")  # loader arguments that name where the data lives

@@ -1,14 +1,14 @@
 """Built-in registry entries: the torch layers, initializers, losses, optimizers,
 schedulers and model templates that the book's chapters use, and (by importing
-`runner.datasets`) the dataset loaders. Custom layers live in `runner.layers`.
+`runner.components.datasets`) the dataset loaders. Custom layers live in `runner.components.layers`.
 
-Imported once, by `runner.plugins.load_components`."""
+Imported once, by `runner.components.plugins.load_components`."""
 
 from __future__ import annotations
 
 from torch import nn, optim
 
-from runner import datasets, layers, losses  # noqa: F401  (datasets registers its loaders)
+from runner.components import datasets, layers, losses  # noqa: F401  (datasets registers its loaders)
 from runner.registry import INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS, TEMPLATES
 
 # `infer` names the constructor argument filled from the incoming per-sample shape, and

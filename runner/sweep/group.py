@@ -5,7 +5,7 @@ test metrics, plots and model, exactly as a solo job logs them.
 The launcher (hydra_plugins/runner_stacked) calls, inside Hydra's job context of each
 member: `prepare_member` (validate, load, build: the solo run's seeds give the same initial
 weights and batch order), `open_member` (the run with its params and config files, made
-while the group trains, where a core is free for it), `runner.stacked.stack_fit` over the
+while the group trains, where a core is free for it), `runner.sweep.stacked.stack_fit` over the
 group, then `finish_member` (metrics, checkpoint, final results, written in batches).
 """
 
@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from runner import checkpoint, sweep, tags
 from runner import job as recipe
+from runner.config.launch import Launch, launch_of
 from runner.errors import RunError
-from runner.fingerprint import fingerprint
-from runner.launch import Launch, launch_of
-from runner.metrics import primary_metric
-from runner.signals import Interrupted
-from runner.stacked import MemberResult
-from runner.tracking import Tracker
+from runner.sweep.stacked import MemberResult
+from runner.tracking import Tracker, sweep_record, tags
 from runner.tracking.deferred import DeferredTracker
+from runner.tracking.fingerprint import fingerprint
+from runner.training import checkpoint
+from runner.training.metrics import primary_metric
+from runner.training.signals import Interrupted
 
 log = logging.getLogger("runner")
 # What may differ inside a stacked group: the seed, and what the stacked update takes per member.
@@ -55,7 +55,7 @@ def prepare_member(cfg: DictConfig) -> Member:
     done = recipe.already_finished(config, spec, launch)
     if done is not None:
         return Member(launch, None, done.data.metrics.get(primary_metric(spec.task, spec.metric)))
-    spec = sweep.continue_interrupted(spec, launch, fingerprint(config))
+    spec = sweep_record.continue_interrupted(spec, launch, fingerprint(config))
     return Member(launch, recipe.setup(config, spec, launch.parallel))
 
 

@@ -12,21 +12,10 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from runner.errors import ConfigError, did_you_mean, unknown_name
-from runner.plugins import load_components
-from runner.registry import (
-    DATASETS,
-    INITIALIZERS,
-    LAYERS,
-    LOSSES,
-    OPTIMIZERS,
-    SCHEDULERS,
-    TEMPLATES,
-    Registry,
-)
-from runner.spec.args import check_args, is_number, range_problem, signature_params
-from runner.spec.outputs import loss_output_problem
-from runner.spec.schema import (
+from runner.components.plugins import load_components
+from runner.config.spec.args import check_args, is_number, range_problem, signature_params
+from runner.config.spec.outputs import loss_output_problem
+from runner.config.spec.schema import (
     LAYER_KEYS,
     MODEL_KEYS,
     TOP_LEVEL_KEYS,
@@ -39,6 +28,17 @@ from runner.spec.schema import (
     TrackingSpec,
     TrainerSpec,
     defaults,
+)
+from runner.errors import ConfigError, did_you_mean, unknown_name
+from runner.registry import (
+    DATASETS,
+    INITIALIZERS,
+    LAYERS,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULERS,
+    TEMPLATES,
+    Registry,
 )
 
 # `loss: {name: auto}` picks the usual loss for the data's task (the model emits logits).
@@ -287,7 +287,7 @@ def _device(problems: _Problems, value: Any) -> str:
     """The device, if this machine has it (its spelling is checked in _plain_sections)."""
     if not isinstance(value, str) or not DEVICE_PATTERN.match(value):
         return "cpu"
-    from runner.device import device_problem
+    from runner.training.device import device_problem
 
     problem = device_problem(value)
     if problem:
@@ -297,7 +297,7 @@ def _device(problems: _Problems, value: Any) -> str:
 
 def _data(problems: _Problems, cfg: Any) -> tuple[Component | None, str | None]:
     """The dataset and its task (None where unknown: the problem is reported)."""
-    from runner.datasets.base import TASKS
+    from runner.components.datasets.base import TASKS
 
     found = len(problems.items)
     comp = _component(problems, "data", cfg, DATASETS, reserved={"num_outputs"})
@@ -325,7 +325,7 @@ def _named(key: str, problems: list[str]) -> bool:
 
 def _metric(problems: _Problems, data: Component | None, task: str | None) -> str:
     """The primary metric: `data.metric` where the data takes one, else the task's."""
-    from runner.metrics import DEFAULT_METRIC, METRICS
+    from runner.training.metrics import DEFAULT_METRIC, METRICS
 
     if task not in METRICS:
         return ""

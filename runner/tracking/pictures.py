@@ -1,5 +1,5 @@
 """What the plots need, as plain arrays. Computed where the model is (the training
-process); drawn where the tracker lives (`runner.plots`, maybe in the companion)."""
+process); drawn where the tracker lives (`runner.tracking.plots`, maybe in the companion)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from runner.datasets import DataSplits
+from runner.components.datasets import DataSplits
 from runner.loop import Trainer, evaluate
 from runner.registry import LOSSES
 
@@ -25,7 +25,7 @@ def picture_data(
     loss_name: str = "",
     target_name: str = "",
 ) -> dict[str, Any]:
-    """The payload of `runner.plots.draw`: history, names for titles and axes, the held-out
+    """The payload of `runner.tracking.plots.draw`: history, names for titles and axes, the held-out
     split's scores, and per task decision regions (2-D inputs), a confusion matrix or
     predicted-vs-true values (validation rows, else test rows)."""
     t = trainer

@@ -39,11 +39,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from runner.choices import group_options
+from runner.config.choices import group_options
+from runner.config.project import CONF_DIR, split_config_dirs
+from runner.config.spec import unknown_key
+from runner.config.spec.schema import TOP_LEVEL_KEYS, SweepSpec, TrackingSpec, TrainerSpec, defaults
 from runner.errors import did_you_mean
-from runner.project import CONF_DIR, split_config_dirs
-from runner.spec import unknown_key
-from runner.spec.schema import TOP_LEVEL_KEYS, SweepSpec, TrackingSpec, TrainerSpec, defaults
 
 # The sections whose keys the spec fixes (see above); the top level is one too.
 CLOSED = {

@@ -5,7 +5,7 @@ arguments against its registered callable's signature (so a new layer or optimiz
 validated without extra code), `validators` checks each config section.
 """
 
-from runner.spec.schema import (
+from runner.config.spec.schema import (
     Component,
     L1Spec,
     LayerSpec,
@@ -15,7 +15,7 @@ from runner.spec.schema import (
     TrackingSpec,
     TrainerSpec,
 )
-from runner.spec.validators import plugin_list, precheck, unknown_key, validate
+from runner.config.spec.validators import plugin_list, precheck, unknown_key, validate
 
 __all__ = [
     "Component",

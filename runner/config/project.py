@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # runner/
 SHIPPED_DIR = PACKAGE_DIR if (PACKAGE_DIR / "conf").is_dir() else PACKAGE_DIR.parent
 CONF_DIR = SHIPPED_DIR / "conf"
 USER_CONF = "conf"  # a user's config groups, relative to where they launch

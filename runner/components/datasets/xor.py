@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from runner.datasets.base import DataSplits
+from runner.components.datasets.base import DataSplits
 from runner.errors import ConfigError
 from runner.registry import DATASETS
 

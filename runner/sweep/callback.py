@@ -3,7 +3,7 @@ child of it (whatever the launcher), and a comparison report when the sweep ends
 
 `SweepCallback` (named in conf/config.yaml) runs in the launching process: it creates the
 store, the experiment and the parent run once (parallel jobs would race to) and leaves
-their ids for the jobs (runner.launch). The job side: `finished_run` lets a re-run sweep
+their ids for the jobs (runner.config.launch). The job side: `finished_run` lets a re-run sweep
 skip what already finished, `record_failed_setup` gives a job with a bad config its FAILED
 child run.
 """
@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
-import functools
 import getpass
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -27,108 +24,26 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner import signals, sweep_signals, tags
+from runner.config.launch import SweepInfo, write_sweep
 from runner.errors import ConfigError, Refused, RunError, ending
-from runner.fingerprint import sweep_fingerprint
-from runner.launch import Launch, SweepInfo, write_sweep
-from runner.naming import command
+from runner.tracking import tags
+from runner.tracking.fingerprint import sweep_fingerprint
+from runner.tracking.naming import command
+from runner.training import signals, sweep_signals
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-    from runner.spec import RunSpec, TrackingSpec
 
 log = logging.getLogger("runner.sweep")
-
-
-def finished_run(spec: TrackingSpec, sweep: SweepInfo, fingerprint: str) -> Run | None:
-    """In a re-run sweep: the FINISHED run of this exact config, linked to this sweep."""
-    store = _store(spec)
-    done = store.find_finished(fingerprint)
-    if done is not None and done.data.tags.get(tags.PARENT_RUN_ID) != sweep.parent_run_id:
-        key = f"{tags.REUSED_PREFIX}{fingerprint[:16]}"
-        store.client.set_tag(sweep.parent_run_id, key, done.info.run_id)
-    return done
-
-
-@functools.lru_cache(maxsize=4)
-def _store(spec: TrackingSpec) -> Any:
-    """The opened store of `spec`, once per process (a stacked launcher asks for every job)."""
-    from runner.tracking.store import Store
-
-    return Store(spec)
-
-
-def interrupted(launch: Launch) -> int | None:
-    """The signal that interrupted this job's sweep, if it was (here or elsewhere)."""
-    return sweep_signals.sweep_interrupted(launch.sweep_dir)
-
-
-def job_not_started(launch: Launch) -> None:
-    """A job of an interrupted sweep does not start: in the launching process that stops
-    the launcher's loop; elsewhere the job just returns."""
-    signum = interrupted(launch) or signal.SIGINT
-    if sweep_signals.in_launching_process():
-        raise signals.Interrupted(signum)
-    log.info("job %s not started: the sweep was interrupted", launch.job_num)
-
-
-def job_interrupted(launch: Launch, err: signals.Interrupted) -> None:
-    """A job stopped by a signal has ended its run KILLED: in the launching process the
-    sweep stops here; a job elsewhere says so and returns (the launching process ends the
-    sweep once every job has returned)."""
-    if sweep_signals.in_launching_process():
-        raise err
-    after = f" after epoch {err.epoch}" if err.epoch else ""
-    ended = f": run {err.run_id} ended {err.run_status or 'KILLED'}" if err.run_id else ""
-    log.warning("job %s interrupted%s%s", launch.job_num, after, ended)
-
-
-def continue_interrupted(spec: RunSpec, launch: Launch, fingerprint: str) -> RunSpec:
-    """In a re-run sweep, a job whose run was interrupted continues that run from its
-    checkpoint (`resume=` it) instead of starting over."""
-    if not (launch.sweep and spec.resume is None and spec.sweep.skip_finished):
-        return spec
-    run = _store(spec.tracking).find_interrupted(fingerprint, launch.sweep.parent_run_id)
-    if run is None:
-        return spec
-    log.info("job %s continues its interrupted run %s", launch.job_num, run.info.run_id)
-    return dataclasses.replace(spec, resume=run.info.run_id)
-
-
-def record_failed_setup(cfg: DictConfig, launch: Launch, err: ConfigError) -> None:
-    """A sweep job whose config is bad still gets a FAILED child run saying why."""
-    from runner.naming import run_name
-    from runner.params import flatten
-    from runner.spec import TrackingSpec
-    from runner.tracking import make_tracker
-
-    if launch.sweep is None:
-        return
-    experiment = OmegaConf.select(cfg, "tracking.experiment", default="runner")
-    spec = TrackingSpec(uri=launch.sweep.tracking_uri, experiment=str(experiment))
-    job_tags = {
-        tags.OVERRIDES: " ".join(launch.overrides) or "(none)",
-        tags.SWEEP: str(launch.sweep_dir),
-        tags.SWEEP_JOB: str(launch.job_num),
-    }
-    model, optim = (OmegaConf.select(cfg, f"{k}.name", default="?") for k in ("model", "optim"))
-    name = run_name(launch.overrides, launch.sweep.swept, str(model), str(optim))
-    tracker = make_tracker(spec)
-    try:
-        with tracker.run(name, job_tags, launch.sweep.parent_run_id, None, launch.started_at):
-            tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=False)))
-            raise err
-    except ConfigError:
-        pass  # recorded; the caller reports it
 
 
 def _tracking_target(config: DictConfig) -> tuple[str, str | None, str]:
     """Tracking URI, artifact root (embedded store only) and experiment, from the config."""
     from hydra.core.hydra_config import HydraConfig
 
-    from runner.spec import TrackingSpec
+    from runner.config.spec import TrackingSpec
     from runner.tracking import store_location
 
     # Before any job, `${hydra:...}` interpolations need the sweep's config installed.
@@ -264,7 +179,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Create (or, for a re-run of the same command, reopen) the parent run; if that
         fails, stop the sweep before any job runs. From here on, Ctrl-C (or SIGTERM) stops
-        the jobs after their epoch and starts no new one (runner.signals)."""
+        the jobs after their epoch and starts no new one (runner.training.signals)."""
         self.command = command(sys.argv[1:])  # what the user typed, launcher choice included
         sweep_signals.watch_sweep(Path(config.hydra.sweep.dir).resolve())
         # joblib's workers are ended at once when the sweep is over; the semaphores a
@@ -402,7 +317,7 @@ class SweepCallback(Callback):
             sys.exit(128 + signum)
         from mlflow.tracking import MlflowClient
 
-        from runner.report import build_report, log_report, sweep_runs
+        from runner.sweep.report import build_report, log_report, sweep_runs
         from runner.tracking import run_page
 
         uri, run_id = self.info.tracking_uri, self.info.parent_run_id

@@ -13,7 +13,7 @@ from runner.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from runner.datasets.tabular import Column
+    from runner.components.datasets.tabular import Column
 
 log = logging.getLogger("runner")
 DISTINCT_SHARE = 0.5  # one-hot levels above this share of the training rows: memorized

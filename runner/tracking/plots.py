@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator, StrMethodFormatter  # no
 
 log = logging.getLogger("runner")
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
-METRIC_WORDS = {  # runner.metrics METRICS and the loop's own rows
+METRIC_WORDS = {  # runner.training.metrics METRICS and the loop's own rows
     "acc": "accuracy",
     "rmse": "root-mean-square error",
     "mse": "mean squared error",
@@ -35,7 +35,7 @@ METRIC_WORDS = {  # runner.metrics METRICS and the loop's own rows
     "total_loss": "loss + L1 penalty",
     "lr": "learning rate",
 }
-LOSS_WORDS = {  # runner.builtins LOSSES
+LOSS_WORDS = {  # runner.components.builtins LOSSES
     "bce": "binary cross-entropy",
     "bce_with_logits": "binary cross-entropy on logits",
     "cross_entropy": "cross-entropy",
@@ -416,7 +416,7 @@ def close(fig: Figure) -> None:
 
 
 def draw(pictures: dict[str, Any]) -> dict[str, Figure]:
-    """Figures for a `pictures` payload (runner.pictures.picture_data), by artifact path.
+    """Figures for a `pictures` payload (runner.tracking.pictures.picture_data), by artifact path.
     A figure that cannot be drawn (its data not finite) is left out with a warning: the
     pictures report on a run, they never fail it."""
     title, caption = headline(pictures), pictures.get("caption", "")

@@ -1,0 +1,24 @@
+"""Sweeps: a multirun as one thing in MLflow.
+
+`callback` (`SweepCallback`, named in conf/config.yaml) makes the sweep's parent run before
+any job and its report after the last (`report`); `group`, `stacked` and `stack_plan` train
+a group of seeds as one stacked model (`hydra/launcher=stacked`), each member recorded as
+its own run through the recipe (`runner.job`). May import everything below it: the recipe,
+tracking, builders, the loop, config, components, training. `stacked` and `stack_plan`
+know nothing of Hydra, OmegaConf or MLflow (checked).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SweepCallback"]
+
+
+def __getattr__(name: str) -> Any:
+    """`runner.sweep.SweepCallback` (users' configs name it) without importing Hydra early."""
+    if name == "SweepCallback":
+        from runner.sweep.callback import SweepCallback
+
+        return SweepCallback
+    raise AttributeError(f"module 'runner.sweep' has no attribute {name!r}")

@@ -1,0 +1,327 @@
+"""Sweep reports rebuilt from MLflow alone: a comparison table and a capacity plot.
+
+Built from what the runs logged and nothing else, so the same report comes from the sweep's
+end (`SweepCallback`), from `python -m runner.report` after a crashed launcher, and from a
+remote tracking server.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow.entities import Metric, Param, Run
+from mlflow.tracking import MlflowClient
+
+from runner.tracking import tags
+
+STATUS_RANK = {"FINISHED": 0, "RUNNING": 1, "KILLED": 2, "FAILED": 3}
+
+
+@dataclass
+class Row:
+    """One job of a sweep, as the report shows it."""
+
+    run_id: str
+    overrides: dict[str, str]
+    params: int | None
+    metric: str
+    final_val: float | None
+    best_val: float | None
+    best_epoch: int | None
+    final_train: float | None
+    wall_seconds: float | None
+    status: str
+    error: str = ""
+    label: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_overrides(text: str) -> dict[str, str]:
+    """`a=1 b=x` (the runner.overrides tag) as a dict."""
+    pairs = [item.split("=", 1) for item in text.split() if "=" in item]
+    return {key.lstrip("+~"): value for key, value in pairs}
+
+
+def _better(metric: str) -> Any:
+    return min if metric.endswith(("rmse", "mse", "mae", "loss")) else max
+
+
+def run_row(client: MlflowClient, run: Run) -> Row:
+    """Read one run's report row: final and best validation metric, capacity, status."""
+    run_tags, metrics = run.data.tags, run.data.metrics
+    metric = run_tags.get(tags.PRIMARY_METRIC, "val_acc")
+    held_out = metric.replace("val_", "test_", 1)
+    if metric not in metrics and held_out in metrics:  # no validation rows: the test split
+        metric = held_out
+    history = client.get_metric_history(run.info.run_id, metric) if metric in metrics else []
+    best = _better(metric)(history, key=lambda m: m.value) if history else None
+    train_metric = "train_" + metric.split("_", 1)[1]
+    end = run.info.end_time or None
+    params = run.data.params.get("trainable_params")
+    return Row(
+        run_id=run.info.run_id,
+        overrides=parse_overrides(run_tags.get(tags.OVERRIDES, "")),
+        params=int(params) if params else None,
+        metric=metric,
+        final_val=metrics.get(metric),
+        best_val=best.value if best else None,
+        best_epoch=best.step if best else None,
+        final_train=metrics.get(train_metric),
+        wall_seconds=(end - run.info.start_time) / 1000 if end else None,
+        status=run.info.status,
+        error=run_tags.get(tags.ERROR, "")
+        or (run_tags.get(tags.STOPPED_BY, "") if run.info.status == "KILLED" else ""),
+    )
+
+
+def _job_order(run: Run) -> tuple[float, int]:
+    """Sort key: the Hydra job number within its sweep, then start time."""
+    job = run.data.tags.get(tags.SWEEP_JOB)
+    return (int(job) if job and job.isdigit() else math.inf, run.info.start_time)
+
+
+def _dedupe(runs: list[Run]) -> list[Run]:
+    """One run per config fingerprint: a finished one over failed attempts, else the latest."""
+    chosen: dict[str, Run] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        key = run.data.tags.get(tags.FINGERPRINT, run.info.run_id)
+        old = chosen.get(key)
+        if old is None or STATUS_RANK.get(run.info.status, 9) <= STATUS_RANK.get(
+            old.info.status, 9
+        ):
+            chosen[key] = run
+    return sorted(chosen.values(), key=_job_order)
+
+
+def sweep_runs(client: MlflowClient, parent: Run) -> list[Run]:
+    """The sweep's jobs: its child runs plus finished runs it reused when resumed."""
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.{tags.PARENT_RUN_ID} = '{parent.info.run_id}'",
+        max_results=10000,
+    )
+    reused = [
+        client.get_run(run_id)
+        for key, run_id in parent.data.tags.items()
+        if key.startswith(tags.REUSED_PREFIX)
+    ]
+    return _dedupe(list(children) + reused)
+
+
+def experiment_runs(client: MlflowClient, name: str) -> list[Run]:
+    """Every job run of an experiment (sweep parents left out)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise LookupError(f"no experiment or run named {name!r}")
+    runs = client.search_runs([experiment.experiment_id], max_results=10000)
+    return _dedupe([r for r in runs if r.data.tags.get(tags.IS_SWEEP) != "true"])
+
+
+def label_rows(rows: list[Row]) -> list[str]:
+    """Give each row a label made of the overrides that differ across rows; return those keys."""
+    keys = sorted({k for row in rows for k in row.overrides})
+    varying = [k for k in keys if len({row.overrides.get(k) for row in rows}) > 1]
+    for row in rows:
+        row.label = " ".join(f"{k}={row.overrides.get(k, '-')}" for k in varying) or "(run)"
+    return varying
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    """A metric cell: blank when missing, inf for overflow (MLflow stores inf as 1.8e308)."""
+    if value is None or math.isnan(value):
+        return ""
+    if abs(value) > 1e300:
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}g}" if abs(value) >= 1e6 else f"{value:.{digits}f}"
+
+
+def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the per-job comparison table."""
+    metric = rows[0].metric if rows else "val_acc"
+    header = ["job", "params", f"final {metric}", f"best {metric}", "best epoch"]
+    header += [f"final train_{metric.split('_', 1)[1]}", "wall s", "status", "error"]
+    cells = [
+        [
+            r.label,
+            "" if r.params is None else str(r.params),
+            _fmt(r.final_val),
+            _fmt(r.best_val),
+            "" if r.best_epoch is None else str(r.best_epoch),
+            _fmt(r.final_train),
+            _fmt(r.wall_seconds, 1),
+            r.status,
+            r.error.splitlines()[0][:120] if r.error else "",
+        ]
+        for r in rows
+    ]
+    return header, cells
+
+
+REPEAT_KEYS = ("seed", "data.fold")  # repeats of one config: seeds, cross-validation folds
+
+
+def seed_groups(rows: list[Row]) -> dict[str, list[Row]]:
+    """Rows grouped by their overrides without seed and fold (one group per config)."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        key = " ".join(f"{k}={v}" for k, v in sorted(row.overrides.items()) if k not in REPEAT_KEYS)
+        groups[key].append(row)
+    return groups
+
+
+def aggregate_table(rows: list[Row]) -> tuple[list[str], list[list[str]]] | None:
+    """Mean and spread over seeds and folds per config, when a config has several runs."""
+    groups = seed_groups(rows)
+    if all(len(g) < 2 for g in groups.values()):
+        return None
+    metric = rows[0].metric
+    header = ["config", "params", "runs", f"final {metric} mean", "std", "min", "max"]
+    cells = []
+    for group in groups.values():
+        values = [r.final_val for r in group if r.final_val is not None]
+        label = " ".join(
+            p
+            for p in group[0].label.split()
+            if not p.startswith(tuple(f"{k}=" for k in REPEAT_KEYS))
+        )
+        cells.append(
+            [
+                label or "(run)",
+                "" if group[0].params is None else str(group[0].params),
+                str(len(values)),
+                _fmt(statistics.fmean(values)) if values else "",
+                _fmt(statistics.pstdev(values)) if values else "",
+                _fmt(min(values)) if values else "",
+                _fmt(max(values)) if values else "",
+            ]
+        )
+    return header, cells
+
+
+def markdown(header: list[str], cells: list[list[str]]) -> str:
+    """A GitHub-style Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def text_table(header: list[str], cells: list[list[str]]) -> str:
+    """A fixed-width table for the terminal."""
+    widths = [max(len(x) for x in col) for col in zip(header, *cells, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def to_csv(header: list[str], cells: list[list[str]]) -> str:
+    """The table as CSV text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(cells)
+    return buffer.getvalue()
+
+
+def capacity_plot(rows: list[Row], varying: list[str]) -> Any:
+    """Validation (solid) and train (dashed) metric against trainable parameters, one series
+    per value of the swept keys that are not the model's; error bars show spread over seeds."""
+    from runner.tracking import plots  # imports matplotlib: only when a report is drawn
+
+    series_keys = [k for k in varying if not k.startswith("model") and k not in REPEAT_KEYS]
+    val: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    train: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.params is None or row.final_val is None or abs(row.final_val) > 1e300:
+            continue
+        name = " ".join(f"{k}={row.overrides.get(k, '-')}" for k in series_keys)
+        val[name][row.params].append(row.final_val)
+        if row.final_train is not None and abs(row.final_train) < 1e300:
+            train[name][row.params].append(row.final_train)
+    metric = rows[0].metric if rows else "val_acc"
+    ids = [row.run_id[:8] for row in rows]
+    shown = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
+    caption = f"{len(rows)} runs: {shown}" if rows else ""
+    return plots.capacity(val, train, metric, caption=caption)
+
+
+@dataclass
+class Report:
+    """A built report: rows, the tables as text, and the capacity figure."""
+
+    rows: list[Row]
+    text: str
+    markdown: str
+    csv: str
+    figure: Any
+    runs: list[Run] = field(default_factory=list)
+
+
+def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
+    """Rows, tables and plot for `runs`."""
+    rows = [run_row(client, run) for run in runs]
+    varying = label_rows(rows)
+    header, cells = table(rows)
+    text = f"{title}\n{text_table(header, cells)}"
+    md = f"# {title}\n\n{markdown(header, cells)}"
+    agg = aggregate_table(rows)
+    if agg:
+        text += "\n\nper config, over seeds and folds:\n" + text_table(*agg)
+        md += "\n## Per config, over seeds and folds\n\n" + markdown(*agg)
+    failed = [r for r in rows if r.status != "FINISHED"]
+    if failed:
+        text += f"\n\n{len(failed)} of {len(rows)} jobs did not finish:"
+        text += "".join(f"\n  {r.label}: {r.status} {r.error}".rstrip() for r in failed)
+    figure = capacity_plot(rows, varying)
+    return Report(rows, text, md, to_csv(header, cells), figure, list(runs))
+
+
+def log_report(client: MlflowClient, run_id: str, report: Report) -> None:
+    """Attach the report to the sweep's parent run: CSV, Markdown and capacity plot as
+    artifacts; the params all finished jobs share, the best job's final metrics, and the
+    comparison as its description, so the parent reads like a run in the UI."""
+    client.log_text(run_id, report.csv, "report/comparison.csv")
+    client.log_text(run_id, report.markdown, "report/comparison.md")
+    client.log_figure(run_id, report.figure, "report/capacity.png")
+    finished = [run for run in report.runs if run.info.status == "FINISHED"]
+    best = best_run(report.rows, finished)
+    note = report.markdown.split("\n", 2)[2]  # without its title: the run's name says it
+    if best is not None:
+        row = next(r for r in report.rows if r.run_id == best.info.run_id)
+        note = (
+            f"Best: **{best.info.run_name}** ({row.label}), final {row.metric} "
+            f"{_fmt(row.final_val)}, run `{best.info.run_id}`.\n\n{note}"
+        )
+        client.set_tag(run_id, tags.BEST_RUN, best.info.run_id)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in best.data.metrics.items()]
+        client.log_batch(run_id, metrics=metrics)
+    client.set_tag(run_id, tags.NOTE, note)
+    params = [Param(k, v) for k, v in shared_params(finished).items()]
+    for i in range(0, len(params), 100):  # MLflow's batch limit for params
+        client.log_batch(run_id, params=params[i : i + 100])
+
+
+def best_run(rows: list[Row], finished: list[Run]) -> Run | None:
+    """The finished run with the best final primary metric."""
+    by_id = {run.info.run_id: run for run in finished}
+    scored = [r for r in rows if r.run_id in by_id and r.final_val is not None]
+    if not scored:
+        return None
+    best = _better(scored[0].metric)(scored, key=lambda r: r.final_val)
+    return by_id[best.run_id]
+
+
+def shared_params(runs: list[Run]) -> dict[str, str]:
+    """The params every run has with the same value: what the sweep held fixed."""
+    if not runs:
+        return {}
+    first, *others = (run.data.params for run in runs)
+    return {k: v for k, v in first.items() if all(p.get(k) == v for p in others)}

@@ -1,0 +1,70 @@
+"""`resume=`: the checkpoint a run id or a file names, checked against the store (the run
+it continues, whether another process still trains it) and loaded into fresh objects."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from runner.errors import ConfigError, Refused
+from runner.training import checkpoint
+
+if TYPE_CHECKING:
+    from runner.config.spec import RunSpec
+    from runner.loop import Trainer
+
+log = logging.getLogger("runner")
+
+
+def load_resume(
+    spec: RunSpec, fingerprint: str, trainer: Trainer, generator: torch.Generator
+) -> dict[str, Any]:
+    """Load the checkpoint `resume=` names (a file, or an MLflow run id) into freshly built
+    objects; refuse one written by another config, for a run already complete, or for a
+    run another process is still training. `state["run_id"]` is the run it continues."""
+    from runner.tracking.store import Store, local_checkpoint  # imports MLflow
+
+    target = spec.resume
+    store = Store(spec.tracking)
+    path = Path(target).expanduser()
+    if path.is_file():
+        state = checkpoint.read(path)
+        # A file from before its run id was known: its run is the one tagged with the file.
+        run_id = state["run_id"] or store.run_of_checkpoint(path)
+        run = store.run_to_resume(run_id, path) if run_id else None
+        if run_id and run is None:  # (a damaged store moved aside): kept, in a new run
+            log.warning(
+                "resume: run %s of %s is not in %s: its epochs are recorded as a new run",
+                run_id, path, store.uri,
+            )  # fmt: skip
+            state["run_id"] = run_id = None
+    else:
+        run = store.run_to_resume(target)
+        run_id = target
+        path = local_checkpoint(run) or store.logged_checkpoint(run_id)
+        state = checkpoint.read(path)
+        if state["run_id"] not in (None, run_id):  # the folder was reused by a later run
+            path = store.logged_checkpoint(run_id)
+            state = checkpoint.read(path)
+    if state["run_id"] not in (None, run_id):
+        raise ConfigError(
+            f"resume: the checkpoint {str(path)!r} belongs to run {state['run_id']}, not {run_id}"
+        )
+    if state["fingerprint"] != fingerprint:
+        raise ConfigError(
+            f"resume: the checkpoint {str(path)!r} was written by a different config; resume "
+            "with the same overrides as the original run (resume= aside)"
+        )
+    state["run_id"] = run_id
+    # A run stopped while writing its end continues with just that end; a training that
+    # no store took (no run) is recorded by this resume.
+    if state["epoch"] >= spec.trainer.epochs and run is not None and run.info.status == "FINISHED":
+        raise Refused(
+            f"resume: run {run_id} already trained all {state['epoch']} epochs (more epochs "
+            "are another config: start a new run without resume=)"
+        )
+    checkpoint.restore(state, trainer, generator)
+    return state
