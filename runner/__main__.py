@@ -3,11 +3,11 @@
 # First, before any slow import: Ctrl-C or SIGTERM while Python is still importing torch,
 # Hydra or MLflow ends in one line, never a traceback.
 from runner.training import signals, sweep_signals
+from runner.training.fast_exit import fast_exit
 
 signals.install()
 
 import atexit  # noqa: E402
-import logging  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -83,10 +83,7 @@ def entry() -> None:
         if worker.pid:
             os.kill(worker.pid, signal.SIGKILL)  # (idle: it may hold signals blocked)
     atexit._run_exitfuncs()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    fast_exit(code)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from runner.config.spec import validate
 from runner.config.spec.schema import RunSpec
 from runner.errors import ConfigError, failure_message
 from runner.registry import DATASETS
+from runner.training.fast_exit import fast_exit
 
 USAGE = "usage: python -m runner.check [-m|--multirun] [--config-dir DIR] [override ...]"
 
@@ -189,7 +190,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    status = main(sys.argv[1:])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)  # skip torch's slow interpreter teardown; nothing is open
+    fast_exit(main(sys.argv[1:]))  # skip torch's slow interpreter teardown; nothing is open

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from runner.training import signals, sweep_signals
+from runner.training.fast_exit import fast_exit
 
 log = logging.getLogger("runner.sweep")
 Item = TypeVar("Item")
@@ -75,10 +76,7 @@ def in_fork(
             results, code = {}, 1
         with os.fdopen(writer, "wb") as out:
             pickle.dump(results, out)
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        fast_exit(code)
     os.close(writer)
 
     def collect() -> dict[int, Any]:

@@ -3,6 +3,6 @@
 `metrics` (task metrics, the primary metric and its direction), `checkpoint` (save and
 restore every state, atomically), `signals` and `sweep_signals` (Ctrl-C and SIGTERM stop
 after the epoch), `device` (device and threads), `seeding`, `progress` (the epoch line),
-`memory` (what the host has left). Knows nothing of Hydra, OmegaConf or MLflow (checked).
-May import: `runner.errors`.
+`memory` (what the host has left), `fast_exit` (leave at once, output flushed). Knows
+nothing of Hydra, OmegaConf or MLflow (checked). May import: `runner.errors`.
 """
