@@ -185,9 +185,10 @@ def stackable(jobs: Sequence[Job]) -> str | None:
             if not k.startswith("_")
         ):
             return "model.loss: the members' loss arguments differ"
-        own, theirs = dict(t.loss_fn.named_buffers()), dict(t0.loss_fn.named_buffers())
-        if own.keys() != theirs.keys() or any(
-            not torch.equal(v, theirs[k]) for k, v in own.items()
+        loss_buffers = dict(t.loss_fn.named_buffers())
+        first_loss_buffers = dict(t0.loss_fn.named_buffers())
+        if loss_buffers.keys() != first_loss_buffers.keys() or any(
+            not torch.equal(v, first_loss_buffers[k]) for k, v in loss_buffers.items()
         ):
             return "model.loss: the members' loss weights differ"
         if type(t.optimizer) is not type(t0.optimizer):
@@ -276,13 +277,13 @@ def fast_forward(model: nn.Module) -> StackedForward | None:
             return None
         # After the first layer with parameters the member dim is there.
         layers.append((layer, bool(list(module.parameters()))))
-    if not any(own for _, own in layers):
+    if not any(has_member_weights for _, has_member_weights in layers):
         return None  # the output would have no member dim (no optimizer takes this anyway)
 
     def forward(p: dict[str, torch.Tensor], x: torch.Tensor, shared: bool = False) -> torch.Tensor:
-        for layer, own in layers:
+        for layer, has_member_weights in layers:
             x = layer(p, x, shared)
-            shared = shared and not own
+            shared = shared and not has_member_weights
         return x
 
     return forward
@@ -325,37 +326,27 @@ class _Stack:
         # One optimizer of the solo type and arguments (fused included) over [K, ...] tensors,
         # at the rate the members' schedules give now. With rates or weight decays of their
         # own, it takes a unit step without decay (`step_members` scales it per member).
-        args = _constructor_args(t0.optimizer)
-        if per_member:
-            args |= {"lr": 1.0, "weight_decay": 0.0}
-        self.optimizer = type(t0.optimizer)(list(self.params.values()), **args)
-        self.optimizer.param_groups[0]["lr"] = 1.0 if per_member else _lr(t0)
+        unit_step = {"lr": 1.0, "weight_decay": 0.0}
+        self.optimizer = _optimizer_over(
+            self.params, t0.optimizer, 1.0 if per_member else _lr(t0),
+            args=unit_step if per_member else None,
+        )  # fmt: skip
 
     def member_state(self, pos: int) -> MemberState:
         """Copies of one member's weights, buffers and optimizer state, by parameter name."""
-        state = {}
-        for name, p in self.params.items():
-            own = self.optimizer.state.get(p, {})
-            state[name] = {key: _slice(v, p, [pos]).squeeze(0) if _per_member(v, p) else
-                           _copy(v) for key, v in own.items()}  # fmt: skip
         return MemberState(
             {n: p[pos].detach().clone() for n, p in self.params.items()},
             {n: b[pos].clone() for n, b in self.buffers.items()},
-            state,
+            {n: _param_state_rows(self.optimizer, p, pos) for n, p in self.params.items()},
         )
 
     def keep(self, positions: list[int]) -> None:
         """Cut the stack down to `positions`, optimizer state included."""
         params = {n: _slice(p, p, positions).requires_grad_() for n, p in self.params.items()}
-        optimizer = type(self.optimizer)(list(params.values()), **_constructor_args(self.optimizer))
-        optimizer.param_groups[0]["lr"] = self.optimizer.param_groups[0]["lr"]
-        for name, p in self.params.items():
-            own = self.optimizer.state.get(p, {})
-            optimizer.state[params[name]] = {
-                key: _slice(v, p, positions) if _per_member(v, p) else _copy(v)
-                for key, v in own.items()
-            }
-        self.params, self.optimizer = params, optimizer
+        state = {n: _param_state_rows(self.optimizer, p, positions) for n, p in self.params.items()}
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer = _optimizer_over(params, self.optimizer, lr, state=state)
+        self.params = params
         self.buffers = {n: _slice(b, b, positions) for n, b in self.buffers.items()}
         self.members = [self.members[i] for i in positions]
 
@@ -367,6 +358,39 @@ class MemberState:
     params: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor]
     optimizer: dict[str, dict[str, Any]]
+
+
+def _optimizer_over(
+    params: dict[str, torch.Tensor],
+    like: torch.optim.Optimizer,
+    lr: float,
+    state: dict[str, dict[str, Any]] | None = None,
+    args: dict[str, Any] | None = None,
+) -> torch.optim.Optimizer:
+    """An optimizer of `like`'s type and constructor arguments (`args` overriding them) over
+    the stacked `params`, stepping at `lr`, with each parameter's `state` by name (if given)."""
+    optimizer = type(like)(list(params.values()), **(_constructor_args(like) | (args or {})))
+    optimizer.param_groups[0]["lr"] = lr
+    for name, param_state in (state or {}).items():
+        optimizer.state[params[name]] = param_state
+    return optimizer
+
+
+def _param_state_rows(
+    optimizer: torch.optim.Optimizer, param: torch.Tensor, rows: list[int] | int
+) -> dict[str, Any]:
+    """A stacked parameter's optimizer state cut to the members at `rows` (one position:
+    that member's, without the member dim): per-member entries (moments) sliced, the rest
+    (step counts) copied."""
+    positions = [rows] if isinstance(rows, int) else rows
+    cut = {}
+    for key, value in optimizer.state.get(param, {}).items():
+        if not _per_member(value, param):
+            cut[key] = _copy(value)
+            continue
+        sliced = _slice(value, param, positions)
+        cut[key] = sliced.squeeze(0) if isinstance(rows, int) else sliced
+    return cut
 
 
 def _per_member(value: Any, param: torch.Tensor) -> bool:
@@ -602,10 +626,10 @@ class _StackedTraining:
         stack = self.stack
         bad, errors = [], []
         for pos in range(len(stack.members)):
-            one = {n: p[pos] for n, p in stack.params.items()}
-            its_buffers = {n: b[pos] for n, b in stack.buffers.items()}
+            member_params = {n: p[pos] for n, p in stack.params.items()}
+            member_buffers = {n: b[pos] for n, b in stack.buffers.items()}
             try:
-                self.forward.member(one, its_buffers, xb[pos], yb[pos])
+                self.forward.member(member_params, member_buffers, xb[pos], yb[pos])
             except RuntimeError as err:
                 bad.append(pos)
                 errors.append(f"{type(err).__name__}: {err}")
