@@ -80,7 +80,7 @@ def main() -> None:
     solo_jobs = make_jobs(solo_seeds, args.epochs)
     torch.set_num_threads(1)
     started = time.perf_counter()
-    solo_final = [fit(j.trainer, j.data, j.generator)[-1] for j in solo_jobs]
+    solo_final = [fit(j.parts, j.data, j.generator)[-1] for j in solo_jobs]
     solo_seconds = time.perf_counter() - started
 
     timed: dict[str, tuple[float, list[MemberResult]]] = {}

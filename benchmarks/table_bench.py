@@ -264,13 +264,13 @@ def bench_epochs(
     cfg = config(path, batch_size, threads)
     note(f"batch {batch_size}: setup (reads and encodes the CSV again) ...")
     job, setup_s = timed(lambda: setup(cfg, validate(cfg)))
-    trainer = job.trainer
+    parts = job.parts
     threads = torch.get_num_threads()  # what setup's device.set_threads chose (or --threads)
     n = len(job.data.x_train)
     # Every repeat of the runner starts from setup's state: initial weights, an empty Adam,
     # the seeded batch order. The hand-written loop rebuilds the same from the seed.
-    model_state = copy.deepcopy(trainer.model.state_dict())
-    optim_state = copy.deepcopy(trainer.optimizer.state_dict())
+    model_state = copy.deepcopy(parts.model.state_dict())
+    optim_state = copy.deepcopy(parts.optimizer.state_dict())
     generator_state = job.generator.get_state()
     same_init = all(
         torch.equal(a, b)
@@ -282,11 +282,11 @@ def bench_epochs(
     )
 
     def runner(data: DataSplits) -> Result:
-        """One timed fit() of the runner's trainer, reset to setup's state first."""
-        trainer.model.load_state_dict(model_state)
-        trainer.optimizer.load_state_dict(optim_state)
+        """One timed fit() of the runner's training parts, reset to setup's state first."""
+        parts.model.load_state_dict(model_state)
+        parts.optimizer.load_state_dict(optim_state)
         job.generator.set_state(generator_state)
-        (row,), seconds = timed(lambda: fit(trainer, data, job.generator))
+        (row,), seconds = timed(lambda: fit(parts, data, job.generator))
         return {"epoch_s": seconds, "train_loss": row["train_loss"], "val_loss": row["val_loss"]}
 
     def handwritten(fused: bool) -> Callable[[DataSplits], Result]:
@@ -342,8 +342,8 @@ def bench_epochs(
         "threads": threads,
         "threads_setting": cfg["trainer"]["threads"],
         "params": job.params,
-        "optimizer": optimizer_kind(trainer.optimizer),
-        "auto_path": choose_data_path("auto", job.data, trainer.device),
+        "optimizer": optimizer_kind(parts.optimizer),
+        "auto_path": choose_data_path("auto", job.data, parts.device),
         "same_init": same_init,
         "steps": math.ceil(n / batch_size),
     }

@@ -1,5 +1,5 @@
 """Validated spec → torch objects: the data, the model (with inferred widths and
-initializers), L1 parameters, loss, optimizer, scheduler, and the Trainer holding them.
+initializers), L1 parameters, loss, optimizer, scheduler, and the TrainingParts holding them.
 
 Names resolve only through the registries (filled by runner.components.plugins during
 validation)."""
@@ -16,7 +16,7 @@ from torch import nn
 from runner.components.datasets import DataSplits
 from runner.config.spec import Component, L1Spec, LayerSpec, ModelSpec, RunSpec, TrainerSpec
 from runner.errors import ConfigError, RunError
-from runner.loop import Trainer
+from runner.loop import TrainingParts
 from runner.registry import DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
 from runner.training.metrics import TaskMetrics
 
@@ -234,13 +234,13 @@ def output_kind(spec: ModelSpec) -> str:
     return LOSSES.get(spec.loss.type, spec.loss.key).meta.get("output", "value")
 
 
-def build_trainer(
+def build_training_parts(
     spec: RunSpec, model: nn.Module, data: DataSplits, device: torch.device
-) -> Trainer:
+) -> TrainingParts:
     """Loss, optimizer, scheduler, metrics and trainer settings around a model on `device`."""
     model.to(device)  # before the optimizer, so fused kernels see the device
     optimizer = build_optimizer(spec.optim, list(model.parameters()), device)
-    return Trainer(
+    return TrainingParts(
         model=model,
         loss_fn=build_loss(spec.model.loss),
         optimizer=optimizer,

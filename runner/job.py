@@ -27,7 +27,7 @@ from runner.components.datasets.tabular import TabularPredictor
 from runner.config.launch import Launch
 from runner.config.spec import RunSpec, validate
 from runner.errors import ConfigError, RunError, StoreError
-from runner.loop import Trainer, evaluate, fit
+from runner.loop import TrainingParts, evaluate, fit
 from runner.tracking import (
     Tracker,
     check_server,
@@ -61,7 +61,7 @@ class Job:
     config: dict[str, Any]  # the resolved config, logged as the run's params
     fingerprint: str
     data: DataSplits
-    trainer: Trainer
+    parts: TrainingParts  # model, loss, optimizer, ...: what `fit` trains
     generator: torch.Generator  # batch order
     params: int  # trainable parameters
     summary: str  # the model summary table
@@ -103,7 +103,7 @@ def _run(cfg: DictConfig, launch: Launch, companion: Any) -> float | None:
         log.error("job %s failed: config error: %s", launch.job_num, err)
         sweep_record.record_failed_setup(cfg, launch, err)
         return None
-    log.info("model %s on %s\n%s", spec.model.name, job.trainer.device, job.summary)
+    log.info("model %s on %s\n%s", spec.model.name, job.parts.device, job.summary)
     tracker = make_tracker(spec.tracking, companion)
     try:
         with stop_on_signals():
@@ -193,12 +193,12 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
     params = trainable_parameters(infos)
     device.set_threads(spec.trainer.threads, parallel, params)
     run_device = device.resolve_device(spec.device)
-    trainer = builders.build_trainer(spec, model, data, run_device)
+    parts = builders.build_training_parts(spec, model, data, run_device)
     fp = fingerprint(config)
-    resume = load_resume(spec, fp, trainer, generator) if spec.resume else None
+    resume = load_resume(spec, fp, parts, generator) if spec.resume else None
     summary = model_summary(infos, data.input_shape, str(run_device))
     return Job(
-        spec=spec, config=config, fingerprint=fp, data=data, trainer=trainer,
+        spec=spec, config=config, fingerprint=fp, data=data, parts=parts,
         generator=generator, params=params, summary=summary, resume=resume,
     )  # fmt: skip
 
@@ -224,7 +224,7 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
             log.info("training starts")
         try:
             history = fit(
-                job.trainer, job.data, job.generator, epochs,
+                job.parts, job.data, job.generator, epochs,
                 start_epoch=resume["epoch"] + 1 if resume else 1, history=epochs.seen[:],
             )  # fmt: skip
         except KeyboardInterrupt as err:
@@ -322,7 +322,7 @@ def run_tags(job: Job, launch: Launch) -> dict[str, str]:
         launch.overrides, str(launch.output_dir), launch.cwd, config_dir_flags(launch)
     )
     run |= {
-        tags.DEVICE: str(job.trainer.device),
+        tags.DEVICE: str(job.parts.device),
         tags.MODEL: spec.model.name,
         tags.DATA: spec.data.name,
         tags.OPTIM: spec.optim.name,
@@ -451,7 +451,7 @@ class EpochHandler:
             raise
         job = self.job
         state = checkpoint.capture(
-            job.trainer, job.generator, epoch, self.seen, run_id, job.fingerprint
+            job.parts, job.generator, epoch, self.seen, run_id, job.fingerprint
         )
         checkpoint.save(state, self.path)
         self.saved_epoch = epoch
@@ -472,7 +472,7 @@ class EpochHandler:
 
 def evaluate_test(job: Job, tracker: Tracker) -> dict[str, float]:
     """Evaluate the test split once, if the data has one, and log it as test_*."""
-    t, data = job.trainer, job.data
+    t, data = job.parts, job.data
     if data.x_test is None:
         return {}
     x, y = data.x_test.to(t.device), data.y_test.to(t.device)
@@ -483,7 +483,7 @@ def evaluate_test(job: Job, tracker: Tracker) -> dict[str, float]:
 
 def log_outputs(job: Job, history: list[dict[str, float]], tracker: Tracker) -> None:
     """The plots (drawn by the tracker from plain arrays) and the trained model."""
-    t, data = job.trainer, job.data
+    t, data = job.parts, job.data
     if job.spec.trainer.plots:
         spec = job.spec
         pictures = picture_data(

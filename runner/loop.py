@@ -24,8 +24,9 @@ class NonFiniteLoss(RunError):
 
 
 @dataclass
-class Trainer:
-    """Everything the loop needs besides the data."""
+class TrainingParts:
+    """The parts training uses besides the data: model, loss, optimizer, scheduler, device
+    and settings (passive: `fit` trains them)."""
 
     model: nn.Module
     loss_fn: nn.Module
@@ -193,20 +194,20 @@ def epoch_row(
 
 
 def fit(
-    trainer: Trainer,
+    parts: TrainingParts,
     data: DataSplits,
     generator: torch.Generator,
     on_epoch: EpochCallback | None = None,
     start_epoch: int = 1,
     history: list[dict[str, float]] | None = None,
 ) -> list[dict[str, float]]:
-    """Train for trainer.epochs epochs; returns each epoch's metrics (also sent to on_epoch).
+    """Train for parts.epochs epochs; returns each epoch's metrics (also sent to on_epoch).
 
     On the memory path, batches are cut from tensors held on the device with a seeded
     randperm: no per-sample indexing or collation. The loader path streams the same batches
     from host memory. Train metrics come from the epoch's own batches, as in the book.
     """
-    t = trainer
+    t = parts
     model = t.model.to(t.device)  # a no-op when setup already placed it
     path = choose_data_path(t.data_path, data, t.device)
     host = torch.device("cpu") if path == "loader" else t.device

@@ -91,4 +91,4 @@ def train(cfg: dict) -> list[dict[str, float]]:
 
     spec = validate(cfg)
     job = setup(cfg, spec)
-    return fit(job.trainer, job.data, job.generator)
+    return fit(job.parts, job.data, job.generator)

@@ -29,7 +29,7 @@ def test_a_failed_member_ends_failed_and_the_others_finish(tmp_path):
     store = str(tmp_path / "outputs")
     jobs = [house_job(seed, store) for seed in (1, 2, 3)]
     with torch.no_grad():
-        jobs[1].trainer.model[0].weight.fill_(float("nan"))
+        jobs[1].parts.model[0].weight.fill_(float("nan"))
     results = stack_fit(jobs)
     assert results[1].error and results[0].error is None
     tracker = DeferredTracker(jobs[0].spec.tracking)

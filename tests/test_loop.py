@@ -42,7 +42,7 @@ def test_l1_as_a_gradient_matches_autograd_on_the_penalty_term_bit_for_bit():
     """The loop adds strength * sign(w) to the grads; the book puts the term in the loss."""
     cfg = shipped("xor_deep", "adam", epochs=3, grad_clip=1.0)
     job = setup(cfg, validate(cfg))
-    t = job.trainer
+    t = job.parts
     reference = copy.deepcopy(t.model)
     ref_opt = type(t.optimizer)(reference.parameters(), **t.optimizer.defaults)
     ref_l1 = [dict(reference.named_parameters())[n] for n, p in t.model.named_parameters()
@@ -93,9 +93,9 @@ def test_grad_clip_bounds_every_step():
     def weight_change(grad_clip: float | None) -> float:
         cfg = shipped("xor_deep", "sgd", epochs=2, grad_clip=grad_clip)
         job = setup(cfg, validate(cfg))
-        before = torch.cat([p.detach().flatten().clone() for p in job.trainer.model.parameters()])
-        fit(job.trainer, job.data, job.generator)
-        after = torch.cat([p.detach().flatten() for p in job.trainer.model.parameters()])
+        before = torch.cat([p.detach().flatten().clone() for p in job.parts.model.parameters()])
+        fit(job.parts, job.data, job.generator)
+        after = torch.cat([p.detach().flatten() for p in job.parts.model.parameters()])
         return float((after - before).norm())
 
     clip, lr, steps = 1e-3, 0.015, 2 * 50  # 2 epochs of 100 samples in batches of 2

@@ -300,9 +300,9 @@ def test_picture_data_names_and_points_for_a_table() -> None:
     cfg = shipped("house_linear", "adam", data="house_tiny", epochs=2, batch_size=3)
     spec = validate(cfg)
     job = setup(cfg, spec)
-    history = fit(job.trainer, job.data, job.generator)
+    history = fit(job.parts, job.data, job.generator)
     pictures = picture_data(
-        job.trainer, job.data, history, model_name=spec.model.name,
+        job.parts, job.data, history, model_name=spec.model.name,
         loss_name=spec.model.loss.type, target_name=spec.data.args.get("target", ""),
     )  # fmt: skip
     assert (pictures["model"], pictures["loss"], pictures["target"]) == (
@@ -329,7 +329,7 @@ def test_picture_data_finds_the_loss_without_being_told() -> None:
 
     cfg = shipped("xor_deep", "adam", epochs=1)
     job = setup(cfg, validate(cfg))
-    pictures = picture_data(job.trainer, job.data, fit(job.trainer, job.data, job.generator))
+    pictures = picture_data(job.parts, job.data, fit(job.parts, job.data, job.generator))
     assert pictures["loss"] == "bce"
     assert pictures["regions"]["feature_names"] == ["x0", "x1"]
     assert pictures["confusion"]["split"] == "val"

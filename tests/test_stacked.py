@@ -48,7 +48,7 @@ def xor_job(seed: int, epochs: int = 5, **trainer: object) -> Job:
 def solo(seed: int, epochs: int = 5) -> tuple[Job, list[dict[str, float]]]:
     """The member's solo run, as a job trains it."""
     job = xor_job(seed, epochs)
-    return job, fit(job.trainer, job.data, job.generator)
+    return job, fit(job.parts, job.data, job.generator)
 
 
 def max_diff(a: list[dict[str, float]], b: list[dict[str, float]]) -> float:
@@ -65,7 +65,7 @@ def test_a_smaller_last_batch_matches_solo_runs(fast_path: bool):
     results = stack_fit(jobs, fast_path=fast_path)
     for seed, result in zip(SEEDS, results, strict=True):
         alone = xor_job(seed, epochs=3, batch_size=3)
-        history = fit(alone.trainer, alone.data, alone.generator)
+        history = fit(alone.parts, alone.data, alone.generator)
         assert result.error is None
         assert max_diff(history, result.history) < 1e-4
 
@@ -75,7 +75,7 @@ def test_members_start_from_their_solo_initial_weights():
     params, _ = stacked_state(jobs)
     for k, seed in enumerate(SEEDS):
         alone = xor_job(seed)  # set up by itself: the same seed gives the same weights
-        for name, p in alone.trainer.model.named_parameters():
+        for name, p in alone.parts.model.named_parameters():
             assert torch.equal(params[name][k], p.detach())
     first = params["0.weight"]
     assert not torch.equal(first[0], first[1])  # different seeds, different weights
@@ -84,7 +84,7 @@ def test_members_start_from_their_solo_initial_weights():
 @PATHS
 def test_stacked_histories_match_solo_runs(fast_path: bool):
     jobs = [xor_job(seed) for seed in SEEDS]
-    assert fast_forward(jobs[0].trainer.model) is not None  # xor_deep can take the fast path
+    assert fast_forward(jobs[0].parts.model) is not None  # xor_deep can take the fast path
     seen: list[tuple[int, int]] = []
     results = stack_fit(jobs, lambda k, epoch, row: seen.append((k, epoch)), fast_path=fast_path)
     assert sorted(seen) == [(k, e) for k in range(len(SEEDS)) for e in range(1, 6)]
@@ -100,13 +100,11 @@ def test_stacked_histories_match_solo_runs(fast_path: bool):
             assert mine[key] == pytest.approx(first[key], rel=1e-5), key
         worst = max(worst, max_diff(history, result.history))
         # The trained weights went back into the member's own model and optimizer.
-        for p, q in zip(
-            job.trainer.model.parameters(), alone.trainer.model.parameters(), strict=True
-        ):
+        for p, q in zip(job.parts.model.parameters(), alone.parts.model.parameters(), strict=True):
             assert torch.allclose(p, q, atol=1e-5)
             mine_state, solo_state = (
-                job.trainer.optimizer.state[p],
-                alone.trainer.optimizer.state[q],
+                job.parts.optimizer.state[p],
+                alone.parts.optimizer.state[q],
             )
             assert float(mine_state["step"]) == float(solo_state["step"])
             assert torch.allclose(mine_state["exp_avg"], solo_state["exp_avg"], atol=1e-5)
@@ -117,7 +115,7 @@ def test_stacked_histories_match_solo_runs(fast_path: bool):
 def poisoned(job: Job) -> Job:
     """The job with nan first-layer weights: its very first step fails."""
     with torch.no_grad():
-        job.trainer.model[0].weight.fill_(float("nan"))
+        job.parts.model[0].weight.fill_(float("nan"))
     return job
 
 
@@ -128,10 +126,10 @@ def test_a_member_whose_step_raises_is_cut_out_and_the_others_match_solo(fast_pa
     results = stack_fit([jobs[0], poisoned(jobs[1]), jobs[2]], fast_path=fast_path)
     broken = poisoned(xor_job(SEEDS[1], epochs=3))
     with pytest.raises(RuntimeError) as solo_error:
-        fit(broken.trainer, broken.data, broken.generator)
+        fit(broken.parts, broken.data, broken.generator)
     assert results[1].failed_at == 1 and results[1].history == []
     assert results[1].error == f"RuntimeError: {solo_error.value}"
-    assert torch.isnan(jobs[1].trainer.model[0].weight).all()  # its state when it failed
+    assert torch.isnan(jobs[1].parts.model[0].weight).all()  # its state when it failed
     for k in (0, 2):
         assert results[k].failed_at is None
         assert max_diff(solo(SEEDS[k], epochs=3)[1], results[k].history) < 1e-5
@@ -147,16 +145,16 @@ def house_job(seed: int) -> Job:
 @PATHS
 def test_a_member_whose_loss_goes_nan_stops_with_the_solo_message(fast_path: bool):
     jobs = [house_job(1), poisoned(house_job(2)), house_job(3)]
-    assert fast_forward(jobs[0].trainer.model) is not None
+    assert fast_forward(jobs[0].parts.model) is not None
     results = stack_fit(jobs, fast_path=fast_path)
     broken = poisoned(house_job(2))
     with pytest.raises(NonFiniteLoss) as solo_error:
-        fit(broken.trainer, broken.data, broken.generator)
+        fit(broken.parts, broken.data, broken.generator)
     assert results[1].failed_at == 1 and results[1].history == []
     assert results[1].error == str(solo_error.value)
     for k, seed in ((0, 1), (2, 3)):
         alone = house_job(seed)
-        history = fit(alone.trainer, alone.data, alone.generator)
+        history = fit(alone.parts, alone.data, alone.generator)
         assert results[k].failed_at is None
         # Regression metrics in dollars: compare relatively.
         for mine, theirs in zip(results[k].history, history, strict=True):
@@ -215,11 +213,11 @@ def test_a_group_with_a_learning_rate_schedule_matches_solo_runs(schedule: dict)
     results = stack_fit(jobs)
     for seed, job, result in zip(SEEDS, jobs, results, strict=True):
         alone = with_config(five_epochs, seed)
-        history = fit(alone.trainer, alone.data, alone.generator)
+        history = fit(alone.parts, alone.data, alone.generator)
         assert [r["lr"] for r in result.history] == [r["lr"] for r in history]
         assert max_diff(history, result.history) < 1e-4
-        assert job.trainer.scheduler.state_dict() == alone.trainer.scheduler.state_dict()
-        mine, theirs = (t.optimizer.param_groups[0] for t in (job.trainer, alone.trainer))
+        assert job.parts.scheduler.state_dict() == alone.parts.scheduler.state_dict()
+        mine, theirs = (t.optimizer.param_groups[0] for t in (job.parts, alone.parts))
         assert (mine["lr"], mine["initial_lr"]) == (theirs["lr"], theirs["initial_lr"])
     mixed = [with_config({"scheduler": schedule}), with_config({}, seed=2)]
     assert "schedules differ" in stackable(mixed)
@@ -240,7 +238,7 @@ def test_a_group_too_big_for_the_cpu_cache_trains_in_even_chunks_that_fit(tmp_pa
     cfg["model"]["hidden"] = [64, 64]
     jobs = [setup(cfg, validate(cfg)) for _ in range(10)]
     state = state_bytes(jobs[0])  # weights, gradients, two Adam moments
-    assert state == 4 * 4 * sum(p.numel() for p in jobs[0].trainer.model.parameters())
+    assert state == 4 * 4 * sum(p.numel() for p in jobs[0].parts.model.parameters())
     # Three members fit in a core's share of half the cache: ten train as 3 + 3 + 2 + 2.
     assert chunk_sizes(jobs, 0, cache=2 * 2 * 3 * state, cores=2) == [3, 3, 2, 2]
     assert chunk_sizes(jobs, 0, cache=2 * 1 * 7 * state, cores=1) == [5, 5]
@@ -307,14 +305,12 @@ def test_members_with_their_own_rate_decay_and_l1_strength_match_solo_runs(optim
     results = stack_fit(jobs)
     for a, job, result in zip(args, jobs, results, strict=True):
         alone = own_args(optim, *a)
-        history = fit(alone.trainer, alone.data, alone.generator)
+        history = fit(alone.parts, alone.data, alone.generator)
         assert result.error is None
         for key in history[0]:
             assert result.history[0][key] == pytest.approx(history[0][key], rel=1e-5), key
         assert max_diff(history, result.history) < 1e-4
-        for p, q in zip(
-            job.trainer.model.parameters(), alone.trainer.model.parameters(), strict=True
-        ):
+        for p, q in zip(job.parts.model.parameters(), alone.parts.model.parameters(), strict=True):
             assert torch.allclose(p, q, atol=1e-5)
 
 
@@ -332,7 +328,7 @@ def assert_matches_solo(layers: list[dict], fast_path: bool) -> None:
     results = stack_fit(jobs, fast_path=fast_path)
     for seed, result in zip(SEEDS, results, strict=True):
         alone = xor_layers_job(layers, seed)
-        history = fit(alone.trainer, alone.data, alone.generator)
+        history = fit(alone.parts, alone.data, alone.generator)
         assert result.failed_at is None
         for key in history[0]:
             assert result.history[0][key] == pytest.approx(history[0][key], rel=1e-5), key
@@ -360,7 +356,7 @@ FAST_LAYERS = [
 
 @PATHS
 def test_every_fast_path_layer_matches_solo(fast_path: bool):
-    assert fast_forward(xor_layers_job(FAST_LAYERS, 1).trainer.model) is not None
+    assert fast_forward(xor_layers_job(FAST_LAYERS, 1).parts.model) is not None
     assert_matches_solo(FAST_LAYERS, fast_path)
 
 

@@ -167,7 +167,7 @@ class StackedLauncher(Launcher):
 
         jobs = [c.prepared[0].return_value.job for c in chunks]
         # Forked processes must not touch a GPU the launching process uses: CPU only.
-        on_cpu = all(j.trainer.device.type == "cpu" for j in jobs)
+        on_cpu = all(j.parts.device.type == "cpu" for j in jobs)
         auto = all(j.spec.trainer.threads == "auto" for j in jobs)
         workers = fork_count(len(chunks)) if on_cpu and auto else 1
         if workers == 1:

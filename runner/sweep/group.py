@@ -170,11 +170,11 @@ def _log_member(
             tracker.log_metrics(row, step=epoch)
         if at_once:  # no state to continue from: the weights were mid-epoch
             raise Interrupted(stopped or signal.SIGINT, len(history), at_once=True)
-        # The member's weights and optimizer state were written back into its trainer: its
+        # The member's weights and optimizer state were written back into its training parts: its
         # checkpoint resumes like a solo run's (the last good state, if it failed).
         path = launch.checkpoint_path
         state = checkpoint.capture(
-            job.trainer, job.generator, len(history), history, tracker.run_id, job.fingerprint
+            job.parts, job.generator, len(history), history, tracker.run_id, job.fingerprint
         )
         checkpoint.save(state, path)
         tracker.set_tags({tags.CHECKPOINT: str(path)})

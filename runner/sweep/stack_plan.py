@@ -33,7 +33,7 @@ STEP_OVERHEAD_PARAMS = 80_000
 
 def state_bytes(job: Job) -> int:
     """The bytes one member's weights, gradients and two optimizer moments take."""
-    return 4 * sum(p.numel() * p.element_size() for p in job.trainer.model.parameters())
+    return 4 * sum(p.numel() * p.element_size() for p in job.parts.model.parameters())
 
 
 def member_bytes(job: Job) -> int:
@@ -82,7 +82,7 @@ def chunk_sizes(
     n = len(jobs)
     if stack_max:
         return [min(stack_max, n - start) for start in range(0, n, stack_max)]
-    device = jobs[0].trainer.device
+    device = jobs[0].parts.device
     size = max(1, free_memory(device) // 2 // member_bytes(jobs[0]))
     if device.type == "cpu":
         cache = cache_bytes() if cache == -1 else cache
@@ -95,7 +95,7 @@ def chunk_sizes(
 
 def chunk_cost(jobs: Sequence[Job]) -> float:
     """About how long a chunk trains, in member-parameter steps (only to compare chunks)."""
-    t = jobs[0].trainer
+    t = jobs[0].parts
     steps = t.epochs * math.ceil(len(jobs[0].data.x_train) / t.batch_size)
     params = sum(p.numel() for p in t.model.parameters())
     return steps * (STEP_OVERHEAD_PARAMS + len(jobs) * params)

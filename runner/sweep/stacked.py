@@ -108,8 +108,8 @@ def _shapes(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 
 def _l1_names(job: Job) -> list[str]:
     """Names of the parameters the job's L1 penalty covers."""
-    ids = {id(p) for p in job.trainer.l1_params}
-    return [name for name, p in job.trainer.model.named_parameters() if id(p) in ids]
+    ids = {id(p) for p in job.parts.l1_params}
+    return [name for name, p in job.parts.model.named_parameters() if id(p) in ids]
 
 
 def _data_equal(a: Job, b: Job) -> bool:
@@ -118,9 +118,9 @@ def _data_equal(a: Job, b: Job) -> bool:
     return all(torch.equal(getattr(a.data, k), getattr(b.data, k)) for k in keys)
 
 
-def _lr(trainer: Any) -> float:
-    """The learning rate a trainer's optimizer steps with now."""
-    return trainer.optimizer.param_groups[0]["lr"]
+def _lr(parts: Any) -> float:
+    """The learning rate a member's optimizer (of its TrainingParts) steps with now."""
+    return parts.optimizer.param_groups[0]["lr"]
 
 
 MEMBER_ARGS = ("lr", "weight_decay")  # optimizer arguments each member may have its own of
@@ -138,8 +138,8 @@ def _constructor_args(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     return {k: v for k, v in optimizer.defaults.items() if k in accepted}
 
 
-def _weight_decay(trainer: Any) -> float:
-    return float(trainer.optimizer.defaults.get("weight_decay", 0.0))
+def _weight_decay(parts: Any) -> float:
+    return float(parts.optimizer.defaults.get("weight_decay", 0.0))
 
 
 def stackable(jobs: Sequence[Job]) -> str | None:
@@ -147,9 +147,9 @@ def stackable(jobs: Sequence[Job]) -> str | None:
     if not jobs:
         return "no jobs"
     first = jobs[0]
-    t0 = first.trainer
+    t0 = first.parts
     for job in jobs:
-        t, spec = job.trainer, job.spec
+        t, spec = job.parts, job.spec
         if job.resume is not None:
             return "resume: a resumed run continues its own optimizer state and history"
         if isinstance(t.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -170,7 +170,7 @@ def stackable(jobs: Sequence[Job]) -> str | None:
         if any(p.dtype != torch.float32 for p in t.model.parameters()):
             return "model: only float32 parameters are supported stacked"
     for job in jobs[1:]:
-        t = job.trainer
+        t = job.parts
         if _layer_types(t.model) != _layer_types(t0.model) or _shapes(t.model) != _shapes(t0.model):
             return "model.layers: the members' architectures differ"
         if t.device != t0.device:
@@ -210,8 +210,8 @@ def stackable(jobs: Sequence[Job]) -> str | None:
 
 def stacked_state(jobs: Sequence[Job]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The members' parameters and buffers as [K, ...] tensors (copies, on the device)."""
-    device = jobs[0].trainer.device
-    return stack_module_state([job.trainer.model.to(device) for job in jobs])
+    device = jobs[0].parts.device
+    return stack_module_state([job.parts.model.to(device) for job in jobs])
 
 
 def _shift(dim: int, shared: bool) -> int:
@@ -320,7 +320,7 @@ class _Stack:
     raise again."""
 
     def __init__(self, jobs: Sequence[Job], per_member: bool = False) -> None:
-        t0 = jobs[0].trainer
+        t0 = jobs[0].parts
         self.members = list(range(len(jobs)))
         self.params, self.buffers = stacked_state(jobs)
         # One optimizer of the solo type and arguments (fused included) over [K, ...] tensors,
@@ -436,7 +436,7 @@ def stack_fit(
     A member fails where its solo run would: a non-finite epoch loss (the solo
     NonFiniteLoss message), or an error its own step raises (e.g. BCE refusing a nan
     output). It stops there (failed_at, error) while the others go on. At the end every
-    member's weights and optimizer state are written back into its own job.trainer (a
+    member's weights and optimizer state are written back into its own job.parts (a
     failed member's as they were when it failed).
     """
     reason = stackable(jobs)
@@ -510,15 +510,17 @@ class _StackedTraining:
 
     def __init__(self, jobs: Sequence[Job], fast_path: bool) -> None:
         self.jobs = jobs
-        self.trainers = [job.trainer for job in jobs]
-        t0 = self.t0 = self.trainers[0]
+        self.member_parts = [job.parts for job in jobs]
+        t0 = self.t0 = self.member_parts[0]
         self.device = device = t0.device
         self.per_member = (
-            len({_lr(t) for t in self.trainers}) > 1
-            or len({_weight_decay(t) for t in self.trainers}) > 1
+            len({_lr(t) for t in self.member_parts}) > 1
+            or len({_weight_decay(t) for t in self.member_parts}) > 1
         )
-        self.strengths = torch.tensor([t.l1_strength for t in self.trainers], dtype=torch.float64)
-        self.one_strength = len({t.l1_strength for t in self.trainers}) == 1
+        self.strengths = torch.tensor(
+            [t.l1_strength for t in self.member_parts], dtype=torch.float64
+        )
+        self.one_strength = len({t.l1_strength for t in self.member_parts}) == 1
         self.stack = _Stack(jobs, self.per_member)
         self.forward = _StackedForward(t0.model, t0.loss_fn, fast_path)
         self.l1_names = _l1_names(jobs[0]) if t0.l1_strength and t0.l1_params else []
@@ -615,7 +617,7 @@ class _StackedTraining:
         loss.sum().backward()
         norms = self.add_l1() if self.l1_names else None
         if self.per_member:
-            step_members(stack, [self.trainers[k] for k in stack.members])
+            step_members(stack, [self.member_parts[k] for k in stack.members])
         else:
             stack.optimizer.step()
         return [loss.detach(), out.detach(), norms]
@@ -718,7 +720,7 @@ class _StackedTraining:
                 failed.append(pos)
                 errors.append(str(non_finite_loss(epoch, train_losses[pos], step_losses[:, pos])))
                 continue
-            t = self.trainers[k]
+            t = self.member_parts[k]
             row = epoch_row(
                 train_losses[pos],
                 train_metrics[pos],
@@ -742,7 +744,7 @@ class _StackedTraining:
 
     def step_schedules(self) -> None:
         """End the epoch's schedule for every live member."""
-        live = [self.trainers[k] for k in self.stack.members]
+        live = [self.member_parts[k] for k in self.stack.members]
         _step_schedules(live, self.stack.optimizer, self.per_member)
 
     def write_back(self) -> None:
@@ -755,7 +757,7 @@ class _StackedTraining:
 
 
 def _step_schedules(
-    trainers: list[Any], optimizer: torch.optim.Optimizer, per_member: bool = False
+    member_parts: list[Any], optimizer: torch.optim.Optimizer, per_member: bool = False
 ) -> None:
     """End an epoch's schedule: each live member's own scheduler steps (its state stays its
     solo run's, for its checkpoint), and the stacked optimizer takes the rate they give."""
@@ -763,13 +765,13 @@ def _step_schedules(
         # The members' own optimizers do not step here (the stacked one does), which torch
         # takes for a scheduler stepped too early.
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler"))
-        for t in trainers:
+        for t in member_parts:
             t.scheduler.step()
     if not per_member:  # (else each step reads every member's own rate)
-        optimizer.param_groups[0]["lr"] = _lr(trainers[0])
+        optimizer.param_groups[0]["lr"] = _lr(member_parts[0])
 
 
-def step_members(stack: _Stack, trainers: list[Any]) -> None:
+def step_members(stack: _Stack, member_parts: list[Any]) -> None:
     """One optimizer step where members have their own rate or weight decay: the solo
     update is lr * direction (Adam, AdamW, SGD with momentum, RMSprop alike), so the stacked
     optimizer takes a unit step and each member's slice of it is scaled by its own rate.
@@ -777,8 +779,10 @@ def step_members(stack: _Stack, trainers: list[Any]) -> None:
     to the weights before the step (AdamW)."""
     params = list(stack.params.values())
     p0 = params[0]
-    lrs = torch.tensor([_lr(t) for t in trainers], dtype=p0.dtype, device=p0.device)
-    decays = torch.tensor([_weight_decay(t) for t in trainers], dtype=p0.dtype, device=p0.device)
+    lrs = torch.tensor([_lr(t) for t in member_parts], dtype=p0.dtype, device=p0.device)
+    decays = torch.tensor(
+        [_weight_decay(t) for t in member_parts], dtype=p0.dtype, device=p0.device
+    )
     decoupled = isinstance(stack.optimizer, torch.optim.AdamW)
     with torch.no_grad():
         for p in params:
@@ -796,7 +800,7 @@ def step_members(stack: _Stack, trainers: list[Any]) -> None:
 def _write_back(job: Job, state: MemberState) -> None:
     """Put a member's weights and optimizer state into its own model and optimizer, as if
     its solo run had trained them."""
-    t = job.trainer
+    t = job.parts
     with torch.no_grad():
         for name, p in t.model.named_parameters():
             p.copy_(state.params[name])

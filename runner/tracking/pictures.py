@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from runner.components.datasets import DataSplits
-from runner.loop import Trainer, evaluate
+from runner.loop import TrainingParts, evaluate
 from runner.registry import LOSSES
 
 GRID_POINTS = 200  # per axis of a 2-D decision-region plot
@@ -17,7 +17,7 @@ MAX_TRAIN_POINTS = 2000  # training points shown on predicted-vs-true: enough to
 
 @torch.inference_mode()
 def picture_data(
-    trainer: Trainer,
+    parts: TrainingParts,
     data: DataSplits,
     history: list[dict[str, float]],
     *,
@@ -28,7 +28,7 @@ def picture_data(
     """The payload of `runner.tracking.plots.draw`: history, names for titles and axes, the held-out
     split's scores, and per task decision regions (2-D inputs), a confusion matrix or
     predicted-vs-true values (validation rows, else test rows)."""
-    t = trainer
+    t = parts
     pictures: dict[str, Any] = {
         "history": history,
         "primary": t.metrics.primary,
@@ -89,7 +89,7 @@ def _in_units(y: torch.Tensor, data: DataSplits) -> torch.Tensor:
     return y.reshape(-1) * data.target_std + data.target_mean
 
 
-def _train_predictions(t: Trainer, data: DataSplits) -> dict[str, Any]:
+def _train_predictions(t: TrainingParts, data: DataSplits) -> dict[str, Any]:
     """Training targets and predictions (evenly thinned to MAX_TRAIN_POINTS), in data units."""
     step = max(1, -(-len(data.y_train) // MAX_TRAIN_POINTS))
     x, y = data.x_train[::step], data.y_train[::step]
@@ -98,7 +98,7 @@ def _train_predictions(t: Trainer, data: DataSplits) -> dict[str, Any]:
     return {"train_true": _in_units(y, data).numpy(), "train_pred": pred.numpy()}
 
 
-def _decision_regions(t: Trainer, data: DataSplits) -> dict[str, Any]:
+def _decision_regions(t: TrainingParts, data: DataSplits) -> dict[str, Any]:
     """The predicted class over a grid covering the points, with the points themselves."""
     points = torch.cat([data.x_train, data.x_val])
     lo, hi = points.min(0).values - 0.1, points.max(0).values + 0.1

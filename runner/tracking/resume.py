@@ -14,13 +14,13 @@ from runner.training import checkpoint
 
 if TYPE_CHECKING:
     from runner.config.spec import RunSpec
-    from runner.loop import Trainer
+    from runner.loop import TrainingParts
 
 log = logging.getLogger("runner")
 
 
 def load_resume(
-    spec: RunSpec, fingerprint: str, trainer: Trainer, generator: torch.Generator
+    spec: RunSpec, fingerprint: str, parts: TrainingParts, generator: torch.Generator
 ) -> dict[str, Any]:
     """Load the checkpoint `resume=` names (a file, or an MLflow run id) into freshly built
     objects; refuse one written by another config, for a run already complete, or for a
@@ -66,5 +66,5 @@ def load_resume(
             f"resume: run {run_id} already trained all {state['epoch']} epochs (more epochs "
             "are another config: start a new run without resume=)"
         )
-    checkpoint.restore(state, trainer, generator)
+    checkpoint.restore(state, parts, generator)
     return state

@@ -21,13 +21,13 @@ import torch
 from runner.errors import ConfigError
 
 if TYPE_CHECKING:
-    from runner.loop import Trainer
+    from runner.loop import TrainingParts
 
 log = logging.getLogger("runner")
 
 
 def capture(
-    trainer: Trainer,
+    parts: TrainingParts,
     generator: torch.Generator,
     epoch: int,
     history: list[dict[str, float]],
@@ -36,7 +36,7 @@ def capture(
 ) -> dict[str, Any]:
     """The state at the end of `epoch`."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    scheduler = trainer.scheduler.state_dict() if trainer.scheduler is not None else None
+    scheduler = parts.scheduler.state_dict() if parts.scheduler is not None else None
     if scheduler is not None and isinstance(scheduler.get("milestones"), Counter):
         scheduler["milestones"] = dict(scheduler["milestones"])  # plain dict: weights_only
     return {
@@ -44,8 +44,8 @@ def capture(
         "run_id": run_id,
         "fingerprint": fingerprint,
         "history": [dict(row) for row in history],
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
         "scheduler": scheduler,
         "rng": {
             "torch": torch.get_rng_state(),
@@ -71,14 +71,14 @@ def load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def restore(state: dict[str, Any], trainer: Trainer, generator: torch.Generator) -> None:
+def restore(state: dict[str, Any], parts: TrainingParts, generator: torch.Generator) -> None:
     """Put a checkpoint's states back into freshly built objects."""
-    trainer.model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    if trainer.scheduler is not None and state["scheduler"] is not None:
-        trainer.scheduler.load_state_dict(state["scheduler"])
-        if isinstance(getattr(trainer.scheduler, "milestones", None), dict):
-            trainer.scheduler.milestones = Counter(trainer.scheduler.milestones)
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    if parts.scheduler is not None and state["scheduler"] is not None:
+        parts.scheduler.load_state_dict(state["scheduler"])
+        if isinstance(getattr(parts.scheduler, "milestones", None), dict):
+            parts.scheduler.milestones = Counter(parts.scheduler.milestones)
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     if rng["cuda"]:
