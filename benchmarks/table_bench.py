@@ -341,7 +341,7 @@ def bench_epochs(
         "setup_s": setup_s,
         "threads": threads,
         "threads_setting": cfg["trainer"]["threads"],
-        "params": job.params,
+        "params": job.trainable_params,
         "optimizer": optimizer_kind(parts.optimizer),
         "auto_path": choose_data_path("auto", job.data, parts.device),
         "same_init": same_init,

@@ -63,7 +63,7 @@ class Job:
     data: DataSplits
     parts: TrainingParts  # model, loss, optimizer, ...: what `fit` trains
     generator: torch.Generator  # batch order
-    params: int  # trainable parameters
+    trainable_params: int  # how many parameters the model trains
     summary: str  # the model summary table
     resume: dict[str, Any] | None = None  # a loaded checkpoint to continue from
 
@@ -190,8 +190,8 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
     data = builders.build_data(spec.data, config["data"].get("num_outputs"))
     model, infos = builders.build_model(spec.model, data.input_shape)
     builders.check_output(infos, data.task, data.num_outputs)
-    params = trainable_parameters(infos)
-    device.set_threads(spec.trainer.threads, parallel, params)
+    trainable_params = trainable_parameters(infos)
+    device.set_threads(spec.trainer.threads, parallel, trainable_params)
     run_device = device.resolve_device(spec.device)
     parts = builders.build_training_parts(spec, model, data, run_device)
     fp = fingerprint(config)
@@ -199,7 +199,7 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
     summary = model_summary(infos, data.input_shape, str(run_device))
     return Job(
         spec=spec, config=config, fingerprint=fp, data=data, parts=parts,
-        generator=generator, params=params, summary=summary, resume=resume,
+        generator=generator, trainable_params=trainable_params, summary=summary, resume=resume,
     )  # fmt: skip
 
 
@@ -207,7 +207,7 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
     """Run the loop inside an MLflow run and log everything; returns the final val metric."""
     spec, resume = job.spec, job.resume
     resumed_run = resume and resume["run_id"]
-    if device.is_kernel_bound(job.params):
+    if device.is_kernel_bound(job.trainable_params):
         tracker.wait_imports()  # and then yield: the companion would slow every kernel
     name, labels = launch_name(launch, spec), run_tags(job, launch)
     with tracker.run(name, labels, launch.parent_run_id, resumed_run, launch.started_at):
@@ -218,34 +218,34 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
             log.info("resuming at epoch %d", resume["epoch"] + 1)
         elif not left:  # stopped while writing its end (or the store failed): only that is left
             log.info("every epoch is trained: writing the run's end (test split, plots, model)")
-        epochs = EpochHandler(job, tracker, launch)
+        epoch_end = EpochEnd(job, tracker, launch)
         started = time.perf_counter()
         if left:
             log.info("training starts")
         try:
             history = fit(
-                job.parts, job.data, job.generator, epochs,
-                start_epoch=resume["epoch"] + 1 if resume else 1, history=epochs.seen[:],
+                job.parts, job.data, job.generator, epoch_end,
+                start_epoch=resume["epoch"] + 1 if resume else 1, history=epoch_end.seen[:],
             )  # fmt: skip
         except KeyboardInterrupt as err:
-            raise epochs.stopped(err) from None
+            raise epoch_end.stopped(err) from None
         except BaseException:
-            epochs.keep_last_checkpoint()  # the last good state goes with the failed run
+            epoch_end.keep_last_checkpoint()  # the last good state goes with the failed run
             raise
         finally:
-            epochs.progress.close()
-        train_seconds = time.perf_counter() - started - epochs.logging_seconds
+            epoch_end.progress.close()
+        train_seconds = time.perf_counter() - started - epoch_end.logging_seconds
         # The run exists by now (its end needs it): the last checkpoint names it, so that a
         # resume from the file continues this run.
-        epochs.save_checkpoint(spec.trainer.epochs, wait_for_run=True)
-        epochs.keep_last_checkpoint()
+        epoch_end.save_checkpoint(spec.trainer.epochs, wait_for_run=True)
+        epoch_end.keep_last_checkpoint()
         # From here a signal stops the run at once, KILLED (as one that came after the last
         # epoch's check): `resume=` then writes just its end.
         signals.set_mode("interrupt")
         try:
             if STOP.signum is not None:
                 raise Interrupted(STOP.signum)
-            final = log_end(job, history, tracker, epochs, train_seconds)
+            final = log_end(job, history, tracker, epoch_end, train_seconds)
             tracker.settle()  # the plots and the model are stored
         except KeyboardInterrupt as err:
             stop = signals.interruption(err)
@@ -260,22 +260,22 @@ def log_end(
     job: Job,
     history: list[dict[str, float]],
     tracker: Tracker,
-    epochs: EpochHandler,
+    epoch_end: EpochEnd,
     train_seconds: float,
 ) -> dict[str, float]:
     """What a run logs once every epoch is trained and checkpointed: its times, the test
     split, the plots and the model; returns its final metrics."""
-    epochs.flush()
-    if epochs.trained:  # (none when a run stopped while writing its end is continued)
+    epoch_end.flush()
+    if epoch_end.trained:  # (none when a run stopped while writing its end is continued)
         log.info(
             "training took %.2f s, and MLflow logging %.3f s more (%.1f%%)",
-            train_seconds, epochs.logging_seconds,
-            100 * epochs.logging_seconds / (train_seconds + epochs.logging_seconds),
+            train_seconds, epoch_end.logging_seconds,
+            100 * epoch_end.logging_seconds / (train_seconds + epoch_end.logging_seconds),
         )  # fmt: skip
         tracker.set_tags(
             {
                 tags.TIME_TRAIN: f"{train_seconds:.3f}",
-                tags.TIME_LOGGING: f"{epochs.logging_seconds:.3f}",
+                tags.TIME_LOGGING: f"{epoch_end.logging_seconds:.3f}",
             }
         )
     return log_final(job, history, tracker)
@@ -342,7 +342,7 @@ def description(job: Job, launch: Launch) -> str:
     sizes = {"train": len(data.x_train), "validation": len(data.x_val)}
     sizes["test"] = 0 if data.x_test is None else len(data.x_test)
     return naming.describe(
-        model=spec.model.name, params=job.params, data=spec.data.name, sizes=sizes,
+        model=spec.model.name, params=job.trainable_params, data=spec.data.name, sizes=sizes,
         optim=spec.optim.name, optim_args=spec.optim.args, epochs=spec.trainer.epochs,
         batch_size=spec.trainer.batch_size, seed=spec.seed,
         metric=primary_metric(data.task, spec.metric), overrides=launch.overrides,
@@ -353,7 +353,7 @@ def description(job: Job, launch: Launch) -> str:
 def log_inputs(job: Job, launch: Launch, tracker: Tracker) -> None:
     """What a new run starts with: params, resolved config, model summary, Hydra's folder."""
     tracker.end_stale_runs(job.fingerprint, socket.gethostname())
-    tracker.log_params({**flatten(job.config), "trainable_params": str(job.params)})
+    tracker.log_params({**flatten(job.config), "trainable_params": str(job.trainable_params)})
     tracker.log_dataset(dataset_input(job.spec.data, job.data))
     tracker.log_text(config_yaml(job.config), "config.yaml")
     tracker.log_text(job.summary, "model_summary.txt")
@@ -369,8 +369,9 @@ def config_yaml(config: dict[str, Any]) -> str:
     return yaml.dump(config, Dumper=dumper, sort_keys=False, allow_unicode=True)
 
 
-class EpochHandler:
-    """After each epoch: log its metrics, show progress, checkpoint, stop on a signal."""
+class EpochEnd:
+    """What ends each epoch: log its metrics, show progress, checkpoint; and, where a signal
+    asked to stop, end the run there (raises Interrupted)."""
 
     def __init__(self, job: Job, tracker: Tracker, launch: Launch) -> None:
         self.job, self.tracker, self.path = job, tracker, launch.checkpoint_path
