@@ -55,7 +55,7 @@ MOVED = {
     "runner.pictures": "runner.tracking.pictures",
     "runner.plots": "runner.tracking.plots",
     "runner.summary": "runner.tracking.summary",
-    "runner.group": "runner.sweep.group",
+    "runner.group": "runner.sweep.seed_group",
     "runner.stacked": "runner.sweep.stacked",
     "runner.stack_plan": "runner.sweep.stack_plan",
 }

@@ -1,6 +1,6 @@
-"""A stacked group's members logged as full runs (runner.group, with the DeferredTracker the
-stacked launcher gives them): a member that failed ends FAILED with the solo run's message
-and its last good checkpoint; the others finish with every epoch."""
+"""A stacked group's members logged as full runs (runner.sweep.seed_group, with the
+DeferredTracker the stacked launcher gives them): a member that failed ends FAILED with the
+solo run's message and its last good checkpoint; the others finish with every epoch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from runner.config.launch import Launch
 from runner.config.spec import validate
 from runner.job import Job, setup
-from runner.sweep import group
+from runner.sweep import seed_group
 from runner.sweep.stacked import stack_fit
 from runner.tracking.deferred import DeferredTracker
 from tests.configs import shipped
@@ -42,8 +42,8 @@ def test_a_failed_member_ends_failed_and_the_others_finish(tmp_path):
             multirun=True, overrides=[f"seed={job.spec.seed}"], output_dir=output,
             cwd=str(tmp_path), job_num=k,
         )  # fmt: skip
-        member = group.Member(launch, job)
-        values.append(group.finish_member(member, result, 1.0, len(jobs), tracker))
+        member = seed_group.Member(launch, job)
+        values.append(seed_group.finish_member(member, result, 1.0, len(jobs), tracker))
     assert values[1] is None and values[0] is not None and values[2] is not None
     client = MlflowClient(tracker.uri)
     experiment = client.get_experiment_by_name("group").experiment_id

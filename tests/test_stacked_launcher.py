@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from hydra_plugins.runner_stacked.stacked_launcher import GroupProgress
+from hydra_plugins.runner_stacked.stacked_launcher import StackProgress
 
 
 def test_group_progress_shows_whole_epochs_at_a_tenth_of_the_run(caplog):
-    progress = GroupProgress(size=3, epochs=20, metric="val_acc")
+    progress = StackProgress(size=3, epochs=20, metric="val_acc")
     with caplog.at_level(logging.INFO, logger="runner.sweep"):
         for epoch in range(1, 21):
             members = (0, 1, 2) if epoch < 5 else (0, 2)  # member 1 fails in epoch 5

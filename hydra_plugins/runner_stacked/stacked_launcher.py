@@ -1,7 +1,7 @@
 """`hydra/launcher=stacked`: jobs whose resolved configs differ only in `seed` (or in what
-the stacked update takes per member: runner.sweep.group.MEMBER_KEYS) are trained in this process
-as one stacked model (runner.sweep.stacked); every other job runs as the basic launcher runs it.
-Every job keeps its Hydra job folder and its own MLflow child run."""
+the stacked update takes per member: runner.sweep.seed_group.MEMBER_KEYS) are trained in this
+process as one stacked model (runner.sweep.stacked); every other job runs as the basic
+launcher runs it. Every job keeps its Hydra job folder and its own MLflow child run."""
 
 import logging
 import os
@@ -10,10 +10,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -21,6 +21,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hydra_plugins.runner_stacked.compose import install
 from hydra_plugins.runner_stacked.forks import MAX_WRITERS, fork_count, in_fork, run_in_forks
 from runner.training import signals, sweep_signals
+
+if TYPE_CHECKING:  # (runner's sweep modules are imported when a sweep launches, not before)
+    from runner.sweep.seed_group import Member
 
 log = logging.getLogger("runner.sweep")
 JOB_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default
@@ -38,15 +41,17 @@ ConfigStore.instance().store(
 
 @dataclass
 class Chunk:
-    """Jobs of one group trained as one stacked model: their indices in the sweep and what
-    preparing each gave (its Member as return value)."""
+    """Jobs of one seed group trained as one stacked model: their indices in the sweep, the
+    JobReturn of preparing each (its value set once the job has run) and its Member."""
 
     indices: list[int]
     prepared: list[JobReturn]
+    members: list["Member"]
 
 
 class StackedLauncher(Launcher):
-    """Groups a sweep's jobs by config-without-seed and trains each group stacked."""
+    """Gathers a sweep's jobs into seed groups (configs alike but for MEMBER_KEYS) and
+    trains each group stacked."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,11 +77,25 @@ class StackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return result
 
+    def _prepare(self, config: DictConfig) -> tuple[JobReturn, "Member | None"]:
+        """Prepare one job in its Hydra job context (`seed_group.prepare_member`): its
+        JobReturn, whose value stays None until the job has run (or is the error, FAILED),
+        and the Member it gave (None: it failed)."""
+        from runner.sweep import seed_group
+
+        made: list[Member] = []
+
+        def prepare(cfg: DictConfig) -> None:
+            made.append(seed_group.prepare_member(cfg))
+
+        ret = self._job(prepare, config)
+        return ret, (made[0] if made else None)
+
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        """Prepare every job, train each stackable group at once, log every member."""
-        from runner.sweep import group as groups
+        """Prepare every job, train each stackable seed group at once, log every member."""
+        from runner.sweep import seed_group
 
         setup_globals()
         assert self.hydra_context is not None and self.config is not None
@@ -91,22 +110,26 @@ class StackedLauncher(Launcher):
                 config.hydra.job.id = config.hydra.job.num = idx
             configs.append(config)
         log.info("Launching %d jobs, seed groups stacked", len(configs))
-        prepared = [self._job(groups.prepare_member, c) for c in configs]
+        both = [self._prepare(c) for c in configs]
+        prepared, members = [ret for ret, _ in both], [member for _, member in both]
         results: list[JobReturn | None] = [None] * len(configs)
-        by_key: dict[str, list[int]] = {}
-        for i, ret in enumerate(prepared):
-            if ret.status != JobStatus.COMPLETED:  # a bad config: the solo path records it
+        by_stack_key: dict[str, list[int]] = {}
+        for i, (ret, member) in enumerate(zip(prepared, members, strict=True)):
+            if member is None:  # preparing it failed (a bad config): the solo path records it
                 results[i] = self._job(self.task_function, configs[i])
-            elif ret.return_value.job is None:  # already FINISHED: skipped, as solo
-                ret.return_value = ret.return_value.done_metric
+            elif member.job is None:  # already FINISHED: skipped, as solo
+                ret.return_value = member.done_metric
                 results[i] = ret
-            elif ret.return_value.job.resume is not None:  # continues its own KILLED run
+            elif member.job.resume is not None:  # continues its own KILLED run
                 results[i] = self._job(self.task_function, configs[i])
             else:
-                by_key.setdefault(groups.group_key(ret.return_value), []).append(i)
+                by_stack_key.setdefault(seed_group.stack_key(member), []).append(i)
         chunks: list[Chunk] = []
-        for indices in by_key.values():
-            chunks += self._plan_group(indices, configs, [prepared[i] for i in indices], results)
+        for indices in by_stack_key.values():
+            chunks += self._plan_seed_group(
+                indices, configs, [prepared[i] for i in indices], [members[i] for i in indices],
+                results,
+            )  # fmt: skip
         self._run_chunks(chunks, configs, results)
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
@@ -118,19 +141,19 @@ class StackedLauncher(Launcher):
         for i in indices:
             results[i] = self._job(self.task_function, configs[i])
 
-    def _plan_group(
+    def _plan_seed_group(
         self,
         indices: list[int],
         configs: list[DictConfig],
         prepared: list[JobReturn],
+        members: list["Member"],
         results: list[JobReturn | None],
     ) -> list[Chunk]:
-        """One group: its chunks to train stacked (as many members as fit in memory each),
+        """One seed group: its chunks to train stacked (as many members as fit in memory each),
         or, if it cannot stack, each job run now as the basic launcher runs it."""
         from runner.sweep.stack_plan import chunk_sizes
         from runner.sweep.stacked import stackable
 
-        members = [ret.return_value for ret in prepared]
         jobs = [m.job for m in members]
         reason = "a group of one" if len(jobs) == 1 else stackable(jobs)
         if reason is not None:
@@ -153,7 +176,11 @@ class StackedLauncher(Launcher):
             )  # fmt: skip
         starts = [sum(sizes[:k]) for k in range(len(sizes))]
         return [
-            Chunk(indices[start : start + size], prepared[start : start + size])
+            Chunk(
+                indices[start : start + size],
+                prepared[start : start + size],
+                members[start : start + size],
+            )
             for start, size in zip(starts, sizes, strict=True)
         ]
 
@@ -165,7 +192,7 @@ class StackedLauncher(Launcher):
         else one after another, each with its members' runs written by one process per core."""
         from runner.sweep.stack_plan import chunk_cost, share
 
-        jobs = [c.prepared[0].return_value.job for c in chunks]
+        jobs = [c.members[0].job for c in chunks]
         # Forked processes must not touch a GPU the launching process uses: CPU only.
         on_cpu = all(j.parts.device.type == "cpu" for j in jobs)
         auto = all(j.spec.trainer.threads == "auto" for j in jobs)
@@ -175,7 +202,7 @@ class StackedLauncher(Launcher):
                 writers = fork_count(len(chunk.indices), MAX_WRITERS) if on_cpu else 1
                 self._run_stacked(chunk, configs, results, writers, open_early=writers > 1)
             return
-        costs = [chunk_cost([ret.return_value.job for ret in c.prepared]) for c in chunks]
+        costs = [chunk_cost([m.job for m in c.members]) for c in chunks]
         shares = share(costs, workers)
         prepared_ids = {id(ret) for chunk in chunks for ret in chunk.prepared}
         log.info("%d stacked chunks train on %d processes at once", len(chunks), len(shares))
@@ -221,13 +248,12 @@ class StackedLauncher(Launcher):
         `writers` processes). `open_early`: a forked process makes the members' runs, with
         their params and config files, while the group trains (CPU training leaves a core
         free for it); after training only what training gave is written."""
-        from runner.sweep import group as groups
+        from runner.sweep import seed_group
         from runner.sweep.stacked import StackInterrupted, stack_fit
         from runner.tracking.deferred import DeferredTracker
         from runner.training.metrics import primary_metric
 
-        indices, prepared = chunk.indices, chunk.prepared
-        members = [ret.return_value for ret in prepared]
+        indices, prepared, members = chunk.indices, chunk.prepared, chunk.members
         jobs = [m.job for m in members]
         spec = jobs[0].spec
         trainer_pid = os.getpid()
@@ -243,7 +269,7 @@ class StackedLauncher(Launcher):
             opened = {}
             for i, ret, member in share:
                 with _job_log(ret):
-                    opened[i] = groups.open_member(member, len(jobs), tracker, trainer_pid)
+                    opened[i] = seed_group.open_member(member, len(jobs), tracker, trainer_pid)
             return opened
 
         opening = (
@@ -252,7 +278,7 @@ class StackedLauncher(Launcher):
             else None
         )
         started = time.perf_counter()
-        progress = GroupProgress(
+        progress = StackProgress(
             len(jobs), spec.trainer.epochs, primary_metric(jobs[0].data.task, spec.metric)
         )
         stopped = None  # the signal that stopped the group after an epoch
@@ -281,12 +307,12 @@ class StackedLauncher(Launcher):
                 [m.launch.job_num for m in members], type(err).__name__, err,
             )  # fmt: skip
             if opening is not None:  # (each job makes its own run now)
-                groups.discard_runs(list(opening().values()), DeferredTracker(spec.tracking))
+                seed_group.discard_runs(list(opening().values()), DeferredTracker(spec.tracking))
             self._run_one_by_one(indices, configs, results)
             return
         except BaseException:  # interrupted (Ctrl-C): no run of it is left RUNNING
             if opening is not None:
-                groups.kill_runs(list(opening().values()), DeferredTracker(spec.tracking))
+                seed_group.kill_runs(list(opening().values()), DeferredTracker(spec.tracking))
             raise
         progress.close()
         seconds = time.perf_counter() - started
@@ -307,7 +333,7 @@ class StackedLauncher(Launcher):
                 # Still the member's Hydra job (its folder, config and log were made when it
                 # was prepared): only its log file is opened again, for the run's last lines.
                 with _job_log(ret):
-                    values[i] = groups.finish_member(
+                    values[i] = seed_group.finish_member(
                         member, result, seconds, len(jobs), tracker, run_ids.get(i), stopped,
                         at_once,
                     )  # fmt: skip
@@ -326,8 +352,8 @@ class StackedLauncher(Launcher):
             results[i] = ret
 
 
-class GroupProgress:
-    """A stacked group's training on the console: its first, every tenth and last epoch,
+class StackProgress:
+    """A stacked seed group's training on the console: its first, every tenth and last epoch,
     each as the mean and range over the members of the metric the sweep compares."""
 
     def __init__(self, size: int, epochs: int, metric: str) -> None:

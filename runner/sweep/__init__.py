@@ -1,8 +1,8 @@
 """Sweeps: a multirun as one thing in MLflow.
 
 `callback` (`SweepCallback`, named in conf/config.yaml) makes the sweep's parent run before
-any job and its report after the last (`report`); `group`, `stacked` and `stack_plan` train
-a group of seeds as one stacked model (`hydra/launcher=stacked`), each member recorded as
+any job and its report after the last (`report`); `seed_group`, `stacked` and `stack_plan`
+train a seed group as one stacked model (`hydra/launcher=stacked`), each member recorded as
 its own run through the recipe (`runner.job`). May import everything below it: the recipe,
 tracking, builders, the loop, config, components, training. `stacked` and `stack_plan`
 know nothing of Hydra, OmegaConf or MLflow (checked).

@@ -4,9 +4,10 @@ test metrics, plots and model, exactly as a solo job logs them.
 
 The launcher (hydra_plugins/runner_stacked) calls, inside Hydra's job context of each
 member: `prepare_member` (validate, load, build: the solo run's seeds give the same initial
-weights and batch order), `open_member` (the run with its params and config files, made
-while the group trains, where a core is free for it), `runner.sweep.stacked.stack_fit` over the
-group, then `finish_member` (metrics, checkpoint, final results, written in batches).
+weights and batch order), `stack_key` (which seed group it trains in), `open_member` (the
+run with its params and config files, made while the group trains, where a core is free
+for it), `runner.sweep.stacked.stack_fit` over the group, then `finish_member` (metrics,
+checkpoint, final results, written in batches).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from runner.training.metrics import primary_metric
 from runner.training.signals import Interrupted
 
 log = logging.getLogger("runner")
-# What may differ inside a stacked group: the seed, and what the stacked update takes per member.
+# What may differ inside a seed group: the seed, and what the stacked update takes per member.
 MEMBER_KEYS = ("seed", "optim.lr", "optim.weight_decay", "model.l1.strength")
 
 
@@ -41,7 +42,7 @@ class MemberFailed(RunError):
 
 @dataclass
 class Member:
-    """One job of a group, prepared in its own Hydra job context."""
+    """One job of a seed group, prepared in its own Hydra job context."""
 
     launch: Launch
     job: recipe.Job | None  # None: skipped, its config already FINISHED
@@ -59,8 +60,9 @@ def prepare_member(cfg: DictConfig) -> Member:
     return Member(launch, recipe.setup(config, spec, launch.parallel))
 
 
-def group_key(member: Member) -> str:
-    """Members with the same key differ only in MEMBER_KEYS: they can share one model."""
+def stack_key(member: Member) -> str:
+    """Which seed group a member is in: members with the same key differ only in MEMBER_KEYS,
+    so they can share one stacked model."""
     assert member.job is not None
     config = copy.deepcopy(member.job.config)
     for key in MEMBER_KEYS:
@@ -73,13 +75,13 @@ def group_key(member: Member) -> str:
     return fingerprint(config)
 
 
-def open_member(member: Member, group_size: int, tracker: DeferredTracker, pid: int) -> str | None:
+def open_member(member: Member, stack_size: int, tracker: DeferredTracker, pid: int) -> str | None:
     """Make a member's run while its group trains: tags (`pid`: the training process), params,
     data set and config files, written at once; it stays RUNNING until `finish_member` takes
     it up. None where that fails (the run, if made, is deleted; `finish_member` makes it)."""
     job, launch = member.job, member.launch
     assert job is not None
-    run_tags = recipe.run_tags(job, launch) | {tags.STACKED: str(group_size), tags.PID: str(pid)}
+    run_tags = recipe.run_tags(job, launch) | {tags.STACKED: str(stack_size), tags.PID: str(pid)}
     run_id = None  # (the tracker serves several members: its run_id may be the last one's)
     try:
         run_id = tracker.start(
@@ -121,7 +123,7 @@ def finish_member(
     member: Member,
     result: MemberResult,
     train_seconds: float,
-    group_size: int,
+    stack_size: int,
     tracker: Tracker,
     run_id: str | None = None,
     stopped: int | None = None,
@@ -134,7 +136,7 @@ def finish_member(
     the run ends KILLED with its epochs, as a solo job's."""
     try:
         return _log_member(
-            member, result.history, result.error, train_seconds, group_size, tracker, run_id,
+            member, result.history, result.error, train_seconds, stack_size, tracker, run_id,
             stopped, at_once,
         )  # fmt: skip
     except Interrupted as err:
@@ -153,7 +155,7 @@ def _log_member(
     history: list[dict[str, float]],
     error: str | None,
     train_seconds: float,
-    group_size: int,
+    stack_size: int,
     tracker: Tracker,
     run_id: str | None,
     stopped: int | None = None,
@@ -161,7 +163,7 @@ def _log_member(
 ) -> float | None:
     job, launch = member.job, member.launch
     assert job is not None
-    run_tags = recipe.run_tags(job, launch) | {tags.STACKED: str(group_size)}
+    run_tags = recipe.run_tags(job, launch) | {tags.STACKED: str(stack_size)}
     name = recipe.launch_name(launch, job.spec)
     with tracker.run(name, run_tags, launch.parent_run_id, run_id, launch.started_at):
         if run_id is None:
