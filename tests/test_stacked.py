@@ -135,6 +135,14 @@ def test_a_member_whose_step_raises_is_cut_out_and_the_others_match_solo(fast_pa
         assert max_diff(solo(SEEDS[k], epochs=3)[1], results[k].history) < 1e-5
 
 
+@PATHS
+def test_a_stack_whose_members_all_fail_in_one_epoch_ends_with_each_error(fast_path: bool):
+    jobs = [poisoned(xor_job(seed, epochs=3)) for seed in SEEDS[:2]]
+    results = stack_fit(jobs, fast_path=fast_path)
+    assert [r.failed_at for r in results] == [1, 1]
+    assert all(r.error.startswith("RuntimeError") and r.history == [] for r in results)
+
+
 def house_job(seed: int) -> Job:
     """A regression job (MSE: a nan loss raises nothing, the epoch's loss is nan)."""
     cfg = shipped("house_linear", "adam", data="house_tiny", epochs=3, batch_size=3)

@@ -400,7 +400,7 @@ def _per_member(value: Any, param: torch.Tensor) -> bool:
 
 def _slice(value: torch.Tensor, like: torch.Tensor, positions: list[int]) -> torch.Tensor:
     """The rows `positions` of a [K, ...] tensor, as a fresh tensor."""
-    return value.detach()[torch.tensor(positions, device=like.device)].clone()
+    return value.detach()[torch.tensor(positions, dtype=torch.long, device=like.device)].clone()
 
 
 def _copy(value: Any) -> Any:
