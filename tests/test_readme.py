@@ -50,6 +50,10 @@ from omegaconf import OmegaConf
 from tests.configs import shipped
 from tests.conftest import PROJECT, free_port, make_vision_dataset
 
+# The README's commands run in order in one process; its Slurm block shares the machine's
+# munged with tests/test_slurm.py, so both run on one xdist worker.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 README = PROJECT / "README.md"
 CONF = PROJECT / "conf"
 # Commands are ```bash, transcripts ```console; ```text is shown only (a folder's layout).

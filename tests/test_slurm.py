@@ -16,6 +16,9 @@ from tests.conftest import PROJECT, run_cli, start_service, stop_service, store_
 from tests.test_server import server  # noqa: F401 (the fixture, one server for this module)
 from tests.test_sweeps import assert_one_sweep, split_runs
 
+# One Slurm cluster at a time on this machine (munged is shared): with the README's.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 SCRIPT = PROJECT / "cluster" / "slurm.py"
 QUIET = ["trainer.progress=none", "trainer.log_model=false", "trainer.plots=false"]
 # Two one-CPU jobs at a time on this 2-core node.
@@ -227,6 +230,7 @@ def test_a_job_longer_than_its_time_limit_continues_its_run_until_it_finishes(
 WARNED = """
 import signal
 from runner.training import signals
+
 
 signals.install()
 with signals.stop_on_signals():  # a job trains
