@@ -22,6 +22,12 @@ from runner.errors import ConfigError, exit_on_known_failure
 from runner.training.signals import shielded
 
 
+def warm_parts(cfg: DictConfig) -> list[str]:
+    """What the MLflow companion prepares while the run trains: its plots, its model."""
+    wanted = {"plots": "trainer.plots", "model": "trainer.log_model"}
+    return [part for part, key in wanted.items() if OmegaConf.select(cfg, key, default=True)]
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Hydra's task function: one job; returns its final validation metric (for sweepers)."""
@@ -33,7 +39,7 @@ def main(cfg: DictConfig) -> float | None:
     with exit_on_known_failure():
         precheck(cfg)
         # Started before torch is imported (inside runner.job), so both imports overlap.
-        companion = spawn_companion() if use_companion() else None
+        companion = spawn_companion(warm_parts(cfg)) if use_companion() else None
         try:
             return import_job().run_job(cfg, launch, companion)
         except BaseException:

@@ -143,9 +143,33 @@ def test_a_longer_run_stopped_by_the_lock_names_it_and_keeps_its_epochs(tmp_path
     assert last.endswith(f"resume={kept[2].partition(';')[0]}")
 
 
+# An epoch of at least 0.1 s (one batch through a pausing layer): a run that outlasts the
+# moment its store is cut, with few epochs left for the recording command to train.
+SLOW_EPOCHS = """
+import time
+
+from torch import nn
+
+from runner.registry import LAYERS
+
+
+@LAYERS.register("pause", output="same")
+class Pause(nn.Module):
+    def forward(self, x):
+        if self.training:
+            time.sleep(0.1)
+        return x
+"""
+SLOW = [
+    "plugins=[slow_epochs]", "model=xor_linear", "trainer.batch_size=1000",
+    "model.layers=[{layer:pause},{layer:linear,out_features:1},{layer:sigmoid}]",
+]  # fmt: skip
+
+
 def test_a_store_truncated_mid_run_is_named_damaged_in_the_last_line(tmp_path):
     db = new_store(tmp_path)
-    proc = start(tmp_path, "trainer.epochs=3000", *QUIET, wait=60)
+    (tmp_path / "slow_epochs.py").write_text(SLOW_EPOCHS)
+    proc = start(tmp_path, "trainer.epochs=150", *SLOW, *QUIET, wait=60)
     read_until(proc, "MLflow run ")  # the run exists in the store
     os.truncate(db, 8192)  # a disk or a copy cut it short
     out, err = proc.communicate(timeout=120)
@@ -155,7 +179,7 @@ def test_a_store_truncated_mid_run_is_named_damaged_in_the_last_line(tmp_path):
         f"error: the MLflow store {db} is damaged (SQLite: database disk image is malformed): "
         "restore it from a backup"
     ), last
-    assert " of 3000 epochs are kept in " in last and "NoneType" not in out + err
+    assert " of 150 epochs are kept in " in last and "NoneType" not in out + err
     # Moved aside, as the message advises: the printed command records the kept epochs (and
     # trains the rest) as a run of the new store.
     db.rename(db.with_suffix(".damaged"))
@@ -171,7 +195,7 @@ def test_a_store_truncated_mid_run_is_named_damaged_in_the_last_line(tmp_path):
         m.step
         for m in MlflowClient(f"sqlite:///{db}").get_metric_history(run.info.run_id, "val_acc")
     ]
-    assert sorted(steps) == list(range(1, 3001))
+    assert sorted(steps) == list(range(1, 151))
 
 
 def test_open_store_waits_for_the_documented_limit_and_names_the_holder(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from runner.training.signals import always_ended, shielded
 
 log = logging.getLogger("runner.tracking")
 SERVER_MODULE = "runner.tracking.companion_server"
+WARM_PARTS = ("plots", "model")  # what the companion may prepare while the run trains
 # The companion's errors raised here as their own kind (what the job does next depends on it).
 KNOWN_ERRORS: dict[str, type[RunError]] = {
     "ArtifactStoreError": ArtifactStoreError, "StoreError": StoreError,
@@ -195,13 +196,15 @@ class Companion:
                 )  # fmt: skip
 
 
-def spawn_companion() -> Companion:
-    """Start the companion early: it imports mlflow while this process imports torch."""
+def spawn_companion(warm: Iterable[str] = WARM_PARTS) -> Companion:
+    """Start the companion early: it imports mlflow while this process imports torch, and
+    what the run's end will use (`warm`: "plots", "model") while it trains."""
     # The companion logs where this process does: the console and Hydra's job log.
     console = os.dup(sys.stdout.fileno())
     files = [h.baseFilename for h in logging.getLogger().handlers if hasattr(h, "baseFilename")]
     env = {**os.environ, "RUNNER_COMPANION_CONSOLE": str(console)}
     env["RUNNER_COMPANION_LOG"] = files[0] if files else ""
+    env["RUNNER_COMPANION_WARM"] = ",".join(part for part in WARM_PARTS if part in warm)
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", SERVER_MODULE],

@@ -26,6 +26,7 @@ import threading
 from typing import Any
 
 from runner.tracking import quiet_third_party_logs, store_location
+from runner.tracking.companion import WARM_PARTS
 from runner.training.fast_exit import fast_exit
 
 # Before anything slow: a signal that reaches this process anyway (a Slurm step's SIGTERM to
@@ -64,10 +65,16 @@ def serve() -> None:
 
     # Import everything now, while the training process is still importing and loading
     # data: imports during training would steal CPU from its threads.
-    _prewarm()
+    # Only what the run will use: a run without plots or a model never imports matplotlib
+    # or torch here (about 3 s of CPU).
+    told = os.environ.get("RUNNER_COMPANION_WARM", ",".join(WARM_PARTS))
+    parts = {part for part in told.split(",") if part in WARM_PARTS}
+    _prewarm(parts)
     send("warm", None)
     # What the run's end would otherwise pay for, done while the run trains.
-    warming = threading.Thread(target=_warm_end_of_run, name="warm-end-of-run", daemon=True)
+    warming = threading.Thread(
+        target=_warm_end_of_run, args=(parts,), name="warm-end-of-run", daemon=True
+    )
     warming.start()
     while True:
         try:
@@ -123,27 +130,33 @@ def serve() -> None:
             return
 
 
-def _prewarm() -> None:
-    """Import what the run needs, plots and model logging included."""
-    import matplotlib
+def _prewarm(parts: set[str]) -> None:
+    """Import what the run needs: the plots' and the model's libraries where it has them."""
+    if "plots" in parts:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import mlflow.pytorch  # noqa: F401 (imports torch too)
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
 
-    from runner.tracking import plots  # noqa: F401
+        from runner.tracking import plots  # noqa: F401
+    if "model" in parts:
+        import mlflow.pytorch  # noqa: F401 (imports torch too)
 
 
-def _warm_end_of_run() -> None:
+def _warm_end_of_run(parts: set[str]) -> None:
     """Pay in advance for the first-use costs of the plots and the model: mlflow's scan of
     every installed distribution (its requirement check), mlflow.pyfunc's import, and
     matplotlib's first render (fonts, Agg)."""
     try:
-        import matplotlib.pyplot as plt
-        import mlflow.pyfunc  # noqa: F401
-        from mlflow.utils import requirements_utils
+        if "model" in parts:
+            import mlflow.pyfunc  # noqa: F401
+            from mlflow.utils import requirements_utils
 
-        requirements_utils._init_packages_to_modules_map()  # cached for the process
+            requirements_utils._init_packages_to_modules_map()  # cached for the process
+        if "plots" not in parts:
+            return
+        import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots()
         ax.plot([0, 1], [0, 1], label="warm")
         ax.legend()

@@ -61,7 +61,8 @@ def origin_tags(
         PID: str(os.getpid()),
     }
     if "torch" in sys.modules:  # a job's process; never imported just for this
-        tags[TORCH] = sys.modules["torch"].__version__
+        # A plain str: torch's TorchVersion would make the companion import torch to unpickle it.
+        tags[TORCH] = str(sys.modules["torch"].__version__)
     commit = git_commit(cwd)
     if commit:
         tags[GIT_COMMIT] = commit
