@@ -2,7 +2,7 @@
 
 The repository keeps `conf/` and `data/` at its top (where a clone's users look for them);
 an installed package has no repository around it, so `build_py` copies them into the
-package, where `runner.project` looks first. An editable install reads them in place.
+package, where `runner.config.project` looks first. An editable install reads them in place.
 """
 
 import shutil

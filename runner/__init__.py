@@ -3,13 +3,14 @@
 The folders are the layers, top to bottom; each imports only from the ones below it
 (checked by import-linter, pyproject.toml):
 
-    __main__, main, check, ui, new, report   entry points and commands
+    __main__                               python -m runner
+    main, check, ui, new, report           the Hydra entry and the other commands
     sweep/        multiruns: the sweep's parent run and report, stacked seed groups
     job.py        the recipe: one run, set up, trained, recorded
     tracking/     MLflow: the tracker, the store, tags, names, plots, what a run records
     builders.py   config -> torch objects
-    loop.py       the plain training loop
-    config/       the config: Hydra's composition, the validated spec, the launch
+    loop.py       the plain training loop                  } one layer: neither imports
+    config/       Hydra's composition, the spec, the launch } the other
     components/   the built-in layers, losses, datasets, and users' plugins
     registry.py   the registries everything is named from
     training/     what the loop needs beyond torch: metrics, checkpoints, signals, devices
@@ -22,7 +23,9 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import warnings
 from types import ModuleType
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -59,6 +62,37 @@ MOVED = {
     "runner.stacked": "runner.sweep.stacked",
     "runner.stack_plan": "runner.sweep.stack_plan",
 }
+
+
+# Names that moved between modules or were renamed: the old name still answers (with a
+# DeprecationWarning naming the new one) through its old module's `__getattr__`.
+RENAMED = {
+    "runner.loop.Trainer": "runner.loop.TrainingParts",
+    "runner.builders.build_trainer": "runner.builders.build_training_parts",
+    "runner.job.EpochHandler": "runner.job.EpochEnd",
+    "runner.sweep.seed_group.group_key": "runner.sweep.seed_group.stack_key",
+    "runner.training.checkpoint.load_resume": "runner.tracking.resume.load_resume",
+    "runner.errors.always_ended": "runner.training.signals.always_ended",
+    "runner.sweep.finished_run": "runner.tracking.sweep_record.finished_run",
+    "runner.sweep.continue_interrupted": "runner.tracking.sweep_record.continue_interrupted",
+    "runner.sweep.record_failed_setup": "runner.tracking.sweep_record.record_failed_setup",
+    "runner.sweep.interrupted": "runner.training.sweep_signals.interrupted",
+    "runner.sweep.job_interrupted": "runner.training.sweep_signals.job_interrupted",
+    "runner.sweep.job_not_started": "runner.training.sweep_signals.job_not_started",
+    "runner.sweep.swept_keys": "runner.sweep.callback.swept_keys",
+    "runner.sweep.SweepTaken": "runner.sweep.callback.SweepTaken",
+}
+
+
+def renamed(module: str, name: str) -> Any:
+    """`module.name` as it is now called (a module's `__getattr__` asks); else the usual
+    AttributeError."""
+    new = RENAMED.get(f"{module}.{name}")
+    if new is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(f"{module}.{name} is now {new}", DeprecationWarning, stacklevel=3)
+    where, _, attribute = new.rpartition(".")
+    return getattr(importlib.import_module(where), attribute)
 
 
 def moved_to(name: str) -> str | None:

@@ -258,3 +258,10 @@ def build_training_parts(
         data_path=spec.trainer.data_path,
         num_workers=spec.trainer.num_workers,
     )
+
+
+def __getattr__(name: str) -> Any:
+    """Names this module had before they were renamed or moved (runner.RENAMED)."""
+    from runner import renamed
+
+    return renamed(__name__, name)

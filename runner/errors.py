@@ -102,3 +102,10 @@ def ending(err: BaseException) -> tuple[str, str | None, str | None]:
         return "KILLED", None, None
     trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     return "FAILED", f"{type(err).__name__}: {err}", trace
+
+
+def __getattr__(name: str) -> Any:
+    """Names this module had before they were renamed or moved (runner.RENAMED)."""
+    from runner import renamed
+
+    return renamed(__name__, name)

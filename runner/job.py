@@ -505,3 +505,10 @@ def log_outputs(job: Job, history: list[dict[str, float]], tracker: Tracker) -> 
     else:
         example = data.x_val[:5] if len(data.x_val) else data.x_train[:5]
         tracker.log_model(model, example.numpy())
+
+
+def __getattr__(name: str) -> Any:
+    """Names this module had before they were renamed or moved (runner.RENAMED)."""
+    from runner import renamed
+
+    return renamed(__name__, name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -271,3 +272,10 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, row)
     return history
+
+
+def __getattr__(name: str) -> Any:
+    """Names this module had before they were renamed or moved (runner.RENAMED)."""
+    from runner import renamed
+
+    return renamed(__name__, name)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from runner.sweep import report as reports
 from runner.sweep.report import build_report, experiment_runs, log_report, sweep_runs
 from runner.tracking import tags
 
@@ -77,6 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.log and parent is not None:
         log_report(client, parent.info.run_id, report)
     return 0
+
+
+def __getattr__(name: str) -> Any:
+    """The report's building blocks (`Row`, `table`, `capacity_plot`...) lived here before
+    the command and the building were split: `runner.sweep.report` has them."""
+    try:
+        value = getattr(reports, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    warnings.warn(f"{__name__}.{name} is now runner.sweep.report.{name}", DeprecationWarning, 2)
+    return value
 
 
 if __name__ == "__main__":

@@ -99,3 +99,22 @@ def test_commands_answer_help(command: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout.lower() or "powered by hydra" in done.stdout.lower()
+
+
+@pytest.mark.parametrize("old, new", sorted(importlib.import_module("runner").RENAMED.items()))
+def test_renamed_or_moved_names_still_answer_and_say_where_they_are_now(old: str, new: str):
+    module, _, name = old.rpartition(".")
+    where, _, attribute = new.rpartition(".")
+    with pytest.warns(DeprecationWarning, match=f"{old} is now {new}"):
+        found = getattr(importlib.import_module(module), name)
+    assert found is getattr(importlib.import_module(where), attribute)
+
+
+def test_the_report_commands_module_still_has_the_reports_building_blocks():
+    from runner.sweep import report
+
+    with pytest.warns(DeprecationWarning, match="runner.report.capacity_plot is now"):
+        from runner.report import capacity_plot
+    assert capacity_plot is report.capacity_plot
+    with pytest.raises(ImportError):
+        from runner.report import no_such_name  # noqa: F401

@@ -21,4 +21,11 @@ def __getattr__(name: str) -> Any:
         from runner.sweep.callback import SweepCallback
 
         return SweepCallback
-    raise AttributeError(f"module 'runner.sweep' has no attribute {name!r}")
+    from runner import renamed  # what the old runner/sweep.py module held
+
+    return renamed(__name__, name)
+
+
+def __dir__() -> list[str]:
+    """The package's names, `SweepCallback` included (it is imported on first use)."""
+    return sorted([*globals(), "SweepCallback"])

@@ -16,6 +16,7 @@ import copy
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -188,3 +189,10 @@ def _log_member(
         tracker.set_tags({tags.TIME_TRAIN: f"{train_seconds:.3f}"})
         final = recipe.log_final(job, history, tracker)
     return recipe.announce_end(job, launch, tracker, final)
+
+
+def __getattr__(name: str) -> Any:
+    """Names this module had before they were renamed or moved (runner.RENAMED)."""
+    from runner import renamed
+
+    return renamed(__name__, name)

@@ -63,7 +63,7 @@ class Tracker(Protocol):
         """Log the run's params."""
 
     def log_dataset(self, dataset: dict[str, str]) -> None:
-        """Record the training data (runner.dataset_input's fields) as the run's input."""
+        """Record the training data (runner.tracking.dataset_input's fields) as the run's input."""
 
     def log_metrics(
         self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None

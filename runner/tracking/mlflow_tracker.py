@@ -204,7 +204,7 @@ class MlflowTracker:
             self._write(lambda b=batch: self.client.log_batch(self.run_id, params=b))
 
     def log_dataset(self, dataset: dict[str, str]) -> None:
-        """Record the run's training data (runner.dataset_input's fields) as an MLflow input."""
+        """Record the run's training data (tracking.dataset_input's fields) as an MLflow input."""
         log_training_data(self.client, self.run_id, dataset)
 
     def log_metrics(

@@ -96,3 +96,10 @@ def read(path: Path) -> dict[str, Any]:
         return load(path)
     except Exception as err:
         raise ConfigError(f"resume: {str(path)!r} is not a readable checkpoint ({err})") from None
+
+
+def __getattr__(name: str) -> Any:
+    """Names this module had before they were renamed or moved (runner.RENAMED)."""
+    from runner import renamed
+
+    return renamed(__name__, name)
