@@ -50,6 +50,36 @@ def mnist_root(tmp_path: Path) -> Path:
     return root
 
 
+def pause_layer(seconds: float) -> str:
+    """A plugin module registering `pause`: a layer that passes its input on after
+    `seconds` while training, so that an epoch lasts a known least time whatever the
+    machine's load (one pause per batch)."""
+    return f"""
+import time
+
+from torch import nn
+
+from runner.registry import LAYERS
+
+
+@LAYERS.register("pause", output="same")
+class Pause(nn.Module):
+    def forward(self, x):
+        if self.training:
+            time.sleep({seconds})
+        return x
+"""
+
+
+def paused_model(batch_size: int) -> list[str]:
+    """Overrides for a linear XOR model behind the `pause` layer (`pause_layer.py` in the
+    launch folder)."""
+    return [
+        "plugins=[pause_layer]", "model=xor_linear", f"trainer.batch_size={batch_size}",
+        "model.layers=[{layer:pause},{layer:linear,out_features:1},{layer:sigmoid}]",
+    ]  # fmt: skip
+
+
 def run_cli(
     *args: str,
     cwd: Path,

@@ -12,7 +12,16 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT, run_cli, start_service, stop_service, store_uri, tails
+from tests.conftest import (
+    PROJECT,
+    pause_layer,
+    paused_model,
+    run_cli,
+    start_service,
+    stop_service,
+    store_uri,
+    tails,
+)  # fmt: skip
 from tests.test_server import server  # noqa: F401 (the fixture, one server for this module)
 from tests.test_sweeps import assert_one_sweep, split_runs
 
@@ -127,25 +136,8 @@ def test_a_cancelled_job_ends_killed_and_the_same_sweep_again_continues_only_it(
 # A layer that passes its input on after a pause while training: epochs of a known least
 # length (0.2 s with 5 batches) whatever the machine's load, so that the job below surely
 # needs more training than one time limit allows.
-PAUSE_LAYER = """
-import time
-
-from torch import nn
-
-from runner.registry import LAYERS
-
-
-@LAYERS.register("pause", output="same")
-class Pause(nn.Module):
-    def forward(self, x):
-        if self.training:
-            time.sleep(0.04)
-        return x
-"""
-PAUSED = [
-    "plugins=[pause_layer]", "model=xor_linear", "trainer.batch_size=20",
-    "model.layers=[{layer:pause},{layer:linear,out_features:1},{layer:sigmoid}]",
-]  # fmt: skip
+PAUSE_LAYER = pause_layer(0.04)
+PAUSED = paused_model(batch_size=20)
 # A one-minute limit (Slurm's least), warned 10 s ahead. Slurm looks at its limits every 30 s,
 # so the warning comes 20 to 50 s after a job starts (the job trains at most ~46 s of it), and
 # its kill at the next look, 30 s later.

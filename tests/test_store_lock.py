@@ -23,7 +23,7 @@ from runner.errors import ConfigError, StoreError
 from runner.tracking import embedded_store
 from runner.tracking.store import forget_connections, open_store
 from runner.training import checkpoint
-from tests.conftest import run_cli, store_uri
+from tests.conftest import pause_layer, paused_model, run_cli, store_uri
 
 QUIET = ["trainer.progress=none", "trainer.plots=false"]
 # The lock's holder is named from /proc/locks.
@@ -145,30 +145,12 @@ def test_a_longer_run_stopped_by_the_lock_names_it_and_keeps_its_epochs(tmp_path
 
 # An epoch of at least 0.1 s (one batch through a pausing layer): a run that outlasts the
 # moment its store is cut, with few epochs left for the recording command to train.
-SLOW_EPOCHS = """
-import time
-
-from torch import nn
-
-from runner.registry import LAYERS
-
-
-@LAYERS.register("pause", output="same")
-class Pause(nn.Module):
-    def forward(self, x):
-        if self.training:
-            time.sleep(0.1)
-        return x
-"""
-SLOW = [
-    "plugins=[slow_epochs]", "model=xor_linear", "trainer.batch_size=1000",
-    "model.layers=[{layer:pause},{layer:linear,out_features:1},{layer:sigmoid}]",
-]  # fmt: skip
+SLOW = paused_model(batch_size=1000)
 
 
 def test_a_store_truncated_mid_run_is_named_damaged_in_the_last_line(tmp_path):
     db = new_store(tmp_path)
-    (tmp_path / "slow_epochs.py").write_text(SLOW_EPOCHS)
+    (tmp_path / "pause_layer.py").write_text(pause_layer(0.1))
     proc = start(tmp_path, "trainer.epochs=150", *SLOW, *QUIET, wait=60)
     read_until(proc, "MLflow run ")  # the run exists in the store
     os.truncate(db, 8192)  # a disk or a copy cut it short
