@@ -19,11 +19,13 @@ The folders are the layers, top to bottom; each imports only from the ones below
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.abc
 import importlib.util
 import sys
 import warnings
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -84,15 +86,20 @@ RENAMED = {
 }
 
 
-def renamed(module: str, name: str) -> Any:
+def renamed(module: str, name: str, depth: int = 2) -> Any:
     """`module.name` as it is now called (a module's `__getattr__` asks); else the usual
-    AttributeError."""
+    AttributeError. The warning points `depth` frames up: at the code that used the name."""
     new = RENAMED.get(f"{module}.{name}")
     if new is None:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
-    warnings.warn(f"{module}.{name} is now {new}", DeprecationWarning, stacklevel=3)
+    warnings.warn(f"{module}.{name} is now {new}", DeprecationWarning, stacklevel=depth)
     where, _, attribute = new.rpartition(".")
     return getattr(importlib.import_module(where), attribute)
+
+
+def renamed_in(module: str) -> Callable[[str], Any]:
+    """The `__getattr__` of a module whose names RENAMED lists."""
+    return functools.partial(renamed, module)
 
 
 def moved_to(name: str) -> str | None:

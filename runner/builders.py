@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from runner import renamed_in
 from runner.components.datasets import DataSplits
 from runner.config.spec import Component, L1Spec, LayerSpec, ModelSpec, RunSpec, TrainerSpec
 from runner.errors import ConfigError, RunError
@@ -260,8 +261,4 @@ def build_training_parts(
     )
 
 
-def __getattr__(name: str) -> Any:
-    """Names this module had before they were renamed or moved (runner.RENAMED)."""
-    from runner import renamed
-
-    return renamed(__name__, name)
+__getattr__ = renamed_in(__name__)  # names this module had before (runner.RENAMED)

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from runner import renamed_in
+
 
 class ConfigError(Exception):
     """Bad user input: one or more problems, each naming a config key, its value and the fix."""
@@ -104,8 +106,4 @@ def ending(err: BaseException) -> tuple[str, str | None, str | None]:
     return "FAILED", f"{type(err).__name__}: {err}", trace
 
 
-def __getattr__(name: str) -> Any:
-    """Names this module had before they were renamed or moved (runner.RENAMED)."""
-    from runner import renamed
-
-    return renamed(__name__, name)
+__getattr__ = renamed_in(__name__)  # names this module had before (runner.RENAMED)

@@ -21,7 +21,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner import builders
+from runner import builders, renamed_in
 from runner.components.datasets import DataSplits
 from runner.components.datasets.tabular import TabularPredictor
 from runner.config.launch import Launch
@@ -507,8 +507,4 @@ def log_outputs(job: Job, history: list[dict[str, float]], tracker: Tracker) -> 
         tracker.log_model(model, example.numpy())
 
 
-def __getattr__(name: str) -> Any:
-    """Names this module had before they were renamed or moved (runner.RENAMED)."""
-    from runner import renamed
-
-    return renamed(__name__, name)
+__getattr__ = renamed_in(__name__)  # names this module had before (runner.RENAMED)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
+from runner import renamed_in
 from runner.components.datasets.base import DataSplits
 from runner.errors import RunError
 from runner.training.memory import available_host_memory
@@ -274,8 +274,4 @@ def fit(
     return history
 
 
-def __getattr__(name: str) -> Any:
-    """Names this module had before they were renamed or moved (runner.RENAMED)."""
-    from runner import renamed
-
-    return renamed(__name__, name)
+__getattr__ = renamed_in(__name__)  # names this module had before (runner.RENAMED)

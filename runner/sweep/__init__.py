@@ -23,7 +23,7 @@ def __getattr__(name: str) -> Any:
         return SweepCallback
     from runner import renamed  # what the old runner/sweep.py module held
 
-    return renamed(__name__, name)
+    return renamed(__name__, name, depth=3)  # (this function is one frame more)
 
 
 def __dir__() -> list[str]:

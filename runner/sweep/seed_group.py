@@ -16,12 +16,12 @@ import copy
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from runner import job as recipe
+from runner import renamed_in
 from runner.config.launch import Launch, launch_of
 from runner.errors import RunError
 from runner.sweep.stacked import MemberResult
@@ -191,8 +191,4 @@ def _log_member(
     return recipe.announce_end(job, launch, tracker, final)
 
 
-def __getattr__(name: str) -> Any:
-    """Names this module had before they were renamed or moved (runner.RENAMED)."""
-    from runner import renamed
-
-    return renamed(__name__, name)
+__getattr__ = renamed_in(__name__)  # names this module had before (runner.RENAMED)

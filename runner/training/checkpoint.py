@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from runner import renamed_in
 from runner.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -98,8 +99,4 @@ def read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"resume: {str(path)!r} is not a readable checkpoint ({err})") from None
 
 
-def __getattr__(name: str) -> Any:
-    """Names this module had before they were renamed or moved (runner.RENAMED)."""
-    from runner import renamed
-
-    return renamed(__name__, name)
+__getattr__ = renamed_in(__name__)  # names this module had before (runner.RENAMED)
