@@ -5,6 +5,7 @@ folders, stopping the daemons they started. Imported by the scripts beside it (r
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -46,14 +47,19 @@ def apt_install(packages: list[str], what: str) -> None:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         sys.exit(f"{what} is not installed: install Debian's {' and '.join(packages)} (as root)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-    ):
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            sys.exit(f"{what} is not installed, and `{' '.join(command)}` failed: {last}")
+    wait = ["-o", "DPkg::Lock::Timeout=600"]  # another script may be installing too
+    # One install at a time from these scripts (tests start services side by side): the
+    # second waits, then finds its packages there.
+    with open(Path(tempfile.gettempdir()) / "runner-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for command in (
+            ["apt-get", *wait, "update", "-qq"],
+            ["apt-get", *wait, "install", "-y", "-qq", "--no-install-recommends", *packages],
+        ):
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                sys.exit(f"{what} is not installed, and `{' '.join(command)}` failed: {last}")
 
 
 def stop_process(pid_file: Path, group: bool = False) -> None:

@@ -6,8 +6,10 @@ cannot rot (issue 11).
 A block's commands run in order, as a reader would type them, in a launch folder of the
 block's own (its outputs/ holds the MLflow store; `data/MNIST/raw/` there stands for what
 torchvision downloads: tiny generated IDX files, since CI has neither MNIST nor a network).
-Blocks run two at a time, started together by the `outcomes` fixture; each command's test
-waits for its own result, so a failure names the command and its README line.
+A block's commands (with the blocks that follow it, see FOLLOWS) are a chain, run in order
+on one xdist worker the first time one of its tests asks; chains run side by side on the
+workers. Each command's test checks its own result, so a failure names the command and
+its README line.
 
 How each kind of command runs (`plan`; a command it does not know fails its test):
 - `python -m runner ...` as written plus `trainer.epochs=2`; a sweep is first validated job
@@ -34,13 +36,12 @@ import queue
 import re
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +51,6 @@ from omegaconf import OmegaConf
 from tests.configs import shipped
 from tests.conftest import PROJECT, free_port, make_vision_dataset
 
-# The README's commands run in order in one process; its Slurm block shares the machine's
-# munged with tests/test_slurm.py, so both run on one xdist worker.
-pytestmark = pytest.mark.xdist_group("slurm")
-
 README = PROJECT / "README.md"
 CONF = PROJECT / "conf"
 # Commands are ```bash, transcripts ```console; ```text is shown only (a folder's layout).
@@ -62,7 +59,6 @@ LANGUAGES = {"bash", "console", "yaml", "python", "text"}
 INSTALL_SECTION = "## Use it in your own project"
 TRIM = ["trainer.epochs=2"]  # appended to every `python -m runner`: later overrides win
 TIMEOUT = 300  # seconds, per command
-LANES = 2  # blocks run at once: this machine and CI have 2 cores
 # A block with such a command runs after the block before it, in its launch folder: the UI
 # browses the store that `make run` left, a report reads the sweeps run just above it.
 FOLLOWS = r"\bui\b|<sweep run id>"
@@ -386,6 +382,7 @@ class Outcome:
     returncode: int = 0
     output: str = ""
     error: Exception | None = None  # planning or running it failed (an assertion, a timeout)
+    cwd: Path | None = None  # the launch folder it ran in
 
 
 def execute(command: Command, ws: Path) -> Outcome:
@@ -395,47 +392,78 @@ def execute(command: Command, ws: Path) -> Outcome:
             return Outcome()
         todo = plan(command.text, ws)
         if todo.server:
-            return Outcome(todo.argv, 0, serve(todo.argv, todo.cwd))
+            return Outcome(todo.argv, 0, serve(todo.argv, todo.cwd), cwd=ws)
         proc = run(todo.argv, todo.cwd)
-        return Outcome(todo.argv, proc.returncode, proc.stdout)
+        return Outcome(todo.argv, proc.returncode, proc.stdout, cwd=ws)
     except Exception as err:  # reported by the command's own test
         return Outcome(error=err)
 
 
-@pytest.fixture(scope="module")
-def outcomes(request, tmp_path_factory) -> Iterator[dict[Command, Future]]:
-    """Every selected README command started, blocks in parallel lanes (the longest
-    first), each block's commands in order in its own launch folder (see FOLLOWS)."""
+def chains() -> list[tuple[int, list[Command]]]:
+    """The README's commands as chains that run in order in one launch folder: a block,
+    and the blocks after it that browse what it made (see FOLLOWS)."""
+    out: list[tuple[int, list[Command]]] = []
+    for block in BLOCKS:
+        commands = block_commands(block)
+        if out and any(re.search(FOLLOWS, c.text) for c in commands):
+            out[-1][1].extend(commands)
+        elif commands:
+            out.append((block.line, commands))
+    return out
+
+
+CHAINS = chains()
+CHAIN_OF = {c: line for line, commands in CHAINS for c in commands}
+
+
+def lane(command: Command) -> str:
+    """The xdist group a command's test runs in: its chain's, so a chain runs on one worker
+    and chains run side by side; the Slurm chain shares the machine's cluster tools with
+    tests/test_slurm.py, so both run on one worker."""
+    chain = dict(CHAINS)[CHAIN_OF[command]]
+    if any("cluster/slurm.py" in c.text for c in chain):
+        return "slurm"
+    return f"readme-L{CHAIN_OF[command]}"
+
+
+def params(commands: list[Command]) -> list:
+    return [pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(lane(c))) for c in commands]
+
+
+@pytest.fixture(scope="session")
+def readme_data(tmp_path_factory) -> Path:
+    """What torchvision downloads into a launch folder's data/: tiny MNIST files, made once."""
     data = tmp_path_factory.mktemp("readme-data")
     # 5,100 training images: the shipped configs hold 5,000 out for validation.
     make_vision_dataset(data, "MNIST", n_train=5100, n_test=40)
-    params = [
-        i.callspec.params.get("command") for i in request.session.items if hasattr(i, "callspec")
-    ]
-    chosen = {p for p in params if isinstance(p, Command)}
-    groups: list[tuple[int, list[Command]]] = []  # (README line, commands)
-    for block in BLOCKS:
-        commands = [c for c in block_commands(block) if c in chosen]
-        if commands:  # a block's `export`s hold for its chosen commands even when not chosen
-            exports = [c for c in block_commands(block) if c.text.startswith("export ")]
-            commands = [c for c in block_commands(block) if c in commands or c in exports]
-        if groups and any(re.search(FOLLOWS, c.text) for c in commands):
-            groups[-1][1].extend(commands)
-        elif commands:
-            groups.append((block.line, commands))
-    futures: dict[Command, Future] = {}
-    with ThreadPoolExecutor(LANES) as pool:
-        for line, commands in sorted(groups, key=lambda g: -len(g[1])):
-            ws = workspace(tmp_path_factory.getbasetemp() / f"readme-L{line}", data)
-            lane = pool.submit(lambda cs, ws: {c: execute(c, ws) for c in cs}, commands, ws)
-            futures.update(dict.fromkeys(commands, lane))
-        yield futures
+    return data
 
 
-def outcome_of(command: Command, outcomes: dict[Command, Future]) -> Outcome:
-    outcome = outcomes[command].result()[command]
-    if outcome.error is not None:
-        raise outcome.error
+RAN: dict[int, dict[Command, Outcome]] = {}  # each chain's outcomes, once it has run here
+
+
+@pytest.fixture
+def outcome_of(request, tmp_path_factory, readme_data):
+    """A command's outcome: its chain's selected commands run in order (with the block's
+    `export`s) the first time one of them is asked for."""
+
+    def outcome(command: Command) -> Outcome:
+        line = CHAIN_OF[command]
+        if line not in RAN:
+            chosen = {
+                i.callspec.params.get("command")
+                for i in request.session.items
+                if hasattr(i, "callspec")
+            }
+            chain = dict(CHAINS)[line]
+            todo = [c for c in chain if c in chosen or c.text.startswith("export ")]
+            ws = workspace(tmp_path_factory.getbasetemp() / f"readme-L{line}", readme_data)
+            RAN[line] = {c: execute(c, ws) for c in todo}
+        done = RAN[line][command]
+        if done.error is not None:
+            raise done.error
+        return done
+
     return outcome
 
 
@@ -448,18 +476,51 @@ def test_blocks_are_tagged():
     assert COMMANDS and TRANSCRIPTS
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=[c.id for c in COMMANDS])
-def test_readme_command(command, outcomes):
-    outcome = outcome_of(command, outcomes)
+@pytest.mark.parametrize("command", params(COMMANDS))
+def test_readme_command(command, outcome_of):
+    outcome = outcome_of(command)
     shown = f"{shlex.join(outcome.argv or [])}\n{outcome.output[-4000:]}"
     assert outcome.returncode == 0, shown
     assert "Traceback" not in outcome.output, shown
+    broken = broken_promises(command, outcome.output, outcome.cwd)
+    assert not broken, f"{'; '.join(broken)}\n{shown}"
 
 
-@pytest.mark.parametrize("command", TRANSCRIPTS, ids=[c.id for c in TRANSCRIPTS])
-def test_readme_transcript(command, outcomes):
+def broken_promises(command: Command, output: str, ws: Path | None) -> list[str]:
+    """What the README says a command does, beyond exiting 0, that its output or files
+    do not show: a run or sweep ends FINISHED (and no run in the store is left RUNNING),
+    `runner.check` finds every job valid, a report prints its table and writes its files,
+    a server prints its URL, a cluster its slurm.conf."""
+    text, broken = command.text, []
+    if re.search(r"-m runner( |$)", text) or text.startswith("make run"):
+        sweep = re.search(r"sweep run \w+ ended FINISHED", output)
+        single = re.search(r"MLflow run \w+ ended FINISHED", output) and "final: " in output
+        if not (sweep or single):
+            broken.append("no sweep, or run with its `final:` line, ended FINISHED")
+    elif "-m runner.check" in text:
+        if not re.search(r"^\d+ jobs? checked, 0 failed$", output.strip().splitlines()[-1]):
+            broken.append("runner.check did not find every job valid")
+    elif "-m runner.report" in text:
+        written = [p.name for p in (ws / "outputs" / "reports").glob("*/*")] if ws else []
+        if "final val" not in output or not {"comparison.csv", "comparison.md"} <= set(written):
+            broken.append(f"no report table printed or files written (wrote {written})")
+    elif "tracking_server.py start" in text and not re.search(r"https?://", output):
+        broken.append("the tracking server printed no URL")
+    elif "slurm.py start" in text and not Path(output.strip().splitlines()[-1]).is_file():
+        broken.append("the cluster printed no slurm.conf path")
+    store = ws / "outputs" / "mlflow.db" if ws else None
+    if store is not None and store.exists():
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            running = db.execute("SELECT count(*) FROM runs WHERE status = 'RUNNING'").fetchone()
+        if running[0]:
+            broken.append(f"{running[0]} run(s) left RUNNING in {store}")
+    return broken
+
+
+@pytest.mark.parametrize("command", params(TRANSCRIPTS))
+def test_readme_transcript(command, outcome_of):
     """The lines a transcript shows are printed, in order; `...` ends a line's shown part."""
-    printed = outcome_of(command, outcomes).output.splitlines()
+    printed = outcome_of(command).output.splitlines()
     at = 0
     for want in command.expected:
         while at < len(printed) and not shows(want, printed[at].rstrip()):
