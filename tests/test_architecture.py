@@ -69,6 +69,27 @@ def test_every_runner_folder_says_its_job_and_what_it_may_import() -> None:
         assert "import" in module.__doc__, folder.name
 
 
+def readme_map() -> list[str]:
+    """The names in the README's map of the code (its ```text block), first word per line."""
+    text = (ROOT / "README.md").read_text().split("## Map of the code", 1)[1]
+    block = text.split("```text", 1)[1].split("```", 1)[0]
+    names = []
+    for line in block.strip().splitlines()[1:]:  # under `runner/`
+        for word in line.split():
+            if not word.endswith(("/", ".py")):
+                break  # the line's description starts
+            names.append(word)
+    return names
+
+
+def test_the_readme_map_names_every_folder_and_only_what_exists() -> None:
+    mapped = readme_map()
+    packages = {f"{p.name}/" for p in (ROOT / "runner").iterdir() if (p / "__init__.py").is_file()}
+    assert packages <= set(mapped), f"folders missing from the README map: {packages - set(mapped)}"
+    missing = [name for name in mapped if not (ROOT / "runner" / name).exists()]
+    assert not missing, f"the README map names what runner/ does not hold: {missing}"
+
+
 @pytest.mark.parametrize("old, new", sorted(importlib.import_module("runner").MOVED.items()))
 def test_old_import_paths_name_the_same_modules(old: str, new: str) -> None:
     assert importlib.import_module(old) is importlib.import_module(new)
