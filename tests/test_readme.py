@@ -18,8 +18,8 @@ How each kind of command runs (`plan`; a command it does not know fails its test
   `.venv`'s install stamp is not remade (`make -o`), so no test reinstalls packages.
 - `make test` is not run (the suite would run itself): `.ci/run` must call it, and
   `make -n test` must plan the lint and pytest.
-- `make ui`, `python -m runner.ui`: on a free port until the URL they print answers, then
-  stopped.
+- `python -m runner.ui`: on a free port until the URL it prints answers, then stopped.
+  `make ui` is planned (`make -n`) and must call it: one UI server start is enough.
 - `cluster/tracking_server.py start|stop` for real (PostgreSQL and an MLflow server), in the
   block's launch folder and on a free port in place of the README's 5001; `stop` purges.
   `cluster/slurm.py start|stop` for real too; `VAR=value command` runs the command with it,
@@ -58,6 +58,10 @@ LANGUAGES = {"bash", "console", "yaml", "python", "text"}
 # Its commands install the package into a fresh environment: tests/test_install.py runs them.
 INSTALL_SECTION = "## Use it in your own project"
 TRIM = ["trainer.epochs=2"]  # appended to every `python -m runner`: later overrides win
+# Also appended to the README's other runs (not `make run`, the newcomer's whole run): the
+# plots and the logged model cost more than the 2 epochs and are tested on the default run
+# (`make run` here, tests/test_cli.py) and on each kind of data (tests/test_tables.py ...).
+QUIET = ["trainer.plots=false", "trainer.log_model=false"]
 TIMEOUT = 300  # seconds, per command
 # A block with such a command runs after the block before it, in its launch folder: the UI
 # browses the store that `make run` left, a report reads the sweeps run just above it.
@@ -197,7 +201,7 @@ def sweep_run_id(ws: Path) -> str:
             if runs:
                 return runs[0].info.run_id
         if attempt == 0:  # e.g. `pytest -k report`: the README's sweeps did not run
-            proc = run(["-m", "model=xor_linear,xor_deep", *TRIM], ws, module="runner")
+            proc = run(["-m", "model=xor_linear,xor_deep", *TRIM, *QUIET], ws, module="runner")
             assert proc.returncode == 0, proc.stdout[-3000:]
     raise AssertionError("no sweep run in the workspace's store")
 
@@ -205,7 +209,7 @@ def sweep_run_id(ws: Path) -> str:
 def ensure_store(ws: Path) -> None:
     """A store to browse, as `make run` leaves (e.g. `pytest -k ui`: it did not run)."""
     if not (ws / "outputs" / "mlflow.db").exists():
-        proc = run([*TRIM, "trainer.plots=false", "trainer.log_model=false"], ws, "runner")
+        proc = run([*TRIM, *QUIET], ws, "runner")
         assert proc.returncode == 0, proc.stdout[-3000:]
 
 
@@ -270,7 +274,7 @@ def plan_words(words: list[str], text: str, ws: Path) -> Plan:
         assert words[1] == "-m", f"README command without -m: {text}"
         module = words[2]
         if module == "runner":
-            return Plan([*words, *first_job(words[3:], ws), *TRIM], ws)
+            return Plan([*words, *first_job(words[3:], ws), *TRIM, *QUIET], ws)
         if module in ("runner.check", "runner.report"):
             return Plan(words, ws)
         if module == "runner.ui":
@@ -295,15 +299,11 @@ def plan_make(args: list[str], ws: Path) -> Plan:
              f"hydra.run.dir={out}/runs/make-run", f"hydra.sweep.dir={out}/multirun/make-run"]
         ).strip()  # fmt: skip
         return Plan([*make, target, *(f"{k}={v}" for k, v in variables.items())], ws)
-    if target == "ui":
+    if target == "ui":  # the UI itself starts for real from `python -m runner.ui` beside it
         assert (PROJECT / "runner" / "ui.py").exists(), (
             "README documents `make ui`, which calls `python -m runner.ui`: runner/ui.py is missing"
         )
-        ensure_store(ws)
-        variables["ARGS"] = " ".join(
-            [variables.get("ARGS", ""), f"--store-dir={ws / 'outputs'}", f"--port={free_port()}"]
-        ).strip()
-        return Plan([*make, target, *(f"{k}={v}" for k, v in variables.items())], ws, server=True)
+        return Plan([*make, "-n", target], ws)
     raise AssertionError(f"README runs `make {target}`, unknown to tests/test_readme.py")
 
 
@@ -504,6 +504,8 @@ def broken_promises(command: Command, output: str, ws: Path | None) -> list[str]
         written = [p.name for p in (ws / "outputs" / "reports").glob("*/*")] if ws else []
         if "final val" not in output or not {"comparison.csv", "comparison.md"} <= set(written):
             broken.append(f"no report table printed or files written (wrote {written})")
+    elif text.startswith("make ui") and "-m runner.ui" not in output:
+        broken.append("`make ui` does not call `python -m runner.ui`")
     elif "tracking_server.py start" in text and not re.search(r"https?://", output):
         broken.append("the tracking server printed no URL")
     elif "slurm.py start" in text and not Path(output.strip().splitlines()[-1]).is_file():
