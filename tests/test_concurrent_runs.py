@@ -74,15 +74,15 @@ def xor_runs(cwd: Path) -> tuple[MlflowClient, list]:
 def test_runs_started_in_the_same_second_each_have_their_own_folder_and_checkpoint(tmp_path):
     procs = [
         popen(tmp_path, f"seed={seed}", "trainer.epochs=12", "trainer.checkpoint_every=5", *QUIET)
-        for seed in range(1, 7)
+        for seed in range(1, 5)  # four at once: more than the cores, all in one second
     ]
     outputs = [output(p) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 6, "\n".join(o[-1500:] for o in outputs)
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(o[-1500:] for o in outputs)
     assert not any("Traceback" in o for o in outputs)
     client, runs = xor_runs(tmp_path)
-    assert [r.info.status for r in runs] == ["FINISHED"] * 6
+    assert [r.info.status for r in runs] == ["FINISHED"] * 4
     paths = {r.info.run_id: Path(r.data.tags["runner.checkpoint"]) for r in runs}
-    assert len(set(paths.values())) == 6  # six folders, six checkpoints
+    assert len(set(paths.values())) == 4  # four folders, four checkpoints
     for run_id, path in paths.items():
         assert torch.load(path, weights_only=True)["run_id"] == run_id
     # Each is resumable: one run continued for more epochs from its own id stays itself.
