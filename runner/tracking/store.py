@@ -27,8 +27,15 @@ except ImportError:  # Windows: no file locks here; open new stores from one pro
     fcntl = None
 
 from runner.config.spec import TrackingSpec
-from runner.errors import ConfigError, Refused, StoreError
-from runner.tracking import ServerUnreachable, check_server, sqlite_file, store_location, tags
+from runner.errors import ConfigError, DependencyMoved, Refused, StoreError
+from runner.tracking import (
+    ServerUnreachable,
+    check_server,
+    mlflow_internals,
+    sqlite_file,
+    store_location,
+    tags,
+)
 
 log = logging.getLogger("runner.tracking")
 
@@ -103,7 +110,7 @@ def open_store(uri: str, experiment: str, artifact_root: str | None) -> tuple[Ml
         check_server(uri)
         with store_opening(uri):
             return _open_patiently(uri, experiment, artifact_root)
-    except (StoreError, ServerUnreachable):
+    except (StoreError, ServerUnreachable, DependencyMoved):
         raise
     except Exception as err:
         raise StoreError(f"cannot open the MLflow store {uri}: {_first_line(err)}") from err
@@ -129,7 +136,7 @@ def _open_patiently(
             return client, ensure_experiment(
                 client, experiment, artifact_root, local=db is not None
             )
-        except StoreError:
+        except (StoreError, DependencyMoved):
             raise
         except Exception as err:
             damage = _damage_sign(err) if db is not None else None
@@ -188,18 +195,13 @@ def _create_or_await(db: Path, artifact_root: str | None, deadline: float, wait:
 def _create_aside(db: Path, artifact_root: str | None) -> None:
     """Create the schema in a file of its own, then link it in place unless another process
     created the store first: no process ever sees (or migrates) a half-made schema of ours."""
-    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
     db.parent.mkdir(parents=True, exist_ok=True)
     new = db.with_name(f"{db.name}.new-{os.getpid()}")
     for leftover in (new, new.with_name(new.name + "-journal")):
         leftover.unlink(missing_ok=True)
     try:
-        store = SqlAlchemyStore(
-            f"sqlite:///{new}", artifact_root or DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-        )
-        store.engine.dispose()  # no connection left on the file once it is linked
+        # (no connection left on the file once it is linked)
+        mlflow_internals.create_database_store(f"sqlite:///{new}", artifact_root)
         try:
             os.link(new, db)
         except FileExistsError:
@@ -213,15 +215,13 @@ def _create_aside(db: Path, artifact_root: str | None) -> None:
 
 def _schema_complete(db: Path) -> bool:
     """Whether every table mlflow expects is in the store (it then migrates nothing)."""
-    from mlflow.store.db.base_sql_model import Base
-    from mlflow.store.tracking import sqlalchemy_store  # noqa: F401  (defines the tables)
-
+    expected = mlflow_internals.expected_tables()
     try:
         with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as c:
             names = {row[0] for row in c.execute("SELECT name FROM sqlite_master")}
     except sqlite3.Error:  # being written, or not a database yet
         return False
-    return set(Base.metadata.tables) <= names
+    return expected <= names
 
 
 def store_wait() -> float:
@@ -699,7 +699,5 @@ def forget_connections() -> None:
     """In a forked child: drop the database connections inherited from the parent (SQLite
     and PostgreSQL connections must not be shared across processes), without closing
     them under the parent; the child opens its own on first use (SQLAlchemy's fork recipe)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    for engine in getattr(SqlAlchemyStore, "_engine_map", {}).values():
+    for engine in mlflow_internals.cached_engines():
         engine.dispose(close=False)

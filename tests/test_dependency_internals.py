@@ -1,0 +1,173 @@
+"""The dependencies' internals the runner relies on, fenced in one module each
+(runner.tracking.mlflow_internals, hydra_plugins.runner_stacked.hydra_internals,
+hydra_plugins.runner_slurm.submitit_internals): each fenced name is still there in the
+installed versions (a failure names it: an upgrade moved it), each fence falls back or says
+in one line what moved when one is gone, and nothing outside the fences uses them. Also: a
+store that cannot be reached is said to be so, never taken for "not a run id" or "no
+checkpoint"."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import types
+import warnings
+from importlib import metadata
+
+import pytest
+
+import runner.errors
+from runner.config.spec import TrackingSpec
+from runner.errors import DependencyMoved
+from runner.tracking import mlflow_internals
+
+FENCES = {
+    "runner/tracking/mlflow_internals.py",
+    "hydra_plugins/runner_slurm/submitit_internals.py",
+}
+DEPENDENCIES = ("mlflow", "hydra", "submitit", "hydra_plugins.hydra_submitit_launcher")
+# Private attributes of the dependencies' objects, used only inside the fences.
+FENCED_ATTRIBUTES = {
+    "_tracking_client", "_engine_map", "_get_run", "_check_run_is_active", "ManagedSessionMaker",
+    "sanitize_metric_value", "_validate_metric", "_init_packages_to_modules_map", "_usr_sig",
+    "_delayed", "_timeout_countdown", "_return_value",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def say_each_move_anew(monkeypatch):
+    """Each test sees the once-per-process line of the moves it makes."""
+    monkeypatch.setattr(runner.errors, "_SAID_MOVED", set())
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A real SQLite store, opened as a run opens it."""
+    from runner.tracking.store import Store
+
+    folder = tmp_path_factory.mktemp("store")
+    return Store(TrackingSpec(uri=f"sqlite:///{folder / 'mlflow.db'}", experiment="internals"))
+
+
+def moved_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The lines a fence logged for a moved name."""
+    lines = [r.getMessage() for r in caplog.records]
+    return [line for line in lines if "which the runner relies on" in line]
+
+
+# --- every fenced name is still there --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dependency", "checked"),
+    [
+        ("mlflow", mlflow_internals.CHECKED_AGAINST),
+    ],
+)
+def test_the_installed_version_is_the_one_checked_or_a_warning_says_so(dependency, checked):
+    """Not a failure (the names' tests below decide): a reminder to update CHECKED_AGAINST."""
+    installed = metadata.version(dependency)
+    if installed != checked:
+        warnings.warn(
+            f"{dependency} {installed} is installed, its internals were checked against "
+            f"{checked}: if this file's other tests pass, set CHECKED_AGAINST to {installed}",
+            stacklevel=1,
+        )
+
+
+def test_mlflows_fenced_names_are_there(store):
+    """The bulk insert's pieces, the engine cache, the schema's tables, the requirement scan."""
+    database = mlflow_internals.database_store(store.client)
+    assert database is not None, "MlflowClient._tracking_client.store is no SqlAlchemyStore"
+    parts = mlflow_internals.bulk_insert(database)  # raises, naming the missing name
+    assert parts.sanitize_value(float("nan"))[0] is True
+    engines = mlflow_internals.cached_engines()
+    assert database.engine in engines, "SqlAlchemyStore._engine_map no longer holds its engine"
+    tables = mlflow_internals.expected_tables()
+    assert {"runs", "metrics", "latest_metrics", "experiments"} <= tables
+    from mlflow.utils import requirements_utils
+
+    assert callable(requirements_utils._init_packages_to_modules_map), (
+        "mlflow.utils.requirements_utils._init_packages_to_modules_map is gone"
+    )
+
+
+# --- a moved name: the fallback, or one line ---------------------------------------------
+
+
+def as_if_renamed(monkeypatch: pytest.MonkeyPatch, module: str, name: str) -> None:
+    """Imports from `module` find no `name`, as after an upgrade that renamed it; the
+    dependency's own code, which looks it up in its module's globals, is left working."""
+    real = importlib.import_module(module)
+    renamed = types.ModuleType(module)
+    renamed.__dict__.update({k: v for k, v in vars(real).items() if k != name})
+    monkeypatch.setitem(sys.modules, module, renamed)
+
+
+def test_without_validate_metric_a_members_run_is_written_by_log_batch(store, monkeypatch, caplog):
+    """The stacked members' tracker still writes every point, and says once why slower."""
+    from runner.tracking.deferred import DeferredTracker
+
+    as_if_renamed(monkeypatch, "mlflow.utils.validation", "_validate_metric")
+    tracker = DeferredTracker(TrackingSpec(uri=store.uri, experiment="internals"))
+    tracker.start("member", {})
+    for step in range(1, 6):
+        tracker.log_metrics({"loss": 1.0 / step}, step)
+    assert tracker.end("FINISHED") == "FINISHED"
+    run_id = tracker.run_id
+    assert len(tracker.client.get_metric_history(run_id, "loss")) == 5
+    assert tracker.client.get_run(run_id).info.status == "FINISHED"
+    [line] = moved_lines(caplog)
+    assert "mlflow.utils.validation._validate_metric" in line
+    assert f"checked against mlflow {mlflow_internals.CHECKED_AGAINST}" in line
+    assert "log_batch" in line
+
+
+@pytest.mark.parametrize("attribute", ["_get_run", "_check_run_is_active"])
+def test_a_store_method_gone_is_named(store, monkeypatch, attribute):
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    monkeypatch.delattr(SqlAlchemyStore, attribute)
+    database = mlflow_internals.database_store(store.client)
+    with pytest.raises(DependencyMoved, match=rf"has no SqlAlchemyStore\.{attribute}, which"):
+        mlflow_internals.bulk_insert(database)
+
+
+def test_a_client_without_its_store_falls_back_to_log_batch(caplog):
+    assert mlflow_internals.database_store(object()) is None
+    [line] = moved_lines(caplog)
+    assert "MlflowClient._tracking_client.store" in line and "log_batch" in line
+
+
+def test_without_the_engine_map_a_forked_process_still_finds_the_engines(
+    store, monkeypatch, caplog
+):
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engine = mlflow_internals.database_store(store.client).engine
+    monkeypatch.delattr(SqlAlchemyStore, "_engine_map")
+    assert engine in mlflow_internals.cached_engines()
+    [line] = moved_lines(caplog)
+    assert "SqlAlchemyStore._engine_map" in line
+
+
+def test_without_mlflows_table_list_a_store_fails_to_open_in_one_line(store, monkeypatch):
+    from runner.tracking.store import open_store
+
+    as_if_renamed(monkeypatch, "mlflow.store.db.base_sql_model", "Base")
+    with pytest.raises(DependencyMoved) as failed:
+        open_store(store.uri, "internals", None)
+    message = str(failed.value)
+    assert "\n" not in message
+    assert "mlflow.store.db.base_sql_model.Base.metadata" in message
+    assert f"checked against mlflow {mlflow_internals.CHECKED_AGAINST}" in message
+
+
+def test_without_the_requirement_scan_the_warm_up_is_skipped(monkeypatch, caplog):
+    from mlflow.utils import requirements_utils
+
+    monkeypatch.delattr(requirements_utils, "_init_packages_to_modules_map")
+    caplog.set_level(logging.DEBUG, "runner.tracking")
+    mlflow_internals.warm_requirement_scan()
+    assert "_init_packages_to_modules_map" in moved_lines(caplog)[0]
