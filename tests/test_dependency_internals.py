@@ -18,12 +18,14 @@ from importlib import metadata
 import pytest
 
 import runner.errors
+from hydra_plugins.runner_stacked import hydra_internals
 from runner.config.spec import TrackingSpec
 from runner.errors import DependencyMoved
 from runner.tracking import mlflow_internals
 
 FENCES = {
     "runner/tracking/mlflow_internals.py",
+    "hydra_plugins/runner_stacked/hydra_internals.py",
     "hydra_plugins/runner_slurm/submitit_internals.py",
 }
 DEPENDENCIES = ("mlflow", "hydra", "submitit", "hydra_plugins.hydra_submitit_launcher")
@@ -63,6 +65,7 @@ def moved_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     ("dependency", "checked"),
     [
         ("mlflow", mlflow_internals.CHECKED_AGAINST),
+        ("hydra-core", hydra_internals.CHECKED_AGAINST),
     ],
 )
 def test_the_installed_version_is_the_one_checked_or_a_warning_says_so(dependency, checked):
@@ -91,6 +94,22 @@ def test_mlflows_fenced_names_are_there(store):
     assert callable(requirements_utils._init_packages_to_modules_map), (
         "mlflow.utils.requirements_utils._init_packages_to_modules_map is gone"
     )
+
+
+def test_hydras_fenced_name_is_there_and_its_copy_writes_the_same_dirname():
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(
+        ["seed=3", "optim.lr=0.1", "model=mlp", "+extra='a=b'", "trainer.epochs=2"]
+    )
+    for exclude, item_sep, kv_sep in (([], ",", "="), (["seed"], "/", ":")):
+        hydras = get_overrides_dirname(
+            overrides=overrides, exclude_keys=exclude, item_sep=item_sep, kv_sep=kv_sep
+        )
+        args = (overrides, exclude, item_sep, kv_sep)
+        ours = hydra_internals.overrides_dirname_as_checked(*args)
+        assert ours == hydras == hydra_internals.overrides_dirname(*args)
 
 
 # --- a moved name: the fallback, or one line ---------------------------------------------
@@ -171,3 +190,14 @@ def test_without_the_requirement_scan_the_warm_up_is_skipped(monkeypatch, caplog
     caplog.set_level(logging.DEBUG, "runner.tracking")
     mlflow_internals.warm_requirement_scan()
     assert "_init_packages_to_modules_map" in moved_lines(caplog)[0]
+
+
+def test_without_hydras_dirname_the_copy_writes_it(monkeypatch, caplog):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(["seed=3", "optim.lr=0.1"])
+    as_if_renamed(monkeypatch, "hydra._internal.config_loader_impl", "get_overrides_dirname")
+    assert hydra_internals.overrides_dirname(overrides, ["seed"], ",", "=") == "optim.lr=0.1"
+    [line] = moved_lines(caplog)
+    assert "hydra._internal.config_loader_impl.get_overrides_dirname" in line
+    assert "checked against hydra-core 1.3.8" in line
