@@ -8,8 +8,10 @@ checkpoint"."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import logging
+import signal
 import sys
 import types
 import warnings
@@ -18,10 +20,12 @@ from importlib import metadata
 import pytest
 
 import runner.errors
+from hydra_plugins.runner_slurm import submitit_internals
 from hydra_plugins.runner_stacked import hydra_internals
 from runner.config.spec import TrackingSpec
 from runner.errors import DependencyMoved
 from runner.tracking import mlflow_internals
+from tests.conftest import PROJECT
 
 FENCES = {
     "runner/tracking/mlflow_internals.py",
@@ -66,6 +70,7 @@ def moved_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     [
         ("mlflow", mlflow_internals.CHECKED_AGAINST),
         ("hydra-core", hydra_internals.CHECKED_AGAINST),
+        *submitit_internals.CHECKED_AGAINST.items(),
     ],
 )
 def test_the_installed_version_is_the_one_checked_or_a_warning_says_so(dependency, checked):
@@ -110,6 +115,101 @@ def test_hydras_fenced_name_is_there_and_its_copy_writes_the_same_dirname():
         args = (overrides, exclude, item_sep, kv_sep)
         ours = hydra_internals.overrides_dirname_as_checked(*args)
         assert ours == hydras == hydra_internals.overrides_dirname(*args)
+
+
+def test_submitits_fenced_names_are_there():
+    from submitit.core.job_environment import SignalHandler
+    from submitit.core.utils import DelayedSubmission
+    from submitit.slurm.slurm import SlurmJob, SlurmJobEnvironment
+
+    assert callable(SlurmJob.results)
+    assert submitit_internals.launch_collects_results(), (
+        "hydra-submitit-launcher's BaseSubmititLauncher.launch no longer collects with "
+        f"{submitit_internals.LAUNCH_COLLECTS}"
+    )
+    assert SlurmJobEnvironment.USR_SIG == "USR2"
+    assert submitit_internals.preempt_signal() == signal.SIGUSR2
+    delayed = DelayedSubmission(print)
+    delayed.set_timeout(60, 2)  # an hour, requeued at most twice
+    handler = SignalHandler(SlurmJobEnvironment(), None, delayed)
+    # Just started: not timed out, two time limits left.
+    assert submitit_internals.requeue_state(handler.checkpoint_and_try_requeue) == (False, 2)
+    assert submitit_internals.requeue_state(signal.SIG_DFL) is None  # not a submitit job
+
+
+def test_the_slurm_results_are_replaced_for_the_block_only():
+    from submitit.core.core import Job
+    from submitit.slurm.slurm import SlurmJob
+
+    def results(job, original):
+        return ["replaced"]
+
+    with submitit_internals.slurm_results_replaced(results):
+        assert SlurmJob.results(object()) == ["replaced"]
+        assert "results" not in vars(Job) or Job.results is not SlurmJob.results  # Job's own
+    assert "results" not in vars(SlurmJob) and SlurmJob.results is Job.results
+
+
+def test_nothing_outside_the_fences_uses_the_dependencies_internals():
+    """Their private modules, names and attributes appear in the fence modules only, and
+    there only inside functions (a moved name never breaks an import)."""
+    found = []
+    for folder in ("runner", "hydra_plugins", "cluster"):
+        for path in sorted((PROJECT / folder).rglob("*.py")):
+            relative = path.relative_to(PROJECT).as_posix()
+            tree = ast.parse(path.read_text(), relative)
+            fence = relative in FENCES
+            top_level = {id(node) for node in tree.body}
+            imported = {  # names this file imports from the dependencies
+                alias.asname or alias.name
+                for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(DEPENDENCIES)
+                for alias in node.names
+            }
+            for node in ast.walk(tree):
+                used = _private_use(node, imported)
+                if used and (not fence or id(node) in top_level):
+                    found.append(f"{relative}:{node.lineno}: {used}")
+    assert not found, "dependency internals outside a fence (or at its import):\n" + "\n".join(
+        found
+    )
+
+
+def _private_use(node: ast.AST, imported: set[str]) -> str | None:
+    """What private part of a dependency this node uses, if any (`imported`: the names the
+    file imports from the dependencies)."""
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        module = node.module if isinstance(node, ast.ImportFrom) else None
+        names = [module] if module else [alias.name for alias in node.names]
+        for name in names:
+            if name and name.startswith(DEPENDENCIES) and _private_module(name):
+                return name
+        if isinstance(node, ast.ImportFrom) and module and module.startswith(DEPENDENCIES):
+            private = [a.name for a in node.names if a.name.startswith("_")]
+            if private:
+                return f"{module}.{private[0]}"
+    if isinstance(node, ast.Attribute) and node.attr in FENCED_ATTRIBUTES:
+        return f".{node.attr}"
+    if isinstance(node, ast.keyword) and node.arg in FENCED_ATTRIBUTES:
+        return f"{node.arg}="
+    if isinstance(node, ast.Assign):  # a dependency's class patched (Job.results = ...)
+        for target in node.targets:
+            if (
+                isinstance(target, ast.Attribute)
+                and isinstance(target.value, ast.Name)
+                and target.value.id in imported
+            ):
+                return f"{target.value.id}.{target.attr} = ..."
+    return None
+
+
+def _private_module(name: str) -> bool:
+    parts = name.split(".")
+    return (
+        any(p.startswith("_") for p in parts)
+        or "dbmodels" in parts
+        or name.startswith(("mlflow.store", "mlflow.utils.validation"))
+    )
 
 
 # --- a moved name: the fallback, or one line ---------------------------------------------
@@ -201,3 +301,24 @@ def test_without_hydras_dirname_the_copy_writes_it(monkeypatch, caplog):
     [line] = moved_lines(caplog)
     assert "hydra._internal.config_loader_impl.get_overrides_dirname" in line
     assert "checked against hydra-core 1.3.8" in line
+
+
+def test_without_submitits_names_the_slurm_launcher_goes_on(monkeypatch, caplog):
+    from submitit.core.job_environment import JobEnvironment, SignalHandler
+    from submitit.core.utils import DelayedSubmission
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    monkeypatch.delattr(JobEnvironment, "USR_SIG")
+    assert submitit_internals.preempt_signal() == signal.SIGUSR2
+    delayed = DelayedSubmission(print)
+    delayed.set_timeout(60, 2)
+    handler = SignalHandler(SlurmJobEnvironment(), None, delayed)
+    del delayed._timeout_countdown
+    assert submitit_internals.requeue_state(handler.checkpoint_and_try_requeue) == (False, None)
+    monkeypatch.setattr(submitit_internals, "LAUNCH_COLLECTS", "j.no_such_call()")
+    with submitit_internals.slurm_results_replaced(lambda job, results: results()):
+        pass
+    lines = moved_lines(caplog)
+    assert len(lines) == 3
+    assert "USR_SIG" in lines[0] and "SignalHandler._delayed._timeout_countdown" in lines[1]
+    assert "hydra-submitit-launcher 1.2.0 has no `j.no_such_call()`" in lines[2]
