@@ -12,18 +12,21 @@ import ast
 import importlib
 import logging
 import signal
+import socket
+import subprocess
 import sys
 import types
 import warnings
 from importlib import metadata
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 import runner.errors
 from hydra_plugins.runner_slurm import submitit_internals
 from hydra_plugins.runner_stacked import hydra_internals
 from runner.config.spec import TrackingSpec
-from runner.errors import DependencyMoved
+from runner.errors import ConfigError, DependencyMoved, StoreError
 from runner.tracking import mlflow_internals
 from tests.conftest import PROJECT
 
@@ -322,3 +325,73 @@ def test_without_submitits_names_the_slurm_launcher_goes_on(monkeypatch, caplog)
     assert len(lines) == 3
     assert "USR_SIG" in lines[0] and "SignalHandler._delayed._timeout_countdown" in lines[1]
     assert "hydra-submitit-launcher 1.2.0 has no `j.no_such_call()`" in lines[2]
+
+
+# --- a store that cannot be reached is said to be so -----------------------------------
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_report_against_a_server_that_is_down_says_so(tmp_path, closed_port):
+    uri = f"http://127.0.0.1:{closed_port}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.report", "0123abcd", "--tracking-uri", uri],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert uri in line and "Connection refused" in line
+    assert "no experiment or run" not in line
+
+
+def test_a_lookup_that_meets_a_dead_server_is_no_missing_run(store, closed_port, monkeypatch):
+    """Past the report's first check (the server went away after it), and in resume's
+    queries: the connection's failure, not "not a run id" / "no checkpoint"."""
+    from runner.report import resolve_target
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # (else minutes of retries)
+    dead = MlflowClient(f"http://127.0.0.1:{closed_port}")
+    with pytest.raises(StoreError, match="cannot connect \\(Connection refused\\)"):
+        resolve_target(dead, "0123abcd")
+    with pytest.raises(LookupError, match="no experiment or run named '0123abcd'"):
+        resolve_target(store.client, "0123abcd")  # (a store that answers: not there)
+
+    monkeypatch.setattr(store, "client", dead)
+    with pytest.raises(StoreError, match="resume: cannot read run '0123abcd' .*Connection refused"):
+        store.run_to_resume("0123abcd")
+    with pytest.raises(StoreError, match="logged checkpoints of run 0123abcd .*Connection refused"):
+        store.logged_checkpoint("0123abcd")
+
+
+def test_a_missing_run_or_checkpoint_is_still_said_as_before(store, tmp_path):
+    run_id = store.client.create_run(store.experiment_id).info.run_id
+    store.client.set_terminated(run_id, "KILLED")
+    with pytest.raises(ConfigError, match="neither a checkpoint file nor an MLflow run id"):
+        store.run_to_resume("no such run")
+    with pytest.raises(ConfigError, match=f"run {run_id} has no checkpoint"):
+        store.logged_checkpoint(run_id)
+    saved = tmp_path / "last.pt"
+    saved.write_bytes(b"state")
+    store.client.log_artifact(run_id, str(saved), "checkpoints")
+    assert store.logged_checkpoint(run_id).read_bytes() == b"state"
+
+
+def test_a_run_whose_checkpoints_cannot_be_listed_is_said_so(
+    store, closed_port, monkeypatch, caplog
+):
+    """Looking for an interrupted run to continue: a store gone away is said, and counted
+    as no checkpoint (a new run starts), as before."""
+    run = store.client.get_run(store.client.create_run(store.experiment_id).info.run_id)
+    store.client.set_terminated(run.info.run_id, "KILLED")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setattr(store, "client", MlflowClient(f"http://127.0.0.1:{closed_port}"))
+    assert store._has_checkpoint(run) is False
+    [line] = [r.getMessage() for r in caplog.records if r.name == "runner.tracking"]
+    assert f"logged checkpoints of run {run.info.run_id}" in line
+    assert "Connection refused" in line and "counted as having no checkpoint" in line
