@@ -9,6 +9,7 @@ the status an exception implies.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -46,6 +47,46 @@ class ArtifactStoreError(RunError):
 class StoreError(RunError):
     """The MLflow store cannot be opened, read or written (busy past the wait, damaged,
     unreachable): one line naming the store and why."""
+
+
+class DependencyMoved(RunError):
+    """A private name of a dependency that the runner relies on is gone (an upgrade moved
+    it): one line naming the dependency, the name, and the version the runner was checked
+    against. Each dependency's fence module (runner.tracking.mlflow_internals,
+    hydra_plugins.runner_stacked.hydra_internals, hydra_plugins.runner_slurm.submitit_internals)
+    raises it, or falls back to a public path and says so once."""
+
+    def __init__(self, dependency: str, name: str, checked: str) -> None:
+        from importlib import metadata
+
+        try:
+            installed = metadata.version(dependency)
+        except metadata.PackageNotFoundError:
+            installed = "(not installed)"
+        self.dependency, self.name, self.checked, self.installed = (
+            dependency, name, checked, installed,
+        )  # fmt: skip
+        super().__init__(
+            f"{dependency} {installed} has no {name}, which the runner relies on (checked "
+            f"against {dependency} {checked}): install {dependency}=={checked}, or a runner "
+            "that knows this version"
+        )
+
+    def fall_back(self, logger: logging.Logger, instead: str, level: int = logging.WARNING) -> None:
+        """Say once per process (at `level`) that the runner goes on without the name, and
+        how: `instead`."""
+        key = (self.dependency, self.name)
+        if key in _SAID_MOVED:
+            return
+        _SAID_MOVED.add(key)
+        logger.log(
+            level,
+            "%s %s has no %s, which the runner relies on (checked against %s %s): %s",
+            self.dependency, self.installed, self.name, self.dependency, self.checked, instead,
+        )  # fmt: skip
+
+
+_SAID_MOVED: set[tuple[str, str]] = set()  # the moved names said so far in this process
 
 
 def did_you_mean(value: Any, allowed: Iterable[str]) -> str:

@@ -16,19 +16,28 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from runner.errors import StoreError
 from runner.sweep import report as reports
 from runner.sweep.report import build_report, experiment_runs, log_report, sweep_runs
-from runner.tracking import tags
+from runner.tracking import ServerUnreachable, check_server, tags
+from runner.tracking.store import failure_cause, not_there
 
 
 def resolve_target(client: MlflowClient, target: str) -> tuple[list[Run], str, Run | None]:
-    """A sweep parent run id, or an experiment name, to its runs and a title."""
+    """A sweep parent run id, or an experiment name, to its runs and a title; a StoreError
+    says why the store could not tell (down, the login refused)."""
     try:
         parent = client.get_run(target)
-    except Exception:  # not a run id: try it as an experiment name
-        parent = None
+    except Exception as err:
+        if not not_there(err):
+            raise StoreError(
+                f"cannot look up {target!r} in the MLflow store {client.tracking_uri}: "
+                f"{failure_cause(err)}"
+            ) from err
+        parent = None  # not a run id: try it as an experiment name
     if parent is not None:
         if parent.data.tags.get(tags.IS_SWEEP) == "true":
             return sweep_runs(client, parent), parent.info.run_name, parent
@@ -62,14 +71,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     client = MlflowClient(uri)
     try:
+        check_server(uri)  # (MLflow's client would retry a refused connection for minutes)
         runs, title, parent = resolve_target(client, args.target)
+        if not runs:
+            print(f"error: {title} has no runs in {uri}", file=sys.stderr)
+            return 1
+        report = build_report(client, runs, title)
     except LookupError as err:
         print(f"error: {err} in {uri}", file=sys.stderr)
         return 1
-    if not runs:
-        print(f"error: {title} has no runs in {uri}", file=sys.stderr)
+    except (ServerUnreachable, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
-    report = build_report(client, runs, title)
+    except MlflowException as err:  # (a query after the first: the server went away)
+        print(f"error: the MLflow store {uri} failed: {failure_cause(err)}", file=sys.stderr)
+        return 1
     print(report.text)
     out = Path(args.out or Path("outputs") / "reports" / args.target)
     out.mkdir(parents=True, exist_ok=True)

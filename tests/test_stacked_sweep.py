@@ -111,6 +111,9 @@ def test_sweep_stack_max_trains_a_group_in_chunks_side_by_side(tmp_path):
     # The chunk whose stacked training failed ran its job alone, in its worker process.
     assert "trained 2 jobs stacked" in out
     assert "stacked training of jobs [2] failed (RuntimeError: injected for the test)" in out
+    # ... saying why it falls back, with the traceback (a bug there is not hidden)
+    assert "costs time, not results. Its traceback:" in out
+    assert 'raise RuntimeError("injected for the test")' in out
     _, members = children(tmp_path)
     assert [r.info.status for r in members] == ["FINISHED"] * 3
     assert [r.data.tags.get("runner.stacked") for r in members] == ["2", "2", None]

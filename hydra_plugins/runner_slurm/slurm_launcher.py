@@ -20,13 +20,17 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
+from hydra_plugins.runner_slurm.submitit_internals import (
+    preempt_signal,
+    requeue_state,
+    slurm_results_replaced,
+)
 from runner.training import signals
 
 log = logging.getLogger("runner.sweep")
@@ -62,30 +66,19 @@ def _wait_while_queued(job: Any) -> None:
         time.sleep(POLL_SECONDS)
 
 
-@contextmanager
-def _failed_jobs_returned() -> Iterator[None]:
-    """While in this block, a submitit job that ended without a result gives a FAILED
-    JobReturn instead of raising (submitit's launcher collects every job's result in one
-    expression, so the first such job would lose all the others')."""
-    from submitit.core.core import Job
-
-    results = Job.results
-
-    def results_or_failure(job: Job) -> list:
-        try:
-            _wait_while_queued(job)
-            return results(job)
-        except Exception as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            log.error("Slurm job %s ended without a result: %s", job.job_id, first)
-            failed = JobReturn(status=JobStatus.FAILED, _return_value=err)
-            return [failed]
-
-    Job.results = results_or_failure
+def _result_or_failure(job: Any, results: Callable[[], list]) -> list:
+    """A job's results once it has them; a FAILED JobReturn if it ended without (submitit's
+    launcher collects every job's result in one expression, so the first such job would
+    lose all the others')."""
     try:
-        yield
-    finally:
-        Job.results = results
+        _wait_while_queued(job)
+        return results()
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        log.error("Slurm job %s ended without a result: %s", job.job_id, first)
+        failed = JobReturn(status=JobStatus.FAILED)
+        failed.return_value = err
+        return [failed]
 
 
 def _noting_sweep(task: Any, launcher: Any, cfg: Any) -> Any:
@@ -107,9 +100,7 @@ class _LimitWarning:
     would requeue at once, mid-epoch) and handed to the job, to stop after its epoch."""
 
     def __init__(self) -> None:
-        from submitit.slurm.slurm import SlurmJobEnvironment
-
-        self.signum = SlurmJobEnvironment._usr_sig()  # SIGUSR2 (SUBMITIT_PREEMPT_SIGNAL)
+        self.signum = preempt_signal()  # SIGUSR2 (SUBMITIT_PREEMPT_SIGNAL)
         self.submitit = signal.getsignal(self.signum)  # checkpoint(), requeue, exit
         self.received = False
         signal.signal(self.signum, self._on_signal)
@@ -131,7 +122,7 @@ class ResilientSlurmLauncher(SlurmLauncher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Submit the jobs and wait for them all, as submitit's launcher does."""
-        with _failed_jobs_returned():
+        with slurm_results_replaced(_result_or_failure):
             return super().launch(job_overrides, initial_job_idx)
 
     def __call__(
@@ -164,30 +155,33 @@ class ResilientSlurmLauncher(SlurmLauncher):
         ended = signals.last_run()
         if ended is not None and ended[1] in ("FINISHED", "FAILED"):
             return  # it ended before the limit: nothing to continue
-        handler = getattr(warning.submitit, "__self__", None)  # submitit's SignalHandler
-        if handler is None:  # not a submitit job: the same command continues the run
+        state = requeue_state(warning.submitit)
+        if state is None:  # not a submitit job: the same command continues the run
             return
         import submitit
 
-        timed_out = handler.has_timed_out()
-        left = handler._delayed._timeout_countdown - timed_out
-        cause = "time limit" if timed_out else "preemption (before its time limit)"
+        timed_out, left = state
+        cause = {
+            True: "time limit", False: "preemption (before its time limit)",
+            None: "time limit or a preemption",
+        }[timed_out]  # fmt: skip
         what = f"the {cause} of Slurm job {submitit.JobEnvironment().job_id}"
         self._continue_run = ended[0] if ended else None
-        if left < 0:
+        if left is not None and left < 0:
             limit = self.params.get("max_num_timeout", 0)
             why = (
                 f"{what}; not requeued (hydra.launcher.max_num_timeout={limit} allows no more): "
                 "the same command continues it from its checkpoint"
             )
         else:
+            allows = f"allows {left} more" if left is not None else "says how often"
             why = (
                 f"{what}; requeued to continue from its checkpoint (hydra.launcher."
-                f"max_num_timeout allows {left} more)"
+                f"max_num_timeout {allows})"
             )
         self._tag_run(why)
         log.warning("run %s stopped by %s", self._continue_run or "(none started)", why)
-        if left < 0:
+        if left is not None and left < 0:
             return
         try:
             warning.submitit(warning.signum, None)  # calls checkpoint() below; exits

@@ -13,10 +13,11 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, read_write
+
+from hydra_plugins.runner_stacked.hydra_internals import overrides_dirname
 
 PLAIN_VALUE = (int, float, str, bool, type(None))
 
@@ -94,7 +95,7 @@ class SweepComposer:
         job = config.hydra.job
         with read_write(config.hydra):
             config.hydra.overrides.task = [o.input_line for o in app_overrides]
-            job.override_dirname = get_overrides_dirname(
+            job.override_dirname = overrides_dirname(
                 overrides=app_overrides,
                 kv_sep=job.config.override_dirname.kv_sep,
                 item_sep=job.config.override_dirname.item_sep,

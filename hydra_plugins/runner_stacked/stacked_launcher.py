@@ -302,9 +302,12 @@ class StackedLauncher(Launcher):
         except StackInterrupted as err:  # the weights are mid-epoch: rows, no checkpoints
             outcome, stopped, at_once = err.results, err.signum, True
         except Exception as err:  # a case stacking does not handle: the jobs still run
+            # Said with its traceback: a bug in stacked training must not hide as a slow sweep.
             log.warning(
-                "stacked training of jobs %s failed (%s: %s); they run one at a time",
-                [m.launch.job_num for m in members], type(err).__name__, err,
+                "stacked training of jobs %s failed (%s: %s); they run one at a time, each as "
+                "the basic launcher runs it, so that a case stacked training does not handle "
+                "(or a bug in it) costs time, not results. Its traceback:",
+                [m.launch.job_num for m in members], type(err).__name__, err, exc_info=True,
             )  # fmt: skip
             if opening is not None:  # (each job makes its own run now)
                 seed_group.discard_runs(list(opening().values()), DeferredTracker(spec.tracking))

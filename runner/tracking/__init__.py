@@ -10,6 +10,8 @@ implementation.
   `params` (flat params), `fingerprint` (a config's identity), `dataset_input`, `summary`
   (the model table), `pictures` and `plots`; `resume` (the checkpoint `resume=` names) and
   `sweep_record` (a sweep job's skip/continue/failed-setup) read and write the store.
+- `mlflow_internals` holds every MLflow internal (not public API) the runner relies on,
+  with the version it was checked against: nothing else here touches them.
 
 May import: `runner.builders`, `runner.loop`, `runner.config`, `runner.components`,
 `runner.registry`, `runner.training`, `runner.errors`. This module imports neither mlflow

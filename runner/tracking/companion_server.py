@@ -150,9 +150,10 @@ def _warm_end_of_run(parts: set[str]) -> None:
     try:
         if "model" in parts:
             import mlflow.pyfunc  # noqa: F401
-            from mlflow.utils import requirements_utils
 
-            requirements_utils._init_packages_to_modules_map()  # cached for the process
+            from runner.tracking import mlflow_internals
+
+            mlflow_internals.warm_requirement_scan()  # cached for the process
         if "plots" not in parts:
             return
         import matplotlib.pyplot as plt

@@ -20,9 +20,10 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.utils.validation import _validate_metric
 
 from runner.config.spec import TrackingSpec
+from runner.errors import DependencyMoved
+from runner.tracking import mlflow_internals
 from runner.tracking import tags as run_tags
 from runner.tracking.mlflow_tracker import (
     MAX_METRICS_PER_BATCH,
@@ -100,12 +101,17 @@ class DeferredTracker(MlflowTracker):
         data set and the staged files."""
         params, tags = self._params, [RunTag(k, v) for k, v in self._tags.items()]
         metrics = self._buffer
-        if metrics and _database_store(self.client) is not None:
+        store = mlflow_internals.database_store(self.client) if metrics else None
+        if store is not None:
             try:
-                retry_store_write(lambda: insert_new_run_metrics(self.client, self.run_id, metrics))
+                parts = mlflow_internals.bulk_insert(store)
+            except DependencyMoved as err:  # its own log_batch below writes them
+                err.fall_back(mlflow_internals.log, mlflow_internals.LOG_BATCH)
+            else:
+                retry_store_write(
+                    lambda: insert_new_run_metrics(self.client, self.run_id, metrics, parts)
+                )
                 metrics = []
-            except (ImportError, AttributeError):  # an MLflow whose store internals moved:
-                pass  # its own log_batch below writes them (slower, same rows)
         while params or tags or metrics:
             batch_params, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
             batch_tags, tags = tags[:MAX_TAGS_PER_BATCH], tags[MAX_TAGS_PER_BATCH:]
@@ -176,29 +182,28 @@ class DeferredTracker(MlflowTracker):
             shutil.copytree(directory, self._stage(path), dirs_exist_ok=True)
 
 
-def _database_store(client: mlflow.MlflowClient) -> Any | None:
-    """The client's store where it is MLflow's own database store, else None (a server)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    store = client._tracking_client.store
-    return store if isinstance(store, SqlAlchemyStore) else None
-
-
-def insert_new_run_metrics(client: mlflow.MlflowClient, run_id: str, metrics: list[Metric]) -> None:
+def insert_new_run_metrics(
+    client: mlflow.MlflowClient,
+    run_id: str,
+    metrics: list[Metric],
+    parts: mlflow_internals.BulkInsert | None = None,
+) -> None:
     """Write all metric points of a run that has none yet in one transaction: its rows and
-    each key's latest value, as MLflow's `log_batch` would have left them."""
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+    each key's latest value, as MLflow's `log_batch` would have left them (in a database
+    store whose internals are as mlflow_internals knows them: `parts`, looked up if None)."""
     from sqlalchemy import insert
 
-    store = _database_store(client)
-    assert store is not None, "a bulk insert needs a database store"
+    if parts is None:
+        store = mlflow_internals.database_store(client)
+        assert store is not None, "a bulk insert needs a database store"
+        parts = mlflow_internals.bulk_insert(store)
     rows, latest = [], {}
     for metric in dict.fromkeys(metrics):  # MLflow drops exact duplicates as well
         if metric.key not in latest:  # a key's points share its checks but the value's
-            _validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
+            parts.validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
         elif not isinstance(metric.value, (int, float)):
             raise TypeError(f"metric {metric.key!r}: {metric.value!r} is not a number")
-        is_nan, value = store.sanitize_metric_value(metric.value)
+        is_nan, value = parts.sanitize_value(metric.value)
         row = {
             "run_uuid": run_id,
             "key": metric.key,
@@ -211,10 +216,7 @@ def insert_new_run_metrics(client: mlflow.MlflowClient, run_id: str, metrics: li
         order = (row["step"], row["timestamp"], row["value"])  # MLflow's "more recent" rule
         if metric.key not in latest or order > latest[metric.key][0]:
             latest[metric.key] = (order, row)
-    # Looked up before the transaction: a missing one is an AttributeError the caller can
-    # fall back on (inside it, MLflow turns every error into an MlflowException).
-    get_run, check_active = store._get_run, store._check_run_is_active
-    with store.ManagedSessionMaker(read_only=False) as session:
-        check_active(get_run(run_uuid=run_id, session=session))
-        session.execute(insert(SqlMetric), rows)
-        session.execute(insert(SqlLatestMetric), [row for _, row in latest.values()])
+    with parts.session(read_only=False) as session:
+        parts.check_active(parts.get_run(run_uuid=run_id, session=session))
+        session.execute(insert(parts.metric_table), rows)
+        session.execute(insert(parts.latest_table), [row for _, row in latest.values()])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -27,8 +28,15 @@ except ImportError:  # Windows: no file locks here; open new stores from one pro
     fcntl = None
 
 from runner.config.spec import TrackingSpec
-from runner.errors import ConfigError, Refused, StoreError
-from runner.tracking import ServerUnreachable, check_server, sqlite_file, store_location, tags
+from runner.errors import ConfigError, DependencyMoved, Refused, StoreError
+from runner.tracking import (
+    ServerUnreachable,
+    check_server,
+    mlflow_internals,
+    sqlite_file,
+    store_location,
+    tags,
+)
 
 log = logging.getLogger("runner.tracking")
 
@@ -61,6 +69,11 @@ SCHEMA_RACE = (
 
 # SQLite's words for a file that is not (or no longer) a whole database.
 DAMAGED = ("file is not a database", "database disk image is malformed")
+# MLflow's error codes for a run or an artifact that is not there, or for a string that is
+# no valid run id: the only failures of a query that mean "not there" (a server that is
+# down, or that refuses the login, fails with other codes or none).
+NOT_THERE = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+CHECKPOINT_ARTIFACT = "checkpoints/last.pt"  # where a run's checkpoint is logged
 
 
 @contextmanager
@@ -103,7 +116,7 @@ def open_store(uri: str, experiment: str, artifact_root: str | None) -> tuple[Ml
         check_server(uri)
         with store_opening(uri):
             return _open_patiently(uri, experiment, artifact_root)
-    except (StoreError, ServerUnreachable):
+    except (StoreError, ServerUnreachable, DependencyMoved):
         raise
     except Exception as err:
         raise StoreError(f"cannot open the MLflow store {uri}: {_first_line(err)}") from err
@@ -129,7 +142,7 @@ def _open_patiently(
             return client, ensure_experiment(
                 client, experiment, artifact_root, local=db is not None
             )
-        except StoreError:
+        except (StoreError, DependencyMoved):
             raise
         except Exception as err:
             damage = _damage_sign(err) if db is not None else None
@@ -188,18 +201,13 @@ def _create_or_await(db: Path, artifact_root: str | None, deadline: float, wait:
 def _create_aside(db: Path, artifact_root: str | None) -> None:
     """Create the schema in a file of its own, then link it in place unless another process
     created the store first: no process ever sees (or migrates) a half-made schema of ours."""
-    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
     db.parent.mkdir(parents=True, exist_ok=True)
     new = db.with_name(f"{db.name}.new-{os.getpid()}")
     for leftover in (new, new.with_name(new.name + "-journal")):
         leftover.unlink(missing_ok=True)
     try:
-        store = SqlAlchemyStore(
-            f"sqlite:///{new}", artifact_root or DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-        )
-        store.engine.dispose()  # no connection left on the file once it is linked
+        # (no connection left on the file once it is linked)
+        mlflow_internals.create_database_store(f"sqlite:///{new}", artifact_root)
         try:
             os.link(new, db)
         except FileExistsError:
@@ -213,15 +221,13 @@ def _create_aside(db: Path, artifact_root: str | None) -> None:
 
 def _schema_complete(db: Path) -> bool:
     """Whether every table mlflow expects is in the store (it then migrates nothing)."""
-    from mlflow.store.db.base_sql_model import Base
-    from mlflow.store.tracking import sqlalchemy_store  # noqa: F401  (defines the tables)
-
+    expected = mlflow_internals.expected_tables()
     try:
         with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1)) as c:
             names = {row[0] for row in c.execute("SELECT name FROM sqlite_master")}
     except sqlite3.Error:  # being written, or not a database yet
         return False
-    return set(Base.metadata.tables) <= names
+    return expected <= names
 
 
 def store_wait() -> float:
@@ -418,6 +424,32 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def not_there(err: BaseException) -> bool:
+    """Whether an MLflow query's error means only that the run or artifact asked for is not
+    there (or that the string is no valid run id)."""
+    return getattr(err, "error_code", None) in NOT_THERE and isinstance(
+        err, mlflow.exceptions.MlflowException
+    )
+
+
+def failure_cause(err: BaseException) -> str:
+    """What an MLflow call met, in a few words: the connection's failure ("Connection
+    refused"), the server's HTTP status and MLflow's code for it, else the first line."""
+    text = str(err)
+    connection = re.search(r"\[Errno -?\d+\] ([^\"')\]]+)", text)
+    if connection:
+        return f"cannot connect ({connection.group(1).strip()})"
+    status = re.search(r"error code (\d{3})\b", text)
+    code = getattr(err, "error_code", None)
+    if status:
+        return f"the server answered HTTP {status.group(1)} ({code})"
+    line = _first_line(err)
+    line = line if len(line) <= 300 else line[:300] + "..."
+    if not code or code == "INTERNAL_ERROR" or line.startswith(code):
+        return line
+    return f"{code}: {line}"
+
+
 def _schema_race(err: BaseException) -> str | None:
     """The known sign of a concurrent schema creation in the error's chain, if any."""
     for link in _chain(err):
@@ -538,9 +570,23 @@ class Store:
         if local_checkpoint(run) is not None:
             return True
         try:
-            logged = self.client.list_artifacts(run.info.run_id, "checkpoints")
-        except Exception:
+            return self._checkpoint_logged(run.info.run_id)
+        except StoreError as err:  # (a new run starts, as for a run without a checkpoint)
+            log.warning("%s: counted as having no checkpoint to continue from", err)
             return False
+
+    def _checkpoint_logged(self, run_id: str) -> bool:
+        """Whether the run's logged artifacts hold its checkpoint; a StoreError says what
+        else happened (the server down, the login refused)."""
+        try:
+            logged = self.client.list_artifacts(run_id, "checkpoints")
+        except Exception as err:
+            if not_there(err):
+                return False
+            raise StoreError(
+                f"cannot list the logged checkpoints of run {run_id} in {self.uri}: "
+                f"{failure_cause(err)}"
+            ) from err
         return any(a.path.endswith("last.pt") for a in logged)
 
     def note_interrupted(self, fingerprint: str) -> None:
@@ -577,7 +623,12 @@ class Store:
         does not hold it); refused while its process still trains it."""
         try:
             run = self.client.get_run(run_id)
-        except Exception:
+        except Exception as err:
+            if not not_there(err):
+                raise StoreError(
+                    f"resume: cannot read run {run_id!r} from the MLflow store {self.uri}: "
+                    f"{failure_cause(err)}"
+                ) from err
             if checkpoint is not None:
                 return None
             raise ConfigError(
@@ -590,10 +641,16 @@ class Store:
 
     def logged_checkpoint(self, run_id: str) -> Path:
         """The checkpoint logged with a run, downloaded."""
+        # Listed first: MLflow's download says "not found" whatever went wrong.
+        if not self._checkpoint_logged(run_id):
+            raise ConfigError(f"resume: run {run_id} has no checkpoint (local or logged)")
         try:
-            return Path(self.client.download_artifacts(run_id, "checkpoints/last.pt"))
-        except Exception:
-            raise ConfigError(f"resume: run {run_id} has no checkpoint (local or logged)") from None
+            return Path(self.client.download_artifacts(run_id, CHECKPOINT_ARTIFACT))
+        except Exception as err:
+            raise StoreError(
+                f"resume: the checkpoint logged with run {run_id} could not be downloaded "
+                f"({CHECKPOINT_ARTIFACT}): {failure_cause(err)}"
+            ) from err
 
     def run_of_checkpoint(self, path: Path) -> str | None:
         """The run whose checkpoint tag names this file (the latest, if several did)."""
@@ -699,7 +756,5 @@ def forget_connections() -> None:
     """In a forked child: drop the database connections inherited from the parent (SQLite
     and PostgreSQL connections must not be shared across processes), without closing
     them under the parent; the child opens its own on first use (SQLAlchemy's fork recipe)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    for engine in getattr(SqlAlchemyStore, "_engine_map", {}).values():
+    for engine in mlflow_internals.cached_engines():
         engine.dispose(close=False)

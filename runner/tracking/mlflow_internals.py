@@ -1,0 +1,180 @@
+"""MLflow's internals that the runner relies on, all here (none is MLflow's public API).
+
+Checked against mlflow 3.17.2 (`CHECKED_AGAINST`); tests/test_dependency_internals.py fails,
+naming the name, on an MLflow that moved one. Each is looked up when it is used, never at
+import: an MLflow that moved one still imports every runner module (a stacked sweep still
+starts). Then each use falls back to MLflow's public API and says so once, or fails in one
+line (`DependencyMoved`) naming the name and the version checked against:
+
+- The bulk insert of a new run's metrics (runner.tracking.deferred: a stacked member's run
+  written in one transaction). Falls back to `MlflowClient.log_batch` (slower, same rows).
+  - `MlflowClient._tracking_client.store`: the client's store object
+  - `mlflow.store.tracking.sqlalchemy_store.SqlAlchemyStore`: the database store's class,
+    and its `_get_run`, `_check_run_is_active`, `ManagedSessionMaker`, `sanitize_metric_value`
+  - `mlflow.store.tracking.dbmodels.models.SqlMetric`, `SqlLatestMetric`: the ORM models
+    of the `metrics` and `latest_metrics` tables (their columns `METRIC_COLUMNS`)
+  - `mlflow.utils.validation._validate_metric`: `log_batch`'s check of one metric
+- Dropping inherited database connections in a forked process (store.forget_connections):
+  `SqlAlchemyStore._engine_map`, MLflow's class-wide cache of engines by database URI.
+  Falls back to finding the SQLAlchemy engines among the process's objects (slower).
+- Creating a new SQLite store's schema aside, and telling whether a schema is complete
+  (store.py): `SqlAlchemyStore(db_uri, default_artifact_root)` and its `.engine`,
+  `mlflow.store.tracking.DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH`, and
+  `mlflow.store.db.base_sql_model.Base.metadata` (the tables MLflow expects). No fallback:
+  a `DependencyMoved` line.
+- Warming the requirement scan of a model's logging (companion_server):
+  `mlflow.utils.requirements_utils._init_packages_to_modules_map`. Skipped if gone (only a
+  head start: the model's logging does the same scan).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runner.errors import DependencyMoved
+
+log = logging.getLogger("runner.tracking")
+
+CHECKED_AGAINST = "3.17.2"
+# The columns the bulk insert writes, in both metric tables.
+METRIC_COLUMNS = ("run_uuid", "key", "value", "timestamp", "step", "is_nan")
+LOG_BATCH = "metrics are written with MlflowClient.log_batch (slower, the same rows)"
+
+
+def moved(name: str) -> DependencyMoved:
+    """The one-line error for an MLflow internal `name` that is gone."""
+    return DependencyMoved("mlflow", name, CHECKED_AGAINST)
+
+
+def _store_class() -> type:
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    except ImportError as err:
+        raise moved("mlflow.store.tracking.sqlalchemy_store.SqlAlchemyStore") from err
+    return SqlAlchemyStore
+
+
+def database_store(client: Any) -> Any | None:
+    """The client's store where it is MLflow's own database store (SQLite, PostgreSQL),
+    else None: a tracking server, or an MLflow whose internals moved (said once)."""
+    try:
+        store_class = _store_class()
+    except DependencyMoved as err:
+        err.fall_back(log, LOG_BATCH)
+        return None
+    try:
+        store = client._tracking_client.store
+    except AttributeError:
+        moved("MlflowClient._tracking_client.store").fall_back(log, LOG_BATCH)
+        return None
+    return store if isinstance(store, store_class) else None
+
+
+@dataclass(frozen=True)
+class BulkInsert:
+    """MLflow's pieces for writing a new run's metric rows in one transaction."""
+
+    validate_metric: Callable[..., None]  # (key, value, timestamp, step): raises if invalid
+    sanitize_value: Callable[[float], tuple[bool, float]]  # value -> (is_nan, stored value)
+    get_run: Callable[..., Any]  # (run_uuid=, session=) -> the run's ORM row
+    check_active: Callable[[Any], None]  # raises unless the run is active
+    session: Callable[..., Any]  # (read_only=False) -> a context manager: one transaction
+    metric_table: Any  # the ORM model of every point
+    latest_table: Any  # the ORM model of each key's latest point
+
+
+def bulk_insert(store: Any) -> BulkInsert:
+    """The pieces of a bulk metric insert into this database store; DependencyMoved names
+    the first one MLflow no longer has (the caller falls back to log_batch)."""
+    try:
+        from mlflow.utils.validation import _validate_metric
+    except ImportError as err:
+        raise moved("mlflow.utils.validation._validate_metric") from err
+    try:
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
+    except ImportError as err:
+        raise moved("mlflow.store.tracking.dbmodels.models.SqlMetric, SqlLatestMetric") from err
+    for model in (SqlMetric, SqlLatestMetric):
+        columns = set(getattr(getattr(model, "__table__", None), "columns", {}).keys())
+        missing = [c for c in METRIC_COLUMNS if c not in columns]
+        if missing:
+            raise moved(f"the column(s) {', '.join(missing)} of {model.__name__}")
+    # Looked up here, outside the transaction: inside it, MLflow turns every error into an
+    # MlflowException, which the caller could not tell from a failed write.
+    pieces = {}
+    for attribute in ("sanitize_metric_value", "_get_run", "_check_run_is_active"):
+        pieces[attribute] = getattr(store, attribute, None)
+        if not callable(pieces[attribute]):
+            raise moved(f"SqlAlchemyStore.{attribute}")
+    session = getattr(store, "ManagedSessionMaker", None)
+    if not callable(session):
+        raise moved("SqlAlchemyStore.ManagedSessionMaker")
+    return BulkInsert(
+        validate_metric=_validate_metric,
+        sanitize_value=pieces["sanitize_metric_value"],
+        get_run=pieces["_get_run"],
+        check_active=pieces["_check_run_is_active"],
+        session=session,
+        metric_table=SqlMetric,
+        latest_table=SqlLatestMetric,
+    )
+
+
+def cached_engines() -> list[Any]:
+    """The SQLAlchemy engines MLflow's database stores hold open in this process."""
+    instead = "the database engines are found among the process's objects instead"
+    try:
+        return list(_store_class()._engine_map.values())
+    except DependencyMoved as err:
+        err.fall_back(log, instead)
+    except AttributeError:
+        moved("SqlAlchemyStore._engine_map").fall_back(log, instead)
+    import gc
+
+    from sqlalchemy.engine import Engine
+
+    return [o for o in gc.get_objects() if issubclass(type(o), Engine)]
+
+
+def create_database_store(db_uri: str, artifact_root: str | None) -> None:
+    """Create MLflow's schema in the database at `db_uri` (artifacts default to MLflow's
+    default root), leaving no connection open on it."""
+    store_class = _store_class()
+    try:
+        from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    except ImportError as err:
+        raise moved("mlflow.store.tracking.DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH") from err
+    store = store_class(db_uri, artifact_root or DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)
+    engine = getattr(store, "engine", None)
+    if engine is None:
+        raise moved("SqlAlchemyStore.engine")
+    engine.dispose()
+
+
+def expected_tables() -> set[str]:
+    """The names of the tables MLflow's database store expects (it migrates nothing once
+    all are there)."""
+    try:
+        from mlflow.store.db.base_sql_model import Base
+        from mlflow.store.tracking import sqlalchemy_store  # noqa: F401  (defines the tables)
+
+        return set(Base.metadata.tables)
+    except (ImportError, AttributeError) as err:
+        raise moved("mlflow.store.db.base_sql_model.Base.metadata") from err
+
+
+def warm_requirement_scan() -> None:
+    """Run MLflow's scan of the installed distributions now (cached for the process), which
+    logging a model would run later; skipped if MLflow moved it."""
+    from mlflow.utils import requirements_utils
+
+    scan = getattr(requirements_utils, "_init_packages_to_modules_map", None)
+    if scan is None:
+        moved("mlflow.utils.requirements_utils._init_packages_to_modules_map").fall_back(
+            log, "the model's logging scans the distributions itself (no head start)", logging.DEBUG
+        )
+        return
+    scan()
