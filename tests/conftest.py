@@ -7,7 +7,10 @@ import socket
 import struct
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from runner.components.plugins import load_components
 
 PROJECT = Path(__file__).resolve().parents[1]
 load_components([])  # the built-in registry entries, as validation would load them
+T = TypeVar("T")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -144,3 +148,26 @@ def stop_service(script: Path, folder: Path, *args: str, check: bool = True) -> 
         [sys.executable, str(script), "stop", "--dir", str(folder), *args],
         check=check, timeout=120,
     )  # fmt: skip
+
+
+def wait_until(
+    found: Callable[[], T],
+    what: str,
+    timeout: float = 120,
+    every: float = 0.2,
+    proc: subprocess.Popen | None = None,
+) -> T:
+    """Poll `found()` every `every` seconds until it gives something true, and return that;
+    fail naming `what` never happened within `timeout` seconds (or, given `proc`, before
+    that process ended: it will not happen then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ended = proc is not None and proc.poll() is not None  # (before the last look)
+        value = found()
+        if value:
+            return value
+        if ended:
+            raise AssertionError(f"{what}: never, the process ended (exit {proc.returncode})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        time.sleep(every)
