@@ -150,6 +150,28 @@ def stop_service(script: Path, folder: Path, *args: str, check: bool = True) -> 
     )  # fmt: skip
 
 
+SLURM_SCRIPT = PROJECT / "cluster" / "slurm.py"
+
+
+@pytest.fixture(scope="session")
+def slurm_conf(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The slurm.conf of the one-node cluster that every test on Slurm shares (started by
+    cluster/slurm.py at the first such test, stopped at the session's end); skips where Slurm
+    cannot be installed. Mark its tests `xdist_group("slurm")`: one worker runs them all."""
+    folder = tmp_path_factory.mktemp("slurm")
+    yield start_service(SLURM_SCRIPT, folder)
+    stop_service(SLURM_SCRIPT, folder, check=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the shared Slurm cluster run last, together: one cluster serves them all,
+    and it starts only after tests/test_readme.py has stopped the cluster it starts itself as
+    the README does (one cluster at a time on this machine: munged is shared)."""
+    on_slurm = [item for item in items if "slurm_conf" in getattr(item, "fixturenames", ())]
+    others = [item for item in items if "slurm_conf" not in getattr(item, "fixturenames", ())]
+    items[:] = others + on_slurm
+
+
 def wait_until(
     found: Callable[[], T],
     what: str,
