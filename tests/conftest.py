@@ -199,22 +199,26 @@ def keep_xdist_groups(items: list[pytest.Item]) -> None:
 
 def wait_until(
     found: Callable[[], T],
-    what: str,
+    what: str | Callable[[], str],
     timeout: float = 120,
     every: float = 0.2,
     proc: subprocess.Popen | None = None,
 ) -> T:
     """Poll `found()` every `every` seconds until it gives something true, and return that;
     fail naming `what` never happened within `timeout` seconds (or, given `proc`, before
-    that process ended: it will not happen then)."""
+    that process ended: it will not happen then). `what` may be a function, asked only on
+    failure (to say what was seen last)."""
     deadline = time.monotonic() + timeout
     while True:
         ended = proc is not None and proc.poll() is not None  # (before the last look)
         value = found()
         if value:
             return value
-        if ended:
-            raise AssertionError(f"{what}: never, the process ended (exit {proc.returncode})")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
+        if ended or time.monotonic() > deadline:
+            label = what() if callable(what) else what
+            if ended:
+                raise AssertionError(
+                    f"{label}: never, the process ended (exit status {proc.returncode})"
+                )
+            raise AssertionError(f"{label}: not within {timeout:g} s")
         time.sleep(every)

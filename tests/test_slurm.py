@@ -38,14 +38,17 @@ def test_an_eight_job_sweep_on_slurm_logs_to_the_team_server(slurm_conf, server,
 
     # Accounting (slurmdbd) knows how each ended, so submitit asked sacct, not guessed. (Its
     # record of the last job's end may lag the job by a moment.)
-    def states() -> list[str]:
-        return subprocess.run(
+    states: list[str] = []
+
+    def completed() -> bool:
+        states[:] = subprocess.run(
             ["sacct", "-n", "-X", "-P", "-o", "State"],
             env={**os.environ, "SLURM_CONF": slurm_conf}, capture_output=True, text=True,
             check=True,
         ).stdout.split()  # fmt: skip
+        return states.count("COMPLETED") >= 8
 
-    wait_until(lambda: states().count("COMPLETED") >= 8, "8 COMPLETED jobs in sacct", 20, 0.5)
+    wait_until(completed, lambda: f"8 COMPLETED jobs in sacct (it says {states})", 20, 0.5)
     assert "sacct" not in proc.stdout + proc.stderr  # submitit's "sacct is disabled" warning
 
 
