@@ -7,7 +7,10 @@ import socket
 import struct
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from runner.components.plugins import load_components
 
 PROJECT = Path(__file__).resolve().parents[1]
 load_components([])  # the built-in registry entries, as validation would load them
+T = TypeVar("T")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -144,3 +148,77 @@ def stop_service(script: Path, folder: Path, *args: str, check: bool = True) -> 
         [sys.executable, str(script), "stop", "--dir", str(folder), *args],
         check=check, timeout=120,
     )  # fmt: skip
+
+
+SLURM_SCRIPT = PROJECT / "cluster" / "slurm.py"
+
+
+@pytest.fixture(scope="session")
+def slurm_conf(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The slurm.conf of the one-node cluster that every test on Slurm shares (started by
+    cluster/slurm.py at the first such test, stopped at the session's end); skips where Slurm
+    cannot be installed. Mark its tests `xdist_group("slurm")`: one worker runs them all."""
+    folder = tmp_path_factory.mktemp("slurm")
+    yield start_service(SLURM_SCRIPT, folder)
+    stop_service(SLURM_SCRIPT, folder, check=False)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which marks the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests on the shared Slurm cluster run last, together: one cluster serves them all,
+    and it starts only after tests/test_readme.py has stopped the cluster it starts itself as
+    the README does (one cluster at a time on this machine: munged is shared). Under
+    `--dist loadgroup`, each test marked `xdist_group` keeps to its group's worker."""
+    on_slurm = [item for item in items if "slurm_conf" in getattr(item, "fixturenames", ())]
+    others = [item for item in items if "slurm_conf" not in getattr(item, "fixturenames", ())]
+    items[:] = others + on_slurm
+    if getattr(config.option, "loadgroup", False):
+        keep_xdist_groups(items)
+
+
+def keep_xdist_groups(items: list[pytest.Item]) -> None:
+    """Name each `xdist_group` test's group in its node id, as pytest-xdist does to send a
+    group to one worker, where xdist's own renaming is lost: pytest 9.2 keeps node ids in
+    `Item._id` (a `_pytest.nodeid.NodeId`), and xdist 3.8 still sets the old `Item._nodeid`,
+    so `--dist loadgroup` silently spread the groups over the workers (pytest-xdist issue
+    1386; checked with pytest 9.2.0 and pytest-xdist 3.8.0). Does nothing once xdist's works."""
+    for item in items:
+        names = {m.args[0] if m.args else m.kwargs.get("name", "default")
+                 for m in item.iter_markers("xdist_group")}  # fmt: skip
+        if not names or item.nodeid.rfind("@") > item.nodeid.rfind("]"):  # (xdist's test)
+            continue  # not grouped, or xdist named the group
+        try:
+            from _pytest.nodeid import NodeId
+        except ImportError as err:
+            raise pytest.UsageError(
+                f"{item.nodeid}: its xdist_group is lost and _pytest.nodeid moved: update "
+                "tests/conftest.keep_xdist_groups for this pytest"
+            ) from err
+        item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(map(str, names)))}")
+
+
+def wait_until(
+    found: Callable[[], T],
+    what: str | Callable[[], str],
+    timeout: float = 120,
+    every: float = 0.2,
+    proc: subprocess.Popen | None = None,
+) -> T:
+    """Poll `found()` every `every` seconds until it gives something true, and return that;
+    fail naming `what` never happened within `timeout` seconds (or, given `proc`, before
+    that process ended: it will not happen then). `what` may be a function, asked only on
+    failure (to say what was seen last)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ended = proc is not None and proc.poll() is not None  # (before the last look)
+        value = found()
+        if value:
+            return value
+        if ended or time.monotonic() > deadline:
+            label = what() if callable(what) else what
+            if ended:
+                raise AssertionError(
+                    f"{label}: never, the process ended (exit status {proc.returncode})"
+                )
+            raise AssertionError(f"{label}: not within {timeout:g} s")
+        time.sleep(every)

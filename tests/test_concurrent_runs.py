@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, store_uri, tails
+from tests.conftest import run_cli, store_uri, tails, wait_until
 
 QUIET = ["trainer.plots=false", "trainer.log_model=false", "trainer.progress=lines"]
 
@@ -37,20 +37,11 @@ def output(proc: subprocess.Popen, timeout: float = 300) -> str:
     return proc.log.read_text()
 
 
-def wait_until(found, what: str, limit: float = 120):
-    """Poll `found()` until it gives something true, and return that."""
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        value = found()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"no {what} after {limit} s")
-
-
 def wait_for_line(proc: subprocess.Popen, text: str) -> str:
     """Wait until the process has printed `text`; what it printed so far."""
-    return wait_until(lambda: text in proc.log.read_text() and proc.log.read_text(), text)
+    return wait_until(
+        lambda: text in proc.log.read_text() and proc.log.read_text(), f"a line with {text!r}"
+    )
 
 
 def running_run(cwd: Path):
@@ -62,7 +53,7 @@ def running_run(cwd: Path):
         except Exception:  # the store or the experiment is still being made
             return None
 
-    return wait_until(found, "RUNNING run")[0]
+    return wait_until(found, "a RUNNING run in the store")[0]
 
 
 def xor_runs(cwd: Path) -> tuple[MlflowClient, list]:

@@ -14,7 +14,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from runner.training import checkpoint
-from tests.conftest import run_cli, store_uri
+from tests.conftest import run_cli, store_uri, wait_until
 
 ARGS = ["model=xor_noisy", "trainer.epochs=60", "trainer.checkpoint_every=1"]
 ARGS += ["trainer.progress=lines", "trainer.plots=false", "trainer.log_model=false"]
@@ -67,14 +67,14 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path
     wait_for_epoch(proc, 23)
     proc.send_signal(signal.SIGKILL)  # the training process gets no chance to clean up
     proc.wait()
+
     # Its MLflow companion sees it gone and ends the run KILLED. Epochs it had not written
     # come back on resume from the checkpoint's history: compared in full below.
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        _, found = runs(tmp_path)
-        if len(found) == 2 and found[-1].info.status != "RUNNING":
-            break
-        time.sleep(0.5)
+    def killed_run_ended() -> bool:
+        found = runs(tmp_path)[1]
+        return len(found) == 2 and found[-1].info.status != "RUNNING"
+
+    wait_until(killed_run_ended, "the companion ending the killed run", timeout=60)
     client, (ref_run, killed) = runs(tmp_path)
     assert killed.info.status == "KILLED"
 
@@ -94,15 +94,27 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether a process with this id exists (a zombie too, as the runner sees it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_stale_running_run_is_ended_when_the_same_config_starts_again(tmp_path):
     proc = start(tmp_path)
     wait_for(proc, ", store ")  # the MLflow companion has started the run
     # The companion (in a session of its own) and the training process, both SIGKILLed: no
     # process is left to end the run.
-    for pid in [*children(proc.pid), proc.pid]:
+    killed = [*children(proc.pid), proc.pid]
+    for pid in killed:
         os.kill(pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(0.5)
+    # Gone, as the rerun checks it (`os.kill(pid, 0)`): the companion, not our child, is
+    # reaped by whoever adopted it.
+    wait_until(lambda: not [pid for pid in killed if alive(pid)], "both processes gone", 30)
     rerun = run_cli(*ARGS, cwd=tmp_path)
     assert rerun.returncode == 0
     assert "left RUNNING by a dead process: ended KILLED" in rerun.stdout

@@ -17,7 +17,15 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import PROJECT, free_port, run_cli, start_service, stop_service, tails
+from tests.conftest import (
+    PROJECT,
+    free_port,
+    run_cli,
+    start_service,
+    stop_service,
+    tails,
+    wait_until,
+)
 from tests.test_sweeps import assert_one_sweep
 
 SCRIPT = PROJECT / "cluster" / "tracking_server.py"
@@ -130,29 +138,53 @@ def ask(
         connection.close()
 
 
-def test_the_script_stops_what_it_started_and_starts_again(tmp_path):
-    """start, stop, start again on the same folder (the database is kept), this time on every
-    interface (`--host 0.0.0.0`, no logins as told): it prints the URI by this machine's
-    name and takes that name as a Host header, and refuses others; stop."""
+def listening(port: int) -> bool:
+    """Whether something takes connections on 127.0.0.1:`port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_stop_keeps_the_database_and_a_new_start_serves_the_same_runs(tmp_path):
+    """What `stop` promises: both servers stopped (nothing answers on the MLflow server's
+    port or PostgreSQL's), the database kept: started again on the same folder, this time on
+    every interface (`--host 0.0.0.0`, no logins as told), it serves the same run with its
+    params, metrics and artifact; it prints the URI by this machine's name and takes that
+    name as a Host header, and refuses others. `stop --purge` deletes the database."""
     folder, port = tmp_path / "again", free_port()
-    uri = start_service(SCRIPT, folder, "--port", str(port))
-    MlflowClient(uri).create_experiment("kept")
-    stop_service(SCRIPT, folder)
-    assert not Path(folder / "mlflow-server.pid").exists()
     network = ["--host", "0.0.0.0", "--no-auth-on-network"]
     name = socket.gethostname()
     try:
+        client = MlflowClient(start_service(SCRIPT, folder, "--port", str(port)))
+        run_id = client.create_run(client.create_experiment("kept"), run_name="kept").info.run_id
+        client.log_param(run_id, "lr", "0.1")
+        for step, loss in ((1, 0.5), (2, 0.25)):
+            client.log_metric(run_id, "loss", loss, step=step)
+        client.log_text(run_id, "its notes", "notes.txt")  # through the server, to its store
+        client.set_terminated(run_id)
+        pg_home, pg_port = Path((folder / "pg.path").read_text()), (folder / "pg.port").read_text()
+        stop_service(SCRIPT, folder)
+        assert not listening(port) and not listening(int(pg_port))  # both stopped
         assert start_service(SCRIPT, folder, "--port", str(port), *network) == (
             f"http://{name}:{port}"
         )
-        local = f"http://localhost:{port}"  # the tests reach it through loopback only
-        assert MlflowClient(local).get_experiment_by_name("kept") is not None
+        local = MlflowClient(f"http://localhost:{port}")  # the tests reach it through loopback
+        kept = local.get_run(run_id)
+        assert (kept.info.status, kept.info.run_name) == ("FINISHED", "kept")
+        assert kept.data.params == {"lr": "0.1"}
+        history = local.get_metric_history(run_id, "loss")
+        assert sorted((m.step, m.value) for m in history) == [(1, 0.5), (2, 0.25)]
+        notes = local.download_artifacts(run_id, "notes.txt", str(tmp_path))
+        assert Path(notes).read_text() == "its notes"
         assert ask(port, f"{name}:{port}")[0] == 200
         assert ask(port, f"evil.example:{port}") == (403, INVALID_HOST)
+        pg_port = (folder / "pg.port").read_text()
     finally:
-        stop_service(SCRIPT, folder)
-    assert not Path(folder / "mlflow-server.pid").exists()
-    stop_service(SCRIPT, folder, "--purge")
+        stop_service(SCRIPT, folder, "--purge")
+    assert not listening(port) and not listening(int(pg_port))
+    assert not pg_home.exists() and not (folder / "pg.path").exists()  # the database deleted
 
 
 def test_a_sweep_outlives_a_restart_of_its_tracking_server(tmp_path):
@@ -169,16 +201,16 @@ def test_a_sweep_outlives_a_restart_of_its_tracking_server(tmp_path):
     )  # fmt: skip
     try:
         client = MlflowClient(uri)
-        deadline = time.time() + 120
-        while True:  # the first job training, with some epochs stored
+
+        def logged() -> bool:
             experiment = client.get_experiment_by_name("restart")
             runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            if any(r.data.metrics for r in runs):
-                break
-            assert time.time() < deadline and sweep.poll() is None, "the sweep never logged"
-            time.sleep(0.2)
+            return any(r.data.metrics for r in runs)
+
+        wait_until(logged, "the first job training, with some epochs stored", proc=sweep)
         os.killpg(int((folder / "mlflow-server.pid").read_text()), signal.SIGKILL)
-        time.sleep(3)  # down for a while, as a crashed server is
+        # Not a wait for something: the outage under test, a while long as a crash's is.
+        time.sleep(3)
         assert start_service(SCRIPT, folder, "--port", port) == uri
         out, err = sweep.communicate(timeout=300)
         assert sweep.returncode == 0, out[-2000:] + err[-2000:]

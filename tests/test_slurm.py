@@ -7,39 +7,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import (
-    PROJECT,
-    pause_layer,
-    paused_model,
-    run_cli,
-    start_service,
-    stop_service,
-    store_uri,
-    tails,
-)  # fmt: skip
+from tests.conftest import pause_layer, paused_model, run_cli, store_uri, tails, wait_until
 from tests.test_server import server  # noqa: F401 (the fixture, one server for this module)
 from tests.test_sweeps import assert_one_sweep, split_runs
 
-# One Slurm cluster at a time on this machine (munged is shared): with the README's.
+# The shared Slurm cluster (tests/conftest.py's `slurm_conf`), and the README's, on one
+# worker: one cluster at a time on this machine (munged is shared).
 pytestmark = pytest.mark.xdist_group("slurm")
 
-SCRIPT = PROJECT / "cluster" / "slurm.py"
 QUIET = ["trainer.progress=none", "trainer.log_model=false", "trainer.plots=false"]
 # Two one-CPU jobs at a time on this 2-core node.
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
-
-
-@pytest.fixture(scope="module")
-def slurm_conf(tmp_path_factory) -> str:
-    """The slurm.conf of a one-node cluster started for these tests (stopped after them)."""
-    folder = tmp_path_factory.mktemp("slurm")
-    yield start_service(SCRIPT, folder)
-    stop_service(SCRIPT, folder, check=False)
 
 
 def test_an_eight_job_sweep_on_slurm_logs_to_the_team_server(slurm_conf, server, tmp_path):  # noqa: F811
@@ -53,19 +35,20 @@ def test_an_eight_job_sweep_on_slurm_logs_to_the_team_server(slurm_conf, server,
     assert parent.data.tags["runner.best_run"] in {r.info.run_id for r in jobs}
     # Each job ran in a Slurm job of its own, on the node, not in the launching process.
     assert len({r.data.tags["runner.pid"] for r in jobs}) == 8
+
     # Accounting (slurmdbd) knows how each ended, so submitit asked sacct, not guessed. (Its
     # record of the last job's end may lag the job by a moment.)
-    deadline = time.time() + 20
-    while True:
-        states = subprocess.run(
+    states: list[str] = []
+
+    def completed() -> bool:
+        states[:] = subprocess.run(
             ["sacct", "-n", "-X", "-P", "-o", "State"],
             env={**os.environ, "SLURM_CONF": slurm_conf}, capture_output=True, text=True,
             check=True,
         ).stdout.split()  # fmt: skip
-        if states.count("COMPLETED") >= 8 or time.time() > deadline:
-            break
-        time.sleep(0.5)
-    assert states.count("COMPLETED") >= 8, " ".join(states)
+        return states.count("COMPLETED") >= 8
+
+    wait_until(completed, lambda: f"8 COMPLETED jobs in sacct (it says {states})", 20, 0.5)
     assert "sacct" not in proc.stdout + proc.stderr  # submitit's "sacct is disabled" warning
 
 
@@ -100,15 +83,14 @@ def test_a_cancelled_job_ends_killed_and_the_same_sweep_again_continues_only_it(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     client = MlflowClient(server)
-    deadline = time.time() + 240
-    while True:  # both jobs train and have logged metrics
+
+    def training() -> list:
         experiment = client.get_experiment_by_name("cancel")
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
-        training = [r for r in runs if "runner.is_sweep" not in r.data.tags and r.data.metrics]
-        if len(training) == 2:
-            break
-        assert time.time() < deadline and sweep.poll() is None, "the jobs never trained"
-        time.sleep(0.5)
+        return [r for r in runs if "runner.is_sweep" not in r.data.tags and r.data.metrics]
+
+    wait_until(lambda: len(training()) == 2, "both jobs training", 240, 0.5, proc=sweep)
+    experiment = client.get_experiment_by_name("cancel")
     queue = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True)
     (first,) = [job for job in queue.stdout.split() if job.endswith("_0")]  # seed=1's job
     subprocess.run(["scancel", first], env=env, check=True)
@@ -174,14 +156,13 @@ def test_a_job_longer_than_its_time_limit_continues_its_run_until_it_finishes(
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     client = MlflowClient(server)
-    deadline = time.time() + 240
-    while True:  # the job trains and has logged metrics
+
+    def training() -> bool:
         experiment = client.get_experiment_by_name("limits")
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
-        if any("runner.is_sweep" not in r.data.tags and r.data.metrics for r in runs):
-            break
-        assert time.time() < deadline and first.poll() is None, "the job never trained"
-        time.sleep(0.5)
+        return any("runner.is_sweep" not in r.data.tags and r.data.metrics for r in runs)
+
+    wait_until(training, "the job training", 240, 0.5, proc=first)
     queue = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True)
     (slurm_job,) = queue.stdout.split()
     subprocess.run(["scancel", "--signal=USR2", slurm_job], env=env, check=True)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from runner.report import main as report_main
-from tests.conftest import free_port, run_cli, store_uri, tails
+from tests.conftest import free_port, run_cli, store_uri, tails, wait_until
 
 QUIET = ["trainer.progress=none", "trainer.log_model=false", "trainer.plots=false"]
 
@@ -159,16 +159,19 @@ def finished_runs(db: Path) -> int:
 def await_finished_jobs(
     proc: subprocess.Popen, cwd: Path, count: int, timeout: float, poll: float
 ) -> None:
-    """Wait until the sweep `proc` launched in `cwd` has `count` FINISHED jobs (or has ended,
-    or `timeout` passed). The store is read only once the sweep has made it: a reader racing
-    the schema migration of a new SQLite store can break it."""
-    deadline = time.time() + timeout
-    while not list(cwd.glob("outputs/multirun/*/*/mlflow_sweep.json")):
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.2)
+    """Wait until the sweep `proc` launched in `cwd` has `count` FINISHED jobs (fails if it
+    ends first, or `timeout` passes). The store is read only once the sweep has made it: a
+    reader racing the schema migration of a new SQLite store can break it."""
+    deadline = time.monotonic() + timeout
+    wait_until(
+        lambda: list(cwd.glob("outputs/multirun/*/*/mlflow_sweep.json")),
+        "the sweep's store made", timeout, proc=proc,
+    )  # fmt: skip
     db = cwd / "outputs" / "mlflow.db"
-    while finished_runs(db) < count and time.time() < deadline and proc.poll() is None:
-        time.sleep(poll)
+    wait_until(
+        lambda: finished_runs(db) >= count, f"{count} FINISHED jobs",
+        deadline - time.monotonic(), every=poll, proc=proc,
+    )  # fmt: skip
 
 
 def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
@@ -202,6 +205,15 @@ def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
     assert forced.returncode == 0 and "skipped job" not in forced.stdout
 
 
+def answers(uri: str) -> bool:
+    """Whether the MLflow server at `uri` answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 def test_parallel_sweep_against_a_tracking_server(tmp_path):
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
@@ -215,14 +227,7 @@ def test_parallel_sweep_against_a_tracking_server(tmp_path):
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        time.sleep(1)
+        wait_until(lambda: answers(uri), "the MLflow server answering", 90, proc=server)
         proc = run_cli(
             "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4",
             "model=xor_linear", "trainer.epochs=5", "trainer.progress=none", "trainer.plots=false",

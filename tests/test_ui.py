@@ -9,7 +9,6 @@ import selectors
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from runner.tracking import run_url
 from runner.tracking.store import EXPERIMENT_KIND, MODEL_TRAINING
-from tests.conftest import free_port, run_cli, store_uri
+from tests.conftest import free_port, run_cli, store_uri, wait_until
 
 QUIET = ["trainer.epochs=2", "trainer.progress=none", "trainer.log_model=false"]
 QUIET += ["trainer.plots=false"]
@@ -116,8 +115,10 @@ def test_the_ui_opens_on_the_runs_of_training_experiments_with_one_light_server(
             raise
     assert ui.returncode == 0, err
     assert "warning" not in (out + err).lower(), err
-    time.sleep(0.5)
-    assert not [pid for pid in pids if rss(pid)], "a server process outlived the UI"
+    # The UI waited for `mlflow server`; its uvicorn worker ends a moment after that.
+    wait_until(
+        lambda: not [pid for pid in pids if rss(pid)], "every server process ended", timeout=5
+    )
 
 
 def test_the_ui_of_a_store_not_made_yet_says_so_in_one_line(tmp_path):
