@@ -25,6 +25,7 @@ from runner.training import signals, sweep_signals
 if TYPE_CHECKING:  # (runner's sweep modules are imported when a sweep launches, not before)
     from runner.sweep.seed_group import Member
 
+RUNNER_SECTIONS = {"model", "data", "optim", "trainer"}  # a runner training's config has them
 log = logging.getLogger("runner.sweep")
 JOB_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's default
 
@@ -95,8 +96,6 @@ class StackedLauncher(Launcher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         """Prepare every job, train each stackable seed group at once, log every member."""
-        from runner.sweep import seed_group
-
         setup_globals()
         assert self.hydra_context is not None and self.config is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -109,6 +108,13 @@ class StackedLauncher(Launcher):
             with open_dict(config):
                 config.hydra.job.id = config.hydra.job.num = idx
             configs.append(config)
+        if not all(RUNNER_SECTIONS <= set(c.keys()) for c in configs):
+            # Not the runner's training (another Hydra app): nothing to stack, so each job
+            # runs as the basic launcher runs it, without importing torch and MLflow.
+            log.info("Launching %d jobs one by one: not runner trainings", len(configs))
+            return [self._job(self.task_function, c) for c in configs]
+        from runner.sweep import seed_group
+
         log.info("Launching %d jobs, seed groups stacked", len(configs))
         both = [self._prepare(c) for c in configs]
         prepared, members = [ret for ret, _ in both], [member for _, member in both]
