@@ -5,8 +5,12 @@ apps through `hydra/launcher=stacked` and, on a real one-node Slurm cluster,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+from hydra.version import VersionBase
+from packaging.version import Version
 
 from runner.config.project import CONF_DIR
 
@@ -18,6 +22,18 @@ QUIET = ["-m", "hydra/hydra_logging=disabled", "hydra/job_logging=disabled"]
 # Hydra's test apps keep Hydra 1.1's defaults (version_base=None): each job warns that it
 # changes the working folder.
 pytestmark = pytest.mark.filterwarnings("ignore:Future Hydra versions:UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def _hydra_defaults_of_a_fresh_process() -> Iterator[None]:
+    """Hydra's suites expect a fresh process's version base (unset: Hydra 1.1's defaults, so
+    jobs change folder); a test run before in the same worker may have set 1.3 for the
+    process (`initialize_config_dir(version_base="1.3")` keeps it), as the runner does."""
+    base = VersionBase.instance()
+    before = base.getbase()
+    base.setbase(Version("1.1"))
+    yield
+    base.version_base = before
 
 
 @pytest.mark.parametrize("launcher_name, overrides", [("stacked", [])])
