@@ -22,8 +22,10 @@ lint: $(STAMP)            ## ruff, and the architecture's import contracts (pypr
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
 
-test: lint               ## lint, then the whole test suite, two tests at a time (pytest-xdist)
-	$(PY) -m pytest -q -n 2 --dist loadgroup $(ARGS)
+# Three workers on a 2-core machine: the Slurm and server tests mostly wait on their daemons,
+# and a third worker trains meanwhile.
+test: lint               ## lint, then the whole test suite, three tests at a time (pytest-xdist)
+	$(PY) -m pytest -q -n 3 --dist loadgroup $(ARGS)
 
 ui: $(STAMP)             ## MLflow UI on the default store (localhost:5000), opened on the runs
 	$(PY) -m runner.ui $(ARGS)
