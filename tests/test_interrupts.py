@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, store_uri
+from tests.conftest import run_cli, store_uri, wait_until
 from tests.terminal import Terminal
 
 QUIET = ["trainer.progress=lines", "trainer.plots=false", "trainer.log_model=false"]
@@ -41,10 +41,9 @@ def finish(term: Terminal, code: int, cwd: Path) -> str:
         term.close()
     text = term.text
     assert "Traceback" not in text, text[-3000:]
-    deadline = time.monotonic() + 10
-    while (left := processes_in(cwd)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left, left
+    wait_until(
+        lambda: not processes_in(cwd), lambda: f"no process left (still {processes_in(cwd)})", 10
+    )
     return text
 
 
@@ -282,7 +281,6 @@ def test_a_sweep_takes_a_signal_repeated_at_once_as_one_and_a_third_request_stop
 
 def await_epochs(term: Terminal, cwd: Path, epochs: int, timeout: float = 120) -> None:
     """Wait (reading the terminal) until two RUNNING runs have logged `epochs` epochs."""
-    import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -399,29 +399,28 @@ def execute(command: Command, ws: Path) -> Outcome:
         return Outcome(error=err)
 
 
-def chains() -> list[tuple[int, list[Command]]]:
-    """The README's commands as chains that run in order in one launch folder: a block,
-    and the blocks after it that browse what it made (see FOLLOWS)."""
-    out: list[tuple[int, list[Command]]] = []
+def chains() -> dict[int, list[Command]]:
+    """The README's commands as chains, by their first block's line, that run in order in
+    one launch folder: a block, and the blocks after it that browse what it made (FOLLOWS)."""
+    out: dict[int, list[Command]] = {}
     for block in BLOCKS:
         commands = block_commands(block)
         if out and any(re.search(FOLLOWS, c.text) for c in commands):
-            out[-1][1].extend(commands)
+            out[next(reversed(out))].extend(commands)
         elif commands:
-            out.append((block.line, commands))
+            out[block.line] = commands
     return out
 
 
 CHAINS = chains()
-CHAIN_OF = {c: line for line, commands in CHAINS for c in commands}
+CHAIN_OF = {c: line for line, commands in CHAINS.items() for c in commands}
 
 
 def lane(command: Command) -> str:
     """The xdist group a command's test runs in: its chain's, so a chain runs on one worker
     and chains run side by side; the Slurm chain shares the machine's cluster tools with
     tests/test_slurm.py, so both run on one worker."""
-    chain = dict(CHAINS)[CHAIN_OF[command]]
-    if any("cluster/slurm.py" in c.text for c in chain):
+    if any("cluster/slurm.py" in c.text for c in CHAINS[CHAIN_OF[command]]):
         return "slurm"
     return f"readme-L{CHAIN_OF[command]}"
 
@@ -455,8 +454,7 @@ def outcome_of(request, tmp_path_factory, readme_data):
                 for i in request.session.items
                 if hasattr(i, "callspec")
             }
-            chain = dict(CHAINS)[line]
-            todo = [c for c in chain if c in chosen or c.text.startswith("export ")]
+            todo = [c for c in CHAINS[line] if c in chosen or c.text.startswith("export ")]
             ws = workspace(tmp_path_factory.getbasetemp() / f"readme-L{line}", readme_data)
             RAN[line] = {c: execute(c, ws) for c in todo}
         done = RAN[line][command]
