@@ -20,6 +20,7 @@ from runner.errors import ConfigError, RunError
 from runner.loop import TrainingParts
 from runner.registry import DATASETS, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, SCHEDULERS
 from runner.training.metrics import TaskMetrics
+from runner.training.torch_internals import spare_dynamo
 
 # What a constructor raises when its arguments are wrong: a bad value (ValueError,
 # AssertionError), a value of the wrong kind or shape (TypeError, AttributeError, IndexError,
@@ -214,6 +215,8 @@ def build_optimizer(
     shown = dict(spec.args)  # as the config wrote them (lists, not the tuples torch gets)
     if device is not None and not chosen and device.type in entry.meta.get("fused", ()):
         args["fused"] = shown["fused"] = True
+    if isinstance(entry.target, type):
+        spare_dynamo(entry.target)  # (the runner never compiles an optimizer)
     return _construct(spec.key, spec.type, entry.target, args, params, shown=shown)
 
 

@@ -53,8 +53,8 @@ class DependencyMoved(RunError):
     """A private name of a dependency that the runner relies on is gone (an upgrade moved
     it): one line naming the dependency, the name, and the version the runner was checked
     against. Each dependency's fence module (runner.tracking.mlflow_internals,
-    hydra_plugins.runner_stacked.hydra_internals, hydra_plugins.runner_slurm.submitit_internals)
-    raises it, or falls back to a public path and says so once."""
+    hydra_plugins.runner_stacked.hydra_internals, hydra_plugins.runner_slurm.submitit_internals,
+    runner.training.torch_internals) raises it, or falls back to a public path and says so once."""
 
     def __init__(self, dependency: str, name: str, checked: str) -> None:
         from importlib import metadata

@@ -28,19 +28,21 @@ from hydra_plugins.runner_stacked import hydra_internals
 from runner.config.spec import TrackingSpec
 from runner.errors import ConfigError, DependencyMoved, StoreError
 from runner.tracking import mlflow_internals
+from runner.training import torch_internals
 from tests.conftest import PROJECT
 
 FENCES = {
     "runner/tracking/mlflow_internals.py",
     "hydra_plugins/runner_stacked/hydra_internals.py",
     "hydra_plugins/runner_slurm/submitit_internals.py",
+    "runner/training/torch_internals.py",
 }
-DEPENDENCIES = ("mlflow", "hydra", "submitit", "hydra_plugins.hydra_submitit_launcher")
+DEPENDENCIES = ("mlflow", "hydra", "submitit", "hydra_plugins.hydra_submitit_launcher", "torch")
 # Private attributes of the dependencies' objects, used only inside the fences.
 FENCED_ATTRIBUTES = {
     "_tracking_client", "_engine_map", "_get_run", "_check_run_is_active", "ManagedSessionMaker",
     "sanitize_metric_value", "_validate_metric", "_init_packages_to_modules_map", "_usr_sig",
-    "_delayed", "_timeout_countdown", "_return_value",
+    "_delayed", "_timeout_countdown", "_return_value", "__dynamo_disable",
 }  # fmt: skip
 
 
@@ -73,6 +75,7 @@ def moved_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     [
         ("mlflow", mlflow_internals.CHECKED_AGAINST),
         ("hydra-core", hydra_internals.CHECKED_AGAINST),
+        ("torch", torch_internals.CHECKED_AGAINST),
         *submitit_internals.CHECKED_AGAINST.items(),
     ],
 )
@@ -325,6 +328,61 @@ def test_without_submitits_names_the_slurm_launcher_goes_on(monkeypatch, caplog)
     assert len(lines) == 3
     assert "USR_SIG" in lines[0] and "SignalHandler._delayed._timeout_countdown" in lines[1]
     assert "hydra-submitit-launcher 1.2.0 has no `j.no_such_call()`" in lines[2]
+
+
+# Two optimizers trained in a fresh interpreter, torch's way or spared (Adam spared before
+# it is built; SGD built, then spared: its step already wrapped by torch's hooks).
+SPARED_TRAINING = r"""
+import sys
+import torch
+from runner.training.torch_internals import spare_dynamo
+
+spared = sys.argv[1] == "spared"
+torch.manual_seed(0)
+x, y = torch.randn(16, 3), torch.randn(16, 1)
+result = []
+for name in ("Adam", "SGD"):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    cls = getattr(torch.optim, name)
+    if spared and name == "Adam":
+        spare_dynamo(cls)
+    optimizer = cls(model.parameters(), lr=0.05)
+    if spared and name == "SGD":
+        spare_dynamo(cls)
+    for _ in range(5):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+        assert torch.is_grad_enabled()  # the step's grad mode is undone
+    optimizer.load_state_dict(optimizer.state_dict())
+    result.append([p.tolist() for p in model.parameters()])
+print(repr(result))
+print("torch._dynamo" in sys.modules)
+"""
+
+
+def test_torchs_fenced_names_are_there_and_a_spared_optimizer_trains_the_same_without_dynamo():
+    assert torch_internals.wrapper_codes()  # raises, naming what changed
+    outputs = {}
+    for way in ("torch", "spared"):
+        proc = subprocess.run(
+            [sys.executable, "-c", SPARED_TRAINING, way],
+            capture_output=True, text=True, timeout=120, cwd=PROJECT,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs[way] = proc.stdout.splitlines()
+    assert outputs["spared"][0] == outputs["torch"][0]  # the same parameters, bit for bit
+    assert outputs["torch"][1] == "True" and outputs["spared"][1] == "False"
+
+
+def test_a_changed_step_wrapper_is_left_alone(monkeypatch):
+    monkeypatch.setattr(torch_internals, "USE_GRAD_NAMES", frozenset({"graph_break"}))
+    torch_internals.wrapper_codes.cache_clear()
+    try:
+        with pytest.raises(DependencyMoved, match="_use_grad_for_differentiable as checked"):
+            torch_internals.wrapper_codes()
+    finally:
+        torch_internals.wrapper_codes.cache_clear()
 
 
 # --- a store that cannot be reached is said to be so -----------------------------------
