@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, store_uri
+from tests.conftest import ready_store, run_cli, store_uri
 
 FAST = ["trainer.progress=lines"]
 
@@ -159,6 +159,7 @@ def test_a_key_the_config_lacks_stops_a_sweep_in_one_line_before_any_job(tmp_pat
 
 def test_a_failure_mid_training_ends_the_run_failed_with_metrics_kept(tmp_path):
     # An absurd learning rate makes the regression loss overflow after a few epochs.
+    ready_store(tmp_path)
     proc = run_cli("experiment=house_tiny", "optim=sgd", "optim.lr=1e6", *FAST, cwd=tmp_path)
     assert proc.returncode != 0
     client = MlflowClient(store_uri(tmp_path))
@@ -170,6 +171,7 @@ def test_a_failure_mid_training_ends_the_run_failed_with_metrics_kept(tmp_path):
 
 
 def test_mnist_from_idx_files_with_test_metrics(tmp_path, mnist_root):
+    ready_store(tmp_path)
     proc = run_cli(
         "experiment=mnist_mlp", f"data.root={mnist_root}", "data.val_size=20",
         "data.download=false", "trainer.epochs=3", "trainer.batch_size=16", *FAST, cwd=tmp_path,
@@ -184,6 +186,7 @@ def test_mnist_from_idx_files_with_test_metrics(tmp_path, mnist_root):
 
 
 def test_house_tiny_regression_run_from_any_folder(tmp_path):
+    ready_store(tmp_path)
     proc = run_cli("experiment=house_tiny", "trainer.epochs=20", *FAST, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store_uri(tmp_path))

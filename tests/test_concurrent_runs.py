@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, store_uri, tails, wait_until
+from tests.conftest import ready_store, run_cli, store_uri, tails, wait_until
 
 QUIET = ["trainer.plots=false", "trainer.log_model=false", "trainer.progress=lines"]
 
@@ -106,6 +106,7 @@ def test_two_sweeps_started_at_once_each_hold_only_their_own_jobs(tmp_path):
 
 
 def test_a_run_still_training_cannot_be_resumed_until_its_process_is_gone(tmp_path):
+    ready_store(tmp_path)
     args = ["trainer.epochs=3000", "trainer.checkpoint_every=1", *QUIET]
     proc = popen(tmp_path, *args)
     run = running_run(tmp_path)
@@ -123,6 +124,7 @@ def test_a_run_still_training_cannot_be_resumed_until_its_process_is_gone(tmp_pa
 
 
 def test_a_second_launch_of_a_running_sweep_is_refused_and_no_job_trains_twice(tmp_path):
+    ready_store(tmp_path)
     args = ["-m", "seed=1,2", "trainer.epochs=150", *QUIET]
     first = popen(tmp_path, *args)
     running_run(tmp_path)
@@ -144,6 +146,7 @@ def test_a_second_launch_of_a_running_sweep_is_refused_and_no_job_trains_twice(t
 
 
 def test_a_checkpoint_from_before_its_run_id_was_known_continues_its_own_run(tmp_path):
+    ready_store(tmp_path)
     args = ["trainer.epochs=200", "trainer.checkpoint_every=10", *QUIET]
     proc = popen(tmp_path, *args)
     running_run(tmp_path)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, store_uri, wait_until
+from tests.conftest import ready_store, run_cli, store_uri, wait_until
 from tests.terminal import Terminal
 
 QUIET = ["trainer.progress=lines", "trainer.plots=false", "trainer.log_model=false"]
@@ -96,6 +96,7 @@ def test_ctrl_c_while_python_imports_records_nothing_and_says_so(tmp_path):
 
 
 def test_ctrl_c_mid_training_ends_killed_with_its_epochs_and_the_command_to_continue(tmp_path):
+    ready_store(tmp_path)
     args = ["trainer.epochs=200", *QUIET]
     term = terminal(tmp_path, *args)
     assert term.wait_for("epoch 40/"), term.text[-2000:]
@@ -126,6 +127,7 @@ def test_ctrl_c_mid_training_ends_killed_with_its_epochs_and_the_command_to_cont
 
 
 def test_ctrl_c_mid_training_without_the_companion_ends_killed_too(tmp_path):
+    ready_store(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["RUNNER_COMPANION"] = "0"  # (a one-core machine: MLflow in the training process)
     term = Terminal([sys.executable, "-m", "runner", "trainer.epochs=400", *QUIET], tmp_path, env)
@@ -150,6 +152,7 @@ def test_sigterm_to_the_group_in_the_first_epoch_waits_for_the_store_and_ends_ki
 
 def test_a_second_ctrl_c_stops_within_the_epoch_and_the_run_stays_killed(tmp_path):
     # Epochs of about a second (6,000 rows in batches of 2); checkpoints every 10 epochs.
+    ready_store(tmp_path)
     args = ["data.n_samples=8000", "data.n_train=6000", "trainer.epochs=50"]
     term = terminal(tmp_path, *args, *QUIET)
     assert term.wait_for("epoch 1/"), term.text[-2000:]
@@ -170,6 +173,7 @@ def test_a_second_ctrl_c_stops_within_the_epoch_and_the_run_stays_killed(tmp_pat
 def test_ctrl_c_while_the_model_and_plots_are_written_ends_killed_and_resume_writes_them(
     tmp_path,
 ):
+    ready_store(tmp_path)
     args = ["trainer.epochs=20", "trainer.progress=lines"]  # plots and model on
     term = terminal(tmp_path, *args)
     assert term.wait_for("training took"), term.text[-2000:]  # the end of the run begins
@@ -208,6 +212,7 @@ LAUNCHERS = {
                       ("submitit_local", "ctrl_c"), ("stacked", "sigterm")],
 )  # fmt: skip
 def test_an_interrupted_sweep_ends_killed_on_every_launcher(tmp_path, launcher, sig):
+    ready_store(tmp_path)
     chosen, started = LAUNCHERS[launcher]
     args = ["-m", *chosen, "seed=1,2", "trainer.epochs=100", *QUIET]
     term = terminal(tmp_path, *args)
@@ -238,6 +243,7 @@ def test_an_interrupted_sweep_ends_killed_on_every_launcher(tmp_path, launcher, 
 
 
 def test_ctrl_c_as_a_sweep_starts_starts_no_job(tmp_path):
+    ready_store(tmp_path)
     args = ["-m", "hydra/launcher=joblib", "seed=1,2", "trainer.epochs=100", *QUIET]
     term = terminal(tmp_path, *args)
     assert term.wait_for("sweep run \\w+ in experiment"), term.text[-2000:]  # no job yet

@@ -26,7 +26,7 @@ from runner.errors import ConfigError
 from runner.tracking import plots
 from runner.training.memory import available_host_memory
 from scripts.daily_table import daily_table
-from tests.conftest import run_cli, store_uri
+from tests.conftest import ready_store, run_cli, store_uri
 
 
 def table(tmp_path: Path, text: str, name: str = "t.csv") -> str:
@@ -434,6 +434,7 @@ def test_a_raw_table_with_dates_infinities_and_a_boolean_target_trains_and_logs(
     """One real run: a date column, an inf in a validation row, a True/False target. It ends
     FINISHED with finite metrics, and its logged model takes raw date strings and answers
     booleans."""
+    ready_store(tmp_path)
     rng = np.random.default_rng(0)
     day = pd.date_range("2020-01-01", periods=120, freq="D")
     summer = np.cos(2 * np.pi * (day.day_of_year - 200) / 366) > 0

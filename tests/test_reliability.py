@@ -14,7 +14,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from runner.training import checkpoint
-from tests.conftest import run_cli, store_uri, wait_until
+from tests.conftest import ready_store, run_cli, store_uri, wait_until
 
 ARGS = ["model=xor_noisy", "trainer.epochs=60", "trainer.checkpoint_every=1"]
 ARGS += ["trainer.progress=lines", "trainer.plots=false", "trainer.log_model=false"]
@@ -60,6 +60,7 @@ def final_metrics(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int
 
 
 def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path):
+    ready_store(tmp_path)
     reference = run_cli(*ARGS, cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr[-2000:]
 
@@ -104,6 +105,7 @@ def alive(pid: int) -> bool:
 
 
 def test_stale_running_run_is_ended_when_the_same_config_starts_again(tmp_path):
+    ready_store(tmp_path)
     proc = start(tmp_path)
     wait_for(proc, ", store ")  # the MLflow companion has started the run
     # The companion (in a session of its own) and the training process, both SIGKILLed: no
@@ -123,6 +125,8 @@ def test_stale_running_run_is_ended_when_the_same_config_starts_again(tmp_path):
 
 
 def test_checkpoints_cannot_run_code(tmp_path):
+    ready_store(tmp_path)
+
     class Evil:
         def __reduce__(self):
             return (os.system, ("echo pwned",))
@@ -139,6 +143,7 @@ def test_checkpoints_cannot_run_code(tmp_path):
 def test_resume_from_the_checkpoint_file_and_refusals_of_other_configs_or_unknown_targets(
     tmp_path,
 ):
+    ready_store(tmp_path)
     proc = start(tmp_path)
     wait_for_epoch(proc, 3)
     proc.send_signal(signal.SIGTERM)  # (tests/test_interrupts.py: signals to the whole group)
@@ -159,6 +164,7 @@ def test_resume_from_the_checkpoint_file_and_refusals_of_other_configs_or_unknow
 
 
 def test_an_unwritable_artifact_store_fails_clearly_and_keeps_metrics(tmp_path):
+    ready_store(tmp_path)
     ok = run_cli("trainer.epochs=2", "trainer.plots=false", "trainer.log_model=false", cwd=tmp_path)
     assert ok.returncode == 0
     artifacts = tmp_path / "outputs" / "mlartifacts"

@@ -14,7 +14,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from runner.training.device import usable_cores
-from tests.conftest import run_cli, store_uri, tails
+from tests.conftest import ready_store, run_cli, store_uri, tails
 from tests.test_sweeps import await_finished_jobs
 
 SWEEP = ["-m", "seed=1,2,3", "trainer.epochs=5", "trainer.plots=false", "trainer.log_model=false"]
@@ -40,6 +40,7 @@ def _files(client: MlflowClient, run_id: str, path: str | None = None) -> set[st
 def test_a_stacked_seed_group_matches_solo_runs(tmp_path):
     stacked, solo = tmp_path / "stacked", tmp_path / "solo"
     stacked.mkdir(), solo.mkdir()
+    ready_store(stacked), ready_store(solo)
     proc = run_cli(*SWEEP, "hydra/launcher=stacked", *QUIET, cwd=stacked)
     assert proc.returncode == 0, tails(proc)
     assert "trained 3 jobs stacked" in proc.stdout + proc.stderr
@@ -100,6 +101,7 @@ runner.sweep.stacked.stack_fit = stack_fit
 
 
 def test_sweep_stack_max_trains_a_group_in_chunks_side_by_side(tmp_path):
+    ready_store(tmp_path)
     (tmp_path / "break_seed_3.py").write_text(BREAK_SEED_3)
     args = [*SWEEP, "hydra/launcher=stacked", "sweep.stack_max=2", "plugins=[break_seed_3]"]
     proc = run_cli(*args, *QUIET, cwd=tmp_path)
@@ -123,6 +125,7 @@ def test_sweep_stack_max_trains_a_group_in_chunks_side_by_side(tmp_path):
 def test_runs_made_for_a_stacked_training_that_failed_are_deleted(tmp_path):
     """One group: its runs are made while it trains (on a second core), then its stacked
     training fails; each job runs alone in its own run, and those made early are deleted."""
+    ready_store(tmp_path)
     (tmp_path / "break_seed_3.py").write_text(BREAK_SEED_3)
     args = ["-m", "seed=3,4", *SWEEP[2:], "hydra/launcher=stacked", "plugins=[break_seed_3]"]
     proc = run_cli(*args, *QUIET, cwd=tmp_path)
@@ -143,6 +146,7 @@ def client_history(cwd, run) -> list:
 
 
 def test_jobs_differing_in_rate_and_l1_strength_train_as_one_group(tmp_path):
+    ready_store(tmp_path)
     grid = ["seed=1,2", "optim.lr=0.01,0.05", "model.l1.strength=0.01,0.001"]
     args = ["-m", *grid, "hydra/launcher=stacked", "trainer.epochs=3", *SWEEP[3:], *QUIET]
     proc = run_cli(*args, cwd=tmp_path)
@@ -156,6 +160,7 @@ def test_jobs_differing_in_rate_and_l1_strength_train_as_one_group(tmp_path):
 
 
 def test_a_group_that_cannot_stack_runs_one_job_at_a_time(tmp_path):
+    ready_store(tmp_path)
     proc = run_cli(*SWEEP, "hydra/launcher=stacked", "trainer.grad_clip=1.0", *QUIET, cwd=tmp_path)
     assert proc.returncode == 0, tails(proc)
     out = proc.stdout + proc.stderr
@@ -166,6 +171,7 @@ def test_a_group_that_cannot_stack_runs_one_job_at_a_time(tmp_path):
 
 
 def test_a_stacked_sweep_killed_while_writing_its_members_trains_only_the_rest(tmp_path):
+    ready_store(tmp_path)
     seeds = 12
     args = ["-m", f"seed=range(1,{seeds + 1})", "hydra/launcher=stacked", "trainer.epochs=30"]
     args += ["trainer.plots=false", "trainer.log_model=false", *QUIET]

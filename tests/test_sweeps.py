@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner.report import main as report_main
-from tests.conftest import free_port, run_cli, store_uri, tails, wait_until
+from tests.conftest import free_port, ready_store, run_cli, store_uri, tails, wait_until
 
 QUIET = ["trainer.progress=none", "trainer.log_model=false", "trainer.plots=false"]
 
@@ -43,6 +43,7 @@ def assert_one_sweep(client: MlflowClient, n_jobs: int, epochs: int, experiment:
 
 
 def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
+    ready_store(tmp_path)
     proc = run_cli(
         "-m",
         "model=xor_linear,xor_deep",
@@ -91,6 +92,7 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
 
 
 def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):
+    ready_store(tmp_path)
     proc = run_cli(
         "-m", "model=xor_linear,xor_deep", "seed=1,2", "trainer.epochs=2", *QUIET, cwd=tmp_path
     )
@@ -117,6 +119,7 @@ def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):
 
 
 def test_parallel_joblib_sweep_loses_nothing(tmp_path):
+    ready_store(tmp_path)
     proc = run_cli(
         "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4,5,6,7,8",
         "model=xor_linear", "trainer.epochs=20", *QUIET, cwd=tmp_path,
@@ -132,6 +135,7 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
 
 
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
+    ready_store(tmp_path)
     proc = run_cli(
         "-m", "experiment=house_tiny", "optim=sgd", "optim.lr=1e6,0.01", "trainer.epochs=30",
         *QUIET, cwd=tmp_path,
@@ -175,6 +179,7 @@ def await_finished_jobs(
 
 
 def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
+    ready_store(tmp_path)
     args = [
         sys.executable, "-m", "runner", "-m", "seed=1,2,3,4,5,6", "model=xor_linear",
         "trainer.epochs=30", *QUIET,
@@ -224,6 +229,8 @@ def test_parallel_sweep_against_a_tracking_server(tmp_path):
             "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1",
         ],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # (as the project's servers run: no job queue, whose consumer took 15 s of CPU)
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -249,6 +256,7 @@ def test_parallel_sweep_against_a_tracking_server(tmp_path):
 
 
 def test_submitit_local_launcher(tmp_path):
+    ready_store(tmp_path)
     proc = run_cli(
         "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "seed=1,2",
         "model=xor_linear", "trainer.epochs=3", *QUIET, cwd=tmp_path,
@@ -258,6 +266,7 @@ def test_submitit_local_launcher(tmp_path):
 
 
 def test_optuna_search_trials_are_children_and_a_rerun_skips_them(tmp_path):
+    ready_store(tmp_path)
     args = [
         "hparams_search=xor_optuna",
         "hydra.sweeper.n_trials=3",

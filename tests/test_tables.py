@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from runner.components.datasets import tabular
 from runner.errors import ConfigError
 from runner.training.metrics import log_rmse
-from tests.conftest import run_cli, store_uri
+from tests.conftest import ready_store, run_cli, store_uri
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 AUTO_MPG = DATA / "auto_mpg.csv"
@@ -221,6 +221,7 @@ def test_log_rmse_is_d2ls():
 
 
 def test_auto_mpg_book_run_logs_test_metrics_and_a_model_for_raw_rows(tmp_path):
+    ready_store(tmp_path)
     proc = run_cli(
         "experiment=auto_mpg_book", "trainer.epochs=20", "trainer.progress=lines",
         "trainer.plots=false", cwd=tmp_path,
@@ -273,6 +274,7 @@ def write_raw_table(path: Path, rows: int = 442) -> None:
 
 
 def test_a_new_raw_table_trains_from_a_copied_yaml_like_linear_regression(tmp_path):
+    ready_store(tmp_path)
     from omegaconf import OmegaConf
     from sklearn.compose import make_column_transformer
     from sklearn.impute import SimpleImputer

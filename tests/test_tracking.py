@@ -15,7 +15,7 @@ from runner.config.spec import TrackingSpec
 from runner.tracking import Tracker, make_tracker
 from runner.tracking.companion import CompanionTracker, use_companion
 from runner.tracking.mlflow_tracker import MlflowTracker
-from tests.conftest import run_cli, store_uri
+from tests.conftest import ready_store, run_cli, store_uri
 
 PROTOCOL = [
     name for name, member in vars(Tracker).items() if callable(member) and not name.startswith("_")
@@ -60,8 +60,7 @@ def logged_run(cwd, companion: str) -> tuple[dict, dict, set, str]:
 
 
 def test_companion_and_in_process_runs_log_the_same(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
+    ready_store(tmp_path / "a"), ready_store(tmp_path / "b")
     *companion, companion_out = logged_run(tmp_path / "a", "1")
     *in_process, in_process_out = logged_run(tmp_path / "b", "0")
     assert companion == in_process  # same params, metric histories (bit for bit), artifacts
