@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ready_store, run_cli, store_uri, wait_until
+from tests.conftest import PROJECT, ready_store, run_cli, store_uri, wait_until
 from tests.terminal import Terminal
 
 QUIET = ["trainer.progress=lines", "trainer.plots=false", "trainer.log_model=false"]
@@ -317,3 +317,36 @@ def test_a_signal_landing_in_a_garbage_collector_callback_still_interrupts(tmp_p
                           timeout=60)  # fmt: skip
     assert done.stdout.strip() == "interrupted", done.stdout + done.stderr
     assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
+
+
+# Signals at 12 moments of a loop of OmegaConf work, as Hydra's composing does: before the
+# fix, about a third of them ended in a ConfigKeyError ('NoneType' object has no attribute
+# '_invalidate_flags_cache') raised by OmegaConf's cleanup instead of the interrupt.
+IN_OMEGACONF = """
+import os, random, signal, threading
+from omegaconf import OmegaConf, flag_override, open_dict, read_write
+from runner.training import signals
+signals.install()
+tree = {"a": {f"k{i}": {"x": i, "y": [1, 2, {"z": i}]} for i in range(40)}}
+random.seed(0)
+for _ in range(12):
+    threading.Timer(random.uniform(0.01, 0.1), os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        while True:
+            cfg = OmegaConf.create(tree)
+            with open_dict(cfg):
+                cfg.merge_with({"a": {"k1": {"x": 5}}, "new": {"q": 1}})
+            with read_write(cfg), flag_override(cfg, "struct", True):
+                OmegaConf.to_container(cfg, resolve=True)
+            sum(range(20000))  # (Hydra's own code between OmegaConf's calls)
+    except signals.Interrupted:
+        print("interrupted")
+    except Exception as err:
+        print(type(err).__name__, str(err).splitlines()[0])
+"""
+
+
+def test_a_signal_while_omegaconf_changes_a_config_is_an_interrupt_not_a_config_error():
+    done = subprocess.run([sys.executable, "-c", IN_OMEGACONF], capture_output=True, text=True,
+                          timeout=120, cwd=PROJECT)  # fmt: skip
+    assert done.stdout.splitlines() == ["interrupted"] * 12, done.stdout + done.stderr[-2000:]

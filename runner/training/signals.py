@@ -13,7 +13,8 @@ here, in one of three modes:
 
 `shielded()` marks a few lines that a signal must not cut in two (a message to the MLflow
 companion, a run's start or end): a signal that arrives inside acts when the section ends,
-or is only noted (`noted`) where the process is already stopping.
+or is only noted (`noted`) where the process is already stopping. A signal that lands inside
+OmegaConf (`FRAGILE_CODE`: Hydra composing the config) acts once the process is out of it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 # group's signal to its tasks, not a person asking twice.
 ECHO_SECONDS = 1.0
 LOST_DELAY = 0.002  # seconds after a dropped interrupt before it is raised again
+# Code that an exception must not cut into: OmegaConf's context managers restore flags in
+# `finally` blocks that fail on a node left half made, so a KeyboardInterrupt raised inside
+# became an unrelated ConfigKeyError (Ctrl-C while Hydra composed the config, exit 1).
+FRAGILE_CODE = ("/omegaconf/",)
+HOLD_DELAY = 0.01  # seconds between looks for the way out of fragile code
 
 
 class Interrupted(KeyboardInterrupt):
@@ -82,6 +88,7 @@ class _State:
     last: tuple[int, float] = (0, 0.0)  # the last signal and when (for echoes)
     forced = False  # the next handler call raises whatever the mode (runner.training.sweep_signals)
     lost: Interrupted | None = None  # raised where Python drops exceptions: raised again
+    held: int | None = None  # a signal that landed in fragile code: acted on once out of it
     python_unraisablehook: Callable[[Any], None] = staticmethod(sys.unraisablehook)
     on_defer: Callable[[int], None] | None = None  # a "defer" signal goes to the sweep too
     last_run: tuple[str, str] | None = None  # the last run this process ended, and how
@@ -125,14 +132,33 @@ def _raise_again(unraisable: Any) -> None:
         return
     # Raised from here it would be dropped again: an alarm raises it once this returns.
     _S.lost = err
-    signal.signal(signal.SIGALRM, _raise_lost)
-    signal.setitimer(signal.ITIMER_REAL, LOST_DELAY)
+    _alarm(LOST_DELAY)
 
 
-def _raise_lost(signum: int, frame: Any) -> None:
+def _alarm(seconds: float) -> None:
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
     if _S.lost is not None:
         lost, _S.lost = _S.lost, None
         raise lost
+    if _S.held is not None:
+        if _in_fragile_code(frame):
+            _alarm(HOLD_DELAY)
+            return
+        held, _S.held = _S.held, None
+        _act(held)
+
+
+def _in_fragile_code(frame: Any) -> bool:
+    """Whether `frame` or a caller of it runs code in FRAGILE_CODE."""
+    while frame is not None:
+        if any(part in frame.f_code.co_filename for part in FRAGILE_CODE):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def ignore() -> None:
@@ -162,6 +188,12 @@ def _on_signal(signum: int, frame: Any) -> None:
         return
     if _S.depth:
         _S.pending, _S.noted = signum, _S.noted + 1
+        return
+    if _S.held is not None:  # acted on already, once out of the fragile code
+        return
+    if _in_fragile_code(frame):
+        _S.held = signum
+        _alarm(HOLD_DELAY)
         return
     _act(signum)
 
