@@ -12,7 +12,15 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ready_store, run_cli, store_uri, tails, wait_until
+from tests.conftest import (
+    pause_layer,
+    paused_model,
+    ready_store,
+    run_cli,
+    store_uri,
+    tails,
+    wait_until,
+)
 
 QUIET = ["trainer.plots=false", "trainer.log_model=false", "trainer.progress=lines"]
 
@@ -107,7 +115,9 @@ def test_two_sweeps_started_at_once_each_hold_only_their_own_jobs(tmp_path):
 
 def test_a_run_still_training_cannot_be_resumed_until_its_process_is_gone(tmp_path):
     ready_store(tmp_path)
-    args = ["trainer.epochs=3000", "trainer.checkpoint_every=1", *QUIET]
+    # Epochs that wait rather than compute: the run keeps training, leaving the cores free.
+    (tmp_path / "pause_layer.py").write_text(pause_layer(0.05))
+    args = ["trainer.epochs=3000", "trainer.checkpoint_every=1", *paused_model(1000), *QUIET]
     proc = popen(tmp_path, *args)
     run = running_run(tmp_path)
     second = run_cli(*args, f"resume={run.info.run_id}", cwd=tmp_path)
