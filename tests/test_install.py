@@ -23,6 +23,9 @@ from tests.conftest import free_port, tails
 from tests.test_readme import INSTALL_SECTION, bash_commands, readme_blocks, serve
 
 ROOT = Path(__file__).resolve().parents[1]
+# One worker runs them under `--dist loadgroup`: each worker would build the wheel and the
+# environment (the module's fixture) again.
+pytestmark = pytest.mark.xdist_group("install")
 
 
 def tracked_copy(target: Path) -> Path:

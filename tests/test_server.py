@@ -49,6 +49,12 @@ LAUNCHERS = {
 }
 
 
+# The tests on the module's server run on one worker under `--dist loadgroup`: each worker
+# would start a server (PostgreSQL and MLflow, about 11 s of CPU) of its own.
+ON_THE_SERVER = pytest.mark.xdist_group("team-server")
+
+
+@ON_THE_SERVER
 @pytest.mark.parametrize("launcher", LAUNCHERS.values(), ids=LAUNCHERS.keys())
 def test_a_parallel_sweep_logs_to_the_postgresql_server(server, tmp_path, launcher):
     experiment = f"xor_{launcher[0].split('=')[1]}"  # (the same jobs in one would be skipped)
@@ -94,6 +100,7 @@ if __name__ == "__main__":
 """
 
 
+@ON_THE_SERVER
 def test_sixteen_writers_at_once_lose_no_run_or_metric_point(server):
     proc = subprocess.run(
         [sys.executable, "-c", WRITER, server, "16"],
