@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -110,7 +111,14 @@ def run_cli(
     )
 
 
-_EMPTY_STORES: dict[str, Path] = {}  # this test process's empty store, made at first need
+@functools.cache
+def _empty_store() -> Path:
+    """An empty embedded store, made once in this test process by the runner's own code."""
+    from runner.tracking import embedded_store, mlflow_internals, sqlite_file
+
+    uri, artifacts = embedded_store(tempfile.mkdtemp(prefix="runner-empty-store-"))
+    mlflow_internals.create_database_store(uri, artifacts)
+    return sqlite_file(uri)
 
 
 def ready_store(cwd: Path) -> Path:
@@ -121,21 +129,13 @@ def ready_store(cwd: Path) -> Path:
     schema migrations (about 1.7 s of CPU each). Returns the store's file."""
     import sqlite3
 
-    from runner.tracking import mlflow_internals
+    from runner.tracking import embedded_store, sqlite_file
 
-    if "made" not in _EMPTY_STORES:
-        folder = Path(tempfile.mkdtemp(prefix="runner-empty-store-"))
-        template = folder / "mlflow.db"
-        mlflow_internals.create_database_store(
-            f"sqlite:///{template}", (folder / "mlartifacts").as_uri()
-        )
-        _EMPTY_STORES["made"] = template
-    db = cwd / "outputs" / "mlflow.db"
+    uri, artifacts = embedded_store(str(cwd / "outputs"))
+    db = sqlite_file(uri)
     assert not db.exists(), f"{db} exists already"
-    db.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_EMPTY_STORES["made"], db)
+    shutil.copyfile(_empty_store(), db)
     with closing(sqlite3.connect(db)) as store, store:  # as made there: its own artifact root
-        artifacts = (db.parent / "mlartifacts").as_uri()
         store.execute(
             "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
             (f"{artifacts}/0",),

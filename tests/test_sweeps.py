@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner.report import main as report_main
+from runner.ui import server_env
 from tests.conftest import free_port, ready_store, run_cli, store_uri, tails, wait_until
 
 QUIET = ["trainer.progress=none", "trainer.log_model=false", "trainer.plots=false"]
@@ -229,8 +230,7 @@ def test_parallel_sweep_against_a_tracking_server(tmp_path):
             "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1",
         ],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        # (as the project's servers run: no job queue, whose consumer took 15 s of CPU)
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env=server_env(),  # as the project's servers run: no job queue (15 s of CPU)
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:

@@ -579,7 +579,7 @@ class Store:
         """Whether the run's logged artifacts hold its checkpoint; a StoreError says what
         else happened (the server down, the login refused)."""
         try:
-            logged = self.client.list_artifacts(run_id, "checkpoints")
+            logged = self.client.list_artifacts(run_id, CHECKPOINT_ARTIFACT.rpartition("/")[0])
         except Exception as err:
             if not_there(err):
                 return False
@@ -587,7 +587,7 @@ class Store:
                 f"cannot list the logged checkpoints of run {run_id} in {self.uri}: "
                 f"{failure_cause(err)}"
             ) from err
-        return any(a.path.endswith("last.pt") for a in logged)
+        return any(a.path == CHECKPOINT_ARTIFACT for a in logged)
 
     def note_interrupted(self, fingerprint: str) -> None:
         """Say, in one line, how to continue the latest interrupted run of this config (a

@@ -44,7 +44,6 @@ USE_GRAD_NAMES = frozenset({
     "torch._dynamo", "_dynamo", "cast", "Optimizer", "is_grad_enabled", "set_grad_enabled",
     "defaults", "graph_break",
 })  # fmt: skip
-SPARED = "spared_dynamo"  # marks a step replaced here
 MOVED = "torch's optimizers import torch._dynamo on their first call (about 1 s more)"
 
 
@@ -90,7 +89,6 @@ def _in_grad_mode(step: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             torch.set_grad_enabled(before)
 
-    setattr(step_in_grad_mode, SPARED, True)
     return step_in_grad_mode
 
 
