@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -152,6 +153,15 @@ def tails(proc: subprocess.CompletedProcess) -> str:
     """The ends of a finished command's stdout and stderr, for a failed assertion (a sweep
     job's error is logged on stdout)."""
     return f"stdout: ...{proc.stdout[-2500:]}\nstderr: ...{proc.stderr[-2500:]}"
+
+
+def answers(url: str, timeout: float = 2) -> bool:
+    """Whether `url` answers 200 now (a server still starting does not)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def free_port() -> int:

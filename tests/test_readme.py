@@ -41,7 +41,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +48,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.configs import shipped
-from tests.conftest import PROJECT, free_port, make_vision_dataset
+from tests.conftest import PROJECT, answers, free_port, make_vision_dataset, wait_until
 
 README = PROJECT / "README.md"
 CONF = PROJECT / "conf"
@@ -356,15 +355,11 @@ def serve(argv: list[str], cwd: Path, timeout: float = 120) -> str:
             found = re.search(r"https?://[\w.\-]+:\d+", line)
             url = found and found.group(0)
         assert url, f"no URL printed within {timeout} s:\n{''.join(printed)[-3000:]}"
-        for _ in range(30):  # the URL may be printed just before the socket listens
-            try:
-                with urllib.request.urlopen(url, timeout=10) as page:
-                    assert page.status == 200
-                break
-            except OSError:
-                time.sleep(1)
-        else:
-            raise AssertionError(f"{url} did not answer:\n{''.join(printed)[-3000:]}")
+        # The URL may be printed just before the socket listens.
+        wait_until(
+            lambda: answers(url, timeout=10),
+            lambda: f"{url} answering:\n{''.join(printed)[-3000:]}", timeout=30, every=1,
+        )  # fmt: skip
     finally:
         with contextlib.suppress(ProcessLookupError):  # make, and the UI: it stops its server
             os.killpg(proc.pid, signal.SIGTERM)

@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from runner.report import main as report_main
 from runner.ui import server_env
-from tests.conftest import free_port, ready_store, run_cli, store_uri, tails, wait_until
+from tests.conftest import answers, free_port, ready_store, run_cli, store_uri, tails, wait_until
 
 QUIET = ["trainer.progress=none", "trainer.log_model=false", "trainer.plots=false"]
 
@@ -211,15 +210,6 @@ def test_killed_sweep_resumes_only_the_missing_jobs(tmp_path):
     assert forced.returncode == 0 and "skipped job" not in forced.stdout
 
 
-def answers(uri: str) -> bool:
-    """Whether the MLflow server at `uri` answers its health check."""
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
 def test_parallel_sweep_against_a_tracking_server(tmp_path):
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
@@ -234,7 +224,7 @@ def test_parallel_sweep_against_a_tracking_server(tmp_path):
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: answers(uri), "the MLflow server answering", 90, proc=server)
+        wait_until(lambda: answers(f"{uri}/health"), "the MLflow server answering", 90, proc=server)
         proc = run_cli(
             "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4",
             "model=xor_linear", "trainer.epochs=5", "trainer.progress=none", "trainer.plots=false",
