@@ -3,7 +3,16 @@ Auto MPG split and features, K-fold, clear errors, and a logged model that takes
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
@@ -11,12 +20,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from runner.components.datasets import tabular
 from runner.errors import ConfigError
 from runner.training.metrics import log_rmse
-from tests.conftest import ready_store, run_cli, store_uri
+from tests.conftest import answers, free_port, ready_store, run_cli, store_uri, wait_until
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 AUTO_MPG = DATA / "auto_mpg.csv"
@@ -241,6 +251,71 @@ def test_auto_mpg_book_run_logs_test_metrics_and_a_model_for_raw_rows(tmp_path):
     pred = np.asarray(model.predict(test.drop(columns=["mpg"])), dtype=np.float64)
     mse = float(np.mean((pred - test["mpg"].to_numpy()) ** 2))
     assert mse == pytest.approx(metrics["test_mse"], rel=1e-4)
+
+    # Its signature asks for the columns the encoder reads (not the dropped car name), and
+    # takes what the encoder takes: a gap in an integer column is imputed with the training
+    # mean, integers stand for doubles; text in a numeric column or a missing column is a
+    # clear refusal. MLflow's warning about integer columns is gone with the inferred types.
+    inputs = model.metadata.get_input_schema()
+    assert inputs.input_names() == [*NUMERIC, "model_year", "origin"]
+    assert "Integer columns" not in proc.stderr, proc.stderr[-3000:]
+    rows = test.drop(columns=["mpg"]).head(3).reset_index(drop=True)
+    fill = next(c["fill"] for c in json.loads(Path(encoder).read_text())["columns"]
+                if c["name"] == "cylinders")  # fmt: skip
+    gap, filled = rows.astype({"cylinders": float}), rows.astype({"cylinders": float})
+    gap.loc[0, "cylinders"], filled.loc[0, "cylinders"] = np.nan, fill
+    expected = model.predict(filled)
+    assert model.predict(gap).tolist() == expected.tolist()
+    assert model.predict(rows.astype({"displacement": int})).shape == (3,)
+    with pytest.raises(MlflowException, match="column 'cylinders' holds text such as 'eight'"):
+        model.predict(rows.assign(cylinders=["eight", 4, 4]))
+    with pytest.raises(MlflowException, match=r"missing inputs \['weight'\]"):
+        model.predict(rows.drop(columns=["weight"]))
+
+    # The same answers from `mlflow models serve`: JSON rows with a null, and a 400 for text.
+    with served(f"runs:/{run.info.run_id}/model", tmp_path) as invoke:
+        status, body = invoke(gap)
+        assert status == 200 and body["predictions"] == pytest.approx(expected.tolist()), body
+        status, body = invoke(rows.assign(cylinders=["eight", 4, 4]))
+        assert status == 400 and "holds text such as 'eight'" in body["message"], body
+
+
+@contextlib.contextmanager
+def served(model_uri: str, cwd: Path) -> Iterator[Callable[[pd.DataFrame], tuple[int, dict]]]:
+    """`mlflow models serve` on a logged model, as the README shows it (the runner's own
+    environment); yields a function that posts rows as JSON and returns the status and the
+    answer. The server is stopped on the way out."""
+    port = free_port()
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri(cwd)}
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    server = subprocess.Popen(
+        [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m", model_uri,
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+    def invoke(rows: pd.DataFrame) -> tuple[int, dict]:
+        split = json.loads(rows.to_json(orient="split", index=False))
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"dataframe_split": split}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    try:
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/ping"), "the model server", 120,
+                   0.5, proc=server)  # fmt: skip
+        yield invoke
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.communicate(timeout=60)
 
 
 def write_raw_table(path: Path, rows: int = 442) -> None:

@@ -314,12 +314,13 @@ class MlflowTracker:
         import mlflow.pyfunc
         import torch
 
-        from runner.tracking.pyfunc_model import RawRowsModel
+        from runner.tracking.pyfunc_model import RawRowsModel, raw_rows_signature
 
         with _artifact_write("the model", self.artifact_uri), self._active():
             mlflow.pyfunc.log_model(
                 name="model",
                 python_model=RawRowsModel(predictor),
+                signature=raw_rows_signature(predictor, input_example),
                 input_example=input_example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "pandas"],
             )

@@ -12,6 +12,12 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import AnyType, ColSpec, Schema
+
+from runner.errors import ConfigError
 
 
 class RawRowsModel(mlflow.pyfunc.PythonModel):
@@ -24,4 +30,31 @@ class RawRowsModel(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict | None = None
     ) -> np.ndarray:
         """Predictions for raw rows (a DataFrame with the table's feature columns)."""
-        return self.predictor.predict(model_input)
+        try:
+            return self.predictor.predict(model_input)
+        except (ConfigError, ValueError) as err:
+            # An MlflowException of this code is a 400 with this text from `mlflow models
+            # serve`, where any other error is a 400 that says only "unexpected error".
+            raise MlflowException(rows_refused(err), error_code=INVALID_PARAMETER_VALUE) from err
+
+
+def rows_refused(err: Exception) -> str:
+    """What a user reads when rows do not fit the model: the encoder's own message, without
+    the advice on training configs that it gives while a run reads its table."""
+    text = str(err).removeprefix("data.columns.").split("; if it marks a missing value")[0]
+    return f"the rows do not fit the model: {text}"
+
+
+def raw_rows_signature(predictor: Any, example: pd.DataFrame) -> ModelSignature:
+    """The model's signature: each column the encoder reads, required, of any type, and
+    the predictions' type.
+
+    MLflow would infer `long` for an integer column, and then refuse a row with a gap
+    there ("Can not safely convert float64 to int64"), and `double` refuses integers: the
+    encoder imputes gaps and reads numbers of either kind, and refuses text in a numeric
+    column itself (`RawRowsModel.predict`). Columns the encoder drops are not asked for.
+    """
+    read = [column.name for column in predictor.encoder.columns]
+    inputs = Schema([ColSpec(AnyType(), name, required=True) for name in read])
+    outputs = infer_signature(model_output=predictor.predict(example[read])).outputs
+    return ModelSignature(inputs=inputs, outputs=outputs)
