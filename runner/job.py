@@ -39,7 +39,7 @@ from runner.tracking import (
     tags,
 )
 from runner.tracking.dataset_input import dataset_input
-from runner.tracking.fingerprint import fingerprint
+from runner.tracking.fingerprint import fingerprint, fingerprinted
 from runner.tracking.params import flatten
 from runner.tracking.pictures import picture_data
 from runner.tracking.resume import load_resume
@@ -195,7 +195,7 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
     run_device = device.resolve_device(spec.device)
     parts = builders.build_training_parts(spec, model, data, run_device)
     fp = fingerprint(config)
-    resume = load_resume(spec, fp, parts, generator) if spec.resume else None
+    resume = load_resume(spec, config, parts, generator) if spec.resume else None
     summary = model_summary(infos, data.input_shape, str(run_device))
     return Job(
         spec=spec, config=config, fingerprint=fp, data=data, parts=parts,
@@ -213,7 +213,11 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
     with tracker.run(name, labels, launch.parent_run_id, resumed_run, launch.started_at):
         if not resumed_run:  # a new run (also for a checkpoint no store took: it records it)
             log_inputs(job, launch, tracker)
+        elif resume["continued"]:
+            log_continued(job, launch, tracker)
         left = resume is None or resume["epoch"] < spec.trainer.epochs  # epochs to train
+        if resumed_run and left:
+            tracker.model_outdated()
         if resume is not None and left:  # the same run goes on: same params
             log.info("resuming at epoch %d", resume["epoch"] + 1)
         elif not left:  # stopped while writing its end (or the store failed): only that is left
@@ -362,6 +366,21 @@ def log_inputs(job: Job, launch: Launch, tracker: Tracker) -> None:
     tracker.log_dir(launch.output_dir / ".hydra", "hydra")
 
 
+def log_continued(job: Job, launch: Launch, tracker: Tracker) -> None:
+    """A run continued with more epochs (or other end settings): what changed, and the
+    config it now follows (tag, fingerprint, page text and config.yaml)."""
+    changes = job.resume["continued"] if job.resume else []
+    log.info("continuing run with %s", ", ".join(changes))
+    tracker.set_tags(
+        {
+            tags.CONTINUED: "; ".join(changes),
+            tags.FINGERPRINT: job.fingerprint,
+            tags.NOTE: description(job, launch),
+        }
+    )
+    tracker.log_text(config_yaml(job.config), "config.yaml")
+
+
 def config_yaml(config: dict[str, Any]) -> str:
     """The resolved config as YAML, as OmegaConf writes it (libyaml's dumper where there is
     one: a sweep writes one per member)."""
@@ -452,8 +471,9 @@ class EpochEnd:
             raise
         job = self.job
         state = checkpoint.capture(
-            job.parts, job.generator, epoch, self.seen, run_id, job.fingerprint
-        )
+            job.parts, job.generator, epoch, self.seen, run_id, job.fingerprint,
+            fingerprinted(job.config),
+        )  # fmt: skip
         checkpoint.save(state, self.path)
         self.saved_epoch = epoch
         if flush:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow.pytorch
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -79,12 +80,36 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path
     client, (ref_run, killed) = runs(tmp_path)
     assert killed.info.status == "KILLED"
 
-    resumed = run_cli(*ARGS, f"resume={killed.info.run_id}", cwd=tmp_path)
+    # Resumed to fewer epochs than first asked, it FINISHES there with its model; then the
+    # FINISHED run is continued to the full count: only the epoch count and what the run
+    # logs at its end may differ from its config (anything else is refused by name).
+    other = run_cli(*ARGS, "optim.lr=0.5", f"resume={killed.info.run_id}", cwd=tmp_path)
+    assert other.returncode == 1 and "(optim.lr 0.015 -> 0.5)" in other.stderr, other.stderr
+    shorter = ["trainer.epochs=40", "trainer.log_model=true"]
+    resumed = run_cli(*ARGS, *shorter, f"resume={killed.info.run_id}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming at epoch" in resumed.stdout
+    assert client.get_run(killed.info.run_id).info.status == "FINISHED"
+    longer = run_cli(*ARGS, "trainer.log_model=true", f"resume={killed.info.run_id}",
+                     cwd=tmp_path)  # fmt: skip
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert "continuing run with trainer.epochs 40 -> 60" in longer.stdout
     done = client.get_run(killed.info.run_id)
     assert done.info.status == "FINISHED"
+    # Every epoch once, bit for bit as the run trained 60 epochs at once.
     assert final_metrics(client, done.info.run_id) == final_metrics(client, ref_run.info.run_id)
+    assert [m.step for m in client.get_metric_history(done.info.run_id, "train_loss")] == list(
+        range(1, 61)
+    )
+    assert done.data.tags["runner.continued"] == "trainer.epochs 40 -> 60"
+    assert done.data.params["trainer.epochs"] == "60"  # (the first value: MLflow keeps it)
+    # Its model is the 60-epoch one, not the one logged at epoch 40.
+    mlflow.set_tracking_uri(store_uri(tmp_path))
+    model = mlflow.pytorch.load_model(f"runs:/{done.info.run_id}/model")
+    last = checkpoint.load(Path(done.data.tags["runner.checkpoint"]))
+    assert last["epoch"] == 60
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, last["model"][key]), key
 
 
 def children(pid: int) -> list[int]:

@@ -27,7 +27,7 @@ from runner.errors import RunError
 from runner.sweep.stacked import MemberResult
 from runner.tracking import Tracker, sweep_record, tags
 from runner.tracking.deferred import DeferredTracker
-from runner.tracking.fingerprint import fingerprint
+from runner.tracking.fingerprint import fingerprint, fingerprinted
 from runner.training import checkpoint
 from runner.training.metrics import primary_metric
 from runner.training.signals import Interrupted
@@ -177,8 +177,9 @@ def _log_member(
         # checkpoint resumes like a solo run's (the last good state, if it failed).
         path = launch.checkpoint_path
         state = checkpoint.capture(
-            job.parts, job.generator, len(history), history, tracker.run_id, job.fingerprint
-        )
+            job.parts, job.generator, len(history), history, tracker.run_id, job.fingerprint,
+            fingerprinted(job.config),
+        )  # fmt: skip
         checkpoint.save(state, path)
         tracker.set_tags({tags.CHECKPOINT: str(path)})
         tracker.log_artifact(path, "checkpoints")

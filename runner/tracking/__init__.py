@@ -79,6 +79,10 @@ class Tracker(Protocol):
     def set_tags(self, tags: dict[str, str]) -> None:
         """Set run tags."""
 
+    def model_outdated(self) -> None:
+        """The continued run trains more epochs: a model it holds is older than its end
+        and is logged anew."""
+
     def log_text(self, text: str, path: str) -> None:
         """Store `text` as an artifact file."""
 

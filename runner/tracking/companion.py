@@ -279,6 +279,10 @@ class CompanionTracker:
         """Set run tags."""
         self._send("set_tags", tags)
 
+    def model_outdated(self) -> None:
+        """A model the continued run holds is logged anew at its end."""
+        self._send("model_outdated")
+
     def log_text(self, text: str, path: str) -> None:
         """Store `text` as an artifact file."""
         self._send("log_text", text, path)

@@ -39,7 +39,7 @@ log = logging.getLogger("runner.tracking")
 # UNPICKLED ones (a model pickled by torch, then logged by the method named).
 FORWARDED = {
     "start", "end_stale_runs", "log_params", "log_dataset", "log_metrics", "logged_steps",
-    "set_tags", "log_text", "log_dir", "log_artifact", "log_pictures", "flush",
+    "set_tags", "model_outdated", "log_text", "log_dir", "log_artifact", "log_pictures", "flush",
 }  # fmt: skip
 UNPICKLED = {"log_model_bytes": "log_model", "log_predictor_bytes": "log_predictor"}
 END_OF_RUN = {"log_pictures", *UNPICKLED}  # calls that use what _warm_end_of_run prepares

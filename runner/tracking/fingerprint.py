@@ -6,18 +6,44 @@ import hashlib
 import json
 from typing import Any
 
+from runner.tracking.params import flatten
+
 # Keys that do not change what a run computes: left out of its fingerprint.
 NOT_FINGERPRINTED = {"tracking", "sweep", "plugins", "resume"}
 NOT_FINGERPRINTED_TRAINER = {"progress", "threads", "checkpoint_every", "num_workers"}
+# What `resume=` may change besides those: how long the run trains (more epochs continue
+# it as if trained that long at once) and what it logs at its end.
+CONTINUABLE_TRAINER = {"epochs", "plots", "log_model"}
 
 
-def fingerprint(config: dict[str, Any]) -> str:
-    """A hash of everything in a resolved config that decides a run's results (seed too)."""
+def fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that decides a run's results (what is hashed)."""
     kept = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
     if isinstance(kept.get("trainer"), dict):
         trainer = kept["trainer"]
         kept["trainer"] = {k: v for k, v in trainer.items() if k not in NOT_FINGERPRINTED_TRAINER}
-    return _sha256(kept)
+    return kept
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """A hash of everything in a resolved config that decides a run's results (seed too)."""
+    return _sha256(fingerprinted(config))
+
+
+def changes_refused_by_resume(
+    saved: dict[str, Any], config: dict[str, Any], free: set[str] | None = None
+) -> list[str]:
+    """The keys (dotted, with both values) in which `config` differs from the fingerprinted
+    config a checkpoint was written by, less `free` ones (by default those a continued run
+    may change)."""
+    before, after = flatten(saved), flatten(fingerprinted(config))
+    if free is None:
+        free = {f"trainer.{key}" for key in CONTINUABLE_TRAINER}
+    return [
+        f"{key} {before.get(key, '(unset)')} -> {after.get(key, '(unset)')}"
+        for key in sorted(before.keys() | after.keys())
+        if key not in free and before.get(key) != after.get(key)
+    ]
 
 
 def sweep_fingerprint(experiment: str, overrides: list[str]) -> str:

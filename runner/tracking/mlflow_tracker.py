@@ -74,6 +74,7 @@ class MlflowTracker:
         self.handed_off: str | None = None  # (in this process a run's end is never left)
         self._in_sweep = False  # the run is a sweep's job
         self._reopened = False  # the run is continued (resume=), not new
+        self._model_outdated = False  # ... with more epochs than a model it holds saw
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
         self.store_failed = False  # a write outlasted the store's wait: the end tries once
@@ -284,10 +285,14 @@ class MlflowTracker:
             with _artifact_write(f"{path}/", self.artifact_uri):
                 self.client.log_artifacts(self.run_id, str(directory), path)
 
+    def model_outdated(self) -> None:
+        """The continued run trains more epochs: a model it holds is older than its end."""
+        self._model_outdated = True
+
     def _holds_model(self) -> bool:
         """Whether a continued run already holds its model (stored before it was stopped
         while writing its end): it is not logged twice."""
-        if not self._reopened:
+        if not self._reopened or self._model_outdated:
             return False
         found = self.client.search_logged_models(
             [self.experiment_id],

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from runner.errors import ConfigError, Refused
+from runner.tracking.fingerprint import changes_refused_by_resume, fingerprint
 from runner.training import checkpoint
 
 if TYPE_CHECKING:
@@ -20,11 +21,12 @@ log = logging.getLogger("runner")
 
 
 def load_resume(
-    spec: RunSpec, fingerprint: str, parts: TrainingParts, generator: torch.Generator
+    spec: RunSpec, config: dict[str, Any], parts: TrainingParts, generator: torch.Generator
 ) -> dict[str, Any]:
     """Load the checkpoint `resume=` names (a file, or an MLflow run id) into freshly built
-    objects; refuse one written by another config, for a run already complete, or for a
-    run another process is still training. `state["run_id"]` is the run it continues."""
+    objects; refuse one written by another config (but for more epochs and what the run
+    shows), for a run already complete, or for a run another process is still training.
+    `state["run_id"]` is the run it continues; `state["continued"]`, what changed."""
     from runner.tracking.store import Store, local_checkpoint  # imports MLflow
 
     target = spec.resume
@@ -53,18 +55,38 @@ def load_resume(
         raise ConfigError(
             f"resume: the checkpoint {str(path)!r} belongs to run {state['run_id']}, not {run_id}"
         )
-    if state["fingerprint"] != fingerprint:
+    state["continued"] = continued(state, config, path)
+    trained, epochs = state["epoch"], spec.trainer.epochs
+    if trained > epochs:
         raise ConfigError(
-            f"resume: the checkpoint {str(path)!r} was written by a different config; resume "
-            "with the same overrides as the original run (resume= aside)"
+            f"resume: the checkpoint {str(path)!r} has trained {trained} epochs already: "
+            f"trainer.epochs={epochs} is fewer (fewer epochs are a new run: without resume=)"
         )
     state["run_id"] = run_id
     # A run stopped while writing its end continues with just that end; a training that
     # no store took (no run) is recorded by this resume.
-    if state["epoch"] >= spec.trainer.epochs and run is not None and run.info.status == "FINISHED":
+    if trained >= epochs and run is not None and run.info.status == "FINISHED":
         raise Refused(
-            f"resume: run {run_id} already trained all {state['epoch']} epochs (more epochs "
-            "are another config: start a new run without resume=)"
+            f"resume: run {run_id} already trained all {trained} epochs (trainer.epochs="
+            f"{trained + 10}, say, trains it 10 more)"
         )
     checkpoint.restore(state, parts, generator)
     return state
+
+
+def continued(state: dict[str, Any], config: dict[str, Any], path: Path) -> list[str]:
+    """What the config changes in the run a checkpoint continues (`trainer.epochs 20 ->
+    40`): only what a continued run may change, else a ConfigError naming the keys."""
+    if state["fingerprint"] == fingerprint(config):
+        return []
+    saved = state.get("config")  # (not in checkpoints from before it was kept there)
+    refused = changes_refused_by_resume(saved, config) if saved is not None else []
+    if saved is None or refused:
+        changes = f" ({', '.join(refused)})" if refused else ""
+        raise ConfigError(
+            f"resume: the checkpoint {str(path)!r} was written by a different config{changes}; "
+            "resume with the same overrides as the original run (resume= aside): only "
+            "trainer.epochs (more), trainer.plots, trainer.log_model and how progress shows "
+            "may change"
+        )
+    return changes_refused_by_resume(saved, config, free=set())

@@ -1,9 +1,9 @@
 """Checkpoints and resume: all a run needs to continue bit for bit, written atomically.
 
 A checkpoint holds the model, optimizer and scheduler states, every RNG state, the epoch,
-the history so far, the MLflow run id and the config fingerprint. Only tensors and plain
-Python values go in, so it loads with `torch.load(weights_only=True)`: a checkpoint file
-cannot run code.
+the history so far, the MLflow run id, the config fingerprint and the config it hashes.
+Only tensors and plain Python values go in, so it loads with
+`torch.load(weights_only=True)`: a checkpoint file cannot run code.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ def capture(
     history: list[dict[str, float]],
     run_id: str | None,
     fingerprint: str,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The state at the end of `epoch`."""
+    """The state at the end of `epoch`; `config`, the fingerprinted config, lets `resume=`
+    name what a later config changed."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     scheduler = parts.scheduler.state_dict() if parts.scheduler is not None else None
     if scheduler is not None and isinstance(scheduler.get("milestones"), Counter):
@@ -44,6 +46,7 @@ def capture(
         "epoch": epoch,
         "run_id": run_id,
         "fingerprint": fingerprint,
+        "config": config,
         "history": [dict(row) for row in history],
         "model": parts.model.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
