@@ -81,6 +81,35 @@ class LayerInfo:
     params: int
 
 
+def load_initial_weights(
+    model: nn.Module, spec: ModelSpec, weights: dict[str, torch.Tensor]
+) -> None:
+    """Start `model` from another run's weights (`model.init_from`): every parameter and
+    buffer, each of the same shape, else a ConfigError naming the layer and both shapes."""
+    own = model.state_dict()
+    layer = {str(i): f"{s.key} ({s.type})" for i, s in enumerate(spec.layers)}
+
+    def where(name: str) -> str:
+        index, _, part = name.partition(".")
+        return f"{layer.get(index, f'model.layers[{index}]')} {part}"
+
+    problems = [
+        f"{where(name)}: shape {list(own[name].shape)} here, {list(weights[name].shape)} there"
+        for name in own
+        if name in weights and own[name].shape != weights[name].shape
+    ]
+    problems += [
+        f"{where(name)}: not in the weights started from" for name in own.keys() - weights.keys()
+    ]
+    problems += [f"{where(name)}: not in this model" for name in weights.keys() - own.keys()]
+    if problems:
+        raise ConfigError(
+            f"model.init_from: {spec.init_from} does not fit model {spec.name!r}: "
+            + "; ".join(sorted(problems))
+        )
+    model.load_state_dict(weights)
+
+
 def build_data(spec: Component, declared_outputs: int | None = None) -> DataSplits:
     """Call the registered dataset loader; the config's `num_outputs`, if set, must match."""
     loader = DATASETS.get(spec.type, "data.type").target

@@ -40,6 +40,7 @@ from runner.tracking import (
 )
 from runner.tracking.dataset_input import dataset_input
 from runner.tracking.fingerprint import fingerprint, fingerprinted
+from runner.tracking.init_from import initial_weights
 from runner.tracking.params import flatten
 from runner.tracking.pictures import picture_data
 from runner.tracking.resume import load_resume
@@ -189,6 +190,9 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
     generator = seed_everything(spec.seed, spec.trainer.deterministic)
     data = builders.build_data(spec.data, config["data"].get("num_outputs"))
     model, infos = builders.build_model(spec.model, data.input_shape)
+    if spec.model.init_from and not spec.resume:  # (a resumed run's checkpoint has its own)
+        weights = initial_weights(spec.model.init_from, spec.tracking)
+        builders.load_initial_weights(model, spec.model, weights)
     builders.check_output(infos, data.task, data.num_outputs)
     trainable_params = trainable_parameters(infos)
     device.set_threads(spec.trainer.threads, parallel, trainable_params)
@@ -335,6 +339,8 @@ def run_tags(job: Job, launch: Launch) -> dict[str, str]:
         tags.PRIMARY_METRIC: primary_metric(job.data.task, spec.metric),
         tags.NOTE: description(job, launch),
     }
+    if spec.model.init_from:
+        run[tags.INIT_FROM] = spec.model.init_from
     if launch.multirun:
         run |= {tags.SWEEP: str(launch.sweep_dir), tags.SWEEP_JOB: str(launch.job_num)}
     return run

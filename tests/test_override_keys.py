@@ -109,7 +109,9 @@ def test_a_sweep_names_the_jobs_whose_choices_lack_the_key():
     (line,) = problems("-m", "optim=sgd,adam,rmsprop", "optim.momentum=0.9", "seed=1,2")
     assert line.startswith("optim.momentum: unknown key in the jobs with optim=adam. Keys of")
     (line,) = problems("-m", "model=glob(xor_*)", "model.width=2")  # fails in every job
-    assert line.startswith("model.width: unknown key. Keys of model: l1, layers, loss, name")
+    assert line.startswith(
+        "model.width: unknown key. Keys of model: init_from, l1, layers, loss, name"
+    )
     assert problems("-m", "model=xor_deep,mlp", "model.l1.strength=0.1,0.2")[0].startswith(
         "model.l1.strength: unknown key in the jobs with model=mlp"
     )

@@ -206,3 +206,39 @@ def test_an_unwritable_artifact_store_fails_clearly_and_keeps_metrics(tmp_path):
     assert failed.info.status == "FAILED"
     assert "cannot store" in failed.data.tags["error"]
     assert failed.data.params["trainer.epochs"] == "5"  # params logged before the failure stay
+
+
+def test_a_new_run_starts_from_another_runs_weights_or_a_registered_models(tmp_path):
+    ready_store(tmp_path)
+    source = run_cli("trainer.epochs=5", "trainer.plots=false", cwd=tmp_path)
+    assert source.returncode == 0, source.stderr[-2000:]
+    client, (first,) = runs(tmp_path)
+    trained = checkpoint.load(Path(first.data.tags["runner.checkpoint"]))["model"]
+    # Started from its weights with another optimizer: a rate so small that no step moves
+    # a weight shows they are the source's, bit for bit.
+    still = ["optim=sgd", "optim.lr=1e-30", "trainer.epochs=1", "trainer.plots=false"]
+    started = run_cli(f"model.init_from={first.info.run_id}", *still, cwd=tmp_path)
+    assert started.returncode == 0, started.stderr[-2000:]
+    _, (_, new) = runs(tmp_path)
+    assert new.info.run_id != first.info.run_id and new.info.status == "FINISHED"
+    assert new.data.tags["runner.init_from"] == first.info.run_id
+    weights = checkpoint.load(Path(new.data.tags["runner.checkpoint"]))["model"]
+    assert weights.keys() == trained.keys()
+    assert all(torch.equal(weights[k], trained[k]) for k in trained)
+
+    # A registered model's weights, into a model whose layers differ: one line naming the
+    # layers and both shapes, and no run.
+    mlflow.set_tracking_uri(store_uri(tmp_path))
+    version = mlflow.register_model(f"runs:/{first.info.run_id}/model", "xor-net")
+    client.set_registered_model_alias("xor-net", "champion", version.version)
+    other = run_cli("model.init_from=models:/xor-net@champion", "model=xor_linear", cwd=tmp_path)
+    assert other.returncode == 1, other.stderr[-2000:]
+    assert (
+        other.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "config error: model.init_from: models:/xor-net@champion does not fit model "
+            "'xor_linear': model.layers[0] (linear) bias: shape [1] here, [4] there"
+        )
+    ), other.stderr[-2000:]
+    assert len(runs(tmp_path)[1]) == 2

@@ -47,6 +47,7 @@ class ModelSpec:
     init: dict[str, Component]
     l1: L1Spec
     loss: Component
+    init_from: str | None = None  # a run id or models:/ URI whose weights it starts from
 
 
 @dataclass(frozen=True)

@@ -172,9 +172,18 @@ def _model(problems: _Problems, cfg: Any) -> ModelSpec | None:
         loss = Component(key="model.loss", type="auto", args={})  # resolved once the task is known
     else:
         loss = _component(problems, "model.loss", loss_cfg, LOSSES)
+    init_from = cfg.get("init_from")
+    if init_from is not None and (not isinstance(init_from, str) or not init_from.strip()):
+        problems.add(
+            f"model.init_from: {init_from!r} is not an MLflow run id or a "
+            "models:/<name>@<alias> URI"
+        )
     if loss is None or l1 is None:
         return None
-    return ModelSpec(name=str(cfg.get("name", "model")), layers=layers, init=init, l1=l1, loss=loss)
+    return ModelSpec(
+        name=str(cfg.get("name", "model")), layers=layers, init=init, l1=l1, loss=loss,
+        init_from=init_from if isinstance(init_from, str) else None,
+    )  # fmt: skip
 
 
 def _expand_template(problems: _Problems, cfg: dict) -> list | None:
