@@ -41,6 +41,7 @@ from runner.tracking import (
 from runner.tracking.dataset_input import dataset_input
 from runner.tracking.fingerprint import fingerprint, fingerprinted
 from runner.tracking.init_from import initial_weights
+from runner.tracking.model_registry import register
 from runner.tracking.params import flatten
 from runner.tracking.pictures import picture_data
 from runner.tracking.resume import load_resume
@@ -261,7 +262,18 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
             stop.writing_end = True
             raise stop from None
     signals.note_run(tracker.run_id, tracker.final_status)
+    if spec.sweep.register and not launch.multirun:  # (a sweep registers its best job)
+        register_run(job, tracker, final)
     return announce_end(job, launch, tracker, final)
+
+
+def register_run(job: Job, tracker: Tracker, final: dict[str, float]) -> None:
+    """`sweep.register` on a single run: its model as the registered model's new version."""
+    metric = primary_metric(job.data.task, job.spec.metric)
+    value = final.get(metric)
+    shown = "?" if value is None else f"{value:.6g}"
+    description = f"Run {tracker.run_id} ({job.spec.model.name}), final {metric} = {shown}."
+    register(tracker.uri, str(tracker.run_id), str(job.spec.sweep.register), description)
 
 
 def log_end(

@@ -210,9 +210,13 @@ def test_an_unwritable_artifact_store_fails_clearly_and_keeps_metrics(tmp_path):
 
 def test_a_new_run_starts_from_another_runs_weights_or_a_registered_models(tmp_path):
     ready_store(tmp_path)
-    source = run_cli("trainer.epochs=5", "trainer.plots=false", cwd=tmp_path)
+    # Registered as it ends (sweep.register on a single run): version 1, alias champion.
+    source = run_cli("trainer.epochs=5", "trainer.plots=false", "sweep.register=xor-net",
+                     cwd=tmp_path)  # fmt: skip
     assert source.returncode == 0, source.stderr[-2000:]
     client, (first,) = runs(tmp_path)
+    version = client.get_model_version_by_alias("xor-net", "champion")
+    assert str(version.version) == "1" and version.run_id == first.info.run_id
     trained = checkpoint.load(Path(first.data.tags["runner.checkpoint"]))["model"]
     # Started from its weights with another optimizer: a rate so small that no step moves
     # a weight shows they are the source's, bit for bit.
@@ -228,9 +232,6 @@ def test_a_new_run_starts_from_another_runs_weights_or_a_registered_models(tmp_p
 
     # A registered model's weights, into a model whose layers differ: one line naming the
     # layers and both shapes, and no run.
-    mlflow.set_tracking_uri(store_uri(tmp_path))
-    version = mlflow.register_model(f"runs:/{first.info.run_id}/model", "xor-net")
-    client.set_registered_model_alias("xor-net", "champion", version.version)
     other = run_cli("model.init_from=models:/xor-net@champion", "model=xor_linear", cwd=tmp_path)
     assert other.returncode == 1, other.stderr[-2000:]
     assert (

@@ -82,6 +82,14 @@ CATALOGUE = [
     ("optim.betas", 0.9, ["optim.betas", "0.9 is not a list"]),
     ("model.loss", None, ["model.loss", "None is not a mapping"]),
     ("optim", {"lr": 0.1}, ["optim.name", "missing", "adam"]),
+    ("model.init_from", 5, ["model.init_from", "5 is not an MLflow run id", "models:/"]),
+    ("sweep.register", "team/xor", ["sweep.register", "'team/xor'", "no '/' or ':'"]),
+    ("sweep.register", "", ["sweep.register", "'' is not a registered model's name"]),
+    (
+        "sweep",
+        {"register": "xor", "skip_finished": True, "stack_max": 0},
+        ["sweep.register: 'xor' needs the run's model; trainer.log_model is false"],
+    ),
 ]
 
 

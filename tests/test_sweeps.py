@@ -50,6 +50,8 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
         "optim=sgd,adam",
         "trainer.epochs=3",
         *QUIET,
+        "trainer.log_model=true",
+        "sweep.register=xor-best",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, tails(proc)
@@ -89,6 +91,13 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
     assert parent.data.params["trainer.epochs"] == "3" and "model.name" not in parent.data.params
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith("Best: **") and "| job | params |" in note
+    # sweep.register: the best job's model is version 1 of the named model, alias champion.
+    version = client.get_model_version_by_alias("xor-best", "champion")
+    assert str(version.version) == "1" and version.run_id == parent.data.tags["runner.best_run"]
+    assert f"sweep {parent.info.run_name} (run {parent.info.run_id}) by final val_acc" in (
+        version.description
+    )
+    assert "registered 'xor-best' version 1 (models:/xor-best@champion)" in proc.stdout
 
 
 def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):

@@ -332,6 +332,9 @@ class SweepCallback(Callback):
                 print(report.text, flush=True)
                 log_report(client, run_id, report)
                 failed = any(r.status != "FINISHED" for r in report.rows)
+                name = OmegaConf.select(config, "sweep.register")
+                if name:
+                    failed = not register_best(client, uri, parent, report, name) or failed
             else:
                 print("sweep ended with no runs", flush=True)
         except Exception as err:
@@ -352,3 +355,29 @@ class SweepCallback(Callback):
         sweep_signals.unwatch_sweep()
         if failed:
             sys.exit(1)  # Hydra turns callback exceptions into warnings; an exit still counts
+
+
+def register_best(client: Any, uri: str, parent: Any, report: Any, name: str) -> bool:
+    """`sweep.register`: the best job's model as a new version of `name` (alias champion);
+    False, said in one line, if there is no best job or the store refused."""
+    from runner.sweep.report import best_run
+    from runner.tracking.model_registry import RegistryRefused, register
+
+    finished = [run for run in report.runs if run.info.status == "FINISHED"]
+    best = best_run(report.rows, finished)
+    if best is None:
+        print(f"sweep.register: no job finished, so no model joins {name!r}", flush=True)
+        return False
+    row = next(r for r in report.rows if r.run_id == best.info.run_id)
+    value = "?" if row.final_val is None else f"{row.final_val:.6g}"
+    description = (
+        f"The best job of sweep {parent.info.run_name} (run {parent.info.run_id}) by final "
+        f"{row.metric} = {value}: run {best.info.run_id} ({row.label})."
+    )
+    try:
+        version = register(uri, best.info.run_id, name, description)
+    except RegistryRefused as err:
+        print(f"error: {err}", flush=True)
+        return False
+    print(f"registered {name!r} version {version} (models:/{name}@champion): {description}")
+    return True

@@ -85,6 +85,7 @@ class SweepSpec:
 
     skip_finished: bool = True
     stack_max: int = 0
+    register: str | None = None  # a registered model name: the best job's model joins it
 
 
 @dataclass(frozen=True)

@@ -436,7 +436,16 @@ def _sweep(problems: _Problems, cfg: Any) -> SweepSpec:
             "as fit in memory and, on a CPU, in a core's share of its cache)"
         )
         stack_max = SweepSpec.stack_max
-    return SweepSpec(skip_finished=bool(skip), stack_max=stack_max)
+    register = cfg.get("register")
+    if register is not None and (not isinstance(register, str) or not register.strip()):
+        problems.add(f"sweep.register: {register!r} is not a registered model's name (or null)")
+        register = None
+    elif register is not None and (set(register) & {"/", ":"} or register.strip(".") == ""):
+        problems.add(
+            f"sweep.register: {register!r} is not a name MLflow's registry takes (no '/' or "
+            "':', not only dots)"
+        )
+    return SweepSpec(skip_finished=bool(skip), stack_max=stack_max, register=register)
 
 
 def plugin_list(value: Any) -> list[str]:
@@ -461,6 +470,11 @@ def _plain_sections(problems: _Problems, cfg: dict[str, Any]) -> tuple[int, Trai
         problems.add(f"device: {device!r} is not a device; allowed: auto, cpu, cuda, cuda:N, mps")
     trainer = _trainer(problems, cfg.get("trainer"))
     sweep = _sweep(problems, cfg.get("sweep"))
+    if sweep.register and not trainer.log_model:
+        problems.add(
+            f"sweep.register: {sweep.register!r} needs the run's model; trainer.log_model is "
+            "false (set it true, or leave sweep.register null)"
+        )
     resume = cfg.get("resume")
     if resume is not None and not isinstance(resume, str):
         problems.add(f"resume: {resume!r} is not a checkpoint path or an MLflow run id")
