@@ -8,6 +8,8 @@ import gzip
 import json
 import logging
 import math
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -463,6 +465,23 @@ def test_a_raw_table_with_dates_infinities_and_a_boolean_target_trains_and_logs(
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     pred = np.asarray(model.predict(frame.drop(columns=["busy"]).head(5)))
     assert pred.dtype == np.bool_
+
+    # python -m runner.predict with the run's id, its rows read 7 at a time: the pyfunc
+    # model's classes, and with --proba each class's probability (summing to 1, the larger
+    # one the predicted class's).
+    out = tmp_path / "busy.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "runner.predict", run.info.run_id, "--input",
+         str(tmp_path / "days.csv"), "--output", str(out), "--proba", "--chunk-rows", "7"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith(f"120 rows predicted by runs:/{run.info.run_id}/model")
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["day", "x", "busy", "prediction", "proba_False", "proba_True"]
+    assert table["prediction"].tolist() == list(model.predict(frame.drop(columns=["busy"])))
+    assert np.allclose(table["proba_False"] + table["proba_True"], 1.0)
+    assert ((table["proba_True"] >= 0.5) == table["prediction"]).all()
 
 
 def test_an_encoding_python_does_not_know_names_the_read_option(tmp_path):

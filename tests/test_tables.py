@@ -4,6 +4,7 @@ Auto MPG split and features, K-fold, clear errors, and a logged model that takes
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -278,6 +279,44 @@ def test_auto_mpg_book_run_logs_test_metrics_and_a_model_for_raw_rows(tmp_path):
         assert status == 200 and body["predictions"] == pytest.approx(expected.tolist()), body
         status, body = invoke(rows.assign(cylinders=["eight", 4, 4]))
         assert status == 400 and "holds text such as 'eight'" in body["message"], body
+
+    # python -m runner.predict on a raw CSV (the experiment's name names its best run, the
+    # only one): the pyfunc model's numbers, the input's columns kept, its mpg ignored.
+    new_cars = tmp_path / "new_cars.csv"
+    gap.assign(mpg=0.0).to_csv(new_cars, index=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "runner.predict", "auto_mpg", "--input", str(new_cars),
+         "--output", "predicted.csv", "--chunk-rows", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "predicted.csv")
+    assert list(table.columns) == [*rows.columns, "mpg", "prediction"]
+    assert table["prediction"].to_numpy() == pytest.approx(expected, rel=1e-6)
+    # Mistakes, one line each (the command in this process): a name that names nothing, a
+    # table without a column the model reads, probabilities of a regression.
+    for argv, line in [
+        (["auto_mgp"], "'auto_mgp' is neither a run id, an experiment nor a models:/ URI. "
+                       "Did you mean 'auto_mpg'?"),
+        ([run.info.run_id, "--proba"], "error: --proba: the model predicts numbers"),
+    ]:  # fmt: skip
+        code, text = predict_main(tmp_path, [*argv, "--input", str(new_cars)])
+        assert code == 1 and line in text, text
+    new_cars.write_text("cylinders,horsepower\n4,90\n")
+    code, text = predict_main(tmp_path, ["auto_mpg", "--input", str(new_cars)])
+    assert code == 1 and "lacks the column(s) displacement, weight, acceleration" in text
+    assert not (tmp_path / "out.csv").exists()
+
+
+def predict_main(cwd: Path, argv: list[str]) -> tuple[int, str]:
+    """`python -m runner.predict ARGV --output out.csv` in this process, run in `cwd`:
+    its exit status and the last line it printed to stderr."""
+    from runner import predict
+
+    err = io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stderr(err):
+        code = predict.main([*argv, "--output", "out.csv"])
+    return code, err.getvalue().strip().splitlines()[-1]
 
 
 @contextlib.contextmanager

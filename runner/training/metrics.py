@@ -48,6 +48,17 @@ class TaskMetrics:
         """Class ids for classification, values in the data's units for regression."""
         return self.predict_each(output.unsqueeze(0)).reshape(-1)
 
+    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
+        """Each class's probability for a classification's outputs: [rows, classes]."""
+        if self.task == "binary":
+            p = output.reshape(-1)
+            p = p if self.output_kind == "probability" else torch.sigmoid(p)
+            return torch.stack([1 - p, p], dim=1)
+        if self.task == "multiclass":
+            # softmax of log-probabilities gives the probabilities back, as of logits
+            return output if self.output_kind == "probability" else output.softmax(dim=-1)
+        raise ValueError("a regression has no class probabilities")
+
     def predict_each(self, outputs: torch.Tensor) -> torch.Tensor:
         """`predict` for each of K stacked models' outputs ([K, rows, ...]): [K, rows]."""
         k = len(outputs)

@@ -260,17 +260,32 @@ class TabularPredictor:
     @torch.inference_mode()
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predictions for raw rows, encoded with the training rows' statistics."""
+        return self.predict_with_probabilities(frame, probabilities=False)[0]
+
+    @torch.inference_mode()
+    def predict_with_probabilities(
+        self, frame: pd.DataFrame, probabilities: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions, and (for a classification) each class's probability, [rows, classes]
+        in the order of `classes()`."""
         from runner.training.metrics import TaskMetrics
 
         self.model.eval()
         x = torch.from_numpy(self.encoder.transform(frame))
         metrics = TaskMetrics(self.task, self.output_kind, self.target_mean, self.target_std)
-        pred = metrics.predict(self.model(x)).numpy()
+        output = self.model(x)
+        pred = metrics.predict(output).numpy()
+        proba = None
+        if probabilities and self.class_names is not None:
+            proba = metrics.probabilities(output).numpy()
         if self.class_names is None:
-            return pred
-        # The classes as the table held them (True/False stay booleans), when known.
+            return pred, proba
+        return self.classes()[pred], proba
+
+    def classes(self) -> np.ndarray:
+        """The classes as the table held them (True/False stay booleans), in code order."""
         classes = np.asarray(getattr(self.encoder, "target_classes", None) or self.class_names)
-        return (classes.astype(object) if classes.dtype.kind in "US" else classes)[pred]
+        return classes.astype(object) if classes.dtype.kind in "US" else classes
 
 
 def _words(values: pd.Series) -> pd.Series:

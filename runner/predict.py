@@ -1,0 +1,229 @@
+"""Predict with a trained model on new rows, without writing code.
+
+    python -m runner.predict SOURCE --input rows.csv --output predictions.csv [--proba]
+
+SOURCE is a run id, a sweep's parent run id (its best job), an experiment name (its best
+FINISHED run by its primary metric) or `models:/<name>@<alias>` (`models:/<name>/<version>`).
+The input is a raw table in the user's own columns (CSV, TSV or Parquet), read with the
+run's own `data.read` options; a target column is ignored, missing values are imputed as in
+training, and a column the model reads but the table lacks is named in one line. The output
+is the input's rows with a `prediction` column (the class for a classification; with
+`--proba`, one `proba_<class>` column per class). Rows are read, encoded and written a chunk
+at a time (`--chunk-rows`), so a table of any length fits in memory. The numbers are the
+logged MLflow model's (`mlflow.pyfunc.load_model(...).predict`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ConfigError, StoreError, did_you_mean
+from runner.tracking import ServerUnreachable, check_server, tags
+
+CHUNK_ROWS = 100_000
+
+
+class SourceError(LookupError):
+    """SOURCE names no model (one line says what it looked for)."""
+
+
+def resolve_source(client: Any, source: str) -> tuple[str, str]:
+    """SOURCE as (model URI, run id of the run that logged it)."""
+    from runner.sweep.report import best_run, experiment_runs, run_row
+    from runner.tracking.store import failure_cause, not_there
+
+    if source.startswith("models:/"):
+        name, _, ref = source.removeprefix("models:/").partition("@")
+        try:
+            if ref:
+                version = client.get_model_version_by_alias(name, ref)
+            else:
+                name, _, number = name.partition("/")
+                version = client.get_model_version(name, number)
+        except Exception as err:
+            message = f"{source} names no registered model version: {_first_line(err)}"
+            raise SourceError(message) from None
+        return source, version.run_id
+    try:
+        run = client.get_run(source)
+    except Exception as err:
+        if not not_there(err):
+            raise StoreError(f"cannot look up {source!r}: {failure_cause(err)}") from err
+        run = None
+    if run is not None and run.data.tags.get(tags.IS_SWEEP) == "true":
+        best = run.data.tags.get(tags.BEST_RUN)
+        if not best:
+            raise SourceError(f"sweep {source} ({run.info.run_name}) has no best job")
+        return f"runs:/{best}/model", best
+    if run is not None:
+        return f"runs:/{run.info.run_id}/model", run.info.run_id
+    try:
+        runs = experiment_runs(client, source)
+    except LookupError:
+        names = [e.name for e in client.search_experiments()]
+        raise SourceError(
+            f"{source!r} is neither a run id, an experiment nor a models:/ URI."
+            f"{did_you_mean(source, names)} Experiments: {', '.join(sorted(names))}"
+        ) from None
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    best = best_run([run_row(client, r) for r in finished], finished)
+    if best is None:
+        raise SourceError(f"experiment {source!r} has no FINISHED run")
+    return f"runs:/{best.info.run_id}/model", best.info.run_id
+
+
+def load_predictor(model_uri: str) -> Any:
+    """The table predictor (encoder + network) inside a logged table model."""
+    import mlflow.pyfunc
+
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as err:
+        raise SourceError(f"{model_uri} has no model to load: {_first_line(err)}") from None
+    try:
+        predictor = getattr(model.unwrap_python_model(), "predictor", None)
+    except Exception:
+        predictor = None
+    if predictor is None:
+        raise SourceError(
+            f"{model_uri} is not a table model (raw rows in): predict reads tables; an image "
+            "model takes its tensors through mlflow.pytorch.load_model"
+        )
+    return predictor
+
+
+def read_options(client: Any, run_id: str) -> dict[str, Any]:
+    """The run's own `data.read` options (how its table was read), from its config.yaml."""
+    import yaml
+
+    try:
+        text = Path(client.download_artifacts(run_id, "config.yaml")).read_text()
+    except Exception:
+        return {}  # (a run from before config.yaml was logged): pandas' defaults
+    data = (yaml.safe_load(text) or {}).get("data") or {}
+    return dict(data.get("read") or {})
+
+
+def chunks(path: Path, read: dict[str, Any], rows: int) -> Iterator[Any]:
+    """The input table a chunk of rows at a time, read as training read its table."""
+    from runner.components.datasets.table_file import infinities_as_gaps, reader
+
+    if not path.is_file():
+        raise ConfigError(f"--input: {str(path)!r} is not a file")
+    function, options = reader(path, read)
+    if function.__name__ == "read_parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+            frame = batch.to_pandas()
+            infinities_as_gaps(frame)
+            yield frame
+        return
+    with function(path, chunksize=rows, **options) as table:
+        for frame in table:
+            infinities_as_gaps(frame)
+            yield frame
+
+
+def predict_file(
+    predictor: Any, source: Path, output: Path, read: dict[str, Any], proba: bool, rows: int
+) -> int:
+    """Write `output`: the input's rows with their predictions; returns the row count."""
+    import numpy as np
+
+    if proba and predictor.class_names is None:
+        raise ConfigError("--proba: the model predicts numbers (a regression), not classes")
+    wanted = [column.name for column in predictor.encoder.columns]
+    partial = output.with_name(output.name + ".partial")
+    written = 0
+    try:
+        for frame in chunks(source, read, rows):
+            missing = [name for name in wanted if name not in frame.columns]
+            if missing:
+                raise ConfigError(
+                    f"--input: {str(source)!r} lacks the column(s) {', '.join(missing)} the "
+                    f"model reads (it reads {', '.join(wanted)})"
+                )
+            try:
+                labels, probabilities = predictor.predict_with_probabilities(frame, proba)
+            except (ConfigError, ValueError) as err:
+                where = f"rows {written + 1}-{written + len(frame)}"
+                raise ConfigError(f"--input: {where}: {err}") from None
+            frame = frame.assign(prediction=labels)
+            if probabilities is not None:
+                for i, name in enumerate(predictor.classes()):
+                    frame[f"proba_{name}"] = np.asarray(probabilities)[:, i]
+            frame.to_csv(partial, mode="a" if written else "w", header=not written, index=False)
+            written += len(frame)
+        if not written:
+            raise ConfigError(f"--input: {str(source)!r} has no rows")
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return written
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "message", err)).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: resolve SOURCE, predict the input's rows, write the output."""
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.predict", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("source", help="run id, sweep run id, experiment name, or models:/ URI")
+    parser.add_argument("--input", required=True, type=Path, help="raw rows: CSV, TSV or Parquet")
+    parser.add_argument("--output", required=True, type=Path, help="CSV to write")
+    parser.add_argument("--proba", action="store_true", help="one probability column per class")
+    parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, help="rows per chunk")
+    parser.add_argument(
+        "--tracking-uri", default=None,
+        help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.chunk_rows < 1:
+        parser.error(f"--chunk-rows: {args.chunk_rows} is not a positive number of rows")
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = uri or f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
+    from runner.tracking import sqlite_file
+
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():
+        print(
+            f"error: no MLflow store at {db}; run from the folder you trained in, or pass "
+            "--tracking-uri",
+            file=sys.stderr,
+        )
+        return 1
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # (one per load)
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)  # (models:/ and runs:/ URIs are read through it)
+    client = MlflowClient(uri)
+    try:
+        check_server(uri)
+        model_uri, run_id = resolve_source(client, args.source)
+        predictor = load_predictor(model_uri)
+        read = read_options(client, run_id)
+        count = predict_file(predictor, args.input, args.output, read, args.proba, args.chunk_rows)
+    except SourceError as err:
+        print(f"error: {err} (store {uri})", file=sys.stderr)
+        return 1
+    except (ConfigError, ServerUnreachable, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{count} rows predicted by {model_uri} (run {run_id}): {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
