@@ -13,7 +13,9 @@ its README line.
 
 How each kind of command runs (`plan`; a command it does not know fails its test):
 - `python -m runner ...` as written plus `trainer.epochs=2`; a sweep is first validated job
-  by job with `runner.check`, then run cut to its first job. `runner.check`/`report` as written.
+  by job with `runner.check`, then run cut to its first job (the logged model kept where
+  `sweep.register` needs it). `runner.check`/`report` as written; `runner.predict` with
+  `data/...` read from the project's own data folder.
 - `make run` from the project folder, its store and Hydra folders sent to the launch folder;
   `.venv`'s install stamp is not remade (`make -o`), so no test reinstalls packages.
 - `make test` is not run (the suite would run itself): `.ci/run` must call it, and
@@ -273,9 +275,15 @@ def plan_words(words: list[str], text: str, ws: Path) -> Plan:
         assert words[1] == "-m", f"README command without -m: {text}"
         module = words[2]
         if module == "runner":
-            return Plan([*words, *first_job(words[3:], ws), *TRIM, *QUIET], ws)
+            quiet = QUIET
+            if any(w.startswith("sweep.register=") for w in words):  # it needs the model
+                quiet = [q for q in QUIET if not q.startswith("trainer.log_model")]
+            return Plan([*words, *first_job(words[3:], ws), *TRIM, *quiet], ws)
         if module in ("runner.check", "runner.report"):
             return Plan(words, ws)
+        if module == "runner.predict":  # the project's data files, from the launch folder
+            shipped = [str(PROJECT / w) if w.startswith("data/") else w for w in words]
+            return Plan(shipped, ws)
         if module == "runner.ui":
             ensure_store(ws)
             return Plan([*words, "--port", str(free_port())], ws, server=True)
