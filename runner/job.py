@@ -26,7 +26,7 @@ from runner.components.datasets import DataSplits
 from runner.components.datasets.tabular import TabularPredictor
 from runner.config.launch import Launch
 from runner.config.spec import RunSpec, validate
-from runner.errors import ConfigError, RunError, StoreError
+from runner.errors import ConfigError, RunError, StoreError, did_you_mean
 from runner.loop import TrainingParts, evaluate, fit
 from runner.tracking import (
     Tracker,
@@ -47,7 +47,8 @@ from runner.tracking.pictures import picture_data
 from runner.tracking.resume import load_resume
 from runner.tracking.summary import model_summary, trainable_parameters
 from runner.training import checkpoint, device, signals, sweep_signals
-from runner.training.metrics import primary_metric
+from runner.training.early_stopping import Monitor
+from runner.training.metrics import VALIDATION_METRICS, primary_metric
 from runner.training.progress import EpochProgress
 from runner.training.seeding import seed_everything
 from runner.training.signals import STOP, Interrupted, stop_on_signals
@@ -68,6 +69,7 @@ class Job:
     trainable_params: int  # how many parameters the model trains
     summary: str  # the model summary table
     resume: dict[str, Any] | None = None  # a loaded checkpoint to continue from
+    best_state: dict[str, torch.Tensor] | None = None  # keep=best: the best epoch's weights
 
 
 def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | None:
@@ -199,13 +201,39 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
     device.set_threads(spec.trainer.threads, parallel, trainable_params)
     run_device = device.resolve_device(spec.device)
     parts = builders.build_training_parts(spec, model, data, run_device)
+    parts.monitor = monitor(spec, data)
     fp = fingerprint(config)
     resume = load_resume(spec, config, parts, generator) if spec.resume else None
     summary = model_summary(infos, data.input_shape, str(run_device))
     return Job(
         spec=spec, config=config, fingerprint=fp, data=data, parts=parts,
         generator=generator, trainable_params=trainable_params, summary=summary, resume=resume,
+        best_state=resume.get("best_model") if resume else None,
     )  # fmt: skip
+
+
+def monitor(spec: RunSpec, data: DataSplits) -> Monitor | None:
+    """What `trainer.early_stop` and `trainer.keep=best` watch, or None: a validation metric
+    the run logs (a ConfigError, before training, when there is none to watch)."""
+    stop, keep = spec.trainer.early_stop, spec.trainer.keep
+    if stop.patience is None and keep != "best":
+        return None
+    key = "trainer.early_stop.patience" if stop.patience is not None else "trainer.keep"
+    if len(data.x_val) == 0:
+        raise ConfigError(
+            f"{key}: watches a validation metric, and data {spec.data.name!r} has no "
+            "validation rows (set data.val_size, or leave it out)"
+        )
+    metric = stop.metric or primary_metric(data.task, spec.metric)
+    logged = ["val_loss", *(f"val_{m}" for m in VALIDATION_METRICS[data.task])]
+    if primary_metric(data.task, spec.metric) not in logged:
+        logged.append(primary_metric(data.task, spec.metric))
+    if metric not in logged:
+        raise ConfigError(
+            f"trainer.early_stop.metric: {metric!r} is not a metric this run validates."
+            f"{did_you_mean(metric, logged)} Allowed: {', '.join(logged)}"
+        )
+    return Monitor(metric, stop.patience, stop.min_delta)
 
 
 def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
@@ -220,7 +248,7 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
             log_inputs(job, launch, tracker)
         elif resume["continued"]:
             log_continued(job, launch, tracker)
-        left = resume is None or resume["epoch"] < spec.trainer.epochs  # epochs to train
+        left = epochs_left(job)
         if resumed_run and left:
             tracker.model_outdated()
         if resume is not None and left:  # the same run goes on: same params
@@ -246,7 +274,7 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
         train_seconds = time.perf_counter() - started - epoch_end.logging_seconds
         # The run exists by now (its end needs it): the last checkpoint names it, so that a
         # resume from the file continues this run.
-        epoch_end.save_checkpoint(spec.trainer.epochs, wait_for_run=True)
+        epoch_end.save_checkpoint(len(history), wait_for_run=True)
         epoch_end.keep_last_checkpoint()
         # From here a signal stops the run at once, KILLED (as one that came after the last
         # epoch's check): `resume=` then writes just its end.
@@ -274,6 +302,14 @@ def register_run(job: Job, tracker: Tracker, final: dict[str, float]) -> None:
     shown = "?" if value is None else f"{value:.6g}"
     description = f"Run {tracker.run_id} ({job.spec.model.name}), final {metric} = {shown}."
     register(tracker.uri, str(tracker.run_id), str(job.spec.sweep.register), description)
+
+
+def epochs_left(job: Job) -> bool:
+    """Whether the run has epochs to train (a resumed one may have stopped, or stopped early)."""
+    resume = job.resume
+    if resume is None:
+        return True
+    return resume["epoch"] < job.spec.trainer.epochs and not checkpoint.stopped_early(resume)
 
 
 def log_end(
@@ -307,11 +343,38 @@ def launch_name(launch: Launch, spec: RunSpec) -> str:
 
 
 def log_final(job: Job, history: list[dict[str, float]], tracker: Tracker) -> dict[str, float]:
-    """The last epoch's metrics with the test split's, then the plots and the model."""
-    final = history[-1] | evaluate_test(job, tracker)
+    """The kept epoch's metrics (the last, or with keep=best the best) with the test split's,
+    then the plots and the model, all of the kept weights."""
+    kept = keep_weights(job, history, tracker)
+    final = history[kept - 1] | evaluate_test(job, tracker)
     tracker.flush()
     log_outputs(job, history, tracker)
     return final
+
+
+def keep_weights(job: Job, history: list[dict[str, float]], tracker: Tracker) -> int:
+    """Put the kept weights in the model and record the watched metric's best epoch (and
+    an early stop); returns the kept epoch."""
+    watched = job.parts.monitor
+    if watched is None or watched.best_epoch is None:
+        return len(history)
+    step = len(history)
+    tracker.log_metrics(
+        {"best_epoch": float(watched.best_epoch), f"best_{watched.metric}": watched.best},
+        step=step,
+    )
+    if watched.stopped:
+        tracker.set_tags({tags.STOPPED_EARLY: str(watched.stopped_epoch)})
+        log.info(
+            "stopped early after epoch %d: %s last improved at epoch %d (%s)",
+            watched.stopped_epoch, watched.metric, watched.best_epoch,
+            naming.compact(watched.metric, watched.best),
+        )  # fmt: skip
+    if job.spec.trainer.keep != "best" or job.best_state is None:
+        return len(history)
+    job.parts.model.load_state_dict(job.best_state)
+    log.info("keeping epoch %d's weights (best %s)", watched.best_epoch, watched.metric)
+    return watched.best_epoch
 
 
 def announce_end(job: Job, launch: Launch, tracker: Tracker, final: dict[str, float]) -> Any:
@@ -414,7 +477,7 @@ class EpochEnd:
         self.job, self.tracker, self.path = job, tracker, launch.checkpoint_path
         self.sweep_dir = launch.sweep_dir  # a sweep's interruption is marked there
         spec = job.spec
-        left = not job.resume or job.resume["epoch"] < spec.trainer.epochs  # epochs to train
+        left = epochs_left(job)
         self.progress = EpochProgress(
             spec.trainer.epochs, spec.trainer.progress if left else "none",
             f"{spec.model.name}/{spec.optim.name}",
@@ -456,6 +519,7 @@ class EpochEnd:
         self.logging_seconds += time.perf_counter() - started
         self.progress(epoch, metrics)
         self.seen.append(metrics)
+        self.keep_if_best(epoch)
         every = self.job.spec.trainer.checkpoint_every
         stop = STOP.signum  # read once: a signal may land at any line
         if stop is None and self.sweep_dir is not None:  # the sweep was stopped elsewhere
@@ -466,6 +530,15 @@ class EpochEnd:
             self.save_checkpoint(epoch, wait_for_run=stop is not None)
         if stop is not None:
             raise Interrupted(stop, epoch)
+
+    def keep_if_best(self, epoch: int) -> None:
+        """keep=best: this epoch's weights, if the watched metric is at its best (kept in
+        memory, and in checkpoints/best.pt beside the last checkpoint)."""
+        job, watched = self.job, self.job.parts.monitor
+        if job.spec.trainer.keep != "best" or watched is None or watched.best_epoch != epoch:
+            return
+        job.best_state = {k: v.detach().clone() for k, v in job.parts.model.state_dict().items()}
+        checkpoint.save_weights(job.best_state, epoch, self.path.with_name("best.pt"))
 
     def stopped(self, err: KeyboardInterrupt) -> Interrupted:
         """What a signal that stopped training stopped: the epochs and the checkpoint (kept
@@ -490,7 +563,7 @@ class EpochEnd:
         job = self.job
         state = checkpoint.capture(
             job.parts, job.generator, epoch, self.seen, run_id, job.fingerprint,
-            fingerprinted(job.config),
+            fingerprinted(job.config), job.best_state,
         )  # fmt: skip
         checkpoint.save(state, self.path)
         self.saved_epoch = epoch

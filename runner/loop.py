@@ -13,6 +13,7 @@ from torch import nn
 from runner import renamed_in
 from runner.components.datasets.base import DataSplits
 from runner.errors import RunError
+from runner.training.early_stopping import Monitor
 from runner.training.memory import available_host_memory
 from runner.training.metrics import TaskMetrics, align
 
@@ -43,6 +44,7 @@ class TrainingParts:
     on_nan: str = "stop"  # stop: fail the run; skip: drop batches whose loss is not finite
     data_path: str = "auto"  # memory, loader, or auto (see choose_data_path)
     num_workers: int = 0  # DataLoader workers on the loader path
+    monitor: Monitor | None = None  # the best epoch of a validation metric; early stopping
 
 
 MEMORY_SHARE = 0.5  # auto keeps data on an accelerator only if it takes at most this share
@@ -202,7 +204,8 @@ def fit(
     start_epoch: int = 1,
     history: list[dict[str, float]] | None = None,
 ) -> list[dict[str, float]]:
-    """Train for parts.epochs epochs; returns each epoch's metrics (also sent to on_epoch).
+    """Train for parts.epochs epochs, or until parts.monitor stops it early; returns each
+    epoch's metrics (also sent to on_epoch).
 
     On the memory path, batches are cut from tensors held on the device with a seeded
     randperm: no per-sample indexing or collation. The loader path streams the same batches
@@ -219,6 +222,8 @@ def fit(
     weights = batch_weights(n, t.batch_size, t.device)
     params = [p for group in t.optimizer.param_groups for p in group["params"]]
     penalty = L1Penalty(t.l1_params, t.l1_strength) if t.l1_strength and t.l1_params else None
+    if t.monitor is not None and t.monitor.stopped:  # (resumed after it stopped early)
+        return history
     for epoch in range(start_epoch, t.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator).to(host)
@@ -269,8 +274,12 @@ def fit(
         if t.on_nan == "skip":
             row["skipped_batches"] = float(skipped)
         history.append(row)
+        if t.monitor is not None:  # before on_epoch: it keeps the best epoch's weights
+            t.monitor.update(epoch, row)
         if on_epoch is not None:
             on_epoch(epoch, row)
+        if t.monitor is not None and t.monitor.stopped:
+            break
     return history
 
 

@@ -130,12 +130,12 @@ def test_a_key_the_config_lacks_fails_only_the_jobs_without_it(tmp_path, monkeyp
     assert out.splitlines() == [
         "FAIL optim=sgd optim.momentum=0.9 trainer.epoch=3",
         "    - trainer.epoch: unknown key. Did you mean 'epochs'? Allowed: batch_size, "
-        "checkpoint_every, data_path, deterministic, epochs, grad_clip, log_model, "
-        "num_workers, on_nan, plots, progress, threads.",
+        "checkpoint_every, data_path, deterministic, early_stop, epochs, grad_clip, keep, "
+        "log_model, num_workers, on_nan, plots, progress, threads.",
         "FAIL optim=adam optim.momentum=0.9 trainer.epoch=3",
         "    - trainer.epoch: unknown key. Did you mean 'epochs'? Allowed: batch_size, "
-        "checkpoint_every, data_path, deterministic, epochs, grad_clip, log_model, "
-        "num_workers, on_nan, plots, progress, threads.",
+        "checkpoint_every, data_path, deterministic, early_stop, epochs, grad_clip, keep, "
+        "log_model, num_workers, on_nan, plots, progress, threads.",
         "    - optim.momentum: unknown key. Keys of optim: betas, lr, name, weight_decay; "
         "'momentum' belongs to optim=rmsprop, optim=sgd: choose one of those first",
         "2 jobs checked, 2 failed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -151,8 +152,8 @@ def test_a_key_the_config_lacks_stops_a_sweep_in_one_line_before_any_job(tmp_pat
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         "config error: trainer.epoch: unknown key. Did you mean 'epochs'? Allowed: batch_size, "
-        "checkpoint_every, data_path, deterministic, epochs, grad_clip, log_model, num_workers, "
-        "on_nan, plots, progress, threads."
+        "checkpoint_every, data_path, deterministic, early_stop, epochs, grad_clip, keep, "
+        "log_model, num_workers, on_nan, plots, progress, threads."
     ]
     assert list(tmp_path.iterdir()) == []  # no sweep folder, no store
 
@@ -235,3 +236,42 @@ def test_a_tracking_server_that_is_down_or_not_mlflow_fails_at_once_in_one_line(
     finally:
         web.shutdown()
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+def test_early_stopping_keeps_the_best_epochs_weights_for_the_test_plots_and_model(tmp_path):
+    ready_store(tmp_path)
+    args = ["trainer.epochs=300", "trainer.early_stop.patience=5", "trainer.keep=best"]
+    proc = run_cli(*args, "trainer.progress=none", "trainer.plots=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store_uri(tmp_path))
+    (run,) = all_runs(client)
+    assert run.info.status == "FINISHED"
+    stopped = int(run.data.tags["runner.stopped_early"])
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert len(history) == stopped < 300
+    best_epoch = int(run.data.metrics["best_epoch"])
+    by_epoch = {m.step: m.value for m in history}
+    assert run.data.metrics["best_val_acc"] == max(by_epoch.values()) == by_epoch[best_epoch]
+    assert stopped - best_epoch == 5 and min(by_epoch) == 1
+    # The kept weights: checkpoints/best.pt (weights only) is the logged model's, and the
+    # closing line reports the best epoch's validation accuracy.
+    last = Path(run.data.tags["runner.checkpoint"])
+    best = torch.load(last.with_name("best.pt"), weights_only=True)
+    assert best["epoch"] == best_epoch and torch.load(last, weights_only=True)["epoch"] == stopped
+    mlflow.set_tracking_uri(store_uri(tmp_path))
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    assert all(torch.equal(v, best["model"][k]) for k, v in model.state_dict().items())
+    assert f"stopped early after epoch {stopped}: val_acc last improved at epoch " in (
+        proc.stdout + proc.stderr
+    )
+    assert f"val_acc={by_epoch[best_epoch]:.2%}" in proc.stdout + proc.stderr
+    # Its training is over: resume= says so; and without validation rows there is nothing
+    # to watch: a config error before training.
+    again = run_cli(*args, f"resume={run.info.run_id}", cwd=tmp_path)
+    assert again.returncode == 1 and f"stopped early after epoch {stopped}" in again.stderr
+    none = run_cli("experiment=auto_mpg_book", "trainer.early_stop.patience=3", cwd=tmp_path)
+    assert none.returncode == 1, none.stderr[-2000:]
+    assert none.stderr.strip().splitlines()[-1] == (
+        "config error: trainer.early_stop.patience: watches a validation metric, and data "
+        "'auto_mpg' has no validation rows (set data.val_size, or leave it out)"
+    )

@@ -140,3 +140,32 @@ def test_epoch_bookkeeping_shared_by_fit_and_stacked_training():
     row = epoch_row(0.5, {"acc": 0.9}, {"loss": 0.6}, penalty=0.25, lr=0.01)
     assert list(row) == ["train_loss", "train_total_loss", "train_acc", "val_loss", "lr"]
     assert row["train_total_loss"] == 0.75 and row["lr"] == 0.01
+
+
+def test_early_stopping_stops_after_patience_and_a_resume_keeps_its_count():
+    """xor_noisy (random draws in the model) with patience 3: training stops once val_loss
+    has not improved for 3 epochs. Cut at an epoch mid-way, checkpointed and restored into
+    freshly built objects, it stops at the same epoch with the same history, bit for bit."""
+    from runner.training import checkpoint
+
+    cfg = shipped("xor_noisy", "sgd", epochs=300, early_stop={"patience": 3, "metric": "loss"})
+    spec = validate(cfg)
+    whole = setup(cfg, spec)
+    history = fit(whole.parts, whole.data, whole.generator)
+    watched = whole.parts.monitor
+    assert watched.metric == "val_loss" and watched.stopped
+    assert len(history) == watched.stopped_epoch < 300
+    losses = [row["val_loss"] for row in history]
+    assert min(losses) == watched.best == losses[watched.best_epoch - 1]
+    assert watched.stopped_epoch - watched.best_epoch == 3  # no improvement in 3 epochs
+
+    cut = watched.stopped_epoch - 2  # within the patience window: its count matters
+    first = setup(cfg, spec)
+    first.parts.epochs = cut
+    seen = fit(first.parts, first.data, first.generator)
+    state = checkpoint.capture(first.parts, first.generator, cut, seen, None, "f")
+    assert not first.parts.monitor.stopped and first.parts.monitor.bad_epochs >= 1
+    again = setup(cfg, spec)
+    checkpoint.restore(copy.deepcopy(state), again.parts, again.generator)
+    resumed = fit(again.parts, again.data, again.generator, start_epoch=cut + 1, history=seen)
+    assert resumed == history and again.parts.monitor == watched

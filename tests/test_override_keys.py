@@ -16,8 +16,8 @@ from runner.errors import ConfigError
 from tests.configs import GOOD
 
 TRAINER_KEYS = (
-    "batch_size, checkpoint_every, data_path, deterministic, epochs, grad_clip, log_model, "
-    "num_workers, on_nan, plots, progress, threads"
+    "batch_size, checkpoint_every, data_path, deterministic, early_stop, epochs, grad_clip, "
+    "keep, log_model, num_workers, on_nan, plots, progress, threads"
 )
 
 

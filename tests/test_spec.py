@@ -83,6 +83,14 @@ CATALOGUE = [
     ("model.loss", None, ["model.loss", "None is not a mapping"]),
     ("optim", {"lr": 0.1}, ["optim.name", "missing", "adam"]),
     ("model.init_from", 5, ["model.init_from", "5 is not an MLflow run id", "models:/"]),
+    ("trainer.early_stop", {"patience": -1}, ["trainer.early_stop.patience", "-1", ">= 0"]),
+    ("trainer.early_stop", {"min_delta": -0.1}, ["trainer.early_stop.min_delta", "-0.1"]),
+    (
+        "trainer.early_stop",
+        {"patiense": 3},
+        ["trainer.early_stop.patiense", "unknown key", "Did you mean 'patience'"],
+    ),
+    ("trainer.keep", "first", ["trainer.keep", "'first' is not allowed", "last, best"]),
     ("sweep.register", "team/xor", ["sweep.register", "'team/xor'", "no '/' or ':'"]),
     ("sweep.register", "", ["sweep.register", "'' is not a registered model's name"]),
     (

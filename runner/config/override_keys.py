@@ -46,11 +46,8 @@ from runner.config.spec.schema import TOP_LEVEL_KEYS, SweepSpec, TrackingSpec, T
 from runner.errors import did_you_mean
 
 # The sections whose keys the spec fixes (see above); the top level is one too.
-CLOSED = {
-    "trainer": set(defaults(TrainerSpec)),
-    "sweep": set(defaults(SweepSpec)),
-    "tracking": set(defaults(TrackingSpec)),
-}
+SPECS = {"trainer": TrainerSpec, "sweep": SweepSpec, "tracking": TrackingSpec}
+CLOSED = {section: set(defaults(spec)) for section, spec in SPECS.items()}
 # Flags that replace the config or where configs come from: Hydra alone can judge those.
 OWN_CONFIG_FLAGS = ("-cp", "--config-path", "-cn", "--config-name")
 # Hydra flags that take a value (the next word, or after `=`); any other `-x` takes none.
@@ -263,6 +260,12 @@ def _static_problem(key: str, groups: set[str]) -> str | None:
         name, _, deeper = rest.partition(".")
         if name not in CLOSED[section]:
             return unknown_key(f"{section}.{name}", CLOSED[section])
+        default = defaults(SPECS[section]).get(name)
+        if deeper and isinstance(default, dict):  # a nested section (trainer.early_stop)
+            inner, _, rest = deeper.partition(".")
+            if inner not in default:
+                return unknown_key(f"{section}.{name}.{inner}", set(default))
+            deeper = rest
         if deeper:
             return f"{key}: unknown key ({section}.{name} is a single value, not a mapping)"
     return None

@@ -158,6 +158,8 @@ def stackable(jobs: Sequence[Job]) -> str | None:
             return "trainer.grad_clip: clipping the stacked gradient would couple the members"
         if t.on_nan != "stop":
             return "trainer.on_nan: skipping batches per member is not supported stacked"
+        if t.monitor is not None:
+            return "trainer.early_stop/keep: a member's own best epoch is not tracked stacked yet"
         if choose_data_path(t.data_path, job.data, t.device) != "memory":
             return "trainer.data_path: only the memory path is supported stacked"
         for layer, module in zip(spec.model.layers, t.model, strict=True):

@@ -65,6 +65,11 @@ def load_resume(
     state["run_id"] = run_id
     # A run stopped while writing its end continues with just that end; a training that
     # no store took (no run) is recorded by this resume.
+    if checkpoint.stopped_early(state) and run is not None and run.info.status == "FINISHED":
+        raise Refused(
+            f"resume: run {run_id} stopped early after epoch {trained} (trainer.early_stop): "
+            "its training is over"
+        )
     if trained >= epochs and run is not None and run.info.status == "FINISHED":
         raise Refused(
             f"resume: run {run_id} already trained all {trained} epochs (trainer.epochs="

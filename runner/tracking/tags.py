@@ -32,6 +32,7 @@ ERROR = "error"  # a failed run's error message
 # first values (MLflow's params are immutable), its config.yaml and fingerprint are the new.
 CONTINUED = "runner.continued"
 INIT_FROM = "runner.init_from"  # the run id or models:/ URI whose weights a run started from
+STOPPED_EARLY = "runner.stopped_early"  # the epoch trainer.early_stop stopped the run after
 STOPPED_BY = "runner.stopped_by"  # what last stopped a run before its end (a Slurm time limit)
 TIME_TRAIN = "runner.time_train_s"  # the epochs alone, in seconds
 TIME_LOGGING = "runner.time_logging_s"  # what training waited for MLflow, in seconds

@@ -35,6 +35,7 @@ def capture(
     run_id: str | None,
     fingerprint: str,
     config: dict[str, Any] | None = None,
+    best_model: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The state at the end of `epoch`; `config`, the fingerprinted config, lets `resume=`
     name what a later config changed."""
@@ -47,6 +48,8 @@ def capture(
         "run_id": run_id,
         "fingerprint": fingerprint,
         "config": config,
+        "monitor": parts.monitor.state() if parts.monitor is not None else None,
+        "best_model": best_model,  # the monitored metric's best epoch's weights (keep=best)
         "history": [dict(row) for row in history],
         "model": parts.model.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
@@ -79,6 +82,8 @@ def restore(state: dict[str, Any], parts: TrainingParts, generator: torch.Genera
     """Put a checkpoint's states back into freshly built objects."""
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
+    if parts.monitor is not None and state.get("monitor"):
+        parts.monitor.restore(state["monitor"])
     if parts.scheduler is not None and state["scheduler"] is not None:
         parts.scheduler.load_state_dict(state["scheduler"])
         if isinstance(getattr(parts.scheduler, "milestones", None), dict):
@@ -92,6 +97,16 @@ def restore(state: dict[str, Any], parts: TrainingParts, generator: torch.Genera
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = rng["python"]
     random.setstate((version, tuple(internal), gauss_next))
+
+
+def save_weights(weights: dict[str, torch.Tensor], epoch: int, path: Path) -> Path:
+    """The kept weights alone (`checkpoints/best.pt`): `torch.load(weights_only=True)`."""
+    return save({"epoch": epoch, "model": weights}, path)
+
+
+def stopped_early(state: dict[str, Any]) -> bool:
+    """Whether a checkpoint's run stopped early (nothing is left to train)."""
+    return bool((state.get("monitor") or {}).get("stopped_epoch"))
 
 
 def read(path: Path) -> dict[str, Any]:

@@ -12,6 +12,10 @@ METRICS = {
     "regression": ("rmse", "mse", "mae", "r2", "log_rmse"),
 }
 DEFAULT_METRIC = {"binary": "acc", "multiclass": "acc", "regression": "rmse"}
+# What `compute` gives for each task, besides the loss (log_rmse too when it is primary).
+VALIDATION_METRICS = {
+    "binary": ("acc",), "multiclass": ("acc",), "regression": ("mse", "rmse", "mae", "r2"),
+}  # fmt: skip
 
 
 def align(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ validated without extra code), `validators` checks each config section.
 
 from runner.config.spec.schema import (
     Component,
+    EarlyStopSpec,
     L1Spec,
     LayerSpec,
     ModelSpec,
@@ -19,6 +20,7 @@ from runner.config.spec.validators import plugin_list, precheck, unknown_key, va
 
 __all__ = [
     "Component",
+    "EarlyStopSpec",
     "L1Spec",
     "LayerSpec",
     "ModelSpec",

@@ -3,7 +3,7 @@ here once; conf/config.yaml shows the same values to users (a test keeps them eq
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 
@@ -51,6 +51,16 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class EarlyStopSpec:
+    """Stop a run once its monitored validation metric has not improved by more than
+    `min_delta` for `patience` epochs (None: never); `metric` None: the run's primary one."""
+
+    patience: int | None = None
+    min_delta: float = 0.0
+    metric: str | None = None
+
+
+@dataclass(frozen=True)
 class TrainerSpec:
     """How long and how to train (conf/config.yaml explains each key)."""
 
@@ -66,6 +76,8 @@ class TrainerSpec:
     checkpoint_every: int = 10
     on_nan: str = "stop"
     deterministic: bool = False
+    early_stop: EarlyStopSpec = EarlyStopSpec()
+    keep: str = "last"  # the weights a run ends with: last, or best (by the monitored metric)
 
 
 @dataclass(frozen=True)
@@ -108,8 +120,13 @@ class RunSpec:
 
 
 def defaults(spec_class: type) -> dict[str, Any]:
-    """A spec dataclass's field defaults, by key: the config keys it accepts."""
-    return {f.name: f.default for f in fields(spec_class) if f.default is not MISSING}
+    """A spec dataclass's field defaults, by key: the config keys it accepts (a nested
+    spec's as a mapping, as the config writes it)."""
+    return {
+        f.name: asdict(f.default) if is_dataclass(f.default) else f.default
+        for f in fields(spec_class)
+        if f.default is not MISSING
+    }
 
 
 TOP_LEVEL_KEYS = {f.name for f in fields(RunSpec)} - {"task", "metric"}

@@ -20,6 +20,7 @@ from runner.config.spec.schema import (
     MODEL_KEYS,
     TOP_LEVEL_KEYS,
     Component,
+    EarlyStopSpec,
     L1Spec,
     LayerSpec,
     ModelSpec,
@@ -45,6 +46,7 @@ from runner.registry import (
 AUTO_LOSS = {"binary": "bce_with_logits", "multiclass": "cross_entropy", "regression": "mse"}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
+KEEP = ("last", "best")
 DATA_PATHS = ("auto", "memory", "loader")
 ON_NAN = ("stop", "skip")
 
@@ -289,7 +291,31 @@ def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
     merged["checkpoint_every"] = _int_at_least(
         problems, "trainer.checkpoint_every", merged["checkpoint_every"], 0
     )
+    merged["early_stop"] = _early_stop(problems, merged["early_stop"])
+    if merged["keep"] not in KEEP:
+        problems.add(f"trainer.keep: {merged['keep']!r} is not allowed; allowed: {', '.join(KEEP)}")
     return TrainerSpec(**merged)
+
+
+def _early_stop(problems: _Problems, cfg: Any) -> EarlyStopSpec:
+    cfg = _mapping(problems, "trainer.early_stop", cfg)
+    _unknown_keys(problems, "trainer.early_stop", cfg, set(defaults(EarlyStopSpec)))
+    patience, min_delta = cfg.get("patience"), cfg.get("min_delta", 0.0)
+    metric = cfg.get("metric")
+    if patience is not None:
+        patience = _int_at_least(problems, "trainer.early_stop.patience", patience, 0)
+    if not is_number(min_delta) or not min_delta >= 0:  # `not >=` catches nan
+        problems.add(f"trainer.early_stop.min_delta: {min_delta!r} is not a number >= 0")
+        min_delta = 0.0
+    if metric is not None and (not isinstance(metric, str) or not metric.strip()):
+        problems.add(
+            f"trainer.early_stop.metric: {metric!r} is not a validation metric's name "
+            "(val_loss, val_acc, val_rmse...) or null for the run's primary metric"
+        )
+        metric = None
+    if isinstance(metric, str) and not metric.startswith("val_"):
+        metric = f"val_{metric}"  # `loss` means the validation loss: what early stopping reads
+    return EarlyStopSpec(patience=patience, min_delta=float(min_delta), metric=metric)
 
 
 def _device(problems: _Problems, value: Any) -> str:
