@@ -1,5 +1,6 @@
-"""`model.init_from`: the weights a new run starts from, read from another run (its last
-checkpoint, local or logged) or from a model in MLflow (`models:/<name>@<alias>`)."""
+"""`model.init_from`: the weights a new run starts from, read from another run (the weights
+it kept, from its last checkpoint, local or logged) or from a model in MLflow
+(`models:/<name>@<alias>`)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def initial_weights(source: str, spec: TrackingSpec) -> dict[str, torch.Tensor]:
                 f"{KEY}: run {source} ({run.info.run_name}) has no weights to start from: it "
                 "left no checkpoint (it failed before its first epoch?)"
             ) from None
-    return checkpoint.read(path)["model"]
+    state = checkpoint.read(path)
+    return state.get("best_model") or state["model"]  # the kept weights (trainer.keep)
 
 
 def _registered_weights(uri: str, tracking_uri: str) -> dict[str, torch.Tensor]:
