@@ -19,18 +19,13 @@ KEY = "model.init_from"
 
 def initial_weights(source: str, spec: TrackingSpec) -> dict[str, torch.Tensor]:
     """The state dict `model.init_from` names (a run id, or a models:/ URI)."""
-    from runner.tracking.store import Store, failure_cause, local_checkpoint, not_there
+    from runner.tracking.store import Store, local_checkpoint
 
     store = Store(spec)
     if source.startswith("models:/"):
         return _registered_weights(source, store.uri)
-    try:
-        run = store.client.get_run(source)
-    except Exception as err:
-        if not not_there(err):
-            raise ConfigError(
-                f"{KEY}: cannot read run {source!r} from {store.uri}: {failure_cause(err)}"
-            ) from err
+    run = store.run_or_none(source, KEY)
+    if run is None:
         raise ConfigError(
             f"{KEY}: {source!r} is neither an MLflow run id in {store.uri} nor a "
             "models:/<name>@<alias> URI"

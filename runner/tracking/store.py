@@ -618,23 +618,30 @@ class Store:
                     run.info.run_id, run.info.run_id,
                 )  # fmt: skip
 
-    def run_to_resume(self, run_id: str, checkpoint: Path | None = None) -> Run | None:
-        """The run `resume=` names (or the run a checkpoint file names: None if the store
-        does not hold it); refused while its process still trains it."""
+    def run_or_none(self, run_id: str, key: str) -> Run | None:
+        """The run with this id, or None if the store holds none; a StoreError naming the
+        config `key` that asked when the store cannot tell."""
         try:
-            run = self.client.get_run(run_id)
+            return self.client.get_run(run_id)
         except Exception as err:
             if not not_there(err):
                 raise StoreError(
-                    f"resume: cannot read run {run_id!r} from the MLflow store {self.uri}: "
+                    f"{key}: cannot read run {run_id!r} from the MLflow store {self.uri}: "
                     f"{failure_cause(err)}"
                 ) from err
+            return None
+
+    def run_to_resume(self, run_id: str, checkpoint: Path | None = None) -> Run | None:
+        """The run `resume=` names (or the run a checkpoint file names: None if the store
+        does not hold it); refused while its process still trains it."""
+        run = self.run_or_none(run_id, "resume")
+        if run is None:
             if checkpoint is not None:
                 return None
             raise ConfigError(
                 f"resume: {run_id!r} is neither a checkpoint file nor an MLflow run id in "
                 f"{self.uri}"
-            ) from None
+            )
         if run.info.status == "RUNNING" and not end_if_dead(self.client, run):
             raise Refused(f"resume: run {run_id} {still_running(run, self.uri)}, then resume")
         return run
