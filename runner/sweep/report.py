@@ -54,7 +54,8 @@ def _better(metric: str) -> Any:
 
 
 def run_row(client: MlflowClient, run: Run) -> Row:
-    """Read one run's report row: final and best validation metric, capacity, status."""
+    """Read one run's report row: final and best validation metric, capacity, status. A run
+    that kept its best epoch's weights (trainer.keep=best) is final at that epoch."""
     run_tags, metrics = run.data.tags, run.data.metrics
     metric = run_tags.get(tags.PRIMARY_METRIC, "val_acc")
     held_out = metric.replace("val_", "test_", 1)
@@ -70,7 +71,7 @@ def run_row(client: MlflowClient, run: Run) -> Row:
         overrides=parse_overrides(run_tags.get(tags.OVERRIDES, "")),
         params=int(params) if params else None,
         metric=metric,
-        final_val=metrics.get(metric),
+        final_val=kept_value(run, history, metrics.get(metric)),
         best_val=best.value if best else None,
         best_epoch=best.step if best else None,
         final_train=metrics.get(train_metric),
@@ -79,6 +80,15 @@ def run_row(client: MlflowClient, run: Run) -> Row:
         error=run_tags.get(tags.ERROR, "")
         or (run_tags.get(tags.STOPPED_BY, "") if run.info.status == "KILLED" else ""),
     )
+
+
+def kept_value(run: Run, history: list[Any], last: float | None) -> float | None:
+    """The metric's value for the weights the run kept: at its `best_epoch` with
+    trainer.keep=best (`history`: the metric's points), else its last value."""
+    kept = run.data.metrics.get("best_epoch")
+    if run.data.params.get("trainer.keep") != "best" or kept is None:
+        return last
+    return next((m.value for m in history if m.step == int(kept)), last)
 
 
 def _job_order(run: Run) -> tuple[float, int]:
