@@ -13,7 +13,7 @@ NOT_FINGERPRINTED = {"tracking", "sweep", "plugins", "resume"}
 NOT_FINGERPRINTED_TRAINER = {"progress", "threads", "checkpoint_every", "num_workers"}
 # What `resume=` may change besides those: how long the run trains (more epochs continue
 # it as if trained that long at once) and what it logs at its end.
-CONTINUABLE_TRAINER = {"epochs", "plots", "log_model"}
+CONTINUABLE = {"trainer.epochs", "trainer.plots", "trainer.log_model"}
 
 
 def fingerprinted(config: dict[str, Any]) -> dict[str, Any]:
@@ -30,20 +30,15 @@ def fingerprint(config: dict[str, Any]) -> str:
     return _sha256(fingerprinted(config))
 
 
-def changes_refused_by_resume(
-    saved: dict[str, Any], config: dict[str, Any], free: set[str] | None = None
-) -> list[str]:
-    """The keys (dotted, with both values) in which `config` differs from the fingerprinted
-    config a checkpoint was written by, less `free` ones (by default those a continued run
-    may change)."""
+def config_changes(saved: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
+    """Each dotted key in which `config` differs from the fingerprinted config a checkpoint
+    was written by, with both values (`trainer.epochs 20 -> 40`)."""
     before, after = flatten(saved), flatten(fingerprinted(config))
-    if free is None:
-        free = {f"trainer.{key}" for key in CONTINUABLE_TRAINER}
-    return [
-        f"{key} {before.get(key, '(unset)')} -> {after.get(key, '(unset)')}"
+    return {
+        key: f"{key} {before.get(key, '(unset)')} -> {after.get(key, '(unset)')}"
         for key in sorted(before.keys() | after.keys())
-        if key not in free and before.get(key) != after.get(key)
-    ]
+        if before.get(key) != after.get(key)
+    }
 
 
 def sweep_fingerprint(experiment: str, overrides: list[str]) -> str:

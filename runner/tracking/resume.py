@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from runner.errors import ConfigError, Refused
-from runner.tracking.fingerprint import changes_refused_by_resume, fingerprint
+from runner.tracking.fingerprint import CONTINUABLE, config_changes, fingerprint
 from runner.training import checkpoint
 
 if TYPE_CHECKING:
@@ -85,7 +85,8 @@ def continued(state: dict[str, Any], config: dict[str, Any], path: Path) -> list
     if state["fingerprint"] == fingerprint(config):
         return []
     saved = state.get("config")  # (not in checkpoints from before it was kept there)
-    refused = changes_refused_by_resume(saved, config) if saved is not None else []
+    changes = config_changes(saved, config) if saved is not None else {}
+    refused = [text for key, text in changes.items() if key not in CONTINUABLE]
     if saved is None or refused:
         changes = f" ({', '.join(refused)})" if refused else ""
         raise ConfigError(
@@ -94,4 +95,4 @@ def continued(state: dict[str, Any], config: dict[str, Any], path: Path) -> list
             "trainer.epochs (more), trainer.plots, trainer.log_model and how progress shows "
             "may change"
         )
-    return changes_refused_by_resume(saved, config, free=set())
+    return list(changes.values())
