@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ConfigError, StoreError, did_you_mean
-from runner.tracking import ServerUnreachable, check_server, tags
+from runner.tracking import ServerUnreachable, check_server, command_store
 
 CHUNK_ROWS = 100_000
 
@@ -33,9 +33,10 @@ class SourceError(LookupError):
 
 
 def resolve_source(client: Any, source: str) -> tuple[str, str]:
-    """SOURCE as (model URI, run id of the run that logged it)."""
-    from runner.sweep.report import best_run, experiment_runs, run_row
-    from runner.tracking.store import failure_cause, not_there
+    """SOURCE as (model URI, run id of the run that logged it): a registered version, a
+    run, or the best FINISHED run of a sweep or an experiment (as `runner.report` finds
+    them, and ranks them by the weights each kept)."""
+    from runner.sweep.report import best_run, resolve_target, run_row
 
     if source.startswith("models:/"):
         name, _, ref = source.removeprefix("models:/").partition("@")
@@ -50,30 +51,19 @@ def resolve_source(client: Any, source: str) -> tuple[str, str]:
             raise SourceError(message) from None
         return source, version.run_id
     try:
-        run = client.get_run(source)
-    except Exception as err:
-        if not not_there(err):
-            raise StoreError(f"cannot look up {source!r}: {failure_cause(err)}") from err
-        run = None
-    if run is not None and run.data.tags.get(tags.IS_SWEEP) == "true":
-        best = run.data.tags.get(tags.BEST_RUN)
-        if not best:
-            raise SourceError(f"sweep {source} ({run.info.run_name}) has no best job")
-        return f"runs:/{best}/model", best
-    if run is not None:
-        return f"runs:/{run.info.run_id}/model", run.info.run_id
-    try:
-        runs = experiment_runs(client, source)
+        runs, title, parent = resolve_target(client, source)
     except LookupError:
         names = [e.name for e in client.search_experiments()]
         raise SourceError(
             f"{source!r} is neither a run id, an experiment nor a models:/ URI."
             f"{did_you_mean(source, names)} Experiments: {', '.join(sorted(names))}"
         ) from None
+    if parent is None and [r.info.run_id for r in runs] == [source]:  # a run: its own model
+        return f"runs:/{source}/model", source
     finished = [r for r in runs if r.info.status == "FINISHED"]
     best = best_run([run_row(client, r) for r in finished], finished)
     if best is None:
-        raise SourceError(f"experiment {source!r} has no FINISHED run")
+        raise SourceError(f"{title} has no FINISHED run")
     return f"runs:/{best.info.run_id}/model", best.info.run_id
 
 
@@ -81,14 +71,13 @@ def load_predictor(model_uri: str) -> Any:
     """The table predictor (encoder + network) inside a logged table model."""
     import mlflow.pyfunc
 
+    from runner.tracking.pyfunc_model import table_predictor
+
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except Exception as err:
         raise SourceError(f"{model_uri} has no model to load: {_first_line(err)}") from None
-    try:
-        predictor = getattr(model.unwrap_python_model(), "predictor", None)
-    except Exception:
-        predictor = None
+    predictor = table_predictor(model)
     if predictor is None:
         raise SourceError(
             f"{model_uri} is not a table model (raw rows in): predict reads tables; an image "
@@ -206,17 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.chunk_rows < 1:
         parser.error(f"--chunk-rows: {args.chunk_rows} is not a positive number of rows")
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    uri = uri or f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
-    from runner.tracking import sqlite_file
-
-    db = sqlite_file(uri)
-    if db is not None and not db.is_file():
-        print(
-            f"error: no MLflow store at {db}; run from the folder you trained in, or pass "
-            "--tracking-uri",
-            file=sys.stderr,
-        )
+    uri, missing = command_store(args.tracking_uri)
+    if missing:
+        print(missing, file=sys.stderr)
         return 1
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # (one per load)
     import mlflow

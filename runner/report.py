@@ -9,40 +9,19 @@ tracking server: it reads only what the runs logged (runner.sweep.report builds 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from runner.errors import StoreError
 from runner.sweep import report as reports
-from runner.sweep.report import build_report, experiment_runs, log_report, sweep_runs
-from runner.tracking import ServerUnreachable, check_server, tags
-from runner.tracking.store import failure_cause, not_there
-
-
-def resolve_target(client: MlflowClient, target: str) -> tuple[list[Run], str, Run | None]:
-    """A sweep parent run id, or an experiment name, to its runs and a title; a StoreError
-    says why the store could not tell (down, the login refused)."""
-    try:
-        parent = client.get_run(target)
-    except Exception as err:
-        if not not_there(err):
-            raise StoreError(
-                f"cannot look up {target!r} in the MLflow store {client.tracking_uri}: "
-                f"{failure_cause(err)}"
-            ) from err
-        parent = None  # not a run id: try it as an experiment name
-    if parent is not None:
-        if parent.data.tags.get(tags.IS_SWEEP) == "true":
-            return sweep_runs(client, parent), parent.info.run_name, parent
-        return [parent], f"run {parent.info.run_name}", None
-    return experiment_runs(client, target), f"experiment {target}", None
+from runner.sweep.report import build_report, log_report, resolve_target
+from runner.tracking import ServerUnreachable, check_server, command_store
+from runner.tracking.store import failure_cause
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,17 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="folder for comparison.csv/.md, capacity.png")
     parser.add_argument("--log", action="store_true", help="also log the report to the sweep run")
     args = parser.parse_args(argv)
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    uri = uri or f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
-    from runner.tracking import sqlite_file
-
-    db = sqlite_file(uri)
-    if db is not None and not db.is_file():  # say so, rather than create an empty store
-        print(
-            f"error: no MLflow store at {db}; run from the folder you launched the runs "
-            "from, or pass --tracking-uri",
-            file=sys.stderr,
-        )
+    uri, missing = command_store(args.tracking_uri)
+    if missing:
+        print(missing, file=sys.stderr)
         return 1
     client = MlflowClient(uri)
     try:

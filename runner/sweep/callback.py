@@ -330,11 +330,11 @@ class SweepCallback(Callback):
             if runs:
                 report = build_report(client, runs, parent.info.run_name)
                 print(report.text, flush=True)
-                log_report(client, run_id, report)
+                best = log_report(client, run_id, report)
                 failed = any(r.status != "FINISHED" for r in report.rows)
                 name = OmegaConf.select(config, "sweep.register")
                 if name:
-                    failed = not register_best(client, uri, parent, report, name) or failed
+                    failed = not register_best(uri, parent, report, best, name) or failed
             else:
                 print("sweep ended with no runs", flush=True)
         except Exception as err:
@@ -357,14 +357,12 @@ class SweepCallback(Callback):
             sys.exit(1)  # Hydra turns callback exceptions into warnings; an exit still counts
 
 
-def register_best(client: Any, uri: str, parent: Any, report: Any, name: str) -> bool:
-    """`sweep.register`: the best job's model as a new version of `name` (alias champion);
-    False, said in one line, if there is no best job or the store refused."""
-    from runner.sweep.report import best_run
+def register_best(uri: str, parent: Any, report: Any, best: Any, name: str) -> bool:
+    """`sweep.register`: the best job's model (the report's) as a new version of `name`
+    (alias champion); False, said in one line, if there is no best job or the store
+    refused."""
     from runner.tracking.model_registry import RegistryRefused, register
 
-    finished = [run for run in report.runs if run.info.status == "FINISHED"]
-    best = best_run(report.rows, finished)
     if best is None:
         print(f"sweep.register: no job finished, so no model joins {name!r}", flush=True)
         return False

@@ -19,7 +19,9 @@ from typing import Any
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
+from runner.errors import StoreError
 from runner.tracking import tags
+from runner.tracking.store import failure_cause, not_there
 
 STATUS_RANK = {"FINISHED": 0, "RUNNING": 1, "KILLED": 2, "FAILED": 3}
 
@@ -132,6 +134,25 @@ def experiment_runs(client: MlflowClient, name: str) -> list[Run]:
         raise LookupError(f"no experiment or run named {name!r}")
     runs = client.search_runs([experiment.experiment_id], max_results=10000)
     return _dedupe([r for r in runs if r.data.tags.get(tags.IS_SWEEP) != "true"])
+
+
+def resolve_target(client: MlflowClient, target: str) -> tuple[list[Run], str, Run | None]:
+    """A sweep parent run id, or an experiment name, to its runs and a title; a StoreError
+    says why the store could not tell (down, the login refused)."""
+    try:
+        parent = client.get_run(target)
+    except Exception as err:
+        if not not_there(err):
+            raise StoreError(
+                f"cannot look up {target!r} in the MLflow store {client.tracking_uri}: "
+                f"{failure_cause(err)}"
+            ) from err
+        parent = None  # not a run id: try it as an experiment name
+    if parent is not None:
+        if parent.data.tags.get(tags.IS_SWEEP) == "true":
+            return sweep_runs(client, parent), parent.info.run_name, parent
+        return [parent], f"run {parent.info.run_name}", None
+    return experiment_runs(client, target), f"experiment {target}", None
 
 
 def label_rows(rows: list[Row]) -> list[str]:
@@ -293,10 +314,11 @@ def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
     return Report(rows, text, md, to_csv(header, cells), figure, list(runs))
 
 
-def log_report(client: MlflowClient, run_id: str, report: Report) -> None:
+def log_report(client: MlflowClient, run_id: str, report: Report) -> Run | None:
     """Attach the report to the sweep's parent run: CSV, Markdown and capacity plot as
     artifacts; the params all finished jobs share, the best job's final metrics, and the
-    comparison as its description, so the parent reads like a run in the UI."""
+    comparison as its description, so the parent reads like a run in the UI. Returns the
+    best job's run (None if no job finished)."""
     client.log_text(run_id, report.csv, "report/comparison.csv")
     client.log_text(run_id, report.markdown, "report/comparison.md")
     client.log_figure(run_id, report.figure, "report/capacity.png")
@@ -317,6 +339,7 @@ def log_report(client: MlflowClient, run_id: str, report: Report) -> None:
     params = [Param(k, v) for k, v in shared_params(finished).items()]
     for i in range(0, len(params), 100):  # MLflow's batch limit for params
         client.log_batch(run_id, params=params[i : i + 100])
+    return best
 
 
 def best_run(rows: list[Row], finished: list[Run]) -> Run | None:

@@ -320,3 +320,18 @@ def sqlite_file(uri: str) -> Path | None:
     if not uri.startswith(prefix) or uri[len(prefix) :] in ("", ":memory:"):
         return None
     return Path(uri[len(prefix) :].split("?")[0])
+
+
+def command_store(given: str | None) -> tuple[str, str | None]:
+    """The store a command reads (`--tracking-uri`, else MLFLOW_TRACKING_URI, else the
+    embedded store under ./outputs), and the error line when that is a SQLite file that is
+    not there (say so, rather than create an empty store)."""
+    uri = given or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = uri or f"sqlite:///{Path('outputs/mlflow.db').resolve()}"
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():
+        return uri, (
+            f"error: no MLflow store at {db}; run from the folder you launched the runs "
+            "from, or pass --tracking-uri"
+        )
+    return uri, None

@@ -67,9 +67,7 @@ def _network(model: Any) -> torch.nn.Module | None:
         raw = None
     if isinstance(raw, torch.nn.Module):
         return raw
-    try:
-        predictor = getattr(model.unwrap_python_model(), "predictor", None)
-    except Exception:  # not a python model either
-        return None
-    network = getattr(predictor, "model", None)
+    from runner.tracking.pyfunc_model import table_predictor
+
+    network = getattr(table_predictor(model), "model", None)
     return network if isinstance(network, torch.nn.Module) else None

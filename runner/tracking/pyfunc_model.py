@@ -38,6 +38,16 @@ class RawRowsModel(mlflow.pyfunc.PythonModel):
             raise MlflowException(rows_refused(err), error_code=INVALID_PARAMETER_VALUE) from err
 
 
+def table_predictor(model: Any) -> Any:
+    """The TabularPredictor inside a loaded pyfunc model if it is a table's (RawRowsModel),
+    else None."""
+    try:
+        python_model = model.unwrap_python_model()
+    except Exception:  # another flavour (torch's): no python model to unwrap
+        return None
+    return getattr(python_model, "predictor", None)
+
+
 def rows_refused(err: Exception) -> str:
     """What a user reads when rows do not fit the model: the encoder's own message, without
     the advice on training configs that it gives while a run reads its table."""
