@@ -224,10 +224,11 @@ def monitor(spec: RunSpec, data: DataSplits) -> Monitor | None:
             f"{key}: watches a validation metric, and data {spec.data.name!r} has no "
             "validation rows (set data.val_size, or leave it out)"
         )
-    metric = stop.metric or primary_metric(data.task, spec.metric)
+    primary = primary_metric(data.task, spec.metric)
+    metric = stop.metric or primary
     logged = ["val_loss", *(f"val_{m}" for m in VALIDATION_METRICS[data.task])]
-    if primary_metric(data.task, spec.metric) not in logged:
-        logged.append(primary_metric(data.task, spec.metric))
+    if primary not in logged:
+        logged.append(primary)
     if metric not in logged:
         raise ConfigError(
             f"trainer.early_stop.metric: {metric!r} is not a metric this run validates."
