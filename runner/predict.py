@@ -221,5 +221,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> int:
+    """`main`, with a terminal's Ctrl-C ending it in one line: exit 130, and no output
+    file, not even a partial one."""
+    import signal
+
+    try:
+        return main()
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the last line is not cut short
+        print("interrupted: no predictions written", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -28,6 +28,8 @@ from runner.components.datasets import tabular
 from runner.errors import ConfigError
 from runner.training.metrics import log_rmse
 from tests.conftest import answers, free_port, ready_store, run_cli, store_uri, wait_until
+from tests.terminal import Terminal
+from tests.test_interrupts import last_line
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 AUTO_MPG = DATA / "auto_mpg.csv"
@@ -306,6 +308,24 @@ def test_auto_mpg_book_run_logs_test_metrics_and_a_model_for_raw_rows(tmp_path):
     code, text = predict_main(tmp_path, ["auto_mpg", "--input", str(new_cars)])
     assert code == 1 and "lacks the column(s) displacement, weight, acceleration" in text
     assert not (tmp_path / "out.csv").exists()
+
+    # A terminal's Ctrl-C mid-way (to the whole group): one line, exit 130, no output file,
+    # not even the partial one.
+    pd.concat([rows] * 100_000).to_csv(new_cars, index=False)
+    term = Terminal(
+        [sys.executable, "-m", "runner.predict", "auto_mpg", "--input", str(new_cars),
+         "--output", "cut.csv", "--chunk-rows", "1000"],
+        tmp_path, dict(os.environ),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (tmp_path / "cut.csv.partial").exists(), "predictions being written")
+        term.ctrl_c()
+        assert term.wait_exit(60) == 130, term.text[-3000:]
+    finally:
+        term.close()
+    assert "Traceback" not in term.text, term.text[-3000:]
+    assert last_line(term.text).endswith("interrupted: no predictions written")  # (after ^C)
+    assert not list(tmp_path.glob("cut.csv*"))
 
 
 def predict_main(cwd: Path, argv: list[str]) -> tuple[int, str]:
