@@ -4,7 +4,8 @@ The folders are the layers, top to bottom; each imports only from the ones below
 (checked by import-linter, pyproject.toml):
 
     __main__                               python -m runner
-    main, check, ui, new, report, predict  the Hydra entry and the other commands
+    main, check, ui, new, report,          the Hydra entry and the other commands
+      predict, evaluate
     sweep/        multiruns: the sweep's parent run and report, stacked seed groups
     job.py        the recipe: one run, set up, trained, recorded
     tracking/     MLflow: the tracker, the store, tags, names, plots, what a run records

@@ -110,10 +110,22 @@ def load_initial_weights(
     model.load_state_dict(weights)
 
 
-def build_data(spec: Component, declared_outputs: int | None = None) -> DataSplits:
-    """Call the registered dataset loader; the config's `num_outputs`, if set, must match."""
-    loader = DATASETS.get(spec.type, "data.type").target
-    data = _construct(spec.key, spec.type, loader, spec.args)
+def build_data(
+    spec: Component, declared_outputs: int | None = None, fitted: DataSplits | None = None
+) -> DataSplits:
+    """Call the registered dataset loader; the config's `num_outputs`, if set, must match.
+    `fitted`: a trained run's data, whose statistics (a table's encoder) encode these rows
+    instead of statistics fitted on them (data with nothing fitted loads as it is)."""
+    entry = DATASETS.get(spec.type, "data.type")
+    if fitted is not None and fitted.encoder is not None:
+        encode_as = entry.meta.get("encode_as")
+        if encode_as is None:
+            raise ConfigError(
+                f"data.type: {spec.type!r} cannot encode its rows with the trained run's "
+                "statistics (its encoder); evaluate it on data of the run's own type"
+            )
+        return _construct(spec.key, spec.type, encode_as, spec.args, fitted)
+    data = _construct(spec.key, spec.type, entry.target, spec.args)
     if declared_outputs is not None and declared_outputs != data.num_outputs:
         raise ConfigError(
             f"data.num_outputs: {declared_outputs!r} but the loaded data has "

@@ -22,61 +22,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ConfigError, StoreError, did_you_mean
+from runner.errors import ConfigError, StoreError
 from runner.tracking import ServerUnreachable, check_server, command_store
 
 CHUNK_ROWS = 100_000
-
-
-class SourceError(LookupError):
-    """SOURCE names no model (one line says what it looked for)."""
-
-
-def resolve_source(client: Any, source: str) -> tuple[str, str]:
-    """SOURCE as (model URI, run id of the run that logged it): a registered version, a
-    run, or the best FINISHED run of a sweep or an experiment (as `runner.report` finds
-    them, and ranks them by the weights each kept)."""
-    from runner.sweep.report import best_run, resolve_target, run_row
-
-    if source.startswith("models:/"):
-        name, _, ref = source.removeprefix("models:/").partition("@")
-        try:
-            if ref:
-                version = client.get_model_version_by_alias(name, ref)
-            else:
-                name, _, number = name.partition("/")
-                version = client.get_model_version(name, number)
-        except Exception as err:
-            message = f"{source} names no registered model version: {_first_line(err)}"
-            raise SourceError(message) from None
-        return source, version.run_id
-    try:
-        runs, title, parent = resolve_target(client, source)
-    except LookupError:
-        names = [e.name for e in client.search_experiments()]
-        raise SourceError(
-            f"{source!r} is neither a run id, an experiment nor a models:/ URI."
-            f"{did_you_mean(source, names)} Experiments: {', '.join(sorted(names))}"
-        ) from None
-    if parent is None and [r.info.run_id for r in runs] == [source]:  # a run: its own model
-        return f"runs:/{source}/model", source
-    finished = [r for r in runs if r.info.status == "FINISHED"]
-    best = best_run([run_row(client, r) for r in finished], finished)
-    if best is None:
-        raise SourceError(f"{title} has no FINISHED run")
-    return f"runs:/{best.info.run_id}/model", best.info.run_id
 
 
 def load_predictor(model_uri: str) -> Any:
     """The table predictor (encoder + network) inside a logged table model."""
     import mlflow.pyfunc
 
+    from runner.sweep.source import SourceError, first_line
     from runner.tracking.pyfunc_model import table_predictor
 
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except Exception as err:
-        raise SourceError(f"{model_uri} has no model to load: {_first_line(err)}") from None
+        raise SourceError(f"{model_uri} has no model to load: {first_line(err)}") from None
     predictor = table_predictor(model)
     if predictor is None:
         raise SourceError(
@@ -172,11 +134,6 @@ def write_rows(frame: Any, path: Path, header: bool) -> None:
         pa_csv.write_csv(table, out, pa_csv.WriteOptions(include_header=header))
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(getattr(err, "message", err)).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line: resolve SOURCE, predict the input's rows, write the output."""
     parser = argparse.ArgumentParser(
@@ -202,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # (one per load)
     import mlflow
     from mlflow.tracking import MlflowClient
+
+    from runner.sweep.source import SourceError, resolve_source
 
     mlflow.set_tracking_uri(uri)  # (models:/ and runs:/ URIs are read through it)
     client = MlflowClient(uri)

@@ -14,8 +14,8 @@ its README line.
 How each kind of command runs (`plan`; a command it does not know fails its test):
 - `python -m runner ...` as written plus `trainer.epochs=2`; a sweep is first validated job
   by job with `runner.check`, then run cut to its first job (the logged model kept where
-  `sweep.register` needs it). `runner.check`/`report` as written; `runner.predict` with
-  `data/...` read from the project's own data folder.
+  `sweep.register` needs it). `runner.check`/`report` as written; `runner.predict` and
+  `runner.evaluate` with `data/...` read from the project's own data folder.
 - `make run` from the project folder, its store and Hydra folders sent to the launch folder;
   `.venv`'s install stamp is not remade (`make -o`), so no test reinstalls packages.
 - `make test` is not run (the suite would run itself): `.ci/run` must call it, and
@@ -281,9 +281,8 @@ def plan_words(words: list[str], text: str, ws: Path) -> Plan:
             return Plan([*words, *first_job(words[3:], ws), *TRIM, *quiet], ws)
         if module in ("runner.check", "runner.report"):
             return Plan(words, ws)
-        if module == "runner.predict":  # the project's data files, from the launch folder
-            shipped = [str(PROJECT / w) if w.startswith("data/") else w for w in words]
-            return Plan(shipped, ws)
+        if module in ("runner.predict", "runner.evaluate"):  # the project's data files
+            return Plan([project_data(w) for w in words], ws)
         if module == "runner.ui":
             ensure_store(ws)
             return Plan([*words, "--port", str(free_port())], ws, server=True)
@@ -312,6 +311,13 @@ def plan_make(args: list[str], ws: Path) -> Plan:
         )
         return Plan([*make, "-n", target], ws)
     raise AssertionError(f"README runs `make {target}`, unknown to tests/test_readme.py")
+
+
+def project_data(word: str) -> str:
+    """A README word naming a shipped data file (`data/...`, `key=data/...`), as the path in
+    the project (the launch folder's data/ holds tiny MNIST files only)."""
+    key, sep, value = word.rpartition("=")
+    return f"{key}{sep}{PROJECT / value}" if value.startswith("data/") else word
 
 
 def first_job(args: list[str], ws: Path) -> list[str]:

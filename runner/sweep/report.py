@@ -128,12 +128,17 @@ def sweep_runs(client: MlflowClient, parent: Run) -> list[Run]:
 
 
 def experiment_runs(client: MlflowClient, name: str) -> list[Run]:
-    """Every job run of an experiment (sweep parents left out)."""
+    """Every training run of an experiment (sweep parents and evaluations left out)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         raise LookupError(f"no experiment or run named {name!r}")
     runs = client.search_runs([experiment.experiment_id], max_results=10000)
-    return _dedupe([r for r in runs if r.data.tags.get(tags.IS_SWEEP) != "true"])
+    return _dedupe(
+        [
+            r for r in runs
+            if r.data.tags.get(tags.IS_SWEEP) != "true" and tags.EVALUATES not in r.data.tags
+        ]
+    )  # fmt: skip
 
 
 def resolve_target(client: MlflowClient, target: str) -> tuple[list[Run], str, Run | None]:

@@ -17,17 +17,18 @@ if TYPE_CHECKING:
 KEY = "model.init_from"
 
 
-def initial_weights(source: str, spec: TrackingSpec) -> dict[str, torch.Tensor]:
-    """The state dict `model.init_from` names (a run id, or a models:/ URI)."""
+def initial_weights(source: str, spec: TrackingSpec, key: str = KEY) -> dict[str, torch.Tensor]:
+    """The state dict `model.init_from` names (a run id, or a models:/ URI); errors name
+    `key` (the setting, or the command's argument, that named the source)."""
     from runner.tracking.store import Store, local_checkpoint
 
     store = Store(spec)
     if source.startswith("models:/"):
-        return _registered_weights(source, store.uri)
-    run = store.run_or_none(source, KEY)
+        return _registered_weights(source, store.uri, key)
+    run = store.run_or_none(source, key)
     if run is None:
         raise ConfigError(
-            f"{KEY}: {source!r} is neither an MLflow run id in {store.uri} nor a "
+            f"{key}: {source!r} is neither an MLflow run id in {store.uri} nor a "
             "models:/<name>@<alias> URI"
         ) from None
     path = local_checkpoint(run)
@@ -36,14 +37,14 @@ def initial_weights(source: str, spec: TrackingSpec) -> dict[str, torch.Tensor]:
             path = store.logged_checkpoint(source)
         except ConfigError:
             raise ConfigError(
-                f"{KEY}: run {source} ({run.info.run_name}) has no weights to start from: it "
+                f"{key}: run {source} ({run.info.run_name}) has no weights to load: it "
                 "left no checkpoint (it failed before its first epoch?)"
             ) from None
     state = checkpoint.read(path)
     return state.get("best_model") or state["model"]  # the kept weights (trainer.keep)
 
 
-def _registered_weights(uri: str, tracking_uri: str) -> dict[str, torch.Tensor]:
+def _registered_weights(uri: str, tracking_uri: str, key: str) -> dict[str, torch.Tensor]:
     """A registered (or logged) model's network weights: a torch model's, or the network
     inside a table model (raw rows in)."""
     import mlflow.pyfunc
@@ -51,10 +52,10 @@ def _registered_weights(uri: str, tracking_uri: str) -> dict[str, torch.Tensor]:
     try:
         model: Any = mlflow.pyfunc.load_model(uri)
     except Exception as err:
-        raise ConfigError(f"{KEY}: {uri!r} names no model in {tracking_uri}: {err}") from None
+        raise ConfigError(f"{key}: {uri!r} names no model in {tracking_uri}: {err}") from None
     network = _network(model)
     if network is None:
-        raise ConfigError(f"{KEY}: {uri!r} is not a model the runner logged (no torch network)")
+        raise ConfigError(f"{key}: {uri!r} is not a model the runner logged (no torch network)")
     return {k: v.detach().clone() for k, v in network.state_dict().items()}
 
 

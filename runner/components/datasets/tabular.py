@@ -557,7 +557,19 @@ def check_table(
     chosen_columns(read_header(path, read), target, columns, categorical)
 
 
-@DATASETS.register("csv", check=csv_problems, preflight=check_table)
+def encoded_as(fitted: DataSplits, **args: Any) -> DataSplits:
+    """The table `args` describe (csv's arguments), split as they say, every row encoded
+    with a trained run's statistics (`fitted`: its encoder, classes and target scaling)
+    instead of statistics fitted on this table's own training rows: another table as that
+    run's network sees it (`python -m runner.evaluate`)."""
+    import inspect
+
+    bound = inspect.signature(csv).bind(**args)
+    bound.apply_defaults()
+    return _table(fitted=fitted, **bound.arguments)
+
+
+@DATASETS.register("csv", check=csv_problems, preflight=check_table, encode_as=encoded_as)
 def csv(
     path: str,
     target: str,
@@ -578,6 +590,30 @@ def csv(
 ) -> DataSplits:
     """Load a table (CSV, TSV, Parquet; `read`: pandas options) and encode its feature
     columns (see the module's docstring)."""
+    return _table(**locals(), fitted=None)
+
+
+def _table(
+    path: str,
+    target: str,
+    task: str,
+    columns: dict | None,
+    categorical: list | None,
+    numeric: str,
+    drop_missing: str,
+    val_size: float,
+    test_size: float,
+    folds: int,
+    fold: int,
+    shuffle: bool,
+    seed: int,
+    standardize_target: bool,
+    metric: str | None,
+    read: dict | None,
+    fitted: DataSplits | None,
+) -> DataSplits:
+    """csv's work; with `fitted`, its statistics encode the rows (nothing is fitted here)."""
+    task = task if fitted is None else fitted.task
     if task not in TASKS:
         raise ConfigError(unknown_name("data.task", "task", task, TASKS))
     if numeric not in NUMERIC:
@@ -585,20 +621,28 @@ def csv(
     if drop_missing not in DROP_MISSING:
         raise ConfigError(unknown_name("data.drop_missing", "choice", drop_missing, DROP_MISSING))
     frame = read_table(path, read)
-    plan = column_plan(frame, target, columns, categorical, numeric)
+    if fitted is None:
+        plan = column_plan(frame, target, columns, categorical, numeric)
+    else:
+        plan = fitted_columns(frame, target, fitted, path)
     frame = _drop_missing(frame, target, drop_missing, [c.name for c in plan if c.kind != "drop"])
     train_rows, val_rows, test_rows = split_rows(
         len(frame), test_size, val_size, folds, fold, shuffle, seed
     )
     parts = {"train": train_rows, "val": val_rows, "test": test_rows}
     frames = {name: frame.iloc[rows] for name, rows in parts.items()}  # each copied once
-    encoder = TabularEncoder(plan).fit(frames["train"])
-    check_feature_names(encoder.columns)
-    for column in encoder.columns:
-        warn_memorized(column, frames["train"][column.name])
+    if fitted is None:
+        encoder = TabularEncoder(plan).fit(frames["train"])
+        check_feature_names(encoder.columns)
+        for column in encoder.columns:
+            warn_memorized(column, frames["train"][column.name])
+    else:
+        encoder = fitted.encoder
     check_encoded_size(encoder.columns, len(frame), available_host_memory())
     x = {name: torch.from_numpy(encoder.transform(part)) for name, part in frames.items()}
-    if task == "regression":
+    if fitted is not None:
+        y, class_names, mean, std = _fitted_target(frame[target], fitted)
+    elif task == "regression":
         y, mean, std = _regression_target(frame[target], train_rows, standardize_target)
         class_names = None
     else:
@@ -620,6 +664,41 @@ def csv(
         encoder=encoder,
         raw_example=frames["train"].head(5).drop(columns=[target]),
     )
+
+
+def fitted_columns(frame: pd.DataFrame, target: str, fitted: DataSplits, path: str) -> list[Column]:
+    """The trained run's feature columns, each of which the table must hold (and its target)."""
+    plan = list(fitted.encoder.columns)
+    missing = [c.name for c in plan if c.name not in frame.columns]
+    missing += [target] if target not in frame.columns else []
+    if missing:
+        raise ConfigError(
+            f"data.path: {path!r} lacks the column(s) {', '.join(missing)} that the trained "
+            f"run reads (it reads {', '.join(c.name for c in plan)}, target {target!r})"
+        )
+    return plan
+
+
+def _fitted_target(
+    column: pd.Series, fitted: DataSplits
+) -> tuple[torch.Tensor, list[str] | None, float, float]:
+    """The target as the trained run saw its own: its class codes (a class it never
+    learned is a ConfigError), or numbers scaled by its training rows' mean and std."""
+    if fitted.class_names is None:
+        y, _, _ = _regression_target(column, np.arange(len(column)), False)
+        mean, std = fitted.target_mean, fitted.target_std
+        return (y - mean) / std, None, mean, std
+    names = column.astype(str)
+    codes = names.map({c: i for i, c in enumerate(fitted.class_names)})
+    unseen = names[codes.isna()]
+    if len(unseen):
+        raise ConfigError(
+            f"data.target: class {unseen.iloc[0]!r} of column {column.name!r} is in "
+            f"{len(unseen)} row(s) but is not one the run learned ({', '.join(fitted.class_names)})"
+        )
+    dtype = torch.float32 if fitted.task == "binary" else torch.int64
+    y = torch.tensor(codes.to_numpy(dtype=np.int64), dtype=dtype)
+    return y, list(fitted.class_names), 0.0, 1.0
 
 
 def _drop_missing(frame: pd.DataFrame, target: str, how: str, features: list[str]) -> pd.DataFrame:

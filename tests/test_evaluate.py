@@ -1,0 +1,162 @@
+"""`python -m runner.evaluate`: a trained run's kept weights on its own test split or on
+other data, logged as a new run that names its source, and nothing trained (issue 24)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from runner.components.datasets import tabular
+from runner.errors import ConfigError
+from tests.conftest import ready_store, run_cli, store_uri
+
+GRADES = """name: grades
+type: csv
+num_outputs: 1
+path: {path}
+target: score
+task: regression
+columns:
+  school: onehot
+test_size: 0.25
+shuffle: true
+standardize_target: true
+"""
+
+
+def grades(path: Path, rows: int, seed: int, schools: tuple[str, ...] = ("north", "south")) -> None:
+    """A small regression table with gaps: score = 3*hours - 2*absent (+ a school's bonus)."""
+    rng = np.random.default_rng(seed)
+    hours = rng.uniform(0, 10, rows)
+    absent = rng.integers(0, 5, rows).astype(float)
+    school = rng.choice(schools, rows)
+    score = 50 + 3 * hours - 2 * absent + np.where(school == "north", 4.0, 0.0)
+    hours[rng.random(rows) < 0.1] = np.nan  # imputed with the training rows' mean
+    frame = pd.DataFrame({"hours": hours, "absent": absent, "school": school, "score": score})
+    frame.to_csv(path, index=False)
+
+
+def evaluate(*args: str, cwd: Path):
+    return run_cli(*args, cwd=cwd, module="runner.evaluate")
+
+
+def metrics_of(client: MlflowClient, run_id: str, prefix: str) -> dict[str, float]:
+    data = client.get_run(run_id).data.metrics
+    return {k.removeprefix(prefix): v for k, v in data.items() if k.startswith(prefix)}
+
+
+def test_a_table_run_evaluated_on_its_test_split_and_on_another_table(tmp_path):
+    ready_store(tmp_path)
+    (tmp_path / "conf" / "data").mkdir(parents=True)
+    (tmp_path / "conf" / "data" / "grades.yaml").write_text(
+        GRADES.format(path=tmp_path / "grades.csv")
+    )
+    grades(tmp_path / "grades.csv", 160, seed=1)
+    trained = run_cli(
+        "--config-dir", str(tmp_path / "conf"), "data=grades", "model=mlp", "trainer.epochs=15",
+        "trainer.batch_size=16", "trainer.plots=false", "sweep.register=grades", cwd=tmp_path,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    client = MlflowClient(store_uri(tmp_path))
+    experiment = client.get_experiment_by_name("grades")
+    (run,) = client.search_runs([experiment.experiment_id])
+    source = run.info.run_id
+
+    # Its own test split, from its run id: the test metrics it logged, nothing trained.
+    own = evaluate(source, cwd=tmp_path)
+    assert own.returncode == 0, own.stderr[-2000:]
+    assert f"run {source} ({run.info.run_name}) on 40 test rows: eval_loss=" in own.stdout
+    evaluations = client.search_runs(
+        [experiment.experiment_id], "tags.`runner.evaluates` = '" + source + "'"
+    )
+    (first,) = evaluations
+    assert first.info.status == "FINISHED" and first.data.tags["runner.eval_split"] == "test"
+    test = metrics_of(client, source, "test_")
+    assert metrics_of(client, first.info.run_id, "eval_") == pytest.approx(test, rel=1e-5)
+    assert client.get_run(source).data.metrics == run.data.metrics  # the source is untouched
+
+    # Another table through the registered model: every row, encoded with the run's own
+    # statistics (an unseen school, gaps), equals what the logged model predicts for them.
+    grades(tmp_path / "new.csv", 50, seed=2, schools=("north", "south", "east"))
+    other = evaluate("models:/grades@champion", f"data.path={tmp_path / 'new.csv'}", cwd=tmp_path)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "on all 50 rows" in other.stdout, other.stdout
+    (second,) = [
+        r for r in client.search_runs([experiment.experiment_id], "tags.`runner.evaluates` != ''")
+        if r.info.run_id != first.info.run_id
+    ]  # fmt: skip
+    assert second.data.tags["runner.evaluates"] == source
+    assert second.data.params["data.path"] == str(tmp_path / "new.csv")
+    rows = pd.read_csv(tmp_path / "new.csv")
+    mlflow.set_tracking_uri(store_uri(tmp_path))
+    predicted = mlflow.pyfunc.load_model(f"runs:/{source}/model").predict(rows)
+    expected = float(np.mean((np.asarray(predicted) - rows["score"].to_numpy()) ** 2))
+    assert second.data.metrics["eval_mse"] == pytest.approx(expected, rel=1e-4)
+
+    # Only the data and the device may change: one line, exit 1, no run.
+    refused = evaluate("grades", "optim.lr=3", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .startswith("config error: optim.lr: evaluate changes only the data")
+    ), refused.stderr
+    assert len(client.search_runs([experiment.experiment_id])) == 3
+
+
+def test_an_image_run_is_evaluated_with_the_weights_it_kept(tmp_path, mnist_root):
+    ready_store(tmp_path)
+    trained = run_cli(
+        "experiment=mnist_mlp", f"data.root={mnist_root}", "data.val_size=20",
+        "trainer.epochs=3", "trainer.keep=best", "trainer.plots=false", "trainer.log_model=false",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    client = MlflowClient(store_uri(tmp_path))
+    experiment = client.get_experiment_by_name("mnist")
+    (run,) = client.search_runs([experiment.experiment_id])
+    # The weights it kept (trainer.keep=best) gave its test metrics; evaluate loads the same.
+    own = evaluate("mnist", cwd=tmp_path)
+    assert own.returncode == 0, own.stderr[-2000:]
+    assert "on 40 test rows" in own.stdout
+    other = evaluate(
+        run.info.run_id, "data=fashion_mnist", f"data.root={mnist_root}", "data.val_size=20",
+        "--split", "test", cwd=tmp_path,
+    )  # fmt: skip
+    assert other.returncode == 0, other.stderr[-2000:]
+    evaluations = {
+        r.data.tags["runner.data"]: r
+        for r in client.search_runs([experiment.experiment_id], "tags.`runner.evaluates` != ''")
+    }
+    assert metrics_of(client, evaluations["mnist"].info.run_id, "eval_") == pytest.approx(
+        metrics_of(client, run.info.run_id, "test_"), rel=1e-5
+    )
+    assert evaluations["fashion_mnist"].data.tags["runner.eval_split"] == "test"
+    assert {"eval_loss", "eval_acc"} <= evaluations["fashion_mnist"].data.metrics.keys()
+
+
+def test_another_table_is_encoded_with_the_trained_runs_statistics(tmp_path):
+    frame = pd.DataFrame(
+        {"size": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "kind": list("ababab"), "label": list("xyxyxy")}
+    )
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    args = {"path": str(tmp_path / "train.csv"), "target": "label", "task": "binary"}
+    fitted = tabular.csv(**args)
+    other = pd.DataFrame({"size": [10.0, None], "kind": ["c", "a"], "label": ["y", "x"]})
+    other.to_csv(tmp_path / "other.csv", index=False)
+    seen = tabular.encoded_as(fitted, **{**args, "path": str(tmp_path / "other.csv")})
+    expected = fitted.encoder.transform(other.drop(columns=["label"]))
+    assert np.array_equal(seen.x_train.numpy(), expected)  # the training rows' mean and kinds
+    assert seen.y_train.tolist() == [1.0, 0.0] and seen.class_names == ["x", "y"]
+
+    other.assign(label=["y", "z"]).to_csv(tmp_path / "unseen.csv", index=False)
+    with pytest.raises(ConfigError, match="class 'z' of column 'label' is in 1 row"):
+        tabular.encoded_as(fitted, **{**args, "path": str(tmp_path / "unseen.csv")})
+    other.drop(columns=["kind"]).to_csv(tmp_path / "narrow.csv", index=False)
+    with pytest.raises(ConfigError, match=r"lacks the column\(s\) kind that the trained run"):
+        tabular.encoded_as(fitted, **{**args, "path": str(tmp_path / "narrow.csv")})
