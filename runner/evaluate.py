@@ -223,19 +223,6 @@ def log_evaluation(
     return run_id
 
 
-def run_config(client: Any, run_id: str) -> dict[str, Any]:
-    """The run's resolved config, as it logged it (config.yaml)."""
-    import yaml
-
-    try:
-        text = Path(client.download_artifacts(run_id, "config.yaml")).read_text()
-    except Exception as err:
-        raise ConfigError(
-            f"SOURCE: run {run_id} has no config.yaml to rebuild its model from ({err})"
-        ) from None
-    return yaml.safe_load(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line: resolve SOURCE, evaluate its kept weights, log the evaluation."""
     parser = argparse.ArgumentParser(
@@ -265,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from runner.sweep.source import SourceError, resolve_source
+    from runner.sweep.source import SourceError, resolve_source, run_config
 
     mlflow.set_tracking_uri(uri)  # (a models:/ SOURCE is read through it)
     client = MlflowClient(uri)

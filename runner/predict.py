@@ -1,6 +1,7 @@
-"""Predict with a trained model on new rows, without writing code.
+"""Predict with a trained model on new rows or images, without writing code.
 
     python -m runner.predict SOURCE --input rows.csv --output predictions.csv [--proba]
+    python -m runner.predict SOURCE --input images-idx3-ubyte|png_folder --output labels.csv
 
 SOURCE is a run id, a sweep's parent run id (its best job), an experiment name (its best
 FINISHED run by its primary metric) or `models:/<name>@<alias>` (`models:/<name>/<version>`).
@@ -11,6 +12,11 @@ is the input's rows with a `prediction` column (the class for a classification; 
 `--proba`, one `proba_<class>` column per class). Rows are read, encoded and written a chunk
 at a time (`--chunk-rows`), so a table of any length fits in memory. The numbers are the
 logged MLflow model's (`mlflow.pyfunc.load_model(...).predict`).
+
+An image model (MNIST, Fashion-MNIST) reads an IDX file of 28x28 images (MNIST's format,
+.gz too) or a folder of 28x28 PNGs (grey, white on black as MNIST draws), scales the pixels
+as the run did, and writes one row per image: its `index` (IDX) or `file` (PNG), and its
+`prediction` (the class name), with `--proba` one `proba_<class>` column per class.
 """
 
 from __future__ import annotations
@@ -28,24 +34,64 @@ from runner.tracking import ServerUnreachable, check_server, command_store
 CHUNK_ROWS = 100_000
 
 
-def load_predictor(model_uri: str) -> Any:
-    """The table predictor (encoder + network) inside a logged table model."""
+def load_model(model_uri: str) -> Any:
+    """The logged MLflow model (pyfunc)."""
     import mlflow.pyfunc
 
     from runner.sweep.source import SourceError, first_line
-    from runner.tracking.pyfunc_model import table_predictor
 
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        return mlflow.pyfunc.load_model(model_uri)
     except Exception as err:
         raise SourceError(f"{model_uri} has no model to load: {first_line(err)}") from None
-    predictor = table_predictor(model)
-    if predictor is None:
+
+
+def predict_images(
+    model: Any, config: dict[str, Any], source: Path, output: Path, proba: bool
+) -> int:
+    """Write `output`: one row per image (its file, or its index in an IDX file) with the
+    predicted class, scaled as the run scaled its pixels; returns the image count."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from runner.components.datasets import vision
+    from runner.components.plugins import load_components
+    from runner.registry import LOSSES
+    from runner.sweep.source import SourceError
+    from runner.training.metrics import TaskMetrics
+
+    data, loss = config.get("data") or {}, (config.get("model") or {}).get("loss") or {}
+    kind = data.get("type") or data.get("name")  # (a config named as its loader has no type)
+    if kind not in vision.SETS:
         raise SourceError(
-            f"{model_uri} is not a table model (raw rows in): predict reads tables; an image "
-            "model takes its tensors through mlflow.pytorch.load_model"
+            f"the model of data {data.get('name', kind)!r} takes neither raw table rows nor "
+            "images: load it with mlflow.pytorch.load_model"
         )
-    return predictor
+    images, files = vision.read_images(source)
+    mean, std = vision.pixel_scaling(kind, data.get("scaling", "standardize"))
+    x = vision.normalize(torch.from_numpy(images.copy()), mean, std).numpy()
+    output_kind = "logits"
+    load_components([])
+    loss_name = loss.get("name") or loss.get("type")
+    if loss_name in LOSSES:
+        output_kind = LOSSES.get(loss_name, "model.loss.name").meta.get("output", output_kind)
+    outputs = torch.as_tensor(np.asarray(model.predict(x)))  # the logged model's numbers
+    metrics = TaskMetrics("multiclass", output_kind)
+    classes = np.asarray(vision.class_names(kind), dtype=object)
+    frame = pd.DataFrame({"file": files} if files else {"index": np.arange(len(images))})
+    frame["prediction"] = classes[metrics.predict(outputs).numpy()]
+    if proba:
+        probabilities = metrics.probabilities(outputs).numpy()
+        for i, name in enumerate(classes):
+            frame[f"proba_{name}"] = probabilities[:, i]
+    partial = output.with_name(output.name + ".partial")
+    try:
+        write_rows(frame, partial, header=True)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return len(frame)
 
 
 def read_options(client: Any, run_id: str) -> dict[str, Any]:
@@ -160,23 +206,32 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from runner.sweep.source import SourceError, resolve_source
+    from runner.sweep.source import SourceError, resolve_source, run_config
+    from runner.tracking.pyfunc_model import table_predictor
 
     mlflow.set_tracking_uri(uri)  # (models:/ and runs:/ URIs are read through it)
     client = MlflowClient(uri)
     try:
         check_server(uri)
         model_uri, run_id = resolve_source(client, args.source)
-        predictor = load_predictor(model_uri)
-        read = read_options(client, run_id)
-        count = predict_file(predictor, args.input, args.output, read, args.proba, args.chunk_rows)
+        model = load_model(model_uri)
+        predictor = table_predictor(model)
+        if predictor is not None:
+            read = read_options(client, run_id)
+            count = predict_file(
+                predictor, args.input, args.output, read, args.proba, args.chunk_rows
+            )
+        else:
+            config = run_config(client, run_id)
+            count = predict_images(model, config, args.input, args.output, args.proba)
     except SourceError as err:
         print(f"error: {err} (store {uri})", file=sys.stderr)
         return 1
     except (ConfigError, ServerUnreachable, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"{count} rows predicted by {model_uri} (run {run_id}): {args.output}")
+    what = "rows" if predictor is not None else "images"
+    print(f"{count} {what} predicted by {model_uri} (run {run_id}): {args.output}")
     return 0
 
 

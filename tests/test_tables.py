@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -340,10 +341,11 @@ def predict_main(cwd: Path, argv: list[str]) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def served(model_uri: str, cwd: Path) -> Iterator[Callable[[pd.DataFrame], tuple[int, dict]]]:
+def served(model_uri: str, cwd: Path) -> Iterator[Callable[[Any], tuple[int, dict]]]:
     """`mlflow models serve` on a logged model, as the README shows it (the runner's own
-    environment); yields a function that posts rows as JSON and returns the status and the
-    answer. The server is stopped on the way out."""
+    environment); yields a function that posts rows (or a JSON payload as it is, e.g. a
+    tensor model's `inputs`) and returns the status and the answer. The server is stopped on
+    the way out."""
     port = free_port()
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri(cwd)}
@@ -355,11 +357,13 @@ def served(model_uri: str, cwd: Path) -> Iterator[Callable[[pd.DataFrame], tuple
         start_new_session=True,
     )  # fmt: skip
 
-    def invoke(rows: pd.DataFrame) -> tuple[int, dict]:
-        split = json.loads(rows.to_json(orient="split", index=False))
+    def invoke(rows: pd.DataFrame | dict) -> tuple[int, dict]:
+        payload = rows
+        if isinstance(rows, pd.DataFrame):
+            payload = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"dataframe_split": split}).encode(),
+            data=json.dumps(payload).encode(),
             headers={"Content-Type": "application/json"},
         )
         try:

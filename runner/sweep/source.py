@@ -4,9 +4,10 @@ best job, an experiment's best FINISHED run, or a registered model's version, ra
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from runner.errors import did_you_mean
+from runner.errors import ConfigError, did_you_mean
 from runner.sweep.report import best_run, resolve_target, run_row
 
 
@@ -44,6 +45,19 @@ def resolve_source(client: Any, source: str) -> tuple[str, str]:
     if best is None:
         raise SourceError(f"{title} has no FINISHED run")
     return f"runs:/{best.info.run_id}/model", best.info.run_id
+
+
+def run_config(client: Any, run_id: str) -> dict[str, Any]:
+    """The run's resolved config, as it logged it (config.yaml)."""
+    import yaml
+
+    try:
+        text = Path(client.download_artifacts(run_id, "config.yaml")).read_text()
+    except Exception as err:
+        raise ConfigError(
+            f"SOURCE: run {run_id} has no config.yaml to rebuild its model from ({first_line(err)})"
+        ) from None
+    return yaml.safe_load(text) or {}
 
 
 def first_line(err: BaseException) -> str:

@@ -1,5 +1,6 @@
-"""`python -m runner.evaluate`: a trained run's kept weights on its own test split or on
-other data, logged as a new run that names its source, and nothing trained (issue 24)."""
+"""After training (issue 24): `python -m runner.evaluate` (a trained run's kept weights on
+its own test split or on other data, logged as a new run that names its source, nothing
+trained), and an image model's predictions, from `runner.predict` and from MLflow's server."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from runner.components.datasets import tabular
 from runner.errors import ConfigError
 from tests.conftest import ready_store, run_cli, store_uri
+from tests.test_tables import served
 
 GRADES = """name: grades
 type: csv
@@ -41,8 +44,15 @@ def grades(path: Path, rows: int, seed: int, schools: tuple[str, ...] = ("north"
     frame.to_csv(path, index=False)
 
 
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
 def evaluate(*args: str, cwd: Path):
     return run_cli(*args, cwd=cwd, module="runner.evaluate")
+
+
+def predict(*args: str, cwd: Path):
+    return run_cli(*args, cwd=cwd, module="runner.predict")
 
 
 def metrics_of(client: MlflowClient, run_id: str, prefix: str) -> dict[str, float]:
@@ -109,12 +119,13 @@ def test_a_table_run_evaluated_on_its_test_split_and_on_another_table(tmp_path):
     assert len(client.search_runs([experiment.experiment_id])) == 3
 
 
-def test_an_image_run_is_evaluated_with_the_weights_it_kept(tmp_path, mnist_root):
+def test_an_image_run_is_evaluated_with_the_weights_it_kept_and_predicts_and_serves(
+    tmp_path, mnist_root
+):
     ready_store(tmp_path)
     trained = run_cli(
         "experiment=mnist_mlp", f"data.root={mnist_root}", "data.val_size=20",
-        "trainer.epochs=3", "trainer.keep=best", "trainer.plots=false", "trainer.log_model=false",
-        cwd=tmp_path,
+        "trainer.epochs=3", "trainer.keep=best", "trainer.plots=false", cwd=tmp_path,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-2000:]
     client = MlflowClient(store_uri(tmp_path))
@@ -138,6 +149,38 @@ def test_an_image_run_is_evaluated_with_the_weights_it_kept(tmp_path, mnist_root
     )
     assert evaluations["fashion_mnist"].data.tags["runner.eval_split"] == "test"
     assert {"eval_loss", "eval_acc"} <= evaluations["fashion_mnist"].data.metrics.keys()
+
+    # Predictions for an IDX file and a folder of PNGs: the logged model's, on pixels scaled
+    # as the run scaled them, and what MLflow's own server answers for the same tensors.
+    images = mnist_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    pixels = np.frombuffer(images.read_bytes(), np.uint8, offset=16).reshape(-1, 28, 28)
+    (tmp_path / "pngs").mkdir()
+    for i in range(3):
+        Image.fromarray(pixels[i]).save(tmp_path / "pngs" / f"digit{i}.png")
+    from_idx = predict("mnist", "--input", str(images), "--output", "idx.csv", cwd=tmp_path)
+    assert from_idx.returncode == 0, from_idx.stderr[-2000:]
+    assert "40 images predicted" in from_idx.stdout
+    from_png = predict("mnist", "--input", "pngs", "--output", "png.csv", "--proba", cwd=tmp_path)
+    assert from_png.returncode == 0, from_png.stderr[-2000:]
+    by_index, by_file = pd.read_csv(tmp_path / "idx.csv"), pd.read_csv(tmp_path / "png.csv")
+    scaled = ((pixels / 255.0 - 0.1307) / 0.3081).astype(np.float32)[:, None]
+    uri = f"runs:/{run.info.run_id}/model"
+    mlflow.set_tracking_uri(store_uri(tmp_path))
+    logits = np.asarray(mlflow.pyfunc.load_model(uri).predict(scaled))
+    names = np.array([f"{d} - {w}" for d, w in enumerate(DIGITS)], dtype=object)
+    assert by_index["index"].tolist() == list(range(40))
+    assert by_index["prediction"].tolist() == names[logits.argmax(1)].tolist()
+    assert by_file["file"].tolist() == ["digit0.png", "digit1.png", "digit2.png"]
+    assert by_file["prediction"].tolist() == by_index["prediction"][:3].tolist()
+    probabilities = by_file[[f"proba_{name}" for name in names]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    with served(uri, tmp_path) as invoke:
+        status, answer = invoke({"inputs": scaled[:5].tolist()})
+    assert status == 200, answer
+    assert np.asarray(answer["predictions"]).argmax(1).tolist() == logits[:5].argmax(1).tolist()
+    refused = predict("mnist", "--input", str(images.with_name("t10k-labels-idx1-ubyte")),
+                      "--output", "x.csv", cwd=tmp_path)  # fmt: skip
+    assert refused.returncode == 1 and "not 28x28 images (a labels file?)" in refused.stderr
 
 
 def test_another_table_is_encoded_with_the_trained_runs_statistics(tmp_path):
