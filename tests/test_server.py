@@ -122,6 +122,43 @@ def test_sixteen_writers_at_once_lose_no_run_or_metric_point(server):
     assert points == 16 * 4 * 50
 
 
+@ON_THE_SERVER
+def test_predict_and_evaluate_read_a_run_from_the_server(server, tmp_path):
+    """The commands that use a trained run find it, its config and its model on the team
+    server (`--tracking-uri`), and evaluate logs its run there: no local store is made."""
+    trained = run_cli(
+        "experiment=house_tiny", "trainer.epochs=3", "trainer.plots=false",
+        "trainer.progress=none", f"tracking.uri={server}", "tracking.experiment=houses",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert trained.returncode == 0, tails(trained)
+    client = MlflowClient(server)
+    (run,) = client.search_runs([client.get_experiment_by_name("houses").experiment_id])
+    rows = PROJECT / "data" / "house_tiny.csv"
+    where = ["--tracking-uri", server]
+    predicted = run_cli(
+        "houses", "--input", str(rows), "--output", "prices.csv", *where, cwd=tmp_path,
+        module="runner.predict",
+    )  # fmt: skip
+    assert predicted.returncode == 0, tails(predicted)
+    import mlflow.pyfunc
+    import pandas as pd
+
+    mlflow.set_tracking_uri(server)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    table = pd.read_csv(rows).drop(columns=["Price"])
+    written = pd.read_csv(tmp_path / "prices.csv")
+    assert written["prediction"].tolist() == pytest.approx(list(model.predict(table)), rel=1e-6)
+    evaluated = run_cli(run.info.run_id, "--split", "train", *where, cwd=tmp_path,
+                        module="runner.evaluate")  # fmt: skip
+    assert evaluated.returncode == 0, tails(evaluated)
+    (evaluation,) = client.search_runs(
+        [run.info.experiment_id], f"tags.`runner.evaluates` = '{run.info.run_id}'"
+    )
+    assert evaluation.info.status == "FINISHED" and "eval_rmse" in evaluation.data.metrics
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()  # nothing went to a local store
+
+
 INVALID_HOST = "Invalid Host header - possible DNS rebinding attack detected"  # MLflow's
 
 
