@@ -265,11 +265,19 @@ def test_early_stopping_keeps_the_best_epochs_weights_for_the_test_plots_and_mod
         proc.stdout + proc.stderr
     )
     assert f"val_acc={by_epoch[best_epoch]:.2%}" in proc.stdout + proc.stderr
-    # A sweep's report reads the same figure as the run's final one: the kept epoch's.
-    from runner.sweep.report import run_row
+    # A sweep's report reads the same figures as the run's final ones, and its parent run
+    # copies them: the kept epoch's.
+    from runner.sweep.report import kept_metrics, run_row
 
     row = run_row(client, run)
     assert row.final_val == by_epoch[best_epoch] and row.best_epoch == best_epoch
+    train = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train_acc")}
+    assert row.final_train == train[best_epoch]
+    loss = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train_loss")}
+    copied = kept_metrics(client, run)
+    assert copied["val_acc"] == by_epoch[best_epoch] and copied["train_acc"] == train[best_epoch]
+    assert copied["train_loss"] == loss[best_epoch] != loss[stopped]
+    assert copied["best_epoch"] == best_epoch
     # Its training is over: resume= says so; and without validation rows there is nothing
     # to watch: a config error before training.
     again = run_cli(*args, f"resume={run.info.run_id}", cwd=tmp_path)

@@ -76,7 +76,12 @@ def run_row(client: MlflowClient, run: Run) -> Row:
         final_val=kept_value(run, history, metrics.get(metric)),
         best_val=best.value if best else None,
         best_epoch=best.step if best else None,
-        final_train=metrics.get(train_metric),
+        final_train=kept_value(
+            run, client.get_metric_history(run.info.run_id, train_metric), metrics.get(train_metric)
+        )
+        if kept_best(run)
+        # fmt: skip
+        else metrics.get(train_metric),
         wall_seconds=(end - run.info.start_time) / 1000 if end else None,
         status=run.info.status,
         error=run_tags.get(tags.ERROR, "")
@@ -84,13 +89,32 @@ def run_row(client: MlflowClient, run: Run) -> Row:
     )
 
 
+def kept_best(run: Run) -> bool:
+    """Whether the run ended with its best epoch's weights (trainer.keep=best)."""
+    return run.data.params.get("trainer.keep") == "best" and "best_epoch" in run.data.metrics
+
+
 def kept_value(run: Run, history: list[Any], last: float | None) -> float | None:
     """The metric's value for the weights the run kept: at its `best_epoch` with
     trainer.keep=best (`history`: the metric's points), else its last value."""
-    kept = run.data.metrics.get("best_epoch")
-    if run.data.params.get("trainer.keep") != "best" or kept is None:
+    if not kept_best(run):
         return last
-    return next((m.value for m in history if m.step == int(kept)), last)
+    kept = int(run.data.metrics["best_epoch"])
+    return next((m.value for m in history if m.step == kept), last)
+
+
+def kept_metrics(client: MlflowClient, run: Run) -> dict[str, float]:
+    """The run's metrics for the weights it kept: with trainer.keep=best each epoch's metric
+    (train_*, val_*) at its best epoch (the test split's were the kept weights' already),
+    else each metric's last value."""
+    metrics = dict(run.data.metrics)
+    if not kept_best(run):
+        return metrics
+    for key in metrics:
+        if key.startswith(("train_", "val_")):
+            history = client.get_metric_history(run.info.run_id, key)
+            metrics[key] = kept_value(run, history, metrics[key])
+    return metrics
 
 
 def _job_order(run: Run) -> tuple[float, int]:
@@ -338,7 +362,7 @@ def log_report(client: MlflowClient, run_id: str, report: Report) -> Run | None:
         )
         client.set_tag(run_id, tags.BEST_RUN, best.info.run_id)
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in best.data.metrics.items()]
+        metrics = [Metric(k, v, now, 0) for k, v in kept_metrics(client, best).items()]
         client.log_batch(run_id, metrics=metrics)
     client.set_tag(run_id, tags.NOTE, note)
     params = [Param(k, v) for k, v in shared_params(finished).items()]
