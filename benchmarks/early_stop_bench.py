@@ -54,7 +54,9 @@ def summary(folder: Path, experiment: str, metric: str) -> list[tuple[int, int, 
     client = MlflowClient(f"sqlite:///{folder / 'outputs' / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
     rows = []
-    for run in client.search_runs([exp.experiment_id], "tags.`runner.is_sweep` != 'true'"):
+    for run in client.search_runs([exp.experiment_id]):
+        if run.data.tags.get("runner.is_sweep") == "true":
+            continue
         epochs = len(client.get_metric_history(run.info.run_id, "train_loss"))
         seconds = (run.info.end_time - run.info.start_time) / 1000
         rows.append((int(run.data.params["seed"]), epochs, seconds, run.data.metrics[metric]))

@@ -349,7 +349,7 @@ def log_final(job: Job, history: list[dict[str, float]], tracker: Tracker) -> di
     kept = keep_weights(job, history, tracker)
     final = history[kept - 1] | evaluate_test(job, tracker)
     tracker.flush()
-    log_outputs(job, history, tracker)
+    log_outputs(job, history, tracker, kept)
     return final
 
 
@@ -594,14 +594,17 @@ def evaluate_test(job: Job, tracker: Tracker) -> dict[str, float]:
     return test
 
 
-def log_outputs(job: Job, history: list[dict[str, float]], tracker: Tracker) -> None:
-    """The plots (drawn by the tracker from plain arrays) and the trained model."""
+def log_outputs(
+    job: Job, history: list[dict[str, float]], tracker: Tracker, kept: int | None = None
+) -> None:
+    """The plots (drawn by the tracker from plain arrays) and the trained model (`kept`: the
+    epoch whose weights the model holds, marked on the learning curves)."""
     t, data = job.parts, job.data
     if job.spec.trainer.plots:
         spec = job.spec
         pictures = picture_data(
             t, data, history, model_name=spec.model.name, loss_name=spec.model.loss.type,
-            target_name=str(spec.data.args.get("target", "")),
+            target_name=str(spec.data.args.get("target", "")), kept_epoch=kept,
         )  # fmt: skip
         tracker.log_pictures(pictures)
     if not job.spec.trainer.log_model:

@@ -265,6 +265,19 @@ def test_test_split_when_nothing_validates() -> None:
         plots.close(figure)
 
 
+def test_the_kept_epoch_is_marked_and_its_test_score_drawn_there() -> None:
+    """trainer.keep=best: a line at the kept epoch, the test score at it, not at the end."""
+    pictures = regression_payload()
+    pictures["scores"] = {"test_rmse": 4000.0, "test_loss": 0.1}
+    pictures["kept_epoch"] = 2
+    figure = plots.draw(pictures)["plots/learning_curves.png"]
+    for ax in figure.axes[:2]:
+        assert "kept: epoch 2" in [t.get_text() for t in ax.get_legend().get_texts()]
+        (star,) = [line for line in ax.lines if line.get_marker() == "*"]
+        assert list(star.get_xdata()) == [2]
+    plots.close(figure)
+
+
 def row(params: int, seed: int, value: float) -> report.Row:
     """A finished sweep job with `params` trainable parameters."""
     return report.Row(

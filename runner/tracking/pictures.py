@@ -24,10 +24,12 @@ def picture_data(
     model_name: str = "",
     loss_name: str = "",
     target_name: str = "",
+    kept_epoch: int | None = None,
 ) -> dict[str, Any]:
     """The payload of `runner.tracking.plots.draw`: history, names for titles and axes, the held-out
     split's scores, and per task decision regions (2-D inputs), a confusion matrix or
-    predicted-vs-true values (validation rows, else test rows)."""
+    predicted-vs-true values (validation rows, else test rows); all of the model's weights
+    as they are now (`kept_epoch`: the epoch they are from, when not the last)."""
     t = parts
     pictures: dict[str, Any] = {
         "history": history,
@@ -36,6 +38,7 @@ def picture_data(
         "model": model_name,
         "loss": loss_name or _loss_name(t.loss_fn),
         "target": target_name,
+        "kept_epoch": kept_epoch if kept_epoch != len(history) else None,
         # the loss is computed on the standardized target; metrics are in the data's units
         "standardized": data.task == "regression"
         and (data.target_mean != 0.0 or data.target_std != 1.0),

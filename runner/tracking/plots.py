@@ -136,12 +136,15 @@ def learning_curves(
     target: str = "",
     standardized: bool = False,
     scores: Mapping[str, float] | None = None,
+    kept_epoch: int | None = None,
     title: str = "",
     caption: str = "",
 ) -> Figure:
     """Loss and the task's primary metric per epoch, training against validation (and the
-    test score after training, when the run validated on nothing)."""
+    test score after training, when the run validated on nothing); `kept_epoch`: the epoch
+    whose weights the run kept (trainer.keep=best), marked, its test score drawn there."""
     epochs = np.arange(1, len(history) + 1)
+    scored_at = kept_epoch or len(history)
     scores = scores or {}
     marker = "o" if len(history) <= 20 else None  # a few epochs: show each one
     fig, axes = _new_figure(10, 4.2, ncols=2)
@@ -159,8 +162,10 @@ def learning_curves(
                 seen += values
         test = scores.get(f"test_{metric}")
         if test is not None and len(history):
-            ax.plot([epochs[-1]], [test], "k*", markersize=9, label="test, after training")
+            ax.plot([scored_at], [test], "k*", markersize=9, label="test, after training")
             seen.append(test)
+        if kept_epoch:
+            ax.axvline(kept_epoch, color="0.45", linestyle=":", label=f"kept: epoch {kept_epoch}")
         log = _log_if_wide(ax, seen)
         if not log:
             _thousands(ax.yaxis, seen)
@@ -430,6 +435,7 @@ def draw(pictures: dict[str, Any]) -> dict[str, Figure]:
             target=target,
             standardized=pictures.get("standardized", False),
             scores=pictures.get("scores"),
+            kept_epoch=pictures.get("kept_epoch"),
             **names,
         )  # fmt: skip
     }
