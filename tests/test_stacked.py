@@ -112,6 +112,39 @@ def test_stacked_histories_match_solo_runs(fast_path: bool):
     assert worst < 1e-4
 
 
+def test_members_stop_early_and_keep_their_best_epochs_as_their_solo_runs_do():
+    """trainer.early_stop and keep=best, stacked: each member is frozen after the epoch its
+    solo run stops at while the others go on, and keeps its own best epoch's weights."""
+    watch = {"early_stop": {"patience": 3, "min_delta": 0.002, "metric": "val_loss"}}
+    trainer = {**shipped("xor_deep")["trainer"], "epochs": 80, "keep": "best", **watch}
+    # Without L1: over dozens of epochs its sign(w) steps make weights near zero flip
+    # between float orders, beyond the tolerance compared here.
+    change = {"trainer": trainer, "model": {**shipped("xor_deep")["model"], "l1": {"strength": 0}}}
+    jobs = [with_config(change, seed) for seed in SEEDS]
+    assert stackable(jobs) is None
+    results = stack_fit(jobs)
+    stops = set()
+    for seed, job, result in zip(SEEDS, jobs, results, strict=True):
+        alone = with_config(change, seed)
+        best: dict[str, torch.Tensor] = {}
+
+        def keep_best(epoch: int, row: dict[str, float], alone: Job = alone, best=best) -> None:
+            if alone.parts.monitor.best_epoch == epoch:
+                best.update({k: v.clone() for k, v in alone.parts.model.state_dict().items()})
+
+        history = fit(alone.parts, alone.data, alone.generator, keep_best)
+        mine, theirs = job.parts.monitor, alone.parts.monitor
+        assert (mine.stopped_epoch, mine.best_epoch) == (theirs.stopped_epoch, theirs.best_epoch)
+        assert len(result.history) == len(history) == theirs.stopped_epoch
+        assert max_diff(history, result.history) < 1e-4
+        stops.add(theirs.stopped_epoch)
+        for p, q in zip(job.parts.model.parameters(), alone.parts.model.parameters(), strict=True):
+            assert torch.allclose(p, q, atol=1e-5)
+        assert job.best_state.keys() == best.keys()
+        assert all(torch.allclose(job.best_state[k], best[k], atol=1e-5) for k in best)
+    assert len(stops) > 1  # members stopped at different epochs: the others went on
+
+
 def poisoned(job: Job) -> Job:
     """The job with nan first-layer weights: its very first step fails."""
     with torch.no_grad():

@@ -8,8 +8,11 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import mlflow.pytorch
 import pytest
+import torch
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
@@ -81,6 +84,28 @@ def test_a_stacked_seed_group_matches_solo_runs(tmp_path):
     assert again.returncode == 0, tails(again)
     assert (again.stdout + again.stderr).count("this exact config already FINISHED") == 3
     assert len(children(stacked)[1]) == 3
+
+
+def test_a_stacked_group_stops_each_member_early_and_keeps_its_best_epoch(tmp_path):
+    ready_store(tmp_path)
+    watch = ["trainer.early_stop.patience=3", "trainer.early_stop.min_delta=0.002",
+             "trainer.early_stop.metric=loss", "trainer.keep=best"]  # fmt: skip
+    sweep = ["-m", "seed=1,2,3", "trainer.epochs=80", "trainer.plots=false", *watch, *QUIET]
+    proc = run_cli(*sweep, "hydra/launcher=stacked", cwd=tmp_path)
+    assert proc.returncode == 0, tails(proc)
+    assert "trained 3 jobs stacked" in proc.stdout + proc.stderr
+    client, members = children(tmp_path)
+    assert [r.info.status for r in members] == ["FINISHED"] * 3
+    for member in members:
+        stopped = int(member.data.tags["runner.stopped_early"])
+        assert len(client.get_metric_history(member.info.run_id, "val_loss")) == stopped < 80
+        best = int(member.data.metrics["best_epoch"])
+        last = Path(member.data.tags["runner.checkpoint"])
+        assert torch.load(last.with_name("best.pt"), weights_only=True)["epoch"] == best
+        kept = torch.load(last, weights_only=True)["best_model"]
+        mlflow.set_tracking_uri(store_uri(tmp_path))
+        model = mlflow.pytorch.load_model(f"runs:/{member.info.run_id}/model")
+        assert all(torch.equal(v, kept[k]) for k, v in model.state_dict().items())
 
 
 # A fault injected through the plugin mechanism: stacked training of seed 3 breaks.

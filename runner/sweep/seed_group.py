@@ -178,14 +178,18 @@ def _log_member(
         path = launch.checkpoint_path
         state = checkpoint.capture(
             job.parts, job.generator, len(history), history, tracker.run_id, job.fingerprint,
-            fingerprinted(job.config),
+            fingerprinted(job.config), job.best_state,
         )  # fmt: skip
         checkpoint.save(state, path)
+        watched = job.parts.monitor
+        if job.best_state is not None and watched is not None and watched.best_epoch:
+            checkpoint.save_weights(job.best_state, watched.best_epoch, path.with_name("best.pt"))
         tracker.set_tags({tags.CHECKPOINT: str(path)})
         tracker.log_artifact(path, "checkpoints")
         if error is not None:
             raise MemberFailed(error)
-        if stopped is not None and len(history) < job.spec.trainer.epochs:
+        stopped_early = watched is not None and watched.stopped
+        if stopped is not None and len(history) < job.spec.trainer.epochs and not stopped_early:
             raise Interrupted(stopped, len(history))
         tracker.set_tags({tags.TIME_TRAIN: f"{train_seconds:.3f}"})
         final = recipe.log_final(job, history, tracker)

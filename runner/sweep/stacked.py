@@ -158,8 +158,6 @@ def stackable(jobs: Sequence[Job]) -> str | None:
             return "trainer.grad_clip: clipping the stacked gradient would couple the members"
         if t.on_nan != "stop":
             return "trainer.on_nan: skipping batches per member is not supported stacked"
-        if t.monitor is not None:
-            return "trainer.early_stop/keep: a member's own best epoch is not tracked stacked yet"
         if choose_data_path(t.data_path, job.data, t.device) != "memory":
             return "trainer.data_path: only the memory path is supported stacked"
         for layer, module in zip(spec.model.layers, t.model, strict=True):
@@ -334,12 +332,15 @@ class _Stack:
             args=unit_step if per_member else None,
         )  # fmt: skip
 
-    def member_state(self, pos: int) -> MemberState:
-        """Copies of one member's weights, buffers and optimizer state, by parameter name."""
+    def member_state(self, pos: int, optimizer: bool = True) -> MemberState:
+        """Copies of one member's weights, buffers and (unless not asked) optimizer state,
+        by parameter name."""
         return MemberState(
             {n: p[pos].detach().clone() for n, p in self.params.items()},
             {n: b[pos].clone() for n, b in self.buffers.items()},
-            {n: _param_state_rows(self.optimizer, p, pos) for n, p in self.params.items()},
+            {n: _param_state_rows(self.optimizer, p, pos) for n, p in self.params.items()}
+            if optimizer
+            else {},
         )
 
     def keep(self, positions: list[int]) -> None:
@@ -437,9 +438,11 @@ def stack_fit(
 
     A member fails where its solo run would: a non-finite epoch loss (the solo
     NonFiniteLoss message), or an error its own step raises (e.g. BCE refusing a nan
-    output). It stops there (failed_at, error) while the others go on. At the end every
-    member's weights and optimizer state are written back into its own job.parts (a
-    failed member's as they were when it failed).
+    output). It stops there (failed_at, error) while the others go on. A member whose
+    monitored metric stops it early (trainer.early_stop) is frozen after that epoch, as its
+    solo run ends there, and with trainer.keep=best its best epoch's weights are kept in its
+    job.best_state. At the end every member's weights and optimizer state are written back
+    into its own job.parts (a failed or stopped member's as they were then).
     """
     reason = stackable(jobs)
     if reason is not None:
@@ -716,7 +719,7 @@ class _StackedTraining:
         # [K, n, ...] in batch order (the last batch may be smaller)
         out_epoch = torch.cat(_column(steps, live, 1), dim=1)
         train_metrics, val_metrics = self.evaluate(out_epoch, y_live, live)
-        failed, errors = [], []
+        failed, errors, stopping = [], [], []
         for pos, k in enumerate(live):
             if not math.isfinite(train_losses[pos]):
                 failed.append(pos)
@@ -731,10 +734,34 @@ class _StackedTraining:
                 _lr(t) if t.scheduler is not None else None,  # the rate this epoch used
             )
             self.results[k].history.append(row)
+            if t.monitor is not None:  # before on_epoch, as in fit
+                self.watch(k, pos, epoch, row)
+                if t.monitor.stopped:
+                    stopping.append(k)
             if on_epoch is not None:
                 on_epoch(k, epoch, row)
         if failed:
             self.fail(failed, epoch, errors)
+        if stopping:
+            self.stop(stopping)
+
+    def watch(self, k: int, pos: int, epoch: int, row: dict[str, float]) -> None:
+        """Member k's monitored metric (trainer.early_stop, trainer.keep): a new best epoch's
+        weights are kept for keep=best, as its solo run keeps them."""
+        job = self.jobs[k]
+        if job.parts.monitor.update(epoch, row) and job.spec.trainer.keep == "best":
+            state = self.stack.member_state(pos, optimizer=False)
+            job.best_state = {**state.params, **state.buffers}
+
+    def stop(self, members: list[int]) -> None:
+        """Freeze the members that stopped early (their solo runs end after this epoch, its
+        schedule stepped) while the others go on."""
+        positions = [self.stack.members.index(k) for k in members]
+        if self.t0.scheduler is not None:
+            _step_schedules([self.member_parts[k] for k in members], self.stack.optimizer, True)
+        for pos, k in zip(positions, members, strict=True):
+            self.finals[k] = self.stack.member_state(pos)
+        self.stack.keep([i for i in range(len(self.stack.members)) if i not in positions])
 
     def fail(self, positions: list[int], epoch: int, errors: list[str]) -> None:
         """Record the members at stack `positions` as failed at `epoch` and cut them out."""
