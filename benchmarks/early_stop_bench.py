@@ -4,10 +4,11 @@ run's wall time, and the test metric of the weights it kept (issue 24).
 Run from the repo root: `.venv/bin/python benchmarks/early_stop_bench.py [--mnist-root DIR]
 [--seeds 5]`. Two experiments, each as two seed sweeps in one store:
 - `experiment=mnist_mlp` (the real MNIST files under --mnist-root, default
-  ../shared/datasets): its own 10 epochs, against at most 30 epochs with
-  `trainer.early_stop.patience=3 trainer.keep=best` (monitored: val_acc);
-- `experiment=auto_mpg` with a validation split (`data.val_size=0.15`): its own 200 epochs,
-  against at most 400 with `patience=20`, `keep=best` (monitored: val_rmse).
+  ../shared/datasets): its own 10 epochs ending with the last epoch's weights, against at
+  most 30 epochs with `trainer.early_stop.patience=3 trainer.keep=best` (watching val_acc);
+- `experiment=auto_mpg` with a validation split (`data.val_size=0.15`): its own 200 epochs
+  (the last epoch's weights), against at most 400 with `patience=20`, `keep=best`
+  (watching val_rmse).
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def cases(mnist_root: Path) -> list[tuple[str, str, list[str], str]]:
     mpg = ["experiment=auto_mpg", "data.val_size=0.15"]
     stop = ["trainer.keep=best"]
     return [
-        ("mnist_mlp", "fixed 10 epochs", mnist, "test_acc"),
+        ("mnist_mlp", "fixed 10 epochs", [*mnist, "trainer.keep=last"], "test_acc"),
         ("mnist_mlp", "early stop (max 30, patience 3)",
          [*mnist, "trainer.epochs=30", "trainer.early_stop.patience=3", *stop], "test_acc"),
-        ("auto_mpg", "fixed 200 epochs", mpg, "test_rmse"),
+        ("auto_mpg", "fixed 200 epochs", [*mpg, "trainer.keep=last"], "test_rmse"),
         ("auto_mpg", "early stop (max 400, patience 20)",
          [*mpg, "trainer.epochs=400", "trainer.early_stop.patience=20", *stop], "test_rmse"),
     ]  # fmt: skip

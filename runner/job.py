@@ -215,11 +215,12 @@ def setup(config: dict[str, Any], spec: RunSpec, parallel: int = 1) -> Job:
 def monitor(spec: RunSpec, data: DataSplits) -> Monitor | None:
     """What `trainer.early_stop` and `trainer.keep=best` watch, or None: a validation metric
     the run logs (a ConfigError, before training, when there is none to watch)."""
-    stop, keep = spec.trainer.early_stop, spec.trainer.keep
-    if stop.patience is None and keep != "best":
+    stop, keep, validates = spec.trainer.early_stop, spec.trainer.keep, len(data.x_val) > 0
+    keep_best = keep == "best" or (keep is None and validates)  # (null: best where it can)
+    if stop.patience is None and not keep_best:
         return None
     key = "trainer.early_stop.patience" if stop.patience is not None else "trainer.keep"
-    if len(data.x_val) == 0:
+    if not validates:
         raise ConfigError(
             f"{key}: watches a validation metric, and data {spec.data.name!r} has no "
             "validation rows (set data.val_size, or leave it out)"
@@ -234,7 +235,7 @@ def monitor(spec: RunSpec, data: DataSplits) -> Monitor | None:
             f"trainer.early_stop.metric: {metric!r} is not a metric this run validates."
             f"{did_you_mean(metric, logged)} Allowed: {', '.join(logged)}"
         )
-    return Monitor(metric, stop.patience, stop.min_delta)
+    return Monitor(metric, stop.patience, stop.min_delta, keep_best=keep_best)
 
 
 def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
@@ -371,8 +372,9 @@ def keep_weights(job: Job, history: list[dict[str, float]], tracker: Tracker) ->
             watched.stopped_epoch, watched.metric, watched.best_epoch,
             naming.compact(watched.metric, watched.best),
         )  # fmt: skip
-    if job.spec.trainer.keep != "best" or job.best_state is None:
+    if not watched.keep_best or job.best_state is None:
         return len(history)
+    tracker.set_tags({tags.KEPT_EPOCH: str(watched.best_epoch)})
     job.parts.model.load_state_dict(job.best_state)
     log.info("keeping epoch %d's weights (best %s)", watched.best_epoch, watched.metric)
     return watched.best_epoch
@@ -536,7 +538,7 @@ class EpochEnd:
         """keep=best: this epoch's weights, if the watched metric is at its best (kept in
         memory, and in checkpoints/best.pt beside the last checkpoint)."""
         job, watched = self.job, self.job.parts.monitor
-        if job.spec.trainer.keep != "best" or watched is None or watched.best_epoch != epoch:
+        if watched is None or not watched.keep_best or watched.best_epoch != epoch:
             return
         job.best_state = {k: v.detach().clone() for k, v in job.parts.model.state_dict().items()}
         checkpoint.save_weights(job.best_state, epoch, self.path.with_name("best.pt"))

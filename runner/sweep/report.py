@@ -89,17 +89,27 @@ def run_row(client: MlflowClient, run: Run) -> Row:
     )
 
 
+def kept_epoch(run: Run) -> int | None:
+    """The epoch whose weights the run ended with, where it kept its best epoch's
+    (trainer.keep), else None (its last)."""
+    tag = run.data.tags.get(tags.KEPT_EPOCH)
+    if tag is not None:
+        return int(tag)
+    best = run.data.metrics.get("best_epoch")  # (runs from before the tag)
+    return int(best) if best is not None and run.data.params.get("trainer.keep") == "best" else None
+
+
 def kept_best(run: Run) -> bool:
-    """Whether the run ended with its best epoch's weights (trainer.keep=best)."""
-    return run.data.params.get("trainer.keep") == "best" and "best_epoch" in run.data.metrics
+    """Whether the run ended with its best epoch's weights (trainer.keep)."""
+    return kept_epoch(run) is not None
 
 
 def kept_value(run: Run, history: list[Any], last: float | None) -> float | None:
-    """The metric's value for the weights the run kept: at its `best_epoch` with
+    """The metric's value for the weights the run kept: at its kept epoch with
     trainer.keep=best (`history`: the metric's points), else its last value."""
-    if not kept_best(run):
+    kept = kept_epoch(run)
+    if kept is None:
         return last
-    kept = int(run.data.metrics["best_epoch"])
     return next((m.value for m in history if m.step == kept), last)
 
 

@@ -749,7 +749,7 @@ class _StackedTraining:
         """Member k's monitored metric (trainer.early_stop, trainer.keep): a new best epoch's
         weights are kept for keep=best, as its solo run keeps them."""
         job = self.jobs[k]
-        if job.parts.monitor.update(epoch, row) and job.spec.trainer.keep == "best":
+        if job.parts.monitor.update(epoch, row) and job.parts.monitor.keep_best:
             state = self.stack.member_state(pos, optimizer=False)
             job.best_state = {**state.params, **state.buffers}
 

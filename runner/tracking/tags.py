@@ -34,6 +34,7 @@ CONTINUED = "runner.continued"
 INIT_FROM = "runner.init_from"  # the run id or models:/ URI whose weights a run started from
 EVALUATES = "runner.evaluates"  # on a `runner.evaluate` run: the run whose weights it evaluated
 EVAL_SPLIT = "runner.eval_split"  # ... and the rows it evaluated (test, val, train or all)
+KEPT_EPOCH = "runner.kept_epoch"  # the epoch whose weights a keep=best run ended with
 STOPPED_EARLY = "runner.stopped_early"  # the epoch trainer.early_stop stopped the run after
 STOPPED_BY = "runner.stopped_by"  # what last stopped a run before its end (a Slurm time limit)
 TIME_TRAIN = "runner.time_train_s"  # the epochs alone, in seconds

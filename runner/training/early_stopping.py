@@ -30,6 +30,7 @@ class Monitor:
     best_epoch: int | None = None
     bad_epochs: int = 0  # epochs since the last improvement
     stopped_epoch: int | None = None  # the epoch training stopped after
+    keep_best: bool = False  # the run ends with the best epoch's weights (trainer.keep)
 
     def update(self, epoch: int, row: dict[str, float]) -> bool:
         """Note an epoch's metrics; returns whether it is the new best."""

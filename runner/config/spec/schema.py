@@ -77,7 +77,9 @@ class TrainerSpec:
     on_nan: str = "stop"
     deterministic: bool = False
     early_stop: EarlyStopSpec = EarlyStopSpec()
-    keep: str = "last"  # the weights a run ends with: last, or best (by the monitored metric)
+    # The weights a run ends with: best (by the monitored metric) or last; None: best where
+    # the data has validation rows, else last.
+    keep: str | None = None
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from runner.registry import (
 AUTO_LOSS = {"binary": "bce_with_logits", "multiclass": "cross_entropy", "regression": "mse"}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
-KEEP = ("last", "best")
+KEEP = ("best", "last", None)
 DATA_PATHS = ("auto", "memory", "loader")
 ON_NAN = ("stop", "skip")
 
@@ -293,7 +293,10 @@ def _trainer(problems: _Problems, cfg: Any) -> TrainerSpec:
     )
     merged["early_stop"] = _early_stop(problems, merged["early_stop"])
     if merged["keep"] not in KEEP:
-        problems.add(f"trainer.keep: {merged['keep']!r} is not allowed; allowed: {', '.join(KEEP)}")
+        problems.add(
+            f"trainer.keep: {merged['keep']!r} is not allowed; allowed: best, last, or null "
+            "(best where the data has validation rows)"
+        )
     return TrainerSpec(**merged)
 
 
