@@ -60,7 +60,7 @@ def metrics_of(client: MlflowClient, run_id: str, prefix: str) -> dict[str, floa
     return {k.removeprefix(prefix): v for k, v in data.items() if k.startswith(prefix)}
 
 
-def test_a_table_run_evaluated_on_its_test_split_and_on_another_table(tmp_path):
+def test_a_table_run_evaluated_on_its_test_split_and_on_another_table(tmp_path, capsys):
     ready_store(tmp_path)
     (tmp_path / "conf" / "data").mkdir(parents=True)
     (tmp_path / "conf" / "data" / "grades.yaml").write_text(
@@ -108,19 +108,18 @@ def test_a_table_run_evaluated_on_its_test_split_and_on_another_table(tmp_path):
     expected = float(np.mean((np.asarray(predicted) - rows["score"].to_numpy()) ** 2))
     assert second.data.metrics["eval_mse"] == pytest.approx(expected, rel=1e-4)
 
-    # Only the data and the device may change: one line, exit 1, no run.
-    refused = evaluate("grades", "optim.lr=3", cwd=tmp_path)
-    assert refused.returncode == 1
-    assert (
-        refused.stderr.strip()
-        .splitlines()[-1]
-        .startswith("config error: optim.lr: evaluate changes only the data")
-    ), refused.stderr
+    # Only the data and the device may change: one line, exit 1, no run (in this process:
+    # the command line's own wiring ran above).
+    from runner.evaluate import main as evaluate_main
+
+    assert evaluate_main(["grades", "optim.lr=3", "--tracking-uri", store_uri(tmp_path)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("config error: optim.lr: evaluate changes only the data"), last
     assert len(client.search_runs([experiment.experiment_id])) == 3
 
 
 def test_an_image_run_is_evaluated_with_the_weights_it_kept_and_predicts_and_serves(
-    tmp_path, mnist_root
+    tmp_path, mnist_root, capsys
 ):
     ready_store(tmp_path)
     trained = run_cli(
@@ -178,9 +177,12 @@ def test_an_image_run_is_evaluated_with_the_weights_it_kept_and_predicts_and_ser
         status, answer = invoke({"inputs": scaled[:5].tolist()})
     assert status == 200, answer
     assert np.asarray(answer["predictions"]).argmax(1).tolist() == logits[:5].argmax(1).tolist()
-    refused = predict("mnist", "--input", str(images.with_name("t10k-labels-idx1-ubyte")),
-                      "--output", "x.csv", cwd=tmp_path)  # fmt: skip
-    assert refused.returncode == 1 and "not 28x28 images (a labels file?)" in refused.stderr
+    from runner.predict import main as predict_main
+
+    labels = str(images.with_name("t10k-labels-idx1-ubyte"))
+    where = ["--tracking-uri", store_uri(tmp_path)]
+    assert predict_main(["mnist", "--input", labels, "--output", "x.csv", *where]) == 1
+    assert "not 28x28 images (a labels file?)" in capsys.readouterr().err
 
 
 def test_another_table_is_encoded_with_the_trained_runs_statistics(tmp_path):
