@@ -103,13 +103,18 @@ def test_sigkill_then_resume_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path
     )
     assert done.data.tags["runner.continued"] == "trainer.epochs 40 -> 60"
     assert done.data.params["trainer.epochs"] == "60"  # (the first value: MLflow keeps it)
-    # Its model is the 60-epoch one, not the one logged at epoch 40.
+    # Its model holds the weights it kept over all 60 epochs (trainer.keep: best, as it
+    # validates), not the ones logged at epoch 40: bit for bit the uninterrupted run's.
     mlflow.set_tracking_uri(store_uri(tmp_path))
     model = mlflow.pytorch.load_model(f"runs:/{done.info.run_id}/model")
     last = checkpoint.load(Path(done.data.tags["runner.checkpoint"]))
-    assert last["epoch"] == 60
+    reference_last = checkpoint.load(Path(ref_run.data.tags["runner.checkpoint"]))
+    assert (
+        last["epoch"] == 60
+        and done.data.tags["runner.kept_epoch"] == (ref_run.data.tags["runner.kept_epoch"])
+    )
     for key, value in model.state_dict().items():
-        assert torch.equal(value, last["model"][key]), key
+        assert torch.equal(value, reference_last["best_model"][key]), key
 
 
 def children(pid: int) -> list[int]:

@@ -90,7 +90,7 @@ CATALOGUE = [
         {"patiense": 3},
         ["trainer.early_stop.patiense", "unknown key", "Did you mean 'patience'"],
     ),
-    ("trainer.keep", "first", ["trainer.keep", "'first' is not allowed", "last, best"]),
+    ("trainer.keep", "first", ["trainer.keep", "'first' is not allowed", "best, last, or null"]),
     ("sweep.register", "team/xor", ["sweep.register", "'team/xor'", "no '/' or ':'"]),
     ("sweep.register", "", ["sweep.register", "'' is not a registered model's name"]),
     (

@@ -42,6 +42,12 @@ def assert_one_sweep(client: MlflowClient, n_jobs: int, epochs: int, experiment:
     return parents[0], jobs
 
 
+def kept(client: MlflowClient, run, key: str) -> float:
+    """A job's `key` at the epoch whose weights it kept (its tag), else its last value."""
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+    return history[int(run.data.tags.get("runner.kept_epoch", max(history)))]
+
+
 def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
     ready_store(tmp_path)
     proc = run_cli(
@@ -75,7 +81,8 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
         label = f"model={run.data.params['model.name']} optim={run.data.params['optim.name']}"
         row = by_label[label]
         assert row[1] == run.data.params["trainable_params"]
-        assert float(row[2]) == pytest.approx(run.data.metrics["val_acc"], abs=1e-4)
+        # Final: the epoch whose weights the job kept (trainer.keep: best, as it validates).
+        assert float(row[2]) == pytest.approx(kept(client, run, "val_acc"), abs=1e-4)
         best = max(m.value for m in client.get_metric_history(run.info.run_id, "val_acc"))
         assert float(row[3]) == pytest.approx(best, abs=1e-4)
         assert row[7] == "FINISHED"
@@ -85,8 +92,8 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
     }
     assert parent.info.run_name.startswith("sweep model × optim ")
     parent = client.get_run(parent.info.run_id)
-    best = max(jobs, key=lambda r: r.data.metrics["val_acc"])
-    assert parent.data.metrics["val_acc"] == best.data.metrics["val_acc"]
+    best = max(jobs, key=lambda r: kept(client, r, "val_acc"))
+    assert parent.data.metrics["val_acc"] == kept(client, best, "val_acc")
     assert parent.data.tags["runner.best_run"] in {r.info.run_id for r in jobs}
     assert parent.data.params["trainer.epochs"] == "3" and "model.name" not in parent.data.params
     note = parent.data.tags["mlflow.note.content"]
