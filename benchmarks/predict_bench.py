@@ -65,9 +65,10 @@ def in_process(folder: Path, run_id: str, table: Path, chunk_rows: int) -> float
     import mlflow
 
     from runner import predict
+    from runner.tracking.pyfunc_model import table_predictor
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'outputs' / 'mlflow.db'}")
-    predictor = predict.load_predictor(f"runs:/{run_id}/model")
+    predictor = table_predictor(predict.load_model(f"runs:/{run_id}/model"))
     started = time.perf_counter()
     predict.predict_file(predictor, table, folder / "again.csv", {}, False, chunk_rows)
     return time.perf_counter() - started

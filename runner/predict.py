@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -138,25 +139,34 @@ def predict_file(
     wanted = [column.name for column in predictor.encoder.columns]
     partial = output.with_name(output.name + ".partial")
     written = 0
+    # A chunk is written by a thread of its own while the next is read and encoded (pyarrow's
+    # writer and pandas' parser let go of the GIL): at most one write in flight, so memory
+    # stays two chunks' worth.
     try:
-        for frame in chunks(source, read, rows):
-            missing = [name for name in wanted if name not in frame.columns]
-            if missing:
-                raise ConfigError(
-                    f"--input: {str(source)!r} lacks the column(s) {', '.join(missing)} the "
-                    f"model reads (it reads {', '.join(wanted)})"
-                )
-            try:
-                labels, probabilities = predictor.predict_with_probabilities(frame, proba)
-            except (ConfigError, ValueError) as err:
-                where = f"rows {written + 1}-{written + len(frame)}"
-                raise ConfigError(f"--input: {where}: {err}") from None
-            frame = frame.assign(prediction=labels)
-            if probabilities is not None:
-                for i, name in enumerate(predictor.classes()):
-                    frame[f"proba_{name}"] = np.asarray(probabilities)[:, i]
-            write_rows(frame, partial, header=not written)
-            written += len(frame)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict-writer") as writer:
+            pending: Future | None = None
+            for frame in chunks(source, read, rows):
+                missing = [name for name in wanted if name not in frame.columns]
+                if missing:
+                    raise ConfigError(
+                        f"--input: {str(source)!r} lacks the column(s) {', '.join(missing)} "
+                        f"the model reads (it reads {', '.join(wanted)})"
+                    )
+                try:
+                    labels, probabilities = predictor.predict_with_probabilities(frame, proba)
+                except (ConfigError, ValueError) as err:
+                    where = f"rows {written + 1}-{written + len(frame)}"
+                    raise ConfigError(f"--input: {where}: {err}") from None
+                frame = frame.assign(prediction=labels)
+                if probabilities is not None:
+                    for i, name in enumerate(predictor.classes()):
+                        frame[f"proba_{name}"] = np.asarray(probabilities)[:, i]
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(write_rows, frame, partial, not written)
+                written += len(frame)
+            if pending is not None:
+                pending.result()
         if not written:
             raise ConfigError(f"--input: {str(source)!r} has no rows")
         partial.replace(output)
