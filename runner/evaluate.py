@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     from runner.config.project import conf_dirs
-    from runner.tracking import ServerUnreachable, check_server, command_store, run_page, tags
+    from runner.tracking import ServerUnreachable, check_server, command_store, run_page
     from runner.tracking.naming import compact
 
     uri, missing = command_store(args.tracking_uri)
@@ -263,12 +263,6 @@ def main(argv: list[str] | None = None) -> int:
         check_server(uri)
         _, run_id = resolve_source(client, args.source)
         run = client.get_run(run_id)
-        evaluated = run.data.tags.get(tags.EVALUATES)
-        if evaluated:
-            raise SourceError(
-                f"run {run_id} is an evaluation of run {evaluated}, not a trained run: "
-                f"evaluate {evaluated}"
-            )
         experiment = client.get_experiment(run.info.experiment_id).name
         config = run_config(client, run_id)
         dirs = conf_dirs([f"--config-dir={d}" for d in args.config_dir])

@@ -171,7 +171,7 @@ def test_checkpoints_cannot_run_code(tmp_path):
 
 
 def test_resume_from_the_checkpoint_file_and_refusals_of_other_configs_or_unknown_targets(
-    tmp_path,
+    tmp_path, capsys
 ):
     ready_store(tmp_path)
     proc = start(tmp_path)
@@ -191,6 +191,12 @@ def test_resume_from_the_checkpoint_file_and_refusals_of_other_configs_or_unknow
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 60
+    # It logged no model (trainer.log_model=false): predict says so in one line.
+    from runner.predict import main as predict_main
+
+    where = ["--tracking-uri", store_uri(tmp_path)]
+    assert predict_main([run.info.run_id, "--input", "x.csv", "--output", "y.csv", *where]) == 1
+    assert f"runs:/{run.info.run_id}/model has no model to load" in capsys.readouterr().err
 
 
 def test_an_unwritable_artifact_store_fails_clearly_and_keeps_metrics(tmp_path):

@@ -115,6 +115,11 @@ def test_a_table_run_evaluated_on_its_test_split_and_on_another_table(tmp_path, 
     assert evaluate_main(["grades", "optim.lr=3", "--tracking-uri", store_uri(tmp_path)]) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("config error: optim.lr: evaluate changes only the data"), last
+    # An evaluation is no trained run: it names the one it evaluated.
+    assert evaluate_main([first.info.run_id, "--tracking-uri", store_uri(tmp_path)]) == 1
+    assert f"is an evaluation of run {source}, not a trained run: use {source}" in (
+        capsys.readouterr().err
+    )
     assert len(client.search_runs([experiment.experiment_id])) == 3
 
 
@@ -205,3 +210,20 @@ def test_another_table_is_encoded_with_the_trained_runs_statistics(tmp_path):
     other.drop(columns=["kind"]).to_csv(tmp_path / "narrow.csv", index=False)
     with pytest.raises(ConfigError, match=r"lacks the column\(s\) kind that the trained run"):
         tabular.encoded_as(fitted, **{**args, "path": str(tmp_path / "narrow.csv")})
+
+
+def test_keeping_the_best_epoch_needs_validation_rows_and_the_default_needs_none():
+    """trainer.keep=best without validation rows is a config error before training; the
+    default (null) keeps the last epoch's weights there, the best where a run validates."""
+    from runner.config.spec import validate
+    from runner.job import setup
+    from tests.configs import shipped
+
+    cfg = shipped("house_linear", data="house_tiny", epochs=2)
+    cfg["data"]["val_size"] = 0
+    assert setup(cfg, validate(cfg)).parts.monitor is None  # nothing to watch: the last
+    cfg["trainer"]["keep"] = "best"
+    with pytest.raises(ConfigError, match="trainer.keep: watches a validation metric, and data"):
+        setup(cfg, validate(cfg))
+    validating = shipped("xor_deep", epochs=2)
+    assert setup(validating, validate(validating)).parts.monitor.keep_best

@@ -9,6 +9,7 @@ from typing import Any
 
 from runner.errors import ConfigError, did_you_mean
 from runner.sweep.report import best_run, resolve_target, run_row
+from runner.tracking import tags
 
 
 class SourceError(LookupError):
@@ -39,6 +40,12 @@ def resolve_source(client: Any, source: str) -> tuple[str, str]:
             f"{did_you_mean(source, names)} Experiments: {', '.join(sorted(names))}"
         ) from None
     if parent is None and [r.info.run_id for r in runs] == [source]:  # a run: its own model
+        evaluated = runs[0].data.tags.get(tags.EVALUATES)
+        if evaluated:
+            raise SourceError(
+                f"run {source} is an evaluation of run {evaluated}, not a trained run: "
+                f"use {evaluated}"
+            )
         return f"runs:/{source}/model", source
     finished = [r for r in runs if r.info.status == "FINISHED"]
     best = best_run([run_row(client, r) for r in finished], finished)
