@@ -291,14 +291,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> int:
     """`main`, with a terminal's Ctrl-C ending it in one line (exit 130)."""
-    import signal
+    from runner.training.signals import one_line_on_ctrl_c
 
-    try:
-        return main()
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the last line is not cut short
-        print("interrupted: the evaluation stopped before its end", file=sys.stderr)
-        return 130
+    return one_line_on_ctrl_c(main, "interrupted: the evaluation stopped before its end")
 
 
 if __name__ == "__main__":

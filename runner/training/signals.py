@@ -341,3 +341,14 @@ def always_ended(
             # it acts as usual (the run's record stays true either way).
             with shielded(deliver=outcome[0] == "FINISHED"):
                 end(*outcome)
+
+
+def one_line_on_ctrl_c(main: Callable[[], int], line: str) -> int:
+    """A command's `main`, with a terminal's Ctrl-C ending it in `line` on stderr and exit
+    status 130, never a traceback (what `main` leaves behind is its own to clean up)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        ignore()  # a second Ctrl-C must not cut the line short
+        print(line, file=sys.stderr)
+        return 130
