@@ -189,6 +189,8 @@ def log_evaluation(
 
     source_name = run.info.run_name or run.info.run_id
     data_name = str(new_config["data"].get("name", new_config["data"].get("type", "data")))
+    changed_path = any(o.lstrip("+~").startswith("data.path=") for o in overrides)
+    shown_data = Path(str(new_config["data"]["path"])).name if changed_path else data_name
     labels = {
         tags.EVALUATES: run.info.run_id,
         tags.EVAL_SPLIT: split,
@@ -202,13 +204,16 @@ def log_evaluation(
         ),
     }
     made = client.create_run(
-        run.info.experiment_id, run_name=f"eval {data_name}/{split} {source_name}", tags=labels
+        run.info.experiment_id, run_name=f"eval {shown_data}/{split} {source_name}", tags=labels
     )
     run_id = made.info.run_id
     try:
         now = int(time.time() * 1000)
         params = {"evaluates": run.info.run_id, "split": split, "rows": str(rows)}
         params |= dict(o.split("=", 1) for o in overrides if "=" in o)
+        if changed_path:  # as it was read (a relative path means nothing elsewhere)
+            params = {k: v for k, v in params.items() if k.lstrip("+~") != "data.path"}
+            params["data.path"] = str(Path(str(new_config["data"]["path"])).resolve())
         client.log_batch(
             run_id,
             metrics=[Metric(f"{PREFIX}{k}", float(v), now, 0) for k, v in metrics.items()],
@@ -240,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    import logging
+
+    # What the data loader says (rows dropped for a missing value, unseen categories).
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from runner.config.project import conf_dirs
     from runner.tracking import ServerUnreachable, check_server, command_store, run_page
     from runner.tracking.naming import compact
@@ -263,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         check_server(uri)
         _, run_id = resolve_source(client, args.source)
         run = client.get_run(run_id)
+        if run_id != args.source:
+            print(f"{args.source}: run {run_id} ({run.info.run_name})", flush=True)
         experiment = client.get_experiment(run.info.experiment_id).name
         config = run_config(client, run_id)
         dirs = conf_dirs([f"--config-dir={d}" for d in args.config_dir])

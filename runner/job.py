@@ -70,6 +70,7 @@ class Job:
     summary: str  # the model summary table
     resume: dict[str, Any] | None = None  # a loaded checkpoint to continue from
     best_state: dict[str, torch.Tensor] | None = None  # keep=best: the best epoch's weights
+    kept_epoch: int | None = None  # keep=best: the epoch whose weights the run ended with
 
 
 def run_job(cfg: DictConfig, launch: Launch, companion: Any = None) -> float | None:
@@ -221,9 +222,10 @@ def monitor(spec: RunSpec, data: DataSplits) -> Monitor | None:
         return None
     key = "trainer.early_stop.patience" if stop.patience is not None else "trainer.keep"
     if not validates:
+        setting = "trainer.early_stop.patience" if key.endswith("patience") else "trainer.keep=best"
         raise ConfigError(
             f"{key}: watches a validation metric, and data {spec.data.name!r} has no "
-            "validation rows (set data.val_size, or leave it out)"
+            f"validation rows (hold some out with data.val_size, or drop {setting})"
         )
     primary = primary_metric(data.task, spec.metric)
     metric = stop.metric or primary
@@ -375,6 +377,7 @@ def keep_weights(job: Job, history: list[dict[str, float]], tracker: Tracker) ->
     if not watched.keep_best or job.best_state is None:
         return len(history)
     tracker.set_tags({tags.KEPT_EPOCH: str(watched.best_epoch)})
+    job.kept_epoch = watched.best_epoch
     job.parts.model.load_state_dict(job.best_state)
     log.info("keeping epoch %d's weights (best %s)", watched.best_epoch, watched.metric)
     return watched.best_epoch
@@ -398,7 +401,10 @@ def closing_line(final: dict[str, float], job: Job, seconds: float, tracker: Tra
         if k.startswith(prefix) and k != "train_total_loss"
     ]
     where = run_page(tracker.uri, tracker.experiment_id, tracker.run_id)
-    return f"{' '.join(shown)} in {seconds:.1f} s; see {where}"
+    kept = ""
+    if job.kept_epoch is not None and job.parts.monitor is not None:
+        kept = f", epoch {job.kept_epoch}'s weights (best {job.parts.monitor.metric})"
+    return f"{' '.join(shown)} in {seconds:.1f} s{kept}; see {where}"
 
 
 def run_tags(job: Job, launch: Launch) -> dict[str, str]:

@@ -108,11 +108,24 @@ def read_options(client: Any, run_id: str) -> dict[str, Any]:
 
 
 def chunks(path: Path, read: dict[str, Any], rows: int) -> Iterator[Any]:
-    """The input table a chunk of rows at a time, read as training read its table."""
-    from runner.components.datasets.table_file import infinities_as_gaps, reader
-
+    """The input table a chunk of rows at a time, read as training read its table; a file
+    pandas cannot read as one (another encoding, not a table, empty) is a ConfigError."""
     if not path.is_file():
         raise ConfigError(f"--input: {str(path)!r} is not a file")
+    try:
+        yield from _chunks(path, read, rows)
+    except (ValueError, OSError) as err:  # (UnicodeDecodeError and pandas' errors among them)
+        from runner.sweep.source import first_line
+
+        raise ConfigError(
+            f"--input: {str(path)!r} cannot be read as a table with the run's data.read "
+            f"options {read or {}}: {first_line(err)}"
+        ) from None
+
+
+def _chunks(path: Path, read: dict[str, Any], rows: int) -> Iterator[Any]:
+    from runner.components.datasets.table_file import infinities_as_gaps, reader
+
     function, options = reader(path, read)
     if function.__name__ == "read_parquet":
         import pyarrow.parquet as pq
@@ -208,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.chunk_rows < 1:
         parser.error(f"--chunk-rows: {args.chunk_rows} is not a positive number of rows")
+    if not args.output.resolve().parent.is_dir():
+        folder = str(args.output.parent)
+        print(f"error: --output: folder {folder!r} does not exist", file=sys.stderr)
+        return 1
     uri, missing = command_store(args.tracking_uri)
     if missing:
         print(missing, file=sys.stderr)

@@ -286,5 +286,6 @@ def test_early_stopping_keeps_the_best_epochs_weights_for_the_test_plots_and_mod
     assert none.returncode == 1, none.stderr[-2000:]
     assert none.stderr.strip().splitlines()[-1] == (
         "config error: trainer.early_stop.patience: watches a validation metric, and data "
-        "'auto_mpg' has no validation rows (set data.val_size, or leave it out)"
+        "'auto_mpg' has no validation rows (hold some out with data.val_size, or drop "
+        "trainer.early_stop.patience)"
     )

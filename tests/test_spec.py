@@ -83,7 +83,7 @@ CATALOGUE = [
     ("model.loss", None, ["model.loss", "None is not a mapping"]),
     ("optim", {"lr": 0.1}, ["optim.name", "missing", "adam"]),
     ("model.init_from", 5, ["model.init_from", "5 is not an MLflow run id", "models:/"]),
-    ("trainer.early_stop", {"patience": -1}, ["trainer.early_stop.patience", "-1", ">= 0"]),
+    ("trainer.early_stop", {"patience": 0}, ["trainer.early_stop.patience", "0", ">= 1"]),
     ("trainer.early_stop", {"min_delta": -0.1}, ["trainer.early_stop.min_delta", "-0.1"]),
     (
         "trainer.early_stop",

@@ -212,17 +212,28 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if abs(value) >= 1e6 else f"{value:.{digits}f}"
 
 
+def compared_metric(rows: list[Row]) -> str:
+    """The metric the rows are compared by: the validation metric most of them report (a
+    run without validation rows reports its test split's, which is not comparable)."""
+    names = [r.metric for r in rows if r.final_val is not None] or [r.metric for r in rows]
+    if not names:
+        return "val_acc"
+    validated = [n for n in names if n.startswith("val_")] or names
+    return max(sorted(set(validated)), key=validated.count)
+
+
 def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the per-job comparison table."""
-    metric = rows[0].metric if rows else "val_acc"
+    """Header and cells of the per-job comparison table (a row whose run reports another
+    metric shows its name beside each value)."""
+    metric = compared_metric(rows)
     header = ["job", "params", f"final {metric}", f"best {metric}", "best epoch"]
     header += [f"final train_{metric.split('_', 1)[1]}", "wall s", "status", "error"]
     cells = [
         [
             r.label,
             "" if r.params is None else str(r.params),
-            _fmt(r.final_val),
-            _fmt(r.best_val),
+            _fmt(r.final_val) + ("" if r.metric == metric else f" ({r.metric})"),
+            _fmt(r.best_val) + ("" if r.metric == metric else f" ({r.metric})"),
             "" if r.best_epoch is None else str(r.best_epoch),
             _fmt(r.final_train),
             _fmt(r.wall_seconds, 1),
@@ -251,11 +262,11 @@ def aggregate_table(rows: list[Row]) -> tuple[list[str], list[list[str]]] | None
     groups = seed_groups(rows)
     if all(len(g) < 2 for g in groups.values()):
         return None
-    metric = rows[0].metric
+    metric = compared_metric(rows)
     header = ["config", "params", "runs", f"final {metric} mean", "std", "min", "max"]
     cells = []
     for group in groups.values():
-        values = [r.final_val for r in group if r.final_val is not None]
+        values = [r.final_val for r in group if r.final_val is not None and r.metric == metric]
         label = " ".join(
             p
             for p in group[0].label.split()
@@ -308,14 +319,16 @@ def capacity_plot(rows: list[Row], varying: list[str]) -> Any:
     series_keys = [k for k in varying if not k.startswith("model") and k not in REPEAT_KEYS]
     val: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     train: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    metric = compared_metric(rows)
     for row in rows:
         if row.params is None or row.final_val is None or abs(row.final_val) > 1e300:
+            continue
+        if row.metric != metric:  # (a test score is not drawn among validation scores)
             continue
         name = " ".join(f"{k}={row.overrides.get(k, '-')}" for k in series_keys)
         val[name][row.params].append(row.final_val)
         if row.final_train is not None and abs(row.final_train) < 1e300:
             train[name][row.params].append(row.final_train)
-    metric = rows[0].metric if rows else "val_acc"
     ids = [row.run_id[:8] for row in rows]
     shown = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
     caption = f"{len(rows)} runs: {shown}" if rows else ""
@@ -382,12 +395,15 @@ def log_report(client: MlflowClient, run_id: str, report: Report) -> Run | None:
 
 
 def best_run(rows: list[Row], finished: list[Run]) -> Run | None:
-    """The finished run with the best final primary metric."""
+    """The finished run with the best final primary metric, among the runs that report the
+    metric most of them are compared by (never a test score against a validation score)."""
     by_id = {run.info.run_id: run for run in finished}
     scored = [r for r in rows if r.run_id in by_id and r.final_val is not None]
+    metric = compared_metric(scored)
+    scored = [r for r in scored if r.metric == metric]
     if not scored:
         return None
-    best = _better(scored[0].metric)(scored, key=lambda r: r.final_val)
+    best = _better(metric)(scored, key=lambda r: r.final_val)
     return by_id[best.run_id]
 
 

@@ -306,7 +306,8 @@ def _early_stop(problems: _Problems, cfg: Any) -> EarlyStopSpec:
     patience, min_delta = cfg.get("patience"), cfg.get("min_delta", 0.0)
     metric = cfg.get("metric")
     if patience is not None:
-        patience = _int_at_least(problems, "trainer.early_stop.patience", patience, 0)
+        # (0 would stop after any epoch that is not a new best: null is "never stop")
+        patience = _int_at_least(problems, "trainer.early_stop.patience", patience, 1)
     if not is_number(min_delta) or not min_delta >= 0:  # `not >=` catches nan
         problems.add(f"trainer.early_stop.min_delta: {min_delta!r} is not a number >= 0")
         min_delta = 0.0
