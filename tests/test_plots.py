@@ -4,6 +4,7 @@ with the labels a reader needs (checked through matplotlib's objects, not pixels
 from __future__ import annotations
 
 import pickle
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -346,3 +347,23 @@ def test_picture_data_finds_the_loss_without_being_told() -> None:
     assert pictures["loss"] == "bce"
     assert pictures["regions"]["feature_names"] == ["x0", "x1"]
     assert pictures["confusion"]["split"] == "val"
+
+
+def test_a_test_score_is_never_ranked_or_labelled_as_a_validation_score() -> None:
+    """An experiment whose runs differ in having validation rows: the table is headed by
+    the validation metric, the other run's cells name their metric, and the best run is
+    chosen among the validated ones only."""
+    validated = report.Row(
+        run_id="a" * 32, overrides={}, params=10, metric="val_rmse", final_val=3.19,
+        best_val=3.1, best_epoch=5, final_train=2.0, wall_seconds=1.0, status="FINISHED",
+    )  # fmt: skip
+    tested = report.Row(
+        run_id="b" * 32, overrides={}, params=10, metric="test_rmse", final_val=3.03,
+        best_val=3.03, best_epoch=9, final_train=2.0, wall_seconds=1.0, status="FINISHED",
+    )  # fmt: skip
+    header, cells = report.table([tested, validated])
+    assert header[2] == "final val_rmse" and cells[0][2] == "3.0300 (test_rmse)"
+    assert cells[1][2] == "3.1900"
+    runs = {row.run_id: SimpleNamespace(info=SimpleNamespace(run_id=row.run_id))
+            for row in (validated, tested)}  # fmt: skip
+    assert report.best_run([tested, validated], list(runs.values())).info.run_id == "a" * 32

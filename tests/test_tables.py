@@ -308,6 +308,14 @@ def test_auto_mpg_book_run_logs_test_metrics_and_a_model_for_raw_rows(tmp_path):
     new_cars.write_text("cylinders,horsepower\n4,90\n")
     code, text = predict_main(tmp_path, ["auto_mpg", "--input", str(new_cars)])
     assert code == 1 and "lacks the column(s) displacement, weight, acceleration" in text
+    for name, content in [("latin.csv", "cylinders\n\xe9\n".encode("latin-1")), ("empty.csv", b"")]:
+        (tmp_path / name).write_bytes(content)
+        code, text = predict_main(tmp_path, ["auto_mpg", "--input", str(tmp_path / name)])
+        assert code == 1 and "cannot be read as a table with the run's data.read" in text, text
+    from runner import predict
+
+    nowhere = str(tmp_path / "missing" / "out.csv")
+    assert predict.main(["auto_mpg", "--input", str(new_cars), "--output", nowhere]) == 1
     assert not (tmp_path / "out.csv").exists()
 
     # A terminal's Ctrl-C mid-way (to the whole group): one line, exit 130, no output file,
