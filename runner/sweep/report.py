@@ -75,7 +75,8 @@ def run_row(client: MlflowClient, run: Run) -> Row:
         metric=metric,
         final_val=kept_value(run, history, metrics.get(metric)),
         best_val=best.value if best else None,
-        best_epoch=best.step if best else None,
+        # (the epoch the run kept, where it did: a tie goes to the lower validation loss)
+        best_epoch=kept_epoch(run) or (best.step if best else None),
         final_train=kept_value(
             run, client.get_metric_history(run.info.run_id, train_metric), metrics.get(train_metric)
         )
