@@ -289,3 +289,24 @@ def test_early_stopping_keeps_the_best_epochs_weights_for_the_test_plots_and_mod
         "'auto_mpg' has no validation rows (hold some out with data.val_size, or drop "
         "trainer.early_stop.patience)"
     )
+
+
+def test_help_says_what_runner_does_and_its_commands_then_the_groups(tmp_path):
+    """`python -m runner --help`: one line on what it does, the commands people use with an
+    example each, the config groups, and where the whole config is; Hydra's own help stays
+    behind --hydra-help."""
+    shown = run_cli("--help", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert text.startswith("runner: PyTorch experiments written as YAML")
+    commands = ["model=", "-m ", "-m hydra/launcher=stacked", ".check", ".report", ".ui", ".new",
+                ".predict", ".evaluate"]  # fmt: skip
+    for command in commands:
+        assert f"python -m runner{'' if command.startswith('.') else ' '}{command}" in text, command
+    groups = text.split("== Config groups (group=option) ==")[1]
+    assert "model: " in groups and "xor_deep" in groups and "optim: adam" in groups
+    assert "python -m runner --cfg job" in groups and "powered by Hydra" not in text
+    assert "trainer:" not in text  # the composed config is --cfg job's, not help's
+    assert not list(tmp_path.iterdir())  # asking for help writes nothing
+    hydra = run_cli("--hydra-help", cwd=tmp_path)
+    assert hydra.returncode == 0 and hydra.stdout.startswith("Hydra ("), hydra.stdout[:200]
