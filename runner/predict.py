@@ -97,14 +97,13 @@ def predict_images(
 
 def read_options(client: Any, run_id: str) -> dict[str, Any]:
     """The run's own `data.read` options (how its table was read), from its config.yaml."""
-    import yaml
+    from runner.sweep.source import run_config
 
     try:
-        text = Path(client.download_artifacts(run_id, "config.yaml")).read_text()
-    except Exception:
+        config = run_config(client, run_id)
+    except ConfigError:
         return {}  # (a run from before config.yaml was logged): pandas' defaults
-    data = (yaml.safe_load(text) or {}).get("data") or {}
-    return dict(data.get("read") or {})
+    return dict((config.get("data") or {}).get("read") or {})
 
 
 def chunks(path: Path, read: dict[str, Any], rows: int) -> Iterator[Any]:
