@@ -40,9 +40,11 @@ def load_model(model_uri: str) -> Any:
     import mlflow.pyfunc
 
     from runner.sweep.source import SourceError, first_line
+    from runner.tracking import mlflow_internals
 
     try:
-        return mlflow.pyfunc.load_model(model_uri)
+        with mlflow_internals.pinned_requirements():
+            return mlflow.pyfunc.load_model(model_uri)
     except Exception as err:
         raise SourceError(f"{model_uri} has no model to load: {first_line(err)}") from None
 

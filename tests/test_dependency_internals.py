@@ -102,9 +102,33 @@ def test_mlflows_fenced_names_are_there(store):
     assert {"runs", "metrics", "latest_metrics", "experiments"} <= tables
     from mlflow.utils import requirements_utils
 
-    assert callable(requirements_utils._init_packages_to_modules_map), (
-        "mlflow.utils.requirements_utils._init_packages_to_modules_map is gone"
+    assert hasattr(requirements_utils, "_MODULES_TO_PACKAGES"), (
+        "mlflow.utils.requirements_utils._MODULES_TO_PACKAGES is gone"
     )
+
+
+def test_pinned_requirements_are_checked_without_mapping_every_distribution(monkeypatch, caplog):
+    """Within the fence MLflow's requirement check still tells a met pin from a broken one,
+    without its scan of every installed distribution, and leaves no narrowed map behind."""
+    import torch
+    from mlflow.utils import requirements_utils
+
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    scanned = []
+    monkeypatch.setattr(
+        requirements_utils.importlib_metadata, "packages_distributions", lambda: scanned.append(1)
+    )
+    installed = torch.__version__.split("+")[0]
+    caplog.set_level(logging.WARNING)
+    with mlflow_internals.pinned_requirements():
+        assert requirements_utils._check_requirement_satisfied(f"torch=={installed}") is None
+        assert requirements_utils._check_requirement_satisfied("pandas") is None
+        broken = requirements_utils._check_requirement_satisfied("torch==0.0.1")
+        assert broken is not None and broken.installed_version == installed
+        requirements_utils.warn_dependency_requirement_mismatches(["torch==0.0.1"])
+    assert "torch (current: " in caplog.text  # (MLflow's own warning, as outside the fence)
+    assert scanned == []
+    assert requirements_utils._MODULES_TO_PACKAGES is None
 
 
 def test_hydras_fenced_name_is_there_and_its_copy_writes_the_same_dirname():
@@ -289,13 +313,14 @@ def test_without_mlflows_table_list_a_store_fails_to_open_in_one_line(store, mon
     assert f"checked against mlflow {mlflow_internals.CHECKED_AGAINST}" in message
 
 
-def test_without_the_requirement_scan_the_warm_up_is_skipped(monkeypatch, caplog):
+def test_without_mlflows_module_map_the_requirement_check_is_mlflows_own(monkeypatch, caplog):
     from mlflow.utils import requirements_utils
 
-    monkeypatch.delattr(requirements_utils, "_init_packages_to_modules_map")
+    monkeypatch.delattr(requirements_utils, "_MODULES_TO_PACKAGES")
     caplog.set_level(logging.DEBUG, "runner.tracking")
-    mlflow_internals.warm_requirement_scan()
-    assert "_init_packages_to_modules_map" in moved_lines(caplog)[0]
+    with mlflow_internals.pinned_requirements():
+        pass
+    assert "_MODULES_TO_PACKAGES" in moved_lines(caplog)[0]
 
 
 def test_without_hydras_dirname_the_copy_writes_it(monkeypatch, caplog):

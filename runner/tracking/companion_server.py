@@ -144,16 +144,11 @@ def _prewarm(parts: set[str]) -> None:
 
 
 def _warm_end_of_run(parts: set[str]) -> None:
-    """Pay in advance for the first-use costs of the plots and the model: mlflow's scan of
-    every installed distribution (its requirement check), mlflow.pyfunc's import, and
-    matplotlib's first render (fonts, Agg)."""
+    """Pay in advance for the first-use costs of the plots and the model: mlflow.pyfunc's
+    import, and matplotlib's first render (fonts, Agg)."""
     try:
         if "model" in parts:
             import mlflow.pyfunc  # noqa: F401
-
-            from runner.tracking import mlflow_internals
-
-            mlflow_internals.warm_requirement_scan()  # cached for the process
         if "plots" not in parts:
             return
         import matplotlib.pyplot as plt

@@ -49,8 +49,11 @@ def _registered_weights(uri: str, tracking_uri: str, key: str) -> dict[str, torc
     inside a table model (raw rows in)."""
     import mlflow.pyfunc
 
+    from runner.tracking.mlflow_internals import pinned_requirements
+
     try:
-        model: Any = mlflow.pyfunc.load_model(uri)
+        with pinned_requirements():
+            model: Any = mlflow.pyfunc.load_model(uri)
     except Exception as err:
         raise ConfigError(f"{key}: {uri!r} names no model in {tracking_uri}: {err}") from None
     network = _network(model)

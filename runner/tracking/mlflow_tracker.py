@@ -18,6 +18,7 @@ from runner.config.spec import TrackingSpec
 from runner.errors import ArtifactStoreError, StoreError
 from runner.tracking import quiet_third_party_logs, store_label
 from runner.tracking import tags as run_tags
+from runner.tracking.mlflow_internals import pinned_requirements
 from runner.tracking.store import Store, retry_store_write, store_failure
 from runner.training.signals import always_ended, note_run, shielded
 
@@ -309,7 +310,7 @@ class MlflowTracker:
         # Pickle rather than pt2, which traces with torch.export (see BENCHMARKS.md); the
         # model is the user's own, so mlflow's warning about untrusted pickles is noise.
         logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-        with _artifact_write("the model", self.artifact_uri), self._active():
+        with _artifact_write("the model", self.artifact_uri), self._active(), pinned_requirements():
             self._log_model(model, input_example)
 
     def log_predictor(self, predictor: Any, input_example: Any) -> None:
@@ -321,7 +322,7 @@ class MlflowTracker:
 
         from runner.tracking.pyfunc_model import RawRowsModel, raw_rows_signature
 
-        with _artifact_write("the model", self.artifact_uri), self._active():
+        with _artifact_write("the model", self.artifact_uri), self._active(), pinned_requirements():
             mlflow.pyfunc.log_model(
                 name="model",
                 python_model=RawRowsModel(predictor),
