@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)",
     )
-    parser.add_argument("--out", default=None, help="folder for comparison.csv/.md, capacity.png")
+    parser.add_argument(
+        "--out", default=None, help="folder for comparison.csv/.md, configs.csv, capacity.png"
+    )
     parser.add_argument("--log", action="store_true", help="also log the report to the sweep run")
     args = parser.parse_args(argv)
     uri, missing = command_store(args.tracking_uri)
@@ -62,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.csv").write_text(report.csv)
     (out / "comparison.md").write_text(report.markdown)
+    (out / "configs.csv").write_text(report.configs_csv)
     report.figure.savefig(out / "capacity.png", dpi=100)
-    print(f"\nwritten: {out}/comparison.csv, comparison.md, capacity.png")
+    print(f"\nwritten: {out}/comparison.csv, comparison.md, configs.csv, capacity.png")
     if args.log and parent is not None:
         log_report(client, parent.info.run_id, report)
     return 0

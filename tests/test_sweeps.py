@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from scipy import stats as scipy_stats
 
 from runner.report import main as report_main
 from runner.ui import server_env
@@ -70,7 +73,10 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
     for label in ("model=xor_linear optim=sgd", "model=xor_deep optim=adam"):
         assert label in proc.stdout
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert artifacts == {"report/comparison.csv", "report/comparison.md", "report/capacity.png"}
+    assert artifacts == {
+        "report/comparison.csv", "report/comparison.md", "report/configs.csv",
+        "report/capacity.png",
+    }  # fmt: skip
     csv_text = Path(
         client.download_artifacts(parent.info.run_id, "report/comparison.csv", str(tmp_path))
     ).read_text()
@@ -122,8 +128,32 @@ def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "per config, over seeds and folds:" in printed  # mean and spread over two seeds
-    assert {p.name for p in out.iterdir()} == {"comparison.csv", "comparison.md", "capacity.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "comparison.csv", "comparison.md", "configs.csv", "capacity.png",
+    }  # fmt: skip
     assert len((out / "comparison.csv").read_text().strip().splitlines()) == 1 + 4
+    # Per config: the two seeds' interval, and the paired test against the best (scipy's).
+    configs = {r["config"]: r for r in csv.DictReader((out / "configs.csv").open())}
+    assert set(configs) == {"model=xor_linear", "model=xor_deep"}
+    values = {
+        (r.data.params["model.name"], r.data.params["seed"]): kept(client, r, "val_acc")
+        for r in jobs
+    }
+    samples = {m: [values[m, s] for s in ("1", "2")] for m in ("xor_linear", "xor_deep")}
+    best, other = sorted(samples, key=lambda m: -statistics.fmean(samples[m]))
+    assert configs[f"model={best}"]["tied_with_best"] == "True"
+    row = configs[f"model={other}"]
+    assert row["n"] == "2" and row["test"] == "paired t-test (by seed)"
+    if len({b - o for b, o in zip(samples[best], samples[other], strict=True)}) > 1:
+        p = scipy_stats.ttest_rel(samples[other], samples[best]).pvalue
+        assert float(row["p_vs_best"]) == pytest.approx(p, rel=1e-6)
+    low, high = (float(configs[f"model={best}"][k]) for k in ("ci95_low", "ci95_high"))
+    if len(set(samples[best])) > 1:
+        expected = scipy_stats.t.interval(
+            0.95, 1, loc=statistics.fmean(samples[best]), scale=scipy_stats.sem(samples[best])
+        )
+        assert (low, high) == pytest.approx(expected, rel=1e-6)
+    assert printed.count("\nbest: model=") == 1
     # By experiment name too.
     assert report_main(["xor", "--tracking-uri", store_uri(tmp_path), "--out", str(out)]) == 0
     assert report_main(["nope", "--tracking-uri", store_uri(tmp_path)]) == 1

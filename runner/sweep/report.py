@@ -1,4 +1,5 @@
-"""Sweep reports rebuilt from MLflow alone: a comparison table and a capacity plot.
+"""Sweep reports rebuilt from MLflow alone: a comparison table per job, statistics per
+config (runner.sweep.statistics: which differences are real), and a capacity plot.
 
 Built from what the runs logged and nothing else, so the same report comes from the sweep's
 end (`SweepCallback`), from `python -m runner.report` after a crashed launcher, and from a
@@ -10,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import statistics
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,6 +20,8 @@ from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
 from runner.errors import StoreError
+from runner.sweep import statistics as stats
+from runner.sweep.statistics import Comparison, Sample
 from runner.tracking import tags
 from runner.tracking.store import failure_cause, not_there
 
@@ -43,6 +45,9 @@ class Row:
     error: str = ""
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    repeat: stats.Repeat = (None, None)  # its (seed, fold): what pairs it with other configs
+    folds: int | None = None  # K of a K-fold run
+    choices: str = ""  # its model, data and optim choices: the name of a config never swept
 
 
 def parse_overrides(text: str) -> dict[str, str]:
@@ -68,9 +73,13 @@ def run_row(client: MlflowClient, run: Run) -> Row:
     train_metric = "train_" + metric.split("_", 1)[1]
     end = run.info.end_time or None
     params = run.data.params.get("trainable_params")
+    overrides = parse_overrides(run_tags.get(tags.OVERRIDES, ""))
+    config = {**run.data.params, **overrides}  # (a value not overridden is the run's param)
+    folds = config.get("data.folds")
+    choices = (("model", tags.MODEL), ("data", tags.DATA), ("optim", tags.OPTIM))
     return Row(
         run_id=run.info.run_id,
-        overrides=parse_overrides(run_tags.get(tags.OVERRIDES, "")),
+        overrides=overrides,
         params=int(params) if params else None,
         metric=metric,
         final_val=kept_value(run, history, metrics.get(metric)),
@@ -87,6 +96,9 @@ def run_row(client: MlflowClient, run: Run) -> Row:
         status=run.info.status,
         error=run_tags.get(tags.ERROR, "")
         or (run_tags.get(tags.STOPPED_BY, "") if run.info.status == "KILLED" else ""),
+        repeat=(config.get("seed"), config.get("data.fold")),
+        folds=int(folds) if folds and folds.isdigit() else None,
+        choices=" ".join(f"{k}={run_tags[t]}" for k, t in choices if run_tags.get(t)),
     )
 
 
@@ -258,33 +270,185 @@ def seed_groups(rows: list[Row]) -> dict[str, list[Row]]:
     return groups
 
 
+REPEAT_PREFIXES = tuple(f"{key}=" for key in REPEAT_KEYS)
+
+
+@dataclass
+class ConfigStats:
+    """One config over its seeds and folds: its sample, interval, and test against the best."""
+
+    label: str
+    params: int | None
+    sample: Sample
+    interval: tuple[float, float] | None
+    comparison: Comparison | None  # against the best (None: it is the best, or has no runs)
+    best: bool = False
+
+    @property
+    def tied(self) -> bool | None:
+        """Whether it cannot be told apart from the best (the best is; None: untested)."""
+        if self.best:
+            return True
+        return stats.tied(self.comparison) if self.comparison else None
+
+
+def config_label(group: list[Row]) -> str:
+    """A config's name: its swept overrides but seed and fold, else its model, data and
+    optim choices (a seed-only sweep's one config)."""
+    label = " ".join(p for p in group[0].label.split() if not p.startswith(REPEAT_PREFIXES))
+    return label or group[0].choices or "(run)"
+
+
+def config_stats(rows: list[Row]) -> list[ConfigStats]:
+    """Per config (in job order), the compared metric's final values of its finished runs,
+    their 95% interval, and the test against the best config by mean."""
+    metric = compared_metric(rows)
+    samples: dict[str, Sample] = {}
+    params: dict[str, int | None] = {}
+    for group in seed_groups(rows).values():
+        label = config_label(group)
+        values: dict[stats.Repeat, float] = {}
+        for r in group:
+            if r.status != "FINISHED" or r.final_val is None or r.metric != metric:
+                continue
+            key = r.repeat if r.repeat not in values else (f"{r.repeat[0]}#{r.run_id}", r.repeat[1])
+            values[key] = r.final_val
+        folds = next((r.folds for r in group if r.folds), None)
+        samples[label], params[label] = Sample(values, folds), group[0].params
+    order = stats.ordered(samples, lower_is_better=_better(metric) is min)
+    best = order[0] if order else None
+    return [
+        ConfigStats(
+            label=label,
+            params=params[label],
+            sample=sample,
+            interval=stats.interval(sample),
+            comparison=stats.compare(samples[best], sample)
+            if best is not None and label != best and sample.n
+            else None,
+            best=label == best,
+        )
+        for label, sample in samples.items()
+    ]
+
+
+def _fmt_p(p: float | None) -> str:
+    if p is None:
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _interval_cell(config: ConfigStats) -> str:
+    if config.sample.n == 1:
+        return "1 seed: no interval"
+    if config.interval is None:
+        return ""
+    low, high = config.interval
+    return f"{_fmt(low)} to {_fmt(high)}"
+
+
 def aggregate_table(rows: list[Row]) -> tuple[list[str], list[list[str]]] | None:
-    """Mean and spread over seeds and folds per config, when a config has several runs."""
-    groups = seed_groups(rows)
-    if all(len(g) < 2 for g in groups.values()):
+    """Per config: runs, mean, std, the 95% interval of the mean, and the test against the
+    best config (None with a single row)."""
+    if len(rows) < 2:
         return None
     metric = compared_metric(rows)
-    header = ["config", "params", "runs", f"final {metric} mean", "std", "min", "max"]
+    header = ["config", "params", "runs", f"final {metric} mean", "std", "95% CI of the mean"]
+    header += ["p vs best", "tied with best"]
     cells = []
-    for group in groups.values():
-        values = [r.final_val for r in group if r.final_val is not None and r.metric == metric]
-        label = " ".join(
-            p
-            for p in group[0].label.split()
-            if not p.startswith(tuple(f"{k}=" for k in REPEAT_KEYS))
-        )
+    for config in config_stats(rows):
+        sample, tied = config.sample, config.tied
         cells.append(
             [
-                label or "(run)",
-                "" if group[0].params is None else str(group[0].params),
-                str(len(values)),
-                _fmt(statistics.fmean(values)) if values else "",
-                _fmt(statistics.pstdev(values)) if values else "",
-                _fmt(min(values)) if values else "",
-                _fmt(max(values)) if values else "",
+                config.label,
+                "" if config.params is None else str(config.params),
+                str(sample.n),
+                _fmt(sample.mean) if sample.n else "",
+                _fmt(sample.std),
+                _interval_cell(config),
+                "best" if config.best else _fmt_p(config.comparison and config.comparison.p),
+                "" if tied is None or config.best else ("yes" if tied else "no"),
             ]
         )
     return header, cells
+
+
+def verdict(rows: list[Row]) -> list[str]:
+    """The report's closing lines: the best config and the configs it cannot be told apart
+    from (with the test used), and about how many seeds the two best configs would need."""
+    configs = [c for c in config_stats(rows) if c.sample.n]
+    best = next((c for c in configs if c.best), None)
+    if best is None:
+        return []
+    metric = compared_metric(rows)
+    line = f"best: {best.label}, mean {metric} {_fmt(best.sample.mean)}"
+    if best.interval:
+        low, high = best.interval
+        line += f" (95% CI {_fmt(low)} to {_fmt(high)}, {best.sample.n} runs)"
+    else:
+        line += " (1 seed: no interval)"
+    others = [c for c in configs if not c.best]
+    tested = [c for c in others if c.comparison and c.comparison.p is not None]
+    if others and not tested:
+        line += "; the others cannot be tested against it (add seeds: 2 or more per config)"
+    elif tested:
+        used = ", ".join(sorted({c.comparison.test for c in tested}))
+        ties = [c.label for c in tested if c.tied]
+        if ties:
+            line += f"; cannot be told apart from it (p >= {stats.ALPHA}, {used}): "
+            line += ", ".join(ties)
+        else:
+            line += f"; every other config differs from it (p < {stats.ALPHA}, {used})"
+    lines = [line]
+    ranked = sorted(configs, key=lambda c: c.sample.mean, reverse=_better(metric) is not min)
+    if len(ranked) >= 2:
+        first, second = ranked[0], ranked[1]
+        needed = stats.seeds_needed(first.sample, second.sample)
+        if needed is not None:
+            gap = abs(first.sample.mean - second.sample.mean)
+            many = (
+                f"more than {stats.MOST_SEEDS:,}"
+                if needed > stats.MOST_SEEDS
+                else f"about {needed}"
+            )
+            lines.append(
+                f"seeds: {first.label} and {second.label} differ by {_fmt(gap)} in mean {metric}; "
+                f"{many} seeds per config would tell that difference apart at "
+                f"{stats.POWER:.0%} power (they ran {first.sample.n} and {second.sample.n})"
+            )
+    return lines
+
+
+CONFIG_COLUMNS = ["config", "n", "mean", "std", "ci95_low", "ci95_high", "p_vs_best"]
+CONFIG_COLUMNS += ["tied_with_best", "test", "params"]
+
+
+def configs_csv(rows: list[Row]) -> str:
+    """report/configs.csv: one row per config (the best's p_vs_best is empty, its
+    tied_with_best True; a config with fewer than 2 runs has no interval and no test)."""
+
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.10g}"
+
+    cells = []
+    for config in config_stats(rows):
+        low, high = config.interval or (None, None)
+        comparison, tied = config.comparison, config.tied
+        cells.append(
+            [
+                config.label,
+                str(config.sample.n),
+                number(config.sample.mean if config.sample.n else None),
+                number(config.sample.std),
+                number(low),
+                number(high),
+                number(comparison.p if comparison else None),
+                "" if tied is None else str(tied),
+                comparison.test if comparison else "",
+                "" if config.params is None else str(config.params),
+            ]
+        )
+    return to_csv(CONFIG_COLUMNS, cells)
 
 
 def markdown(header: list[str], cells: list[list[str]]) -> str:
@@ -346,6 +510,8 @@ class Report:
     csv: str
     figure: Any
     runs: list[Run] = field(default_factory=list)
+    configs_csv: str = ""
+    verdict: list[str] = field(default_factory=list)
 
 
 def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
@@ -359,12 +525,18 @@ def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
     if agg:
         text += "\n\nper config, over seeds and folds:\n" + text_table(*agg)
         md += "\n## Per config, over seeds and folds\n\n" + markdown(*agg)
+    closing = verdict(rows)
+    if closing:
+        text += "\n\n" + "\n".join(closing)
+        md += "\n" + "\n\n".join(closing) + "\n"
     failed = [r for r in rows if r.status != "FINISHED"]
     if failed:
         text += f"\n\n{len(failed)} of {len(rows)} jobs did not finish:"
         text += "".join(f"\n  {r.label}: {r.status} {r.error}".rstrip() for r in failed)
     figure = capacity_plot(rows, varying)
-    return Report(rows, text, md, to_csv(header, cells), figure, list(runs))
+    return Report(
+        rows, text, md, to_csv(header, cells), figure, list(runs), configs_csv(rows), closing
+    )
 
 
 def log_report(client: MlflowClient, run_id: str, report: Report) -> Run | None:
@@ -374,6 +546,7 @@ def log_report(client: MlflowClient, run_id: str, report: Report) -> Run | None:
     best job's run (None if no job finished)."""
     client.log_text(run_id, report.csv, "report/comparison.csv")
     client.log_text(run_id, report.markdown, "report/comparison.md")
+    client.log_text(run_id, report.configs_csv, "report/configs.csv")
     client.log_figure(run_id, report.figure, "report/capacity.png")
     finished = [run for run in report.runs if run.info.status == "FINISHED"]
     best = best_run(report.rows, finished)
