@@ -6,7 +6,9 @@ before and while it trains.
 
 Each repetition runs every tree once, interleaved (the machine is noisy): a single run
 (`trainer.epochs=5`, MLflow companion on: its own CPU is not counted, it is not the
-training process) and a 10-seed stacked sweep (`trainer.epochs=20`), each in a fresh folder.
+training process), a 10-seed stacked sweep (`trainer.epochs=20`), and a whole run with its
+plots and model logged in-process (RUNNER_COMPANION=0: every CPU second of the run counts),
+each in a fresh folder.
 Prints the median CPU (user + system) and wall seconds of each.
 """
 
@@ -28,7 +30,10 @@ CASES = {
     "stacked sweep, 10 seeds": [
         "-m", "hydra/launcher=stacked", "seed=range(1,11)", "trainer.epochs=20", *QUIET,
     ],
+    # MLflow in the training process: the run's whole CPU, model and plots included.
+    "whole run, model + plots": ["trainer.epochs=5", "trainer.progress=none"],
 }  # fmt: skip
+IN_PROCESS = {"whole run, model + plots"}
 
 
 def children_cpu() -> float:
@@ -37,9 +42,9 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def one(tree: Path, args: list[str], folder: Path) -> tuple[float, float]:
+def one(tree: Path, args: list[str], folder: Path, companion: bool = True) -> tuple[float, float]:
     """Run `python -m runner ARGS` of `tree` in `folder`: its CPU and wall seconds."""
-    env = {**os.environ, "RUNNER_COMPANION": "1", "PYTHONPATH": str(tree)}
+    env = {**os.environ, "RUNNER_COMPANION": "1" if companion else "0", "PYTHONPATH": str(tree)}
     env.pop("MLFLOW_TRACKING_URI", None)
     folder.mkdir(parents=True)
     cpu, started = children_cpu(), time.monotonic()
@@ -66,7 +71,7 @@ def main() -> None:
             for number, (case, args) in enumerate(CASES.items()):
                 for name, path in trees.items():
                     folder = Path(scratch) / f"{repeat}-{number}-{name}"
-                    result = one(Path(path).resolve(), args, folder)
+                    result = one(Path(path).resolve(), args, folder, case not in IN_PROCESS)
                     times.setdefault((case, name), []).append(result)
     print(f"medians of {options.repeat} (CPU s = user + system of the training process)")
     for (case, name), results in times.items():

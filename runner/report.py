@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///outputs/mlflow.db)",
     )
     parser.add_argument(
-        "--out", default=None, help="folder for comparison.csv/.md, configs.csv, capacity.png"
+        "--out",
+        default=None,
+        help="folder for comparison.csv/.md, configs.csv and the plots (capacity or seeds, curves)",
     )
     parser.add_argument("--log", action="store_true", help="also log the report to the sweep run")
     args = parser.parse_args(argv)
@@ -65,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "comparison.csv").write_text(report.csv)
     (out / "comparison.md").write_text(report.markdown)
     (out / "configs.csv").write_text(report.configs_csv)
-    report.figure.savefig(out / "capacity.png", dpi=100)
-    print(f"\nwritten: {out}/comparison.csv, comparison.md, configs.csv, capacity.png")
+    for name, figure in report.figures.items():
+        figure.savefig(out / name, dpi=100)
+    names = ["comparison.csv", "comparison.md", "configs.csv", *report.figures]
+    print(f"\nwritten: {out}/" + ", ".join(names))
     if args.log and parent is not None:
         log_report(client, parent.info.run_id, report)
     return 0

@@ -41,7 +41,8 @@ DEPENDENCIES = ("mlflow", "hydra", "submitit", "hydra_plugins.hydra_submitit_lau
 # Private attributes of the dependencies' objects, used only inside the fences.
 FENCED_ATTRIBUTES = {
     "_tracking_client", "_engine_map", "_get_run", "_check_run_is_active", "ManagedSessionMaker",
-    "sanitize_metric_value", "_validate_metric", "_init_packages_to_modules_map", "_usr_sig",
+    "sanitize_metric_value", "_validate_metric", "_MODULES_TO_PACKAGES", "_usr_sig",
+    "get_metric_history_bulk",
     "_delayed", "_timeout_countdown", "_return_value", "__dynamo_disable",
 }  # fmt: skip
 
@@ -271,6 +272,43 @@ def test_without_validate_metric_a_members_run_is_written_by_log_batch(store, mo
     assert "mlflow.utils.validation._validate_metric" in line
     assert f"checked against mlflow {mlflow_internals.CHECKED_AGAINST}" in line
     assert "log_batch" in line
+
+
+def test_metric_histories_read_in_bulk_equal_each_runs_own(store, monkeypatch, caplog):
+    """One query for many runs gives each run's points as its own history call does; without
+    MLflow's bulk read, the same points one run at a time (said once)."""
+    client = store.client
+    experiment = client.create_experiment("histories")
+    run_ids = []
+    for n in (3, 1, 4):
+        run = client.create_run(experiment)
+        for step in range(1, n + 1):
+            client.log_metric(run.info.run_id, "val_acc", step / 10 + n, step=step)
+        client.log_metric(run.info.run_id, "val_loss", 1.0, step=1)
+        run_ids.append(run.info.run_id)
+    run_ids.append(client.create_run(experiment).info.run_id)  # nothing logged
+
+    def own() -> dict[str, list[tuple[int, float]]]:
+        return {
+            run_id: [(m.step, m.value) for m in client.get_metric_history(run_id, "val_acc")]
+            for run_id in run_ids
+        }
+
+    def bulk() -> dict[str, list[tuple[int, float]]]:
+        read = mlflow_internals.metric_histories(client, run_ids, "val_acc")
+        return {run_id: [(m.step, m.value) for m in points] for run_id, points in read.items()}
+
+    expected = own()
+    assert [len(points) for points in expected.values()] == [3, 1, 4, 0]
+    calls = []
+    with monkeypatch.context() as patch:  # the bulk read makes no call per run
+        patch.setattr(client, "get_metric_history", lambda *a: calls.append(a) or [])
+        assert bulk() == expected and calls == []
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    monkeypatch.delattr(SqlAlchemyStore, "get_metric_history_bulk")
+    assert bulk() == expected
+    assert "SqlAlchemyStore.get_metric_history_bulk" in moved_lines(caplog)[0]
 
 
 @pytest.mark.parametrize("attribute", ["_get_run", "_check_run_is_active"])

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from scipy import stats as scipy_stats
 from sklearn.metrics import confusion_matrix as sklearn_confusion
 
 from runner.sweep import report
@@ -285,6 +286,7 @@ def row(params: int, seed: int, value: float) -> report.Row:
         run_id=f"{params:06d}{seed}" + "0" * 25, overrides={"model.hidden": str(params),
         "seed": str(seed)}, params=params, metric="val_acc", final_val=value, best_val=value,
         best_epoch=10, final_train=min(1.0, value + 0.05), wall_seconds=1.0, status="FINISHED",
+        repeat=(str(seed), None),
     )  # fmt: skip
 
 
@@ -367,3 +369,50 @@ def test_a_test_score_is_never_ranked_or_labelled_as_a_validation_score() -> Non
     runs = {row.run_id: SimpleNamespace(info=SimpleNamespace(run_id=row.run_id))
             for row in (validated, tested)}  # fmt: skip
     assert report.best_run([tested, validated], list(runs.values())).info.run_id == "a" * 32
+
+
+def test_capacity_plot_draws_intervals_and_marks_the_best_and_its_ties() -> None:
+    # 37 and 4417 parameters: close means, wide spread (tied); 3 parameters: far below.
+    values = {3: [0.50, 0.52, 0.51], 37: [0.90, 0.80, 0.95], 4417: [0.92, 0.83, 0.94]}
+    rows = [row(p, s + 1, v) for p, vs in values.items() for s, v in enumerate(vs)]
+    varying = report.label_rows(rows)
+    configs = {c.label: c for c in report.config_stats(rows)}
+    assert configs["model.hidden=4417"].best and configs["model.hidden=37"].tied
+    assert configs["model.hidden=3"].tied is False
+    fig = report.capacity_plot(rows, varying)
+    ax = fig.axes[0]
+    marks = {line.get_label(): list(line.get_xdata()) for line in ax.lines}
+    assert marks["best config"] == [4417] and marks["tied with the best (p >= 0.05)"] == [37]
+    # The bars span the 95% interval of each mean (Student t), not the spread.
+    low, high = configs["model.hidden=37"].interval
+    bars = [c for c in ax.collections if c.get_segments()][0].get_segments()
+    spans = sorted((seg[0][1], seg[1][1]) for seg in bars)
+    assert any(a == pytest.approx(low) and b == pytest.approx(high) for a, b in spans)
+    assert "95% CI" in ax.get_title()
+    plots.close(fig)
+
+
+def test_curves_draw_a_band_per_config_best_first_and_a_seed_only_sweep_a_strip() -> None:
+    rows = []
+    for params, level in ((3, 0.5), (37, 0.9)):
+        for seed in (1, 2, 3):
+            r = row(params, seed, level)
+            r.history = [(epoch, level * epoch / 4 + seed / 100) for epoch in (1, 2, 3, 4)]
+            rows.append(r)
+    figures = report.report_figures(rows, report.label_rows(rows))
+    assert set(figures) == {"capacity.png", "curves.png"}
+    ax = figures["curves.png"].axes[0]
+    assert [line.get_label() for line in ax.lines] == ["model.hidden=37", "model.hidden=3"]
+    mean = [0.9 * e / 4 + 0.02 for e in (1, 2, 3, 4)]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx(mean)
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    half = scipy_stats.t.ppf(0.975, 2) * scipy_stats.sem([0.01, 0.02, 0.03])
+    assert max(band) == pytest.approx(mean[-1] + half)
+    one = [r for r in rows if r.params == 37]
+    figures = report.report_figures(one, report.label_rows(one))
+    assert set(figures) == {"seeds.png", "curves.png"}  # no one-point capacity plot
+    strip = figures["seeds.png"].axes[0]
+    assert list(strip.lines[0].get_ydata()) == [0.9, 0.9, 0.9]
+    assert [t.get_text() for t in strip.get_xticklabels()] == ["1", "2", "3"]
+    for figure in figures.values():
+        plots.close(figure)

@@ -156,8 +156,9 @@ def test_one_seed_per_config_says_so_and_a_seed_only_sweep_is_named_by_its_confi
     label_rows(seeds_only)
     header, cells = aggregate_table(seeds_only)
     assert [c[0] for c in cells] == ["model=xor_deep data=xor optim=adam"]
+    assert cells[0][header.index("p vs best")] == ""  # nothing to be best against
     low, high = scipy_stats.t.interval(0.95, 2, loc=0.82, scale=scipy_stats.sem([0.81, 0.82, 0.83]))
     assert verdict(seeds_only) == [
-        "best: model=xor_deep data=xor optim=adam, mean val_acc 0.8200 "
+        "model=xor_deep data=xor optim=adam, mean val_acc 0.8200 "
         f"(95% CI {low:.4f} to {high:.4f}, 3 runs)"
     ]

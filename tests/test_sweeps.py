@@ -75,7 +75,7 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert artifacts == {
         "report/comparison.csv", "report/comparison.md", "report/configs.csv",
-        "report/capacity.png",
+        "report/capacity.png", "report/curves.png",
     }  # fmt: skip
     csv_text = Path(
         client.download_artifacts(parent.info.run_id, "report/comparison.csv", str(tmp_path))
@@ -129,7 +129,7 @@ def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "per config, over seeds and folds:" in printed  # mean and spread over two seeds
     assert {p.name for p in out.iterdir()} == {
-        "comparison.csv", "comparison.md", "configs.csv", "capacity.png",
+        "comparison.csv", "comparison.md", "configs.csv", "capacity.png", "curves.png",
     }  # fmt: skip
     assert len((out / "comparison.csv").read_text().strip().splitlines()) == 1 + 4
     # Per config: the two seeds' interval, and the paired test against the best (scipy's).

@@ -13,6 +13,7 @@ import io
 import math
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from runner.errors import StoreError
 from runner.sweep import statistics as stats
 from runner.sweep.statistics import Comparison, Sample
-from runner.tracking import tags
+from runner.tracking import mlflow_internals, tags
 from runner.tracking.store import failure_cause, not_there
 
 STATUS_RANK = {"FINISHED": 0, "RUNNING": 1, "KILLED": 2, "FAILED": 3}
@@ -48,6 +49,7 @@ class Row:
     repeat: stats.Repeat = (None, None)  # its (seed, fold): what pairs it with other configs
     folds: int | None = None  # K of a K-fold run
     choices: str = ""  # its model, data and optim choices: the name of a config never swept
+    history: list[tuple[int, float]] = field(default_factory=list)  # (epoch, metric) points
 
 
 def parse_overrides(text: str) -> dict[str, str]:
@@ -60,17 +62,54 @@ def _better(metric: str) -> Any:
     return min if metric.endswith(("rmse", "mse", "mae", "loss")) else max
 
 
-def run_row(client: MlflowClient, run: Run) -> Row:
-    """Read one run's report row: final and best validation metric, capacity, status. A run
-    that kept its best epoch's weights (trainer.keep=best) is final at that epoch."""
-    run_tags, metrics = run.data.tags, run.data.metrics
-    metric = run_tags.get(tags.PRIMARY_METRIC, "val_acc")
+Histories = Mapping[str, Mapping[str, list[Any]]]  # metric key -> run id -> its points
+
+
+def reported_metric(run: Run) -> str:
+    """The metric a run is compared by: its primary validation metric, or its test split's
+    where it validated on nothing."""
+    metric = run.data.tags.get(tags.PRIMARY_METRIC, "val_acc")
     held_out = metric.replace("val_", "test_", 1)
-    if metric not in metrics and held_out in metrics:  # no validation rows: the test split
-        metric = held_out
-    history = client.get_metric_history(run.info.run_id, metric) if metric in metrics else []
+    if metric not in run.data.metrics and held_out in run.data.metrics:
+        return held_out
+    return metric
+
+
+def _train_metric(metric: str) -> str:
+    return "train_" + metric.split("_", 1)[1]
+
+
+def read_histories(client: MlflowClient, runs: list[Run]) -> dict[str, dict[str, list[Any]]]:
+    """The metric histories a report draws on, read in bulk (a query per metric, not a
+    call per run): each run's compared metric, and the training metric of the runs that
+    kept their best epoch."""
+    wanted: dict[str, list[str]] = defaultdict(list)
+    for run in runs:
+        metric = reported_metric(run)
+        if metric in run.data.metrics:
+            wanted[metric].append(run.info.run_id)
+        if kept_best(run) and _train_metric(metric) in run.data.metrics:
+            wanted[_train_metric(metric)].append(run.info.run_id)
+    return {key: mlflow_internals.metric_histories(client, ids, key) for key, ids in wanted.items()}
+
+
+def run_row(client: MlflowClient, run: Run, histories: Histories | None = None) -> Row:
+    """Read one run's report row: final and best validation metric, capacity, status. A run
+    that kept its best epoch's weights (trainer.keep=best) is final at that epoch.
+    `histories`: read in bulk (read_histories), else each read here."""
+    run_tags, metrics = run.data.tags, run.data.metrics
+
+    def points(key: str) -> list[Any]:
+        if key not in metrics:
+            return []
+        if histories is not None:
+            return list(histories.get(key, {}).get(run.info.run_id, []))
+        return list(client.get_metric_history(run.info.run_id, key))
+
+    metric = reported_metric(run)
+    history = points(metric)
     best = _better(metric)(history, key=lambda m: m.value) if history else None
-    train_metric = "train_" + metric.split("_", 1)[1]
+    train_metric = _train_metric(metric)
     end = run.info.end_time or None
     params = run.data.params.get("trainable_params")
     overrides = parse_overrides(run_tags.get(tags.OVERRIDES, ""))
@@ -86,9 +125,7 @@ def run_row(client: MlflowClient, run: Run) -> Row:
         best_val=best.value if best else None,
         # (the epoch the run kept, where it did: a tie goes to the lower validation loss)
         best_epoch=kept_epoch(run) or (best.step if best else None),
-        final_train=kept_value(
-            run, client.get_metric_history(run.info.run_id, train_metric), metrics.get(train_metric)
-        )
+        final_train=kept_value(run, points(train_metric), metrics.get(train_metric))
         if kept_best(run)
         # fmt: skip
         else metrics.get(train_metric),
@@ -99,6 +136,7 @@ def run_row(client: MlflowClient, run: Run) -> Row:
         repeat=(config.get("seed"), config.get("data.fold")),
         folds=int(folds) if folds and folds.isdigit() else None,
         choices=" ".join(f"{k}={run_tags[t]}" for k, t in choices if run_tags.get(t)),
+        history=[(m.step, m.value) for m in history],
     )
 
 
@@ -356,7 +394,9 @@ def aggregate_table(rows: list[Row]) -> tuple[list[str], list[list[str]]] | None
     header = ["config", "params", "runs", f"final {metric} mean", "std", "95% CI of the mean"]
     header += ["p vs best", "tied with best"]
     cells = []
-    for config in config_stats(rows):
+    configs = config_stats(rows)
+    alone = len([c for c in configs if c.sample.n]) == 1
+    for config in configs:
         sample, tied = config.sample, config.tied
         cells.append(
             [
@@ -366,7 +406,9 @@ def aggregate_table(rows: list[Row]) -> tuple[list[str], list[list[str]]] | None
                 _fmt(sample.mean) if sample.n else "",
                 _fmt(sample.std),
                 _interval_cell(config),
-                "best" if config.best else _fmt_p(config.comparison and config.comparison.p),
+                ("" if alone else "best")
+                if config.best
+                else _fmt_p(config.comparison and config.comparison.p),
                 "" if tied is None or config.best else ("yes" if tied else "no"),
             ]
         )
@@ -381,7 +423,8 @@ def verdict(rows: list[Row]) -> list[str]:
     if best is None:
         return []
     metric = compared_metric(rows)
-    line = f"best: {best.label}, mean {metric} {_fmt(best.sample.mean)}"
+    alone = len(configs) == 1  # (a seed-only sweep: nothing to be best against)
+    line = f"{'' if alone else 'best: '}{best.label}, mean {metric} {_fmt(best.sample.mean)}"
     if best.interval:
         low, high = best.interval
         line += f" (95% CI {_fmt(low)} to {_fmt(high)}, {best.sample.n} runs)"
@@ -476,14 +519,26 @@ def to_csv(header: list[str], cells: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
-def capacity_plot(rows: list[Row], varying: list[str]) -> Any:
+def config_of(rows: list[Row]) -> dict[str, str]:
+    """Each row's config label (config_label), by run id."""
+    return {r.run_id: config_label(group) for group in seed_groups(rows).values() for r in group}
+
+
+def capacity_plot(
+    rows: list[Row], varying: list[str], configs: list[ConfigStats] | None = None
+) -> Any:
     """Validation (solid) and train (dashed) metric against trainable parameters, one series
-    per value of the swept keys that are not the model's; error bars show spread over seeds."""
+    per value of the swept keys that are not the model's; error bars: the 95% interval of
+    the mean over seeds; the best config (by mean) starred, those tied with it ringed."""
     from runner.tracking import plots  # imports matplotlib: only when a report is drawn
 
+    configs = config_stats(rows) if configs is None else configs
+    label_of, by_label = config_of(rows), {c.label: c for c in configs}
     series_keys = [k for k in varying if not k.startswith("model") and k not in REPEAT_KEYS]
     val: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     train: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    best: plots.Point | None = None
+    tied: set[plots.Point] = set()
     metric = compared_metric(rows)
     for row in rows:
         if row.params is None or row.final_val is None or abs(row.final_val) > 1e300:
@@ -494,29 +549,128 @@ def capacity_plot(rows: list[Row], varying: list[str]) -> Any:
         val[name][row.params].append(row.final_val)
         if row.final_train is not None and abs(row.final_train) < 1e300:
             train[name][row.params].append(row.final_train)
+        config = by_label.get(label_of.get(row.run_id, ""))
+        if config is not None and config.best:
+            best = (name, row.params)
+        elif config is not None and config.tied:
+            tied.add((name, row.params))
+    intervals = {
+        (name, x): bounds
+        for name, points in val.items()
+        for x, values in points.items()
+        if (bounds := stats.interval(Sample({(str(i), None): v for i, v in enumerate(values)})))
+    }
     ids = [row.run_id[:8] for row in rows]
     shown = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
     caption = f"{len(rows)} runs: {shown}" if rows else ""
-    return plots.capacity(val, train, metric, caption=caption)
+    return plots.capacity(
+        val, train, metric, intervals=intervals, best=best, tied=sorted(tied), caption=caption
+    )
+
+
+MOST_CURVES = 8
+
+
+def curves_plot(rows: list[Row], configs: list[ConfigStats]) -> Any:
+    """The compared metric per epoch, a line per config (at most MOST_CURVES, the best
+    first): the mean over its finished runs, with the 95% interval of that mean as a band."""
+    import numpy as np
+    from scipy import stats as scipy_stats
+
+    from runner.tracking import plots
+
+    metric = compared_metric(rows)
+    label_of = config_of(rows)
+    ranked = [c.label for c in configs if c.sample.n]
+    ranked.sort(key=lambda label: next(c.sample.mean for c in configs if c.label == label))
+    if _better(metric) is max:
+        ranked.reverse()
+    bands: dict[str, plots.Band] = {}
+    for label in ranked[:MOST_CURVES]:
+        by_epoch: dict[int, list[float]] = defaultdict(list)
+        for row in rows:
+            if label_of.get(row.run_id) != label or row.status != "FINISHED":
+                continue
+            if row.metric != metric:
+                continue
+            for epoch, value in row.history:
+                if abs(value) < 1e300:
+                    by_epoch[epoch].append(value)
+        epochs = sorted(by_epoch)
+        means, lows, highs = [], [], []
+        for epoch in epochs:
+            values = np.asarray(by_epoch[epoch])
+            mean = float(values.mean())
+            half = 0.0
+            if len(values) > 1:
+                sem = values.std(ddof=1) / np.sqrt(len(values))
+                half = float(scipy_stats.t.ppf(0.975, len(values) - 1) * sem)
+            means.append(mean)
+            lows.append(mean - half)
+            highs.append(mean + half)
+        if epochs:
+            bands[label] = (epochs, means, lows, highs)
+    left = len(ranked) - len(bands)
+    caption = f"{len(rows)} runs, {len(ranked)} configs" + (
+        f" ({left} not drawn: the {MOST_CURVES} best are)" if left > 0 else ""
+    )
+    return plots.curves(bands, metric, caption=caption)
+
+
+def seeds_plot(rows: list[Row], config: ConfigStats) -> Any:
+    """A single config's final metric per seed (a seed-only sweep), with its interval."""
+    from runner.tracking import plots
+
+    metric = compared_metric(rows)
+    values = {
+        f"{seed}" if fold is None else f"{seed}/{fold}": value
+        for (seed, fold), value in sorted(
+            config.sample.values.items(), key=lambda item: _seed_order(item[0])
+        )
+    }
+    title = f"{config.label}: final {plots.metric_name(metric)} over {config.sample.n} runs"
+    caption = f"{len(rows)} runs"
+    return plots.strip(values, metric, interval=config.interval, title=title, caption=caption)
+
+
+def _seed_order(repeat: stats.Repeat) -> tuple[float, str, str]:
+    seed, fold = (str(part) for part in repeat)
+    return (float(seed) if seed.lstrip("-").isdigit() else math.inf, seed, fold)
+
+
+def report_figures(rows: list[Row], varying: list[str]) -> dict[str, Any]:
+    """The report's figures by file name: capacity.png (several configs) or seeds.png (a
+    single config over seeds), and curves.png where runs logged their metric per epoch."""
+    configs = config_stats(rows)
+    figures: dict[str, Any] = {}
+    measured = [c for c in configs if c.sample.n]
+    if len(measured) == 1 and measured[0].sample.n > 1:
+        figures["seeds.png"] = seeds_plot(rows, measured[0])
+    else:
+        figures["capacity.png"] = capacity_plot(rows, varying, configs)
+    if any(r.history for r in rows):
+        figures["curves.png"] = curves_plot(rows, configs)
+    return figures
 
 
 @dataclass
 class Report:
-    """A built report: rows, the tables as text, and the capacity figure."""
+    """A built report: rows, the tables as text, and its figures by file name."""
 
     rows: list[Row]
     text: str
     markdown: str
     csv: str
-    figure: Any
+    figures: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
     configs_csv: str = ""
     verdict: list[str] = field(default_factory=list)
 
 
 def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
-    """Rows, tables and plot for `runs`."""
-    rows = [run_row(client, run) for run in runs]
+    """Rows, tables and plots for `runs`."""
+    histories = read_histories(client, runs)
+    rows = [run_row(client, run, histories) for run in runs]
     varying = label_rows(rows)
     header, cells = table(rows)
     text = f"{title}\n{text_table(header, cells)}"
@@ -533,21 +687,22 @@ def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
     if failed:
         text += f"\n\n{len(failed)} of {len(rows)} jobs did not finish:"
         text += "".join(f"\n  {r.label}: {r.status} {r.error}".rstrip() for r in failed)
-    figure = capacity_plot(rows, varying)
+    figures = report_figures(rows, varying)
     return Report(
-        rows, text, md, to_csv(header, cells), figure, list(runs), configs_csv(rows), closing
+        rows, text, md, to_csv(header, cells), figures, list(runs), configs_csv(rows), closing
     )
 
 
 def log_report(client: MlflowClient, run_id: str, report: Report) -> Run | None:
-    """Attach the report to the sweep's parent run: CSV, Markdown and capacity plot as
-    artifacts; the params all finished jobs share, the best job's final metrics, and the
-    comparison as its description, so the parent reads like a run in the UI. Returns the
-    best job's run (None if no job finished)."""
+    """Attach the report to the sweep's parent run: CSVs, Markdown and plots as artifacts;
+    the params all finished jobs share, the best job's final metrics, and the comparison as
+    its description, so the parent reads like a run in the UI. Returns the best job's run
+    (None if no job finished)."""
     client.log_text(run_id, report.csv, "report/comparison.csv")
     client.log_text(run_id, report.markdown, "report/comparison.md")
     client.log_text(run_id, report.configs_csv, "report/configs.csv")
-    client.log_figure(run_id, report.figure, "report/capacity.png")
+    for name, figure in report.figures.items():
+        client.log_figure(run_id, figure, f"report/{name}")
     finished = [run for run in report.runs if run.info.status == "FINISHED"]
     best = best_run(report.rows, finished)
     note = report.markdown.split("\n", 2)[2]  # without its title: the run's name says it

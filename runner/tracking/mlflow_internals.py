@@ -22,6 +22,10 @@ line (`DependencyMoved`) naming the name and the version checked against:
   `mlflow.store.tracking.DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH`, and
   `mlflow.store.db.base_sql_model.Base.metadata` (the tables MLflow expects). No fallback:
   a `DependencyMoved` line.
+- Reading a metric's history of many runs at once (`metric_histories`, the sweep report):
+  `SqlAlchemyStore.get_metric_history_bulk(run_ids, metric_key, max_results)`, which the
+  UI's charts use. Falls back to `MlflowClient.get_metric_history` per run (a tracking
+  server, or an MLflow that moved it: said once).
 - The check of a logged or loaded model's pinned requirements against the installed
   versions (`pinned_requirements`): `mlflow.utils.requirements_utils._MODULES_TO_PACKAGES`,
   its map of every module to the distributions that install it, built on first use by
@@ -60,18 +64,19 @@ def _store_class() -> type:
     return SqlAlchemyStore
 
 
-def database_store(client: Any) -> Any | None:
+def database_store(client: Any, instead: str = LOG_BATCH) -> Any | None:
     """The client's store where it is MLflow's own database store (SQLite, PostgreSQL),
-    else None: a tracking server, or an MLflow whose internals moved (said once)."""
+    else None: a tracking server, or an MLflow whose internals moved (said once, with what
+    the caller does `instead`)."""
     try:
         store_class = _store_class()
     except DependencyMoved as err:
-        err.fall_back(log, LOG_BATCH)
+        err.fall_back(log, instead)
         return None
     try:
         store = client._tracking_client.store
     except AttributeError:
-        moved("MlflowClient._tracking_client.store").fall_back(log, LOG_BATCH)
+        moved("MlflowClient._tracking_client.store").fall_back(log, instead)
         return None
     return store if isinstance(store, store_class) else None
 
@@ -167,6 +172,31 @@ def expected_tables() -> set[str]:
         return set(Base.metadata.tables)
     except (ImportError, AttributeError) as err:
         raise moved("mlflow.store.db.base_sql_model.Base.metadata") from err
+
+
+BULK_CHUNK = 500  # run ids per query (SQLite's limit on a statement's variables is higher)
+
+
+def metric_histories(client: Any, run_ids: Sequence[str], key: str) -> dict[str, list[Any]]:
+    """Every logged point (mlflow Metric) of metric `key` of each run, by run id, in step
+    order: a query per BULK_CHUNK runs on a database store, else one call per run."""
+    one_by_one = "metric histories are read one run at a time"
+    store = database_store(client, one_by_one)
+    bulk = getattr(store, "get_metric_history_bulk", None) if store is not None else None
+    if store is not None and not callable(bulk):
+        moved("SqlAlchemyStore.get_metric_history_bulk").fall_back(log, one_by_one)
+    histories: dict[str, list[Any]] = {run_id: [] for run_id in run_ids}
+    if not callable(bulk):
+        for run_id in run_ids:
+            histories[run_id] = list(client.get_metric_history(run_id, key))
+    else:
+        ids = list(run_ids)
+        for start in range(0, len(ids), BULK_CHUNK):
+            for point in bulk(ids[start : start + BULK_CHUNK], key, max_results=2**62):
+                histories[point.run_id].append(point)  # (a Metric with its run_id)
+    for points in histories.values():
+        points.sort(key=lambda m: (m.step, m.timestamp))
+    return histories
 
 
 PINNED = ("mlflow", "torch", "pandas")  # every requirement the runner's models are logged with

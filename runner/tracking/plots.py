@@ -1,7 +1,7 @@
 """Pictures for MLflow: learning curves, decision regions, confusion matrix, predicted vs
-true, and a sweep's capacity plot. Each title names the model and its score, axes name the
-loss or metric in words, and a small grey footer names the run, so that a downloaded PNG
-can be traced back to it."""
+true, and a sweep's capacity, curves and seed-strip plots. Each title names the model and
+its score, axes name the loss or metric in words, and a small grey footer names the run,
+so that a downloaded PNG can be traced back to it."""
 
 from __future__ import annotations
 
@@ -369,30 +369,55 @@ def _finite_pairs(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.nd
     return true[finite], pred[finite], int((~finite).sum())
 
 
+Point = tuple[str, int]  # (series name, trainable parameters): one config on the plot
+
+
 def capacity(
     val: Mapping[str, Mapping[int, Sequence[float]]],
     train: Mapping[str, Mapping[int, Sequence[float]]],
     metric: str,
     *,
+    intervals: Mapping[Point, tuple[float, float]] | None = None,
+    best: Point | None = None,
+    tied: Sequence[Point] = (),
     caption: str = "",
 ) -> Figure:
-    """A sweep's final metric against trainable parameters: validation (solid, error bars
-    over seeds) and training (dashed), one series per name; ticks at the actual counts."""
+    """A sweep's final metric against trainable parameters: validation (solid; error bars:
+    the 95% interval of the mean over seeds, `intervals`) and training (dashed), one series
+    per name; the best config starred, the configs tied with it ringed; ticks at the counts."""
     import statistics
 
+    intervals = intervals or {}
     fig, ax = _new_figure(8, 4.6)
     for name in sorted(val):
         xs = sorted(val[name])
         means = [statistics.fmean(val[name][x]) for x in xs]
-        spread = [statistics.pstdev(val[name][x]) for x in xs]
+        bars = np.array(
+            [
+                [m - intervals[name, x][0], intervals[name, x][1] - m]
+                if (name, x) in intervals else [0.0, 0.0]
+                for m, x in zip(means, xs, strict=True)
+            ]
+        ).T  # fmt: skip
         label = f"{name} (validation)" if name else "validation"
-        line = ax.errorbar(xs, means, yerr=spread, marker="o", capsize=3, label=label)
+        line = ax.errorbar(xs, means, yerr=bars, marker="o", capsize=3, label=label)
         txs = sorted(train.get(name, {}))
         if txs:
             ax.plot(
                 txs, [statistics.fmean(train[name][x]) for x in txs], linestyle="--",
                 marker=".", alpha=0.6, color=line.lines[0].get_color(),
                 label=f"{name} (training)" if name else "training",
+            )  # fmt: skip
+    for points, style, label in (
+        ([p for p in tied if p != best], {"marker": "o", "markersize": 13, "mfc": "none"},
+         "tied with the best (p >= 0.05)"),
+        ([best] if best else [], {"marker": "*", "markersize": 15, "mfc": "gold"}, "best config"),
+    ):  # fmt: skip
+        shown = [(n, x) for n, x in points if x in val.get(n, {})]
+        if shown:
+            ax.plot(
+                [x for _, x in shown], [statistics.fmean(val[n][x]) for n, x in shown],
+                linestyle="none", color="0.15", label=label, zorder=5, **style,
             )  # fmt: skip
     counts = sorted({x for series in (*val.values(), *train.values()) for x in series})
     ax.set_xscale("log")
@@ -404,15 +429,73 @@ def capacity(
     name = metric_name(metric)
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel(f"final {name}")
-    ax.set_title(f"Capacity: final {name} against model size", fontsize=11)
+    ax.set_title(f"Capacity: final {name} against model size (bars: 95% CI)", fontsize=11)
     ax.grid(alpha=0.3)
     if val:
-        entries = len(val) + len([n for n in train if train[n]])
+        entries = len(ax.get_legend_handles_labels()[1])
         if entries > 4:  # many series: beside the plot, not over it
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         else:
             ax.legend(fontsize=8, loc="best")
     return _finish(fig, "", caption)
+
+
+Band = tuple[Sequence[int], Sequence[float], Sequence[float], Sequence[float]]  # x, mean, lo, hi
+
+
+def curves(bands: Mapping[str, Band], metric: str, *, caption: str = "") -> Figure:
+    """The validation metric per epoch, one line per config (its mean over seeds) with its
+    95% band, in the order given (the best first)."""
+    fig, ax = _new_figure(8, 4.6)
+    seen: list[float] = []
+    for name, (epochs, mean, low, high) in bands.items():
+        (line,) = ax.plot(epochs, mean, label=name or "validation")
+        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.18, linewidth=0)
+        seen += [*mean, *low, *high]
+    if not _log_if_wide(ax, seen):
+        _thousands(ax.yaxis, seen)
+    name = metric_name(metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(name)
+    ax.set_title(f"{name[0].upper()}{name[1:]} per epoch: mean over seeds, 95% band", fontsize=11)
+    ax.grid(alpha=0.3)
+    if bands:
+        outside = len(bands) > 4
+        ax.legend(
+            fontsize=8, **({"loc": "upper left", "bbox_to_anchor": (1.02, 1.0)} if outside else {})
+        )
+    return _finish(fig, "", caption)
+
+
+def strip(
+    values: Mapping[str, float],
+    metric: str,
+    *,
+    interval: tuple[float, float] | None = None,
+    title: str = "",
+    caption: str = "",
+) -> Figure:
+    """One config's final metric for each seed (`values`: seed -> value), with the mean and
+    the 95% interval of the mean across the strip."""
+    import statistics
+
+    fig, ax = _new_figure(8, 3.2)
+    seeds = list(values)
+    ax.plot(range(len(seeds)), [values[s] for s in seeds], "o", label="one seed's run")
+    if values:
+        mean = statistics.fmean(values.values())
+        ax.axhline(mean, color="0.2", label=f"mean {format_value(mean)}")
+    if interval:
+        low, high = interval
+        ax.axhspan(low, high, color="0.5", alpha=0.2, linewidth=0, label="95% CI of the mean")
+    step = max(1, len(seeds) // 20)  # at most some 20 seed labels
+    ax.set_xticks(range(0, len(seeds), step), [seeds[i] for i in range(0, len(seeds), step)])
+    ax.set_xlabel("seed")
+    ax.set_ylabel(f"final {metric_name(metric)}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return _finish(fig, title, caption)
 
 
 def close(fig: Figure) -> None:
