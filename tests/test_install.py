@@ -125,10 +125,14 @@ def test_the_readme_section_on_own_projects_works_as_written(venv, tmp_path):
             shown = f"README line {command.line}: {command.text}\n{tails(proc)}"
             assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, shown
     runs = finished_runs(cwd)
-    # The single run, then the sweep's parent and its seed=2 job: its seed=1 job is the
-    # single run's exact config, FINISHED already, so the sweep reuses it (skip_finished).
-    assert len(runs) == 3, runs
-    assert [epochs for _, epochs in runs].count(40) == 2, runs  # the parent: the best's final
+    # The single run, then the sweep's parent and its seed=2 and seed=3 jobs: its seed=1 job
+    # is the single run's exact config, FINISHED already, so the sweep reuses it
+    # (skip_finished); the other two, with the starter's own `swish` layer, train stacked.
+    assert len(runs) == 4, runs
+    assert [epochs for _, epochs in runs].count(40) == 3, runs  # the parent: the best's final
+    with sqlite3.connect(cwd / "outputs" / "mlflow.db") as db:
+        stacked = db.execute("SELECT value FROM tags WHERE key = 'runner.stacked'").fetchall()
+    assert stacked == [("2",), ("2",)], stacked
     assert (cwd / "outputs" / "reports" / "mine" / "comparison.csv").is_file()
     ui = [str(venv / "python"), "-m", "runner.ui", "--port", str(free_port())]
     assert "/#/experiments/" in serve(ui, cwd)  # the UI on the project's outputs/

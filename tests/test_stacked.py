@@ -514,3 +514,66 @@ def test_a_group_asked_to_stop_after_an_epoch_ends_there_with_its_state():
     asked = iter([False, False, True])
     results = stack_fit(jobs, should_stop=lambda: next(asked))
     assert [len(r.history) for r in results] == [3, 3]
+
+
+class Swish(nn.Module):
+    """The starter project's own layer (runner.new): parameter-free, no random draws."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x.sigmoid()
+
+
+class Jitter(nn.Module):
+    """A user's layer that draws noise while training."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.01 * torch.randn_like(x) if self.training else x
+
+
+class Gate(nn.Module):
+    """A user's layer whose forward reads a tensor's value (which vmap cannot)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.sum().item() > -1e9 else -x
+
+
+@pytest.fixture
+def user_layers():
+    """Swish, Jitter and Gate registered as a user's plugin would register them."""
+    from runner.registry import LAYERS
+
+    for name, layer in (("swish", Swish), ("jitter", Jitter), ("gate", Gate)):
+        LAYERS.register(name, layer)
+    yield
+    for name in ("swish", "jitter", "gate"):
+        LAYERS._entries.pop(name, None)
+
+
+def test_a_parameter_free_user_layer_stacks_and_matches_its_solo_runs(user_layers):
+    swish = layers_with({"layer": "swish"})
+    jobs = [with_config(swish, seed) for seed in SEEDS]
+    assert stackable(jobs) is None
+    assert fast_forward(jobs[0].parts.model) is None  # an unknown layer: the vmap path
+    results = stack_fit(jobs)
+    for seed, result in zip(SEEDS, results, strict=True):
+        alone = with_config(swish, seed)
+        history = fit(alone.parts, alone.data, alone.generator)
+        assert result.error is None
+        assert max_diff(history, result.history) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"layer": "jitter"}, "layer 'jitter' is not stackable: it draws random numbers"),
+        ({"layer": "gate"}, "layer 'gate' is not stackable: its forward cannot run under torch"),
+        ({"layer": "dropout", "p": 0.1}, "layer 'dropout' is not stackable: it draws random"),
+        ({"layer": "batchnorm1d"}, "layer 'batchnorm1d' is not stackable: it keeps buffers"),
+    ],
+    ids=["random-draws", "not-vmappable", "dropout", "batchnorm"],
+)
+def test_a_layer_that_cannot_stack_is_named_with_the_true_reason(user_layers, extra, reason):
+    jobs = [with_config(layers_with(extra), seed) for seed in (1, 2)]
+    before = torch.random.get_rng_state()
+    assert f"model.layers[2]: {reason}" in stackable(jobs)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the probe drew nothing of ours

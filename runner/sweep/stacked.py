@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from runner.components.layers import NoisyLinear
 from runner.errors import RunError
 from runner.loop import EVAL_CHUNK, batch_weights, choose_data_path, epoch_row, non_finite_loss
 from runner.training.metrics import align
@@ -43,7 +44,8 @@ MemberCallback = Callable[[int, int, dict[str, float]], None]  # (member, epoch,
 # Layers whose forward is a pure function of input and parameters, the same in train and
 # eval mode, and which vmap batches: a stacked member computes exactly its solo numbers.
 # Not here: dropout and noisy_linear (their random draws cannot match the solo run's),
-# batchnorm (running statistics are buffers updated in place).
+# batchnorm (running statistics are buffers updated in place). A registered layer of the
+# user's without parameters or buffers stacks (through vmap) when its forward runs there.
 STACKABLE_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Linear, nn.Identity, nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.Sigmoid,
     nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Flatten, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d,
@@ -142,6 +144,68 @@ def _weight_decay(parts: Any) -> float:
     return float(parts.optimizer.defaults.get("weight_decay", 0.0))
 
 
+RANDOM_DRAWS = "it draws random numbers while training (a member's cannot be its solo run's)"
+
+
+def _why_not_stackable(module: nn.Module) -> str | None:
+    """Why a layer cannot be stacked by its kind alone: state the members would share, or
+    draws that cannot match the solo run's (None: it may stack; a registered layer of the
+    user's is then tried under vmap, `_draws_or_fails_vmapped`)."""
+    for leaf in _leaves(module):
+        kind = type(leaf)
+        if kind in STACKABLE_LAYERS:
+            continue
+        if isinstance(leaf, (nn.modules.dropout._DropoutNd, NoisyLinear)):
+            return RANDOM_DRAWS
+        if list(leaf.buffers()):
+            return "it keeps buffers it updates in place (e.g. running statistics)"
+        if list(leaf.parameters()):
+            return (
+                "it holds parameters of its own (of the layers with parameters only linear, "
+                "prelu and conv2d stack)"
+            )
+    return None
+
+
+def _user_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in _leaves(model) if type(m) not in STACKABLE_LAYERS]
+
+
+def _draws_or_fails_vmapped(job: Job) -> str | None:
+    """For a model with registered layers of the user's (parameter-free): run its training
+    forward once on two rows as stacked training does, under vmap, which refuses random
+    draws; the reason, naming the layer, if that fails (None: it stacks)."""
+    t, spec = job.parts, job.spec
+    if not any(_user_layers(module) for module in t.model):
+        return None
+    params, buffers = stack_module_state([t.model, t.model])
+    rows = job.data.x_train[:2].to(next(iter(params.values())).device)
+    was_training = t.model.training
+    t.model.train()
+    try:
+        with torch.random.fork_rng(devices=[]):  # (a draw must not move this job's seed)
+            vmap(lambda p, b, x: functional_call(t.model, (p, b), (x,)), (0, 0, None))(
+                params, buffers, rows
+            )
+    except Exception as err:  # the user's code: any failure means it cannot stack
+        layer = next(
+            (lay for lay, module in zip(spec.model.layers, t.model, strict=True)
+             if _user_layers(module)),
+            None,
+        )  # fmt: skip
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        why = (
+            RANDOM_DRAWS
+            if "random" in text.lower()
+            else f"its forward cannot run under torch.func.vmap ({text})"
+        )
+        where = f"{layer.key}: layer {layer.type!r}" if layer else "model.layers"
+        return f"{where} is not stackable: {why}"
+    finally:
+        t.model.train(was_training)
+    return None
+
+
 def stackable(jobs: Sequence[Job]) -> str | None:
     """None if `jobs` can train as one stacked model, else the reason, naming the config key."""
     if not jobs:
@@ -161,14 +225,18 @@ def stackable(jobs: Sequence[Job]) -> str | None:
         if choose_data_path(t.data_path, job.data, t.device) != "memory":
             return "trainer.data_path: only the memory path is supported stacked"
         for layer, module in zip(spec.model.layers, t.model, strict=True):
-            if any(type(m) not in STACKABLE_LAYERS for m in _leaves(module)):
-                return f"{layer.key}: layer {layer.type!r} is not stackable (random draws or state)"
+            why = _why_not_stackable(module)
+            if why:
+                return f"{layer.key}: layer {layer.type!r} is not stackable: {why}"
         if len(t.optimizer.param_groups) != 1:
             return "optim: the optimizer must have one parameter group"
         if type(t.optimizer) not in STACKABLE_OPTIMIZERS:
             return f"optim.name: {spec.optim.type!r} is not stackable (not element by element)"
         if any(p.dtype != torch.float32 for p in t.model.parameters()):
             return "model: only float32 parameters are supported stacked"
+    drawn = _draws_or_fails_vmapped(first)
+    if drawn:
+        return drawn
     for job in jobs[1:]:
         t = job.parts
         if _layer_types(t.model) != _layer_types(t0.model) or _shapes(t.model) != _shapes(t0.model):
