@@ -171,12 +171,16 @@ def already_finished(config: dict[str, Any], spec: RunSpec, launch: Launch) -> A
     """In a re-run sweep: the FINISHED run of this exact config (logged as skipped), else None."""
     if not (launch.sweep and spec.sweep.skip_finished):
         return None
-    done = sweep_record.finished_run(spec.tracking, launch.sweep, fingerprint(config))
+    done = sweep_record.finished_run(
+        spec.tracking, launch.sweep, fingerprint(config), launch.overrides
+    )
     if done is not None:
+        made_by = done.data.tags.get(tags.SOURCE_NAME)
         log.info(
-            "skipped job %s: this exact config already FINISHED as run %s (%s); "
+            "skipped job %s (%s): this exact config already FINISHED as run %s (%s)%s; "
             "sweep.skip_finished=false reruns it",
-            launch.job_num, done.info.run_id, done.info.run_name,
+            launch.job_num, " ".join(launch.overrides) or "no overrides", done.info.run_id,
+            done.info.run_name, f", made by `{made_by}`" if made_by else "",
         )  # fmt: skip
     return done
 

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             print(f"error: {title} has no runs in {uri}", file=sys.stderr)
             return 1
-        report = build_report(client, runs, title)
+        report = build_report(client, runs, title, parent)
     except LookupError as err:
         print(f"error: {err} in {uri}", file=sys.stderr)
         return 1

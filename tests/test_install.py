@@ -111,6 +111,7 @@ def test_the_readme_section_on_own_projects_works_as_written(venv, tmp_path):
     ]
     assert commands, f"README has no commands under {INSTALL_SECTION!r}"
     cwd = tmp_path
+    printed: dict[str, str] = {}  # what each command printed, by its first argument
     for command in commands:
         words = shlex.split(command.text)
         if words[:3] == ["python", "-m", "venv"]:
@@ -124,6 +125,7 @@ def test_the_readme_section_on_own_projects_works_as_written(venv, tmp_path):
             proc = run(venv, words, cwd)
             shown = f"README line {command.line}: {command.text}\n{tails(proc)}"
             assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, shown
+            printed[words[1] if words[0] == "runner" else words[2]] = proc.stdout + proc.stderr
     runs = finished_runs(cwd)
     # The single run, then the sweep's parent and its seed=2 and seed=3 jobs: its seed=1 job
     # is the single run's exact config, FINISHED already, so the sweep reuses it
@@ -133,6 +135,11 @@ def test_the_readme_section_on_own_projects_works_as_written(venv, tmp_path):
     with sqlite3.connect(cwd / "outputs" / "mlflow.db") as db:
         stacked = db.execute("SELECT value FROM tags WHERE key = 'runner.stacked'").fetchall()
     assert stacked == [("2",), ("2",)], stacked
+    # The reused run is the sweep's seed=1 job in its report, and says which command made it.
+    sweep = printed["-m"]
+    assert "skipped job 0 (experiment=mine seed=1): this exact config already FINISHED" in sweep
+    assert "made by `python -m runner experiment=mine`" in sweep
+    assert "\nseed=1 " in sweep and "seed=-" not in sweep, sweep
     assert (cwd / "outputs" / "reports" / "mine" / "comparison.csv").is_file()
     ui = [str(venv / "python"), "-m", "runner.ui", "--port", str(free_port())]
     assert "/#/experiments/" in serve(ui, cwd)  # the UI on the project's outputs/

@@ -317,3 +317,51 @@ def test_optuna_search_trials_are_children_and_a_rerun_skips_them(tmp_path):
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, tails(again)
     assert again.stdout.count("skipped job") == 3  # same seeded proposals, all finished
+
+
+def test_a_reused_run_is_labelled_with_the_sweeps_overrides_and_linked_both_ways(tmp_path):
+    """`make run`, then a sweep whose job 3 has that run's exact config: the report shows
+    the reused run as the sweep's job (never `model=- optim=-`), names the command that
+    made it, and the two runs point at each other."""
+    from runner.config.launch import SweepInfo
+    from runner.config.spec import TrackingSpec
+    from runner.sweep.report import build_report, sweep_runs
+    from runner.tracking import sweep_record
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("xor")
+
+    def finished(run_tags: dict[str, str], val_acc: float) -> str:
+        run = client.create_run(experiment, tags=run_tags)
+        for epoch in (1, 2):
+            client.log_metric(run.info.run_id, "val_acc", val_acc * epoch / 2, step=epoch)
+        client.log_param(run.info.run_id, "trainable_params", "37")
+        client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    made = finished(
+        {"runner.overrides": "(none)", "runner.fingerprint": "f" * 64,
+         "mlflow.source.name": "python -m runner"}, 0.9,
+    )  # fmt: skip
+    parent = client.create_run(experiment, tags={"runner.is_sweep": "true"}).info.run_id
+    for n, (model, optim) in enumerate([("xor_linear", "sgd"), ("xor_linear", "adam")]):
+        finished(
+            {"runner.overrides": f"model={model} optim={optim}", "mlflow.parentRunId": parent,
+             "runner.fingerprint": str(n) * 64, "runner.sweep_job": str(n)}, 0.6,
+        )  # fmt: skip
+    sweep = SweepInfo(tracking_uri=uri, experiment_id=experiment, parent_run_id=parent)
+    spec = TrackingSpec(uri=uri, experiment="xor")
+    done = sweep_record.finished_run(spec, sweep, "f" * 64, ["model=xor_deep", "optim=adam"])
+    assert done.info.run_id == made
+    assert client.get_run(made).data.tags[f"runner.reused_by.{parent}"] == (
+        "model=xor_deep optim=adam"
+    )
+    parent_run = client.get_run(parent)
+    report = build_report(client, sweep_runs(client, parent_run), "sweep", parent_run)
+    labels = {row.run_id: row.label for row in report.rows}
+    assert labels[made] == "model=xor_deep optim=adam"
+    assert "model=-" not in report.text and "optim=-" not in report.text
+    assert "model=xor_deep optim=adam <- run " in report.text
+    assert "made by `python -m runner`" in report.text
+    assert "best: model=xor_deep optim=adam" in report.text

@@ -328,7 +328,7 @@ class SweepCallback(Callback):
             parent = client.get_run(run_id)
             runs = sweep_runs(client, parent)
             if runs:
-                report = build_report(client, runs, parent.info.run_name)
+                report = build_report(client, runs, parent.info.run_name, parent)
                 print(report.text, flush=True)
                 best = log_report(client, run_id, report)
                 failed = any(r.status != "FINISHED" for r in report.rows)

@@ -93,10 +93,16 @@ def read_histories(client: MlflowClient, runs: list[Run]) -> dict[str, dict[str,
     return {key: mlflow_internals.metric_histories(client, ids, key) for key, ids in wanted.items()}
 
 
-def run_row(client: MlflowClient, run: Run, histories: Histories | None = None) -> Row:
+def run_row(
+    client: MlflowClient,
+    run: Run,
+    histories: Histories | None = None,
+    overrides: str | None = None,
+) -> Row:
     """Read one run's report row: final and best validation metric, capacity, status. A run
     that kept its best epoch's weights (trainer.keep=best) is final at that epoch.
-    `histories`: read in bulk (read_histories), else each read here."""
+    `histories`: read in bulk (read_histories), else each read here; `overrides`: the
+    sweep's own for a run it reused (reused_overrides), else the run's."""
     run_tags, metrics = run.data.tags, run.data.metrics
 
     def points(key: str) -> list[Any]:
@@ -112,13 +118,13 @@ def run_row(client: MlflowClient, run: Run, histories: Histories | None = None) 
     train_metric = _train_metric(metric)
     end = run.info.end_time or None
     params = run.data.params.get("trainable_params")
-    overrides = parse_overrides(run_tags.get(tags.OVERRIDES, ""))
-    config = {**run.data.params, **overrides}  # (a value not overridden is the run's param)
+    swept = parse_overrides(overrides or run_tags.get(tags.OVERRIDES, ""))
+    config = {**run.data.params, **swept}  # (a value not overridden is the run's param)
     folds = config.get("data.folds")
     choices = (("model", tags.MODEL), ("data", tags.DATA), ("optim", tags.OPTIM))
     return Row(
         run_id=run.info.run_id,
-        overrides=overrides,
+        overrides=swept,
         params=int(params) if params else None,
         metric=metric,
         final_val=kept_value(run, history, metrics.get(metric)),
@@ -195,6 +201,21 @@ def _dedupe(runs: list[Run]) -> list[Run]:
         ):
             chosen[key] = run
     return sorted(chosen.values(), key=_job_order)
+
+
+def reused_overrides(parent: Run | None) -> dict[str, str]:
+    """The sweep's own overrides of each job it reused an earlier command's FINISHED run
+    for, by that run's id (a report labels the run as the sweep's job, not as made)."""
+    if parent is None:
+        return {}
+    sweep_tags = parent.data.tags
+    reused = {}
+    for key, run_id in sweep_tags.items():
+        if key.startswith(tags.REUSED_PREFIX):
+            text = sweep_tags.get(tags.REUSED_AS_PREFIX + key.removeprefix(tags.REUSED_PREFIX))
+            if text is not None:
+                reused[run_id] = text
+    return reused
 
 
 def sweep_runs(client: MlflowClient, parent: Run) -> list[Run]:
@@ -667,10 +688,13 @@ class Report:
     verdict: list[str] = field(default_factory=list)
 
 
-def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
-    """Rows, tables and plots for `runs`."""
+def build_report(
+    client: MlflowClient, runs: list[Run], title: str, parent: Run | None = None
+) -> Report:
+    """Rows, tables and plots for `runs` (of the sweep `parent`, if given)."""
     histories = read_histories(client, runs)
-    rows = [run_row(client, run, histories) for run in runs]
+    reused = reused_overrides(parent)
+    rows = [run_row(client, run, histories, reused.get(run.info.run_id)) for run in runs]
     varying = label_rows(rows)
     header, cells = table(rows)
     text = f"{title}\n{text_table(header, cells)}"
@@ -683,6 +707,18 @@ def build_report(client: MlflowClient, runs: list[Run], title: str) -> Report:
     if closing:
         text += "\n\n" + "\n".join(closing)
         md += "\n" + "\n\n".join(closing) + "\n"
+    if reused:
+        made = {run.info.run_id: run for run in runs if run.info.run_id in reused}
+        lines = [
+            f"  {row.label} <- run {made[row.run_id].info.run_name} ({row.run_id}), made by "
+            f"`{made[row.run_id].data.tags.get(tags.SOURCE_NAME, '?')}`"
+            for row in rows
+            if row.run_id in made
+        ]
+        jobs = f"{len(lines)} job{'s' if len(lines) > 1 else ''}"
+        said = f"{jobs} reused a FINISHED run of the same config"
+        text += f"\n\n{said} (sweep.skip_finished=false retrains):\n" + "\n".join(lines)
+        md += f"\n{said}:\n\n" + "\n".join(f"- {line.strip()}" for line in lines) + "\n"
     failed = [r for r in rows if r.status != "FINISHED"]
     if failed:
         text += f"\n\n{len(failed)} of {len(rows)} jobs did not finish:"

@@ -25,13 +25,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("runner.sweep")
 
 
-def finished_run(spec: TrackingSpec, sweep: SweepInfo, fingerprint: str) -> Run | None:
-    """In a re-run sweep: the FINISHED run of this exact config, linked to this sweep."""
+def finished_run(
+    spec: TrackingSpec, sweep: SweepInfo, fingerprint: str, overrides: list[str]
+) -> Run | None:
+    """In a sweep: the FINISHED run of this exact config, linked both ways when it is no
+    job of this sweep (made by an earlier command): the parent lists it with the sweep's
+    `overrides` for that job, and it names the sweep (REUSED_BY_PREFIX + parent run id)."""
     store = _store(spec)
     done = store.find_finished(fingerprint)
     if done is not None and done.data.tags.get(tags.PARENT_RUN_ID) != sweep.parent_run_id:
-        key = f"{tags.REUSED_PREFIX}{fingerprint[:16]}"
-        store.client.set_tag(sweep.parent_run_id, key, done.info.run_id)
+        key, text = fingerprint[:16], " ".join(overrides) or "(none)"
+        store.client.set_tag(sweep.parent_run_id, f"{tags.REUSED_PREFIX}{key}", done.info.run_id)
+        store.client.set_tag(sweep.parent_run_id, f"{tags.REUSED_AS_PREFIX}{key}", text)
+        store.client.set_tag(
+            done.info.run_id, f"{tags.REUSED_BY_PREFIX}{sweep.parent_run_id}", text
+        )
     return done
 
 

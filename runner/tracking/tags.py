@@ -44,6 +44,9 @@ IS_SWEEP = "runner.is_sweep"
 SWEEP_FINGERPRINT = "runner.sweep_fingerprint"
 BEST_RUN = "runner.best_run"  # the job with the best final primary metric
 REUSED_PREFIX = "runner.reused."  # + fingerprint: a FINISHED run a resumed sweep reused
+REUSED_AS_PREFIX = "runner.reused_as."  # + fingerprint: the sweep's overrides for that job
+# On a run a sweep reused instead of training its job again
+REUSED_BY_PREFIX = "runner.reused_by."  # + the sweep's parent run id: the job's overrides
 # MLflow's own
 PARENT_RUN_ID = "mlflow.parentRunId"
 GIT_COMMIT = "mlflow.source.git.commit"
