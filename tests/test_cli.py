@@ -85,7 +85,7 @@ def test_a_run_reads_at_a_glance(tmp_path):
     assert " - final: val_loss=" in closing and "val_acc=" in closing and "%" in closing
     page = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType="
     assert page in closing and "(after `python -m runner.ui`)" in closing  # no Makefile here
-    assert run.info.run_name == "xor_deep adam epochs=30 s2"
+    assert run.info.run_name == "s2 epochs=30 xor_deep adam"
     assert tags["mlflow.source.name"] == "python -m runner trainer.epochs=30 seed=2 " + (
         "trainer.log_model=false"
     )

@@ -10,11 +10,13 @@ from runner.tracking.naming import compact, run_name
 @pytest.mark.parametrize(
     "overrides,swept,expected",
     [
-        (["model=xor_deep", "optim=adam", "seed=1"], ["optim", "seed"], "adam s1"),
-        (["optim.lr=0.1", "data.fold=2"], ["optim.lr", "data.fold"], "lr=0.1 fold2"),
+        (["model=xor_deep", "optim=adam", "seed=1"], ["optim", "seed"], "s1 adam"),
+        (["optim.lr=0.1", "data.fold=2"], ["optim.lr", "data.fold"], "fold2 lr=0.1"),
         ([], None, "xor_deep adam"),
-        (["seed=3", "tracking.store_dir=/x"], None, "xor_deep adam s3"),
-        (["optim=sgd", "+optim.momentum=0.9"], None, "xor_deep adam momentum=0.9"),
+        (["seed=3", "tracking.store_dir=/x"], None, "s3 xor_deep adam"),
+        (["optim=sgd", "+optim.momentum=0.9"], None, "momentum=0.9 xor_deep adam"),
+        # What differs comes first: the UI shows about 20 characters of a name.
+        (["trainer.epochs=30", "seed=12"], None, "s12 epochs=30 xor_deep adam"),
     ],
 )
 def test_run_names(overrides, swept, expected):

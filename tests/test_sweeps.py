@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import sqlite3
 import statistics
@@ -96,7 +97,7 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
     assert {r.info.run_name for r in jobs} == {
         f"{m} {o}" for m in ("xor_linear", "xor_deep") for o in ("sgd", "adam")
     }
-    assert parent.info.run_name.startswith("sweep model × optim ")
+    assert re.fullmatch(r"sweep \d\d-\d\d \d\d:\d\d:\d\d model × optim", parent.info.run_name)
     parent = client.get_run(parent.info.run_id)
     best = max(jobs, key=lambda r: kept(client, r, "val_acc"))
     assert parent.data.metrics["val_acc"] == kept(client, best, "val_acc")

@@ -240,8 +240,9 @@ class SweepCallback(Callback):
                     tags.USER: getpass.getuser(),
                     **owner,
                 }
+                # (when first: two sweeps of the same keys differ in the UI's first 20 characters)
                 varied = " × ".join(swept)
-                name = f"sweep {varied} {time.strftime('%m-%d %H:%M')}".replace("  ", " ")
+                name = f"sweep {time.strftime('%m-%d %H:%M:%S')} {varied}".strip()
                 run = client.create_run(experiment_id, run_name=name, tags=parent_tags)
                 run_id = run.info.run_id
                 _first_of_twins(client, experiment_id, run, uri)

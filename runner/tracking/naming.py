@@ -26,16 +26,20 @@ def short_value(key: str, value: str) -> str:
 
 
 def run_name(overrides: list[str], swept: list[str] | None, model: str, optim: str) -> str:
-    """A sweep job: its swept values only (`adam s1`). A single run: model and optimizer,
-    then its other overrides (`xor_deep adam s3`)."""
+    """What tells the run apart first (the UI shows some 20 characters of a name): its
+    seed and fold, then a sweep job's other swept values (`s1 adam`), or a single run's
+    other overrides, then its model and optimizer (`s3 epochs=30 xor_deep adam`)."""
     pairs = [split_override(o) for o in overrides]
     pairs = [(k, v) for k, v in pairs if not k.startswith(QUIET_KEYS)]
     if swept:
-        parts = [short_value(k, v) for k, v in pairs if k in swept]
+        pairs = [(k, v) for k, v in pairs if k in swept]
+    parts = [short_value(k, v) for k, v in pairs if k in SHORT_KEYS]
+    if swept:
+        parts += [short_value(k, v) for k, v in pairs if k not in SHORT_KEYS]
     else:
-        parts = [model, optim] + [
-            short_value(k, v) for k, v in pairs if k not in ("model", "optim")
-        ]
+        parts += [
+            short_value(k, v) for k, v in pairs if k not in ("model", "optim", *SHORT_KEYS)
+        ] + [model, optim]
     name = " ".join(p for p in parts if p) or f"{model} {optim}"
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
 
