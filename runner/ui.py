@@ -1,5 +1,6 @@
 """`python -m runner.ui [--store-dir DIR | --uri URI] [--port N] [--host H]`: the MLflow UI
-on the runner's store, opened on the runs table of the latest experiment.
+on the runner's store, opened on the runs table of the latest experiment, its primary
+metric and the params its runs were given as columns (runner.tracking.runs_view).
 
 A light server for one person: `mlflow server` with one web worker and no job queue (its
 huey consumers serve GenAI features: judges, trace rollups), its deprecation warnings and
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 from runner.tracking import embedded_store, experiment_url, sqlite_file
+from runner.tracking.runs_view import VIEW
 
 START_LIMIT = 60.0  # seconds the server may take to answer
 STOP_LIMIT = 10.0  # seconds it may take to stop before it is killed
@@ -66,6 +68,7 @@ def prepare(uri: str) -> str | None:
     Runs in a process of its own (`prepared`)."""
     from mlflow.tracking import MlflowClient
 
+    from runner.tracking.runs_view import write_view
     from runner.tracking.store import mark_training_experiments, store_opening
 
     try:
@@ -73,6 +76,8 @@ def prepare(uri: str) -> str | None:
             client = MlflowClient(uri)
             experiments = mark_training_experiments(client, local=sqlite_file(uri) is not None)
         ids = [e.experiment_id for e in experiments]
+        for experiment_id in ids:  # (each opens with its own metric and params as columns)
+            write_view(client, experiment_id)
         order = ["attributes.start_time DESC"]
         latest = client.search_runs(ids, order_by=order, max_results=1) if ids else []
     except Exception as err:  # a plain error: the parent need not import mlflow to read it
@@ -223,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     try:
         wait_until_up(server, base)
-        url = experiment_url(base, experiment_id) if experiment_id else f"{base}/#/experiments"
+        url = (
+            experiment_url(base, experiment_id, VIEW) if experiment_id else f"{base}/#/experiments"
+        )
         print(f"MLflow UI: {url}  (Ctrl-C stops it)", flush=True)
         server.wait()
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ import sys
 import types
 import warnings
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -106,6 +107,20 @@ def test_mlflows_fenced_names_are_there(store):
     assert hasattr(requirements_utils, "_MODULES_TO_PACKAGES"), (
         "mlflow.utils.requirements_utils._MODULES_TO_PACKAGES is gone"
     )
+
+
+def test_the_uis_shared_view_names_are_in_its_bundle():
+    """The runs table's saved view (runner.tracking.runs_view) relies on names of MLflow's
+    UI: its JavaScript must still read the experiment tag and the URL parameter."""
+    import mlflow
+
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    text = "".join(path.read_text(errors="ignore") for path in bundle.glob("main.*.js"))
+    for name in (
+        mlflow_internals.SHARED_VIEW_TAG, mlflow_internals.SHARED_VIEW_PARAMETER,
+        "selectedColumns",
+    ):  # fmt: skip
+        assert name in text, f"MLflow's UI no longer has {name!r}"
 
 
 def test_pinned_requirements_are_checked_without_mapping_every_distribution(monkeypatch, caplog):

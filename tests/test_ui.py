@@ -93,7 +93,14 @@ def test_the_ui_opens_on_the_runs_of_training_experiments_with_one_light_server(
         line = readline(ui, timeout=120)
         base = f"http://127.0.0.1:{port}"
         url = f"{base}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+        url += "&viewStateShareKey=runner"  # the runner's view of the runs table: its columns
         assert line.split() == ["MLflow", "UI:", url, "(Ctrl-C", "stops", "it)"], line
+        # That view shows the primary metric and the params given on the command line.
+        view = client.get_experiment(experiment.experiment_id).tags["mlflow.sharedViewState.runner"]
+        columns = json.loads(view)["selectedColumns"]
+        assert columns[:2] == ["metrics.`val_acc`", "params.`trainer.epochs`"], columns
+        assert "params.`trainer.progress`" not in columns  # (no difference between runs)
+        assert "attributes.`Source`" in columns
         # The experiment is marked again; Default is hidden again (restorable, not shown).
         (shown,) = api(base, "experiments/search", {"max_results": 100})["experiments"]
         assert shown["name"] == "xor"

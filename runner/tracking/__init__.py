@@ -277,9 +277,15 @@ def ui_base(tracking_uri: str | None = None) -> str:
     return UI_URL
 
 
-def experiment_url(base: str, experiment_id: str) -> str:
-    """The URL of an experiment's runs table (the model-training view) in the UI at `base`."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
+def experiment_url(base: str, experiment_id: str, view: str | None = None) -> str:
+    """The URL of an experiment's runs table (the model-training view) in the UI at `base`;
+    `view`: the key of a saved view of its columns (runner.tracking.runs_view)."""
+    url = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
+    if view:
+        from runner.tracking.mlflow_internals import SHARED_VIEW_PARAMETER
+
+        url += f"&{SHARED_VIEW_PARAMETER}={view}"
+    return url
 
 
 def run_url(tracking_uri: str | None, experiment_id: str, run_id: str, tab: str = "") -> str:

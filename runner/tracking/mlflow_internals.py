@@ -26,6 +26,12 @@ line (`DependencyMoved`) naming the name and the version checked against:
   `SqlAlchemyStore.get_metric_history_bulk(run_ids, metric_key, max_results)`, which the
   UI's charts use. Falls back to `MlflowClient.get_metric_history` per run (a tracking
   server, or an MLflow that moved it: said once).
+- The MLflow UI's shared views (runner.tracking.runs_view: the runs table's columns): an
+  experiment tag `mlflow.sharedViewState.<key>` holding the view as JSON
+  (`selectedColumns`: each column as metrics.NAME or params.NAME, NAME in backticks),
+  restored by the URL parameter `viewStateShareKey=<key>`; names of the UI's JavaScript
+  bundle, checked in it by tests/test_dependency_internals.py. If the UI drops them, it
+  opens with its own columns.
 - The check of a logged or loaded model's pinned requirements against the installed
   versions (`pinned_requirements`): `mlflow.utils.requirements_utils._MODULES_TO_PACKAGES`,
   its map of every module to the distributions that install it, built on first use by
@@ -174,6 +180,8 @@ def expected_tables() -> set[str]:
         raise moved("mlflow.store.db.base_sql_model.Base.metadata") from err
 
 
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + the view's key: an experiment tag
+SHARED_VIEW_PARAMETER = "viewStateShareKey"  # the UI's URL parameter naming the key
 BULK_CHUNK = 500  # run ids per query (SQLite's limit on a statement's variables is higher)
 
 
