@@ -596,7 +596,6 @@ def curves_plot(rows: list[Row], configs: list[ConfigStats]) -> Any:
     """The compared metric per epoch, a line per config (at most MOST_CURVES, the best
     first): the mean over its finished runs, with the 95% interval of that mean as a band."""
     import numpy as np
-    from scipy import stats as scipy_stats
 
     from runner.tracking import plots
 
@@ -625,7 +624,7 @@ def curves_plot(rows: list[Row], configs: list[ConfigStats]) -> Any:
             half = 0.0
             if len(values) > 1:
                 sem = values.std(ddof=1) / np.sqrt(len(values))
-                half = float(scipy_stats.t.ppf(0.975, len(values) - 1) * sem)
+                half = stats.t_quantile(0.975, len(values) - 1) * float(sem)
             means.append(mean)
             lows.append(mean - half)
             highs.append(mean + half)

@@ -16,7 +16,7 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from scipy import stats
+from scipy import special  # (scipy.stats would cost a sweep's end 3x the import time)
 
 CONFIDENCE = 0.95
 ALPHA = 0.05  # p >= ALPHA: tied with the best
@@ -53,6 +53,31 @@ class Sample:
         return statistics.stdev(self.values.values()) if self.n > 1 else None
 
 
+def t_quantile(q: float, df: float) -> float:
+    """Student t's quantile function (scipy.stats.t.ppf)."""
+    return float(special.stdtrit(df, q))
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """The two-sided p-value of a t statistic."""
+    return float(2 * special.stdtr(df, -abs(t)))
+
+
+def _paired_p(a: list[float], b: list[float]) -> float:
+    """scipy.stats.ttest_rel(b, a)'s p-value."""
+    diffs = [y - x for x, y in zip(a, b, strict=True)]
+    t = statistics.fmean(diffs) / (statistics.stdev(diffs) / math.sqrt(len(diffs)))
+    return t_two_sided_p(t, len(diffs) - 1)
+
+
+def _welch_p(a: list[float], b: list[float]) -> float:
+    """scipy.stats.ttest_ind(b, a, equal_var=False)'s p-value (Welch-Satterthwaite df)."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    t = (statistics.fmean(b) - statistics.fmean(a)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return t_two_sided_p(t, df)
+
+
 def _resampling_ratio(folds: int | None) -> float:
     """Nadeau and Bengio's n_test / n_train: 1 / (K - 1) for K folds, 0 without folds."""
     return 1 / (folds - 1) if folds and folds > 1 else 0.0
@@ -68,7 +93,7 @@ def interval(sample: Sample, confidence: float = CONFIDENCE) -> tuple[float, flo
     if not math.isfinite(mean):
         return None
     se = math.sqrt(var * (1 / sample.n + _resampling_ratio(sample.folds)))
-    half = stats.t.ppf((1 + confidence) / 2, sample.n - 1) * se
+    half = t_quantile((1 + confidence) / 2, sample.n - 1) * se
     return mean - half, mean + half
 
 
@@ -107,20 +132,20 @@ def compare(best: Sample, other: Sample) -> Comparison:
             return Comparison(_p_without_spread(mean), CORRECTED)
         ratio = _resampling_ratio(best.folds or other.folds)
         t = mean / math.sqrt(var * (1 / len(diffs) + ratio))
-        return Comparison(float(2 * stats.t.sf(abs(t), len(diffs) - 1)), CORRECTED)
+        return Comparison(t_two_sided_p(t, len(diffs) - 1), CORRECTED)
     keys = paired_keys(best, other)
     if keys:
         a, b = [best.values[k] for k in keys], [other.values[k] for k in keys]
         diffs = [y - x for x, y in zip(a, b, strict=True)]
         if statistics.variance(diffs) == 0:
             return Comparison(_p_without_spread(diffs[0]), PAIRED)
-        return Comparison(float(stats.ttest_rel(b, a).pvalue), PAIRED)
+        return Comparison(_paired_p(a, b), PAIRED)
     if best.n < 2 or other.n < 2:
         return Comparison(None, WELCH)
     a, b = list(best.values.values()), list(other.values.values())
     if statistics.variance(a) == 0 and statistics.variance(b) == 0:
         return Comparison(_p_without_spread(statistics.fmean(b) - statistics.fmean(a)), WELCH)
-    return Comparison(float(stats.ttest_ind(b, a, equal_var=False).pvalue), WELCH)
+    return Comparison(_welch_p(a, b), WELCH)
 
 
 def t_test_power(effect: float, n: int, paired: bool = False, alpha: float = ALPHA) -> float:
@@ -128,9 +153,10 @@ def t_test_power(effect: float, n: int, paired: bool = False, alpha: float = ALP
     `effect` standard deviations: of the runs (two-sample), or of the per-seed differences
     (paired)."""
     df = n - 1 if paired else 2 * n - 2
-    critical = stats.t.ppf(1 - alpha / 2, df)
+    critical = t_quantile(1 - alpha / 2, df)
     shift = effect * math.sqrt(n if paired else n / 2)
-    return float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+    # P(T > c) + P(T < -c) for T noncentral t (scipy.stats.nct.sf + cdf)
+    return float(1 - special.nctdtr(df, shift, critical) + special.nctdtr(df, shift, -critical))
 
 
 def seeds_needed(a: Sample, b: Sample, power: float = POWER) -> int | None:
@@ -156,7 +182,7 @@ def seeds_needed(a: Sample, b: Sample, power: float = POWER) -> int | None:
         return 2  # no run varied: any two seeds each tell them apart
     effect, paired = difference / spread, bool(keys)
     # The normal approximation, then the exact (noncentral t) power upward from below it.
-    z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(power)
+    z = special.ndtri(1 - ALPHA / 2) + special.ndtri(power)
     n = max(2, math.floor((1 if paired else 2) * (z / effect) ** 2) - 1)
     if n > MOST_SEEDS:
         return MOST_SEEDS + 1
