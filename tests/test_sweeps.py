@@ -366,3 +366,27 @@ def test_a_reused_run_is_labelled_with_the_sweeps_overrides_and_linked_both_ways
     assert "model=xor_deep optim=adam <- run " in report.text
     assert "made by `python -m runner`" in report.text
     assert "best: model=xor_deep optim=adam" in report.text
+
+
+def test_a_sweep_too_long_for_a_description_keeps_its_summary_there(tmp_path, caplog):
+    """180 jobs' rows exceed what MLflow keeps of a description (8000 characters, cut with
+    a warning): the parent's description then holds the per-config summary and points at
+    report/comparison.md, which holds every row."""
+    from runner.sweep.report import Report, log_report
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.create_run(client.create_experiment("xor")).info.run_id
+    rows = "".join(f"| model.hidden=[{n}] seed={n} | 37 | 0.9 |\n" for n in range(400))
+    summary = "\n## Per config, over seeds and folds\n\n| config |\n|---|\n| a |\n\nbest: a\n"
+    report = Report(
+        rows=[], text="", markdown=f"# sweep\n\n{rows}{summary}", csv="", figures={},
+        configs_csv="config\n", verdict=["best: a"], summary=summary,
+    )  # fmt: skip
+    assert len(report.markdown) > 8000
+    log_report(client, parent, report)
+    note = client.get_run(parent).data.tags["mlflow.note.content"]
+    assert len(note) <= 8000 and "truncated" not in caplog.text
+    assert note.startswith("The 0 jobs, one row each: `report/comparison.md`.")
+    assert note.endswith("best: a")
+    stored = client.download_artifacts(parent, "report/comparison.md", str(tmp_path))
+    assert Path(stored).read_text() == report.markdown

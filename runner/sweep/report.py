@@ -684,6 +684,7 @@ class Report:
     figures: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
     configs_csv: str = ""
+    summary: str = ""  # Markdown: the per-config table and the verdict (no per-job rows)
     verdict: list[str] = field(default_factory=list)
 
 
@@ -699,13 +700,15 @@ def build_report(
     text = f"{title}\n{text_table(header, cells)}"
     md = f"# {title}\n\n{markdown(header, cells)}"
     agg = aggregate_table(rows)
+    summary = ""
     if agg:
         text += "\n\nper config, over seeds and folds:\n" + text_table(*agg)
-        md += "\n## Per config, over seeds and folds\n\n" + markdown(*agg)
+        summary += "\n## Per config, over seeds and folds\n\n" + markdown(*agg)
     closing = verdict(rows)
     if closing:
         text += "\n\n" + "\n".join(closing)
-        md += "\n" + "\n\n".join(closing) + "\n"
+        summary += "\n" + "\n\n".join(closing) + "\n"
+    md += summary
     if reused:
         made = {run.info.run_id: run for run in runs if run.info.run_id in reused}
         lines = [
@@ -724,8 +727,12 @@ def build_report(
         text += "".join(f"\n  {r.label}: {r.status} {r.error}".rstrip() for r in failed)
     figures = report_figures(rows, varying)
     return Report(
-        rows, text, md, to_csv(header, cells), figures, list(runs), configs_csv(rows), closing
-    )
+        rows, text, md, to_csv(header, cells), figures, list(runs), configs_csv(rows), closing,
+        summary,
+    )  # fmt: skip
+
+
+NOTE_LIMIT = 8000  # characters MLflow keeps of a tag's value (it cuts the rest, warning)
 
 
 def log_report(client: MlflowClient, run_id: str, report: Report) -> Run | None:
@@ -751,6 +758,11 @@ def log_report(client: MlflowClient, run_id: str, report: Report) -> Run | None:
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in kept_metrics(client, best).items()]
         client.log_batch(run_id, metrics=metrics)
+    if len(note) > NOTE_LIMIT:  # (many jobs) the per-config summary, the rows in the artifact
+        head = note.split("\n\n", 1)[0] if best is not None else ""
+        rows = f"The {len(report.rows)} jobs, one row each: `report/comparison.md`."
+        note = "\n\n".join(part for part in (head, rows, report.summary.strip()) if part)
+        note = note[:NOTE_LIMIT]
     client.set_tag(run_id, tags.NOTE, note)
     params = [Param(k, v) for k, v in shared_params(finished).items()]
     for i in range(0, len(params), 100):  # MLflow's batch limit for params
