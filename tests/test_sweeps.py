@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -105,6 +106,16 @@ def test_basic_sweep_has_a_parent_children_and_a_report(tmp_path):
     assert parent.data.params["trainer.epochs"] == "3" and "model.name" not in parent.data.params
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith("Best: **") and "| job | params |" in note
+    # The closing line links the runs table, its view showing the metric and swept params.
+    experiment = parent.info.experiment_id
+    table = f"/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    assert f"its jobs side by side: http://127.0.0.1:5000{table}&viewStateShareKey=runner" in (
+        proc.stdout + proc.stderr
+    )
+    view = client.get_experiment(experiment).tags["mlflow.sharedViewState.runner"]
+    assert {"metrics.`val_acc`", "params.`model.name`", "params.`optim.name`"} <= set(
+        json.loads(view)["selectedColumns"]
+    )
     # sweep.register: the best job's model is version 1 of the named model, alias champion.
     version = client.get_model_version_by_alias("xor-best", "champion")
     assert str(version.version) == "1" and version.run_id == parent.data.tags["runner.best_run"]

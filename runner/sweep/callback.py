@@ -319,7 +319,8 @@ class SweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         from runner.sweep.report import build_report, log_report, sweep_runs
-        from runner.tracking import run_page
+        from runner.tracking import run_page, runs_table
+        from runner.tracking.runs_view import write_view
 
         uri, run_id = self.info.tracking_uri, self.info.parent_run_id
         client = None
@@ -332,6 +333,7 @@ class SweepCallback(Callback):
                 report = build_report(client, runs, parent.info.run_name, parent)
                 print(report.text, flush=True)
                 best = log_report(client, run_id, report)
+                write_view(client, self.info.experiment_id)  # (the runs table's columns)
                 failed = any(r.status != "FINISHED" for r in report.rows)
                 name = OmegaConf.select(config, "sweep.register")
                 if name:
@@ -350,7 +352,9 @@ class SweepCallback(Callback):
             try:
                 (client or MlflowClient(uri)).set_terminated(run_id, status=status)
                 page = run_page(uri, self.info.experiment_id, run_id)
-                log.info("sweep run %s ended %s; see %s", run_id, status, page)
+                table = runs_table(uri, self.info.experiment_id)
+                jobs = f"; its jobs side by side: {table}" if table else ""
+                log.info("sweep run %s ended %s; see %s%s", run_id, status, page, jobs)
             except Exception as err:
                 _print_failure(f"the sweep run {run_id} could not be ended {status}", err)
         sweep_signals.unwatch_sweep()

@@ -315,6 +315,16 @@ def run_page(uri: str, experiment_id: str | None, run_id: str | None) -> str:
     return f"{url} (after `{start}`)"
 
 
+def runs_table(uri: str, experiment_id: str | None) -> str | None:
+    """The URL of the experiment's runs table with the runner's columns (runs_view), on the
+    tracking server or the local UI; None for a store no UI serves."""
+    if sqlite_file(uri) is None and not uri.startswith(("http://", "https://")):
+        return None
+    from runner.tracking.runs_view import VIEW
+
+    return experiment_url(ui_base(uri), str(experiment_id), VIEW)
+
+
 def _has_make_ui(folder: Path) -> bool:
     makefile = folder / "Makefile"
     return makefile.is_file() and "runner.ui" in makefile.read_text(errors="replace")
