@@ -162,3 +162,14 @@ def test_one_seed_per_config_says_so_and_a_seed_only_sweep_is_named_by_its_confi
         "model=xor_deep data=xor optim=adam, mean val_acc 0.8200 "
         f"(95% CI {low:.4f} to {high:.4f}, 3 runs)"
     ]
+
+
+def test_a_diverged_run_is_left_out_of_its_configs_statistics():
+    """MLflow stores an infinite metric as 1.8e308: it must not overflow the mean."""
+    rows = [row({"model": "a"}, seed, 0.5 + seed / 100) for seed in (1, 2, 3)]
+    rows += [row({"model": "a"}, 4, 1.7976931348623157e308)]
+    rows += [row({"model": "b"}, seed, 0.4 + seed / 100) for seed in (1, 2, 3)]
+    label_rows(rows)
+    header, cells = aggregate_table(rows)
+    assert [c[header.index("runs")] for c in cells] == ["3", "3"]
+    assert verdict(rows)[0].startswith("best: model=a, mean val_acc 0.5200")

@@ -370,6 +370,8 @@ def config_stats(rows: list[Row]) -> list[ConfigStats]:
         for r in group:
             if r.status != "FINISHED" or r.final_val is None or r.metric != metric:
                 continue
+            if not abs(r.final_val) < 1e300:  # diverged (MLflow stores inf as 1.8e308)
+                continue
             key = r.repeat if r.repeat not in values else (f"{r.repeat[0]}#{r.run_id}", r.repeat[1])
             values[key] = r.final_val
         folds = next((r.folds for r in group if r.folds), None)
