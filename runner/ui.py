@@ -144,6 +144,9 @@ def forward(stream: IO[str], loud: bool) -> None:
 def port_free(host: str, port: int) -> bool:
     """Whether nothing listens on host:port yet."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As the server binds (uvicorn sets it): a port left in TIME_WAIT by a UI just
+        # stopped is free to it, and must be to this check too.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

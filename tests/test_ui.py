@@ -145,3 +145,23 @@ def test_run_urls_point_at_the_run_page_of_the_ui():
     assert run_url("http://tracking:8080/", "2", "def", "artifacts") == (
         "http://tracking:8080/#/experiments/2/runs/def/artifacts?workflowType=machine_learning"
     )
+
+
+def test_a_port_a_stopped_ui_left_in_time_wait_is_free_again():
+    """Stopped after a browser's request, the server's side of that connection lingers in
+    TIME_WAIT for a minute: the server can bind again at once, so the check must say free."""
+    import socket
+
+    from runner.ui import port_free
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server closes first: its side goes to TIME_WAIT
+            client.recv(1)
+        assert not port_free("127.0.0.1", port)  # listening: taken
+    assert port_free("127.0.0.1", port)
