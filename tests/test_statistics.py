@@ -173,3 +173,21 @@ def test_a_diverged_run_is_left_out_of_its_configs_statistics():
     header, cells = aggregate_table(rows)
     assert [c[header.index("runs")] for c in cells] == ["3", "3"]
     assert verdict(rows)[0].startswith("best: model=a, mean val_acc 0.5200")
+
+
+def test_an_experiments_report_labels_a_single_run_among_sweep_jobs_by_its_own_config():
+    """`make run`, then a sweep: in `runner.report xor` the single run (no overrides) reads
+    as its own model and optimizer, never `model=-`, and a value every run has alike
+    (`trainer.plots`: false typed, False logged) is no label key."""
+    single = row({}, 1, 0.9)
+    single.overrides = {}
+    single.config = {"model": "xor_deep", "optim": "adam", "trainer.plots": "False", "seed": "1"}
+    jobs = []
+    for model, optim in (("xor_linear", "sgd"), ("xor_deep", "sgd")):
+        job = row({"model": model, "optim": optim, "trainer.plots": "false"}, 1, 0.7)
+        job.config = {"model": model, "optim": optim, "trainer.plots": "False", "seed": "1"}
+        jobs.append(job)
+    assert label_rows([single, *jobs]) == ["model", "optim"]
+    assert [r.label for r in (single, *jobs)] == [
+        "model=xor_deep optim=adam", "model=xor_linear optim=sgd", "model=xor_deep optim=sgd",
+    ]  # fmt: skip

@@ -50,6 +50,7 @@ class Row:
     folds: int | None = None  # K of a K-fold run
     choices: str = ""  # its model, data and optim choices: the name of a config never swept
     history: list[tuple[int, float]] = field(default_factory=list)  # (epoch, metric) points
+    config: dict[str, str] = field(default_factory=dict)  # its params and group choices
 
 
 def parse_overrides(text: str) -> dict[str, str]:
@@ -143,6 +144,7 @@ def run_row(
         folds=int(folds) if folds and folds.isdigit() else None,
         choices=" ".join(f"{k}={run_tags[t]}" for k, t in choices if run_tags.get(t)),
         history=[(m.step, m.value) for m in history],
+        config={**run.data.params, **{k: run_tags[t] for k, t in choices if run_tags.get(t)}},
     )
 
 
@@ -266,9 +268,27 @@ def resolve_target(client: MlflowClient, target: str) -> tuple[list[Run], str, R
     return experiment_runs(client, target), f"experiment {target}", None
 
 
+GROUP_CHOICES = {"model": "model.name", "data": "data.name", "optim": "optim.name"}
+
+
+def _same_value(value: str) -> str:
+    """A config value as every run spells it (a sweep job logs `False`, a command `false`)."""
+    return value.lower() if value.lower() in ("true", "false", "none", "null") else value
+
+
 def label_rows(rows: list[Row]) -> list[str]:
-    """Give each row a label made of the overrides that differ across rows; return those keys."""
+    """Give each row a label made of the overrides that differ across rows; return those keys.
+    A row not given a key another row was given (a single run among a sweep's jobs, in an
+    experiment's report) takes its own value of it (its config), so the same config reads
+    the same whoever launched it."""
     keys = sorted({k for row in rows for k in row.overrides})
+    for row in rows:
+        for key in keys:
+            value = row.overrides.get(key)
+            if value is None:  # (a config group's choice: its tag, else the name it set)
+                value = row.config.get(key, row.config.get(GROUP_CHOICES.get(key, key)))
+            if value is not None:
+                row.overrides[key] = _same_value(str(value))
     varying = [k for k in keys if len({row.overrides.get(k) for row in rows}) > 1]
     for row in rows:
         row.label = " ".join(f"{k}={row.overrides.get(k, '-')}" for k in varying) or "(run)"
@@ -510,7 +530,7 @@ def configs_csv(rows: list[Row]) -> str:
                 number(high),
                 number(comparison.p if comparison else None),
                 "" if tied is None else str(tied),
-                comparison.test if comparison else "",
+                comparison.test if comparison and comparison.p is not None else "",
                 "" if config.params is None else str(config.params),
             ]
         )
