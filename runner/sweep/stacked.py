@@ -144,7 +144,9 @@ def _weight_decay(parts: Any) -> float:
     return float(parts.optimizer.defaults.get("weight_decay", 0.0))
 
 
-RANDOM_DRAWS = "it draws random numbers while training (stacked, no member could draw its solo run's)"
+RANDOM_DRAWS = (
+    "it draws random numbers while training (stacked, no member could draw its solo run's)"
+)
 
 
 def _why_not_stackable(module: nn.Module) -> str | None:
