@@ -32,7 +32,17 @@ GOOD: dict[str, Any] = {
     "sweep": {"skip_finished": True},
     "plugins": [],
 }
-DELETE = object()  # with_change's value that removes the key
+
+
+class _Delete:
+    """with_change's value that removes the key; its repr is stable, since a test id that
+    holds a memory address differs between pytest-xdist workers and fails collection."""
+
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+DELETE = _Delete()
 
 
 def with_change(path: str, value: Any) -> dict[str, Any]:
