@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from runner.errors import StoreError
 from runner.sweep import statistics as stats
 from runner.sweep.statistics import Comparison, Sample
 from runner.tracking import mlflow_internals, tags
+from runner.tracking.naming import GROUP_PARAMS
 from runner.tracking.store import failure_cause, not_there
 
 STATUS_RANK = {"FINISHED": 0, "RUNNING": 1, "KILLED": 2, "FAILED": 3}
@@ -268,9 +270,6 @@ def resolve_target(client: MlflowClient, target: str) -> tuple[list[Run], str, R
     return experiment_runs(client, target), f"experiment {target}", None
 
 
-GROUP_CHOICES = {"model": "model.name", "data": "data.name", "optim": "optim.name"}
-
-
 def _same_value(value: str) -> str:
     """A config value as every run spells it (a sweep job logs `False`, a command `false`)."""
     return value.lower() if value.lower() in ("true", "false", "none", "null") else value
@@ -286,7 +285,7 @@ def label_rows(rows: list[Row]) -> list[str]:
         for key in keys:
             value = row.overrides.get(key)
             if value is None:  # (a config group's choice: its tag, else the name it set)
-                value = row.config.get(key, row.config.get(GROUP_CHOICES.get(key, key)))
+                value = row.config.get(key, row.config.get(GROUP_PARAMS.get(key, key)))
             if value is not None:
                 row.overrides[key] = _same_value(str(value))
     varying = [k for k in keys if len({row.overrides.get(k) for row in rows}) > 1]
@@ -413,6 +412,13 @@ def config_stats(rows: list[Row]) -> list[ConfigStats]:
     ]
 
 
+def ranked_configs(configs: list[ConfigStats], metric: str) -> list[ConfigStats]:
+    """The configs with runs, best first by mean (statistics.ordered)."""
+    by_label = {c.label: c for c in configs}
+    order = stats.ordered({c.label: c.sample for c in configs}, _better(metric) is min)
+    return [by_label[label] for label in order]
+
+
 def _fmt_p(p: float | None) -> str:
     if p is None:
         return ""
@@ -428,16 +434,18 @@ def _interval_cell(config: ConfigStats) -> str:
     return f"{_fmt(low)} to {_fmt(high)}"
 
 
-def aggregate_table(rows: list[Row]) -> tuple[list[str], list[list[str]]] | None:
+def aggregate_table(
+    rows: list[Row], configs: list[ConfigStats] | None = None
+) -> tuple[list[str], list[list[str]]] | None:
     """Per config: runs, mean, std, the 95% interval of the mean, and the test against the
-    best config (None with a single row)."""
+    best config (None with a single row); `configs`: config_stats(rows), if made already."""
     if len(rows) < 2:
         return None
     metric = compared_metric(rows)
     header = ["config", "params", "runs", f"final {metric} mean", "std", "95% CI of the mean"]
     header += ["p vs best", "tied with best"]
     cells = []
-    configs = config_stats(rows)
+    configs = config_stats(rows) if configs is None else configs
     alone = len([c for c in configs if c.sample.n]) == 1
     for config in configs:
         sample, tied = config.sample, config.tied
@@ -458,10 +466,10 @@ def aggregate_table(rows: list[Row]) -> tuple[list[str], list[list[str]]] | None
     return header, cells
 
 
-def verdict(rows: list[Row]) -> list[str]:
+def verdict(rows: list[Row], configs: list[ConfigStats] | None = None) -> list[str]:
     """The report's closing lines: the best config and the configs it cannot be told apart
     from (with the test used), and about how many seeds the two best configs would need."""
-    configs = [c for c in config_stats(rows) if c.sample.n]
+    configs = [c for c in (config_stats(rows) if configs is None else configs) if c.sample.n]
     best = next((c for c in configs if c.best), None)
     if best is None:
         return []
@@ -486,7 +494,7 @@ def verdict(rows: list[Row]) -> list[str]:
         else:
             line += f"; every other config differs from it (p < {stats.ALPHA}, {used})"
     lines = [line]
-    ranked = sorted(configs, key=lambda c: c.sample.mean, reverse=_better(metric) is not min)
+    ranked = ranked_configs(configs, metric)
     if len(ranked) >= 2:
         first, second = ranked[0], ranked[1]
         needed = stats.seeds_needed(first.sample, second.sample)
@@ -509,7 +517,7 @@ CONFIG_COLUMNS = ["config", "n", "mean", "std", "ci95_low", "ci95_high", "p_vs_b
 CONFIG_COLUMNS += ["tied_with_best", "test", "params"]
 
 
-def configs_csv(rows: list[Row]) -> str:
+def configs_csv(rows: list[Row], configs: list[ConfigStats] | None = None) -> str:
     """report/configs.csv: one row per config (the best's p_vs_best is empty, its
     tied_with_best True; a config with fewer than 2 runs has no interval and no test)."""
 
@@ -517,7 +525,7 @@ def configs_csv(rows: list[Row]) -> str:
         return "" if value is None else f"{value:.10g}"
 
     cells = []
-    for config in config_stats(rows):
+    for config in config_stats(rows) if configs is None else configs:
         low, high = config.interval or (None, None)
         comparison, tied = config.comparison, config.tied
         cells.append(
@@ -601,7 +609,7 @@ def capacity_plot(
         (name, x): bounds
         for name, points in val.items()
         for x, values in points.items()
-        if (bounds := stats.interval(Sample({(str(i), None): v for i, v in enumerate(values)})))
+        if (bounds := stats.values_interval(values))
     }
     ids = [row.run_id[:8] for row in rows]
     shown = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
@@ -617,41 +625,32 @@ MOST_CURVES = 8
 def curves_plot(rows: list[Row], configs: list[ConfigStats]) -> Any:
     """The compared metric per epoch, a line per config (at most MOST_CURVES, the best
     first): the mean over its finished runs, with the 95% interval of that mean as a band."""
-    import numpy as np
-
     from runner.tracking import plots
 
     metric = compared_metric(rows)
-    label_of = config_of(rows)
-    ranked = [c.label for c in configs if c.sample.n]
-    ranked.sort(key=lambda label: next(c.sample.mean for c in configs if c.label == label))
-    if _better(metric) is max:
-        ranked.reverse()
-    bands: dict[str, plots.Band] = {}
-    for label in ranked[:MOST_CURVES]:
-        by_epoch: dict[int, list[float]] = defaultdict(list)
-        for row in rows:
-            if label_of.get(row.run_id) != label or row.status != "FINISHED":
-                continue
-            if row.metric != metric:
+    ranked = [c.label for c in ranked_configs(configs, metric)]
+    drawn = set(ranked[:MOST_CURVES])
+    by_epoch: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for group in seed_groups(rows).values():
+        label = config_label(group)
+        if label not in drawn:
+            continue
+        for row in group:
+            if row.status != "FINISHED" or row.metric != metric:
                 continue
             for epoch, value in row.history:
                 if abs(value) < 1e300:
-                    by_epoch[epoch].append(value)
-        epochs = sorted(by_epoch)
-        means, lows, highs = [], [], []
-        for epoch in epochs:
-            values = np.asarray(by_epoch[epoch])
-            mean = float(values.mean())
-            half = 0.0
-            if len(values) > 1:
-                sem = values.std(ddof=1) / np.sqrt(len(values))
-                half = stats.t_quantile(0.975, len(values) - 1) * float(sem)
-            means.append(mean)
-            lows.append(mean - half)
-            highs.append(mean + half)
-        if epochs:
-            bands[label] = (epochs, means, lows, highs)
+                    by_epoch[label][epoch].append(value)
+    bands: dict[str, plots.Band] = {}
+    for label in ranked[:MOST_CURVES]:
+        epochs = sorted(by_epoch[label])
+        if not epochs:
+            continue
+        means = [statistics.fmean(by_epoch[label][e]) for e in epochs]
+        bounds = [stats.values_interval(by_epoch[label][e]) for e in epochs]
+        lows = [b[0] if b else m for b, m in zip(bounds, means, strict=True)]
+        highs = [b[1] if b else m for b, m in zip(bounds, means, strict=True)]
+        bands[label] = (epochs, means, lows, highs)
     left = len(ranked) - len(bands)
     caption = f"{len(rows)} runs, {len(ranked)} configs" + (
         f" ({left} not drawn: the {MOST_CURVES} best are)" if left > 0 else ""
@@ -680,10 +679,12 @@ def _seed_order(repeat: stats.Repeat) -> tuple[float, str, str]:
     return (float(seed) if seed.lstrip("-").isdigit() else math.inf, seed, fold)
 
 
-def report_figures(rows: list[Row], varying: list[str]) -> dict[str, Any]:
+def report_figures(
+    rows: list[Row], varying: list[str], configs: list[ConfigStats] | None = None
+) -> dict[str, Any]:
     """The report's figures by file name: capacity.png (several configs) or seeds.png (a
     single config over seeds), and curves.png where runs logged their metric per epoch."""
-    configs = config_stats(rows)
+    configs = config_stats(rows) if configs is None else configs
     figures: dict[str, Any] = {}
     measured = [c for c in configs if c.sample.n]
     if len(measured) == 1 and measured[0].sample.n > 1:
@@ -721,12 +722,13 @@ def build_report(
     header, cells = table(rows)
     text = f"{title}\n{text_table(header, cells)}"
     md = f"# {title}\n\n{markdown(header, cells)}"
-    agg = aggregate_table(rows)
+    configs = config_stats(rows)
+    agg = aggregate_table(rows, configs)
     summary = ""
     if agg:
         text += "\n\nper config, over seeds and folds:\n" + text_table(*agg)
         summary += "\n## Per config, over seeds and folds\n\n" + markdown(*agg)
-    closing = verdict(rows)
+    closing = verdict(rows, configs)
     if closing:
         text += "\n\n" + "\n".join(closing)
         summary += "\n" + "\n\n".join(closing) + "\n"
@@ -747,10 +749,10 @@ def build_report(
     if failed:
         text += f"\n\n{len(failed)} of {len(rows)} jobs did not finish:"
         text += "".join(f"\n  {r.label}: {r.status} {r.error}".rstrip() for r in failed)
-    figures = report_figures(rows, varying)
+    figures = report_figures(rows, varying, configs)
     return Report(
-        rows, text, md, to_csv(header, cells), figures, list(runs), configs_csv(rows), closing,
-        summary,
+        rows, text, md, to_csv(header, cells), figures, list(runs), configs_csv(rows, configs),
+        closing, summary,
     )  # fmt: skip
 
 

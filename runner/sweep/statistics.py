@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from scipy import special  # (scipy.stats would cost a sweep's end 3x the import time)
@@ -86,14 +86,20 @@ def _resampling_ratio(folds: int | None) -> float:
 def interval(sample: Sample, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
     """The confidence interval of the mean (Student t; a K-fold sample's variance corrected
     as Nadeau and Bengio's); None with fewer than 2 runs."""
-    if sample.n < 2:
+    return values_interval(list(sample.values.values()), sample.folds, confidence)
+
+
+def values_interval(
+    values: Sequence[float], folds: int | None = None, confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """interval() of plain values (one epoch's over seeds, one plotted point's)."""
+    if len(values) < 2:
         return None
-    values = list(sample.values.values())
     mean, var = statistics.fmean(values), statistics.variance(values)
     if not math.isfinite(mean):
         return None
-    se = math.sqrt(var * (1 / sample.n + _resampling_ratio(sample.folds)))
-    half = t_quantile((1 + confidence) / 2, sample.n - 1) * se
+    se = math.sqrt(var * (1 / len(values) + _resampling_ratio(folds)))
+    half = t_quantile((1 + confidence) / 2, len(values) - 1) * se
     return mean - half, mean + half
 
 

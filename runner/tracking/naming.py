@@ -7,6 +7,8 @@ GROUPS = ("model", "data", "optim", "scheduler", "experiment", "hparams_search")
 SHORT_KEYS = {"seed": "s", "data.fold": "fold"}  # repeats read as "s3", "fold2"
 QUIET_KEYS = ("tracking.", "hydra.", "trainer.progress", "trainer.plots", "trainer.log_model")
 MAX_NAME = 40
+# a config group's choice is logged as this param (the component's name)
+GROUP_PARAMS = {"model": "model.name", "data": "data.name", "optim": "optim.name"}
 
 
 def split_override(override: str) -> tuple[str, str]:

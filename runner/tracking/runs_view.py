@@ -14,12 +14,11 @@ from collections import Counter
 from typing import Any
 
 from runner.tracking import mlflow_internals, tags
-from runner.tracking.naming import QUIET_KEYS  # (progress bars, plots: no difference)
+from runner.tracking.naming import GROUP_PARAMS, QUIET_KEYS  # (QUIET: progress bars, plots)
 
 VIEW = "runner"  # the share key of the runner's view, in every experiment
 SHOWN_RUNS = 200  # the latest runs whose primary metrics and overrides choose the columns
 MOST_PARAMS = 6
-GROUP_PARAMS = {"model": "model.name", "data": "data.name", "optim": "optim.name"}
 DEFAULT_COLUMNS = ["attributes.`Source`", "attributes.`Models`", "attributes.`Dataset`"]
 
 
