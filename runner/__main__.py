@@ -1,17 +1,14 @@
 """`python -m runner ...` and the `runner` command: the Hydra entry point, with a fast exit."""
 
-# First, before any slow import: Ctrl-C or SIGTERM while Python is still importing torch,
-# Hydra or MLflow ends in one line, never a traceback.
+# Nothing slow before `entry` installs the signal handler: Ctrl-C or SIGTERM while Python
+# is still importing torch, Hydra or MLflow ends in one line, never a traceback.
+import atexit
+import os
+import signal
+import sys
+
 from runner.training import signals, sweep_signals
 from runner.training.fast_exit import fast_exit
-
-signals.install()
-
-import atexit  # noqa: E402
-import multiprocessing  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
 
 
 def _exit_code(err: SystemExit) -> int:
@@ -63,6 +60,7 @@ def interrupt_message(err: KeyboardInterrupt) -> str:
 def entry() -> None:
     """Run the command line's run or sweep, then leave at once with its exit status."""
     try:
+        signals.install()  # (first, and inside the try: a signal from here on is handled)
         from runner.main import cli
 
         cli()
@@ -79,6 +77,8 @@ def entry() -> None:
     # Tearing down an interpreter that loaded torch and mlflow is slow (seconds, more with a
     # launcher's worker pool); every result is already written, so end the idle workers,
     # run the exit handlers, flush, and leave at once.
+    import multiprocessing
+
     for worker in multiprocessing.active_children():
         if worker.pid:
             os.kill(worker.pid, signal.SIGKILL)  # (idle: it may hold signals blocked)

@@ -12,6 +12,7 @@ import re
 import select
 import signal
 import time
+from pathlib import Path
 
 EXIT = re.compile(rb"\[exit (-?\d+)\]")
 CTRL_C = b"\x03"
@@ -52,7 +53,7 @@ class Terminal:
                 _leader(argv, str(cwd), env)
             finally:
                 os._exit(127)
-        self.leader, self.fd = pid, fd
+        self.leader, self.fd, self.argv = pid, fd, argv
         self.output = b""
         self.code: int | None = None
         self.started = time.monotonic()
@@ -90,6 +91,20 @@ class Terminal:
     def foreground_group(self) -> int:
         """The command's process group (the terminal's foreground group while it runs)."""
         return os.tcgetpgrp(self.fd)
+
+    def catches(self, signum: int) -> bool:
+        """Whether the command (its group's leader) has a handler of its own for `signum`
+        now (the kernel's caught-signals mask, /proc/PID/status SigCgt), once it runs `argv`
+        (before exec, a forked process holds its parent's handlers)."""
+        proc = Path("/proc") / str(self.foreground_group())
+        try:
+            if (proc / "cmdline").read_bytes().split(b"\0")[:-1] != [*map(os.fsencode, self.argv)]:
+                return False
+            status = (proc / "status").read_text()
+        except OSError:
+            return False
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
 
     def ctrl_c(self) -> None:
         """Type Ctrl-C: the terminal sends SIGINT to its foreground process group."""
