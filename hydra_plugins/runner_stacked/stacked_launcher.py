@@ -352,8 +352,8 @@ class StackedLauncher(Launcher):
         values = run_in_forks(write, [items[k::writers] for k in range(writers)])
         opened = sum(1 for run_id in run_ids.values() if run_id)
         log.info(
-            "logged %d runs in %.2f s (%d writer processes%s)",
-            len(items), time.perf_counter() - started, writers,
+            "logged %d runs in %.2f s (%d writer process%s%s)",
+            len(items), time.perf_counter() - started, writers, "es" if writers > 1 else "",
             f"; {opened} made while training" if open_early else "",
         )  # fmt: skip
         for i, ret in zip(indices, prepared, strict=True):
