@@ -24,7 +24,10 @@ lint: $(STAMP)            ## ruff, and the architecture's import contracts (pypr
 
 # Three workers on a 2-core machine: the Slurm and server tests mostly wait on their daemons,
 # and a third worker trains meanwhile.
+# The sources are compiled once first: where PYTHONDONTWRITEBYTECODE is set, each of the
+# suite's few hundred Python processes compiled them again.
 test: lint               ## lint, then the whole test suite, three tests at a time (pytest-xdist)
+	$(PY) -m compileall -q runner hydra_plugins tests
 	$(PY) -m pytest -q -n 3 --dist loadgroup $(ARGS)
 
 ui: $(STAMP)             ## MLflow UI on the default store (localhost:5000), opened on the runs
