@@ -11,7 +11,14 @@ import pytest
 from scipy import stats as scipy_stats
 
 from runner.sweep import statistics as st
-from runner.sweep.report import Row, aggregate_table, configs_csv, label_rows, verdict
+from runner.sweep.report import (
+    Row,
+    aggregate_table,
+    configs_csv,
+    label_rows,
+    verdict,
+    within_range,
+)
 
 
 def sample(values: list[float], seeds: list[int] | None = None, **kw) -> st.Sample:
@@ -191,3 +198,25 @@ def test_an_experiments_report_labels_a_single_run_among_sweep_jobs_by_its_own_c
     assert [r.label for r in (single, *jobs)] == [
         "model=xor_deep optim=adam", "model=xor_linear optim=sgd", "model=xor_deep optim=sgd",
     ]  # fmt: skip
+
+
+def test_an_interval_stops_where_the_metric_does():
+    # Three seeds near 100% accuracy: Student t reaches past 1; the report stops there.
+    values = [1.0, 0.93, 0.99]
+    raw_low, raw_high = scipy_stats.t.interval(
+        0.95, 2, loc=np.mean(values), scale=scipy_stats.sem(values)
+    )
+    assert raw_high > 1.0
+    rows = [row({"model": "a"}, s + 1, v) for s, v in enumerate(values)]
+    rows += [row({"model": "b"}, s + 1, v - 0.3) for s, v in enumerate(values)]
+    label_rows(rows)
+    by_name = {r["config"]: r for r in csv.DictReader(io.StringIO(configs_csv(rows)))}
+    assert float(by_name["model=a"]["ci95_low"]) == pytest.approx(raw_low)
+    assert float(by_name["model=a"]["ci95_high"]) == 1.0
+    assert "to 1.0000" in verdict(rows)[0]
+    # Errors and losses stop at 0; R2 at 1; a metric without bounds keeps its interval.
+    assert within_range((-0.2, 0.4), "val_rmse") == (0.0, 0.4)
+    assert within_range((-0.2, 0.4), "val_loss") == (0.0, 0.4)
+    assert within_range((0.7, 1.2), "val_r2") == (0.7, 1.0)
+    assert within_range((-0.2, 1.2), "val_acc") == (0.0, 1.0)
+    assert within_range(None, "val_acc") is None

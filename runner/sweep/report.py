@@ -65,6 +65,20 @@ def _better(metric: str) -> Any:
     return min if metric.endswith(("rmse", "mse", "mae", "loss")) else max
 
 
+def within_range(bounds: tuple[float, float] | None, metric: str) -> tuple[float, float] | None:
+    """An interval cut to the values the metric can take (an accuracy within 0 to 1,
+    errors and losses from 0, R2 up to 1): a Student t interval of a mean near a bound
+    reaches past it, and an accuracy interval up to 1.07 says nothing more than 1."""
+    if bounds is None:
+        return None
+    low, high = bounds
+    if metric.endswith("acc") or _better(metric) is min:
+        low = max(low, 0.0)
+    if metric.endswith(("acc", "r2")):
+        high = min(high, 1.0)
+    return low, high
+
+
 Histories = Mapping[str, Mapping[str, list[Any]]]  # metric key -> run id -> its points
 
 
@@ -402,7 +416,7 @@ def config_stats(rows: list[Row]) -> list[ConfigStats]:
             label=label,
             params=params[label],
             sample=sample,
-            interval=stats.interval(sample),
+            interval=within_range(stats.interval(sample), metric),
             comparison=stats.compare(samples[best], sample)
             if best is not None and label != best and sample.n
             else None,
@@ -609,7 +623,7 @@ def capacity_plot(
         (name, x): bounds
         for name, points in val.items()
         for x, values in points.items()
-        if (bounds := stats.values_interval(values))
+        if (bounds := within_range(stats.values_interval(values), metric))
     }
     ids = [row.run_id[:8] for row in rows]
     shown = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
@@ -647,7 +661,7 @@ def curves_plot(rows: list[Row], configs: list[ConfigStats]) -> Any:
         if not epochs:
             continue
         means = [statistics.fmean(by_epoch[label][e]) for e in epochs]
-        bounds = [stats.values_interval(by_epoch[label][e]) for e in epochs]
+        bounds = [within_range(stats.values_interval(by_epoch[label][e]), metric) for e in epochs]
         lows = [b[0] if b else m for b, m in zip(bounds, means, strict=True)]
         highs = [b[1] if b else m for b, m in zip(bounds, means, strict=True)]
         bands[label] = (epochs, means, lows, highs)
