@@ -166,7 +166,7 @@ def test_one_seed_per_config_says_so_and_a_seed_only_sweep_is_named_by_its_confi
     assert cells[0][header.index("p vs best")] == ""  # nothing to be best against
     low, high = scipy_stats.t.interval(0.95, 2, loc=0.82, scale=scipy_stats.sem([0.81, 0.82, 0.83]))
     assert verdict(seeds_only) == [
-        "model=xor_deep data=xor optim=adam, mean val_acc 0.8200 "
+        "one config: model=xor_deep data=xor optim=adam, mean val_acc 0.8200 "
         f"(95% CI {low:.4f} to {high:.4f}, 3 runs)"
     ]
 

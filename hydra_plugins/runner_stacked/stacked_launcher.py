@@ -115,7 +115,9 @@ class StackedLauncher(Launcher):
             return [self._job(self.task_function, c) for c in configs]
         from runner.sweep import seed_group
 
-        log.info("Launching %d jobs, seed groups stacked", len(configs))
+        log.info(
+            "Launching %d job%s, seed groups stacked", len(configs), "s" if len(configs) > 1 else ""
+        )
         both = [self._prepare(c) for c in configs]
         prepared, members = [ret for ret, _ in both], [member for _, member in both]
         results: list[JobReturn | None] = [None] * len(configs)

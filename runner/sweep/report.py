@@ -433,6 +433,10 @@ def ranked_configs(configs: list[ConfigStats], metric: str) -> list[ConfigStats]
     return [by_label[label] for label in order]
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
+
+
 def _fmt_p(p: float | None) -> str:
     if p is None:
         return ""
@@ -489,7 +493,8 @@ def verdict(rows: list[Row], configs: list[ConfigStats] | None = None) -> list[s
         return []
     metric = compared_metric(rows)
     alone = len(configs) == 1  # (a seed-only sweep: nothing to be best against)
-    line = f"{'' if alone else 'best: '}{best.label}, mean {metric} {_fmt(best.sample.mean)}"
+    line = f"{'one config: ' if alone else 'best: '}{best.label}, mean {metric} "
+    line += _fmt(best.sample.mean)
     if best.interval:
         low, high = best.interval
         line += f" (95% CI {_fmt(low)} to {_fmt(high)}, {best.sample.n} runs)"
@@ -645,6 +650,7 @@ def curves_plot(rows: list[Row], configs: list[ConfigStats]) -> Any:
     ranked = [c.label for c in ranked_configs(configs, metric)]
     drawn = set(ranked[:MOST_CURVES])
     by_epoch: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    drawn_runs = 0
     for group in seed_groups(rows).values():
         label = config_label(group)
         if label not in drawn:
@@ -652,6 +658,7 @@ def curves_plot(rows: list[Row], configs: list[ConfigStats]) -> Any:
         for row in group:
             if row.status != "FINISHED" or row.metric != metric:
                 continue
+            drawn_runs += bool(row.history)
             for epoch, value in row.history:
                 if abs(value) < 1e300:
                     by_epoch[label][epoch].append(value)
@@ -666,7 +673,7 @@ def curves_plot(rows: list[Row], configs: list[ConfigStats]) -> Any:
         highs = [b[1] if b else m for b, m in zip(bounds, means, strict=True)]
         bands[label] = (epochs, means, lows, highs)
     left = len(ranked) - len(bands)
-    caption = f"{len(rows)} runs, {len(ranked)} configs" + (
+    caption = f"{_count(drawn_runs, 'finished run')}, {_count(len(ranked), 'config')}" + (
         f" ({left} not drawn: the {MOST_CURVES} best are)" if left > 0 else ""
     )
     return plots.curves(bands, metric, caption=caption)
@@ -684,7 +691,9 @@ def seeds_plot(rows: list[Row], config: ConfigStats) -> Any:
         )
     }
     title = f"{config.label}: final {plots.metric_name(metric)} over {config.sample.n} runs"
-    caption = f"{len(rows)} runs"
+    caption = _count(config.sample.n, "finished run")
+    if len(rows) > config.sample.n:
+        caption += f" ({len(rows) - config.sample.n} other runs in the report not drawn)"
     return plots.strip(values, metric, interval=config.interval, title=title, caption=caption)
 
 
