@@ -693,7 +693,7 @@ def seeds_plot(rows: list[Row], config: ConfigStats) -> Any:
     title = f"{config.label}: final {plots.metric_name(metric)} over {config.sample.n} runs"
     caption = _count(config.sample.n, "finished run")
     if len(rows) > config.sample.n:
-        caption += f" ({len(rows) - config.sample.n} other runs in the report not drawn)"
+        caption += f" ({_count(len(rows) - config.sample.n, 'other run')} in the report not drawn)"
     return plots.strip(values, metric, interval=config.interval, title=title, caption=caption)
 
 
@@ -764,8 +764,7 @@ def build_report(
             for row in rows
             if row.run_id in made
         ]
-        jobs = f"{len(lines)} job{'s' if len(lines) > 1 else ''}"
-        said = f"{jobs} reused a FINISHED run of the same config"
+        said = f"{_count(len(lines), 'job')} reused a FINISHED run of the same config"
         text += f"\n\n{said} (sweep.skip_finished=false retrains):\n" + "\n".join(lines)
         md += f"\n{said}:\n\n" + "\n".join(f"- {line.strip()}" for line in lines) + "\n"
     failed = [r for r in rows if r.status != "FINISHED"]
