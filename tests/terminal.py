@@ -6,21 +6,27 @@ until the test is done, so nothing is hung up when the command exits."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import select
 import signal
+import struct
+import termios
 import time
 from pathlib import Path
 
 EXIT = re.compile(rb"\[exit (-?\d+)\]")
 CTRL_C = b"\x03"
+ROWS, COLUMNS = 24, 120
 
 
 def _leader(argv: list[str], cwd: str, env: dict[str, str]) -> None:
     """The pty's session leader (the 'shell'): start the command in a process group of its
     own, hand it the terminal, wait, print its exit status, and stay."""
+    # A window of a terminal's usual size (a new pty has none: 0 columns, 0 rows).
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # to take the terminal back afterwards
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a shell ignores the Ctrl-C meant for its job
     child = os.fork()
@@ -120,6 +126,26 @@ class Terminal:
         while self.code is None and time.monotonic() < deadline:
             self._read(0.1)
         return self.code
+
+    @property
+    def screen(self) -> list[str]:
+        """The lines the terminal shows: a carriage return goes back to the line's start and
+        writes over it, ESC [K erases the rest of the line (how a progress bar is drawn)."""
+        lines: list[str] = []
+        line: list[str] = []
+        column = 0
+        for part in re.split(r"(\x1b\[K|[\r\n])", self.output.decode(errors="replace")):
+            if part == "\r":
+                column = 0
+            elif part == "\n":
+                lines.append("".join(line))
+                line, column = [], 0
+            elif part == "\x1b[K":
+                del line[column:]
+            else:
+                line[column : column + len(part)] = part
+                column += len(part)
+        return [*lines, "".join(line)]
 
     @property
     def text(self) -> str:

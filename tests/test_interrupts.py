@@ -23,6 +23,7 @@ from tests.terminal import Terminal
 
 QUIET = ["trainer.progress=lines", "trainer.plots=false", "trainer.log_model=false"]
 RESUME = re.compile(r"continue it with: (python -m runner .*resume=(\w+))")
+LOG_LINE = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+\]\[")  # [2026-12-07 16:19:07,655][
 
 
 def terminal(cwd: Path, *args: str) -> Terminal:
@@ -100,12 +101,18 @@ def test_ctrl_c_while_python_imports_records_nothing_and_says_so(tmp_path):
 
 def test_ctrl_c_mid_training_ends_killed_with_its_epochs_and_the_command_to_continue(tmp_path):
     ready_store(tmp_path)
-    args = ["trainer.epochs=200", *QUIET]
-    term = terminal(tmp_path, *args)
-    assert term.wait_for("epoch 40/"), term.text[-2000:]
+    args = ["trainer.epochs=200", "trainer.plots=false", "trainer.log_model=false"]
+    term = terminal(tmp_path, *args)  # on a terminal: the progress bar, as a person sees it
+    assert term.wait_for(r"\| *([4-9]\d|1\d\d)/200 \["), term.text[-2000:]  # 40 epochs on
     term.ctrl_c()
     text = finish(term, 130, tmp_path)
     assert "stopping after this epoch" in text
+    # Lines logged while the bar is on screen (this process's and the MLflow companion's)
+    # each start a line of their own: none is written onto the bar's line.
+    logged = [line for line in term.screen if LOG_LINE.search(line)]
+    assert all(LOG_LINE.match(line) for line in logged), "\n".join(logged)
+    assert any("training starts" in line for line in logged), "\n".join(term.screen)
+    assert any("in experiment 'xor'" in line for line in logged), "\n".join(term.screen)
     ((run_id, status, epochs, _),) = runs(tmp_path)
     assert status == "KILLED" and 40 <= epochs < 200
     assert checkpoint_logged(tmp_path, run_id)

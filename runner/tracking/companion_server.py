@@ -179,6 +179,18 @@ def yield_cpu_to_training() -> None:
         os.nice(10)
 
 
+class _OverProgressBar(logging.Formatter):
+    """On a terminal, a line starts by erasing the line the cursor is on: the training
+    process's progress bar, which it draws again below (on an empty line: nothing)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\r\x1b[K" + self.inner.format(record)
+
+
 def _configure_logging() -> None:
     """Log like Hydra's job: to the launching process's console and to its job log."""
     fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
@@ -186,11 +198,13 @@ def _configure_logging() -> None:
     quiet_third_party_logs()
     console = os.environ.get("RUNNER_COMPANION_CONSOLE")
     if console:
-        handlers.append(logging.StreamHandler(os.fdopen(int(console), "w", buffering=1)))
+        stream = logging.StreamHandler(os.fdopen(int(console), "w", buffering=1))
+        stream.setFormatter(_OverProgressBar(fmt) if stream.stream.isatty() else fmt)
+        handlers.append(stream)
     if os.environ.get("RUNNER_COMPANION_LOG"):
         handlers.append(logging.FileHandler(os.environ["RUNNER_COMPANION_LOG"]))
+        handlers[-1].setFormatter(fmt)
     for handler in handlers:
-        handler.setFormatter(fmt)
         logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
 

@@ -3,6 +3,7 @@ tenth of the run (every epoch still goes to the job's log file)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -42,11 +43,15 @@ class EpochProgress:
         self.bar: Any = None
         self._filter = _HideFromConsole(everything=use_bar or mode == "none")
         self._console: list[logging.Handler] = []
+        self._redirect = contextlib.ExitStack()
         self.every = 1 if mode == "lines" else max(1, round(epochs / LINES_PER_RUN))
         if use_bar:
             from tqdm.auto import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
             self.bar = tqdm(total=epochs, desc=description, unit="epoch", dynamic_ncols=True)
+            # A line logged while the bar is on screen is printed above it, not onto its line.
+            self._redirect.enter_context(logging_redirect_tqdm(tqdm_class=tqdm))
         if use_bar or mode in ("none", "auto"):
             self._console = [
                 h
@@ -71,3 +76,4 @@ class EpochProgress:
             self.bar.close()
         for handler in self._console:
             handler.removeFilter(self._filter)
+        self._redirect.close()  # the console's own handlers back
