@@ -47,6 +47,9 @@ def test_a_stacked_seed_group_matches_solo_runs(tmp_path):
     proc = run_cli(*SWEEP, "hydra/launcher=stacked", *QUIET, cwd=stacked)
     assert proc.returncode == 0, tails(proc)
     assert "trained 3 jobs stacked" in proc.stdout + proc.stderr
+    # The members end one after another on one console: each line says whose it is.
+    for seed in (1, 2, 3):
+        assert f"] seed={seed}: final: val_loss=" in proc.stdout, tails(proc)
     assert run_cli(*SWEEP, *QUIET, cwd=solo).returncode == 0
     client, members = children(stacked)
     solo_client, solo_runs = children(solo)

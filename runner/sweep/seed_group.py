@@ -12,9 +12,11 @@ checkpoint, final results, written in batches).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hydra.core.hydra_config import HydraConfig
@@ -28,6 +30,7 @@ from runner.sweep.stacked import MemberResult
 from runner.tracking import Tracker, sweep_record, tags
 from runner.tracking.deferred import DeferredTracker
 from runner.tracking.fingerprint import fingerprint, fingerprinted
+from runner.tracking.naming import split_override
 from runner.training import checkpoint
 from runner.training.metrics import primary_metric
 from runner.training.signals import Interrupted
@@ -135,6 +138,46 @@ def finish_member(
     (FAILED), and the sweep goes on. `stopped`: the signal that stopped the group after its
     last epoch (`at_once`: within the next one, its weights mid-epoch, so no checkpoint):
     the run ends KILLED with its epochs, as a solo job's."""
+    with _lines_named(member_label(member.launch)):
+        return _finish_member(
+            member, result, train_seconds, stack_size, tracker, run_id, stopped, at_once
+        )
+
+
+def member_label(launch: Launch) -> str:
+    """What a member's log lines begin with: its swept overrides (`seed=2`), as the sweep's
+    table names its job."""
+    swept = launch.swept or []
+    named = [o for o in launch.overrides if split_override(o)[0] in swept]
+    return " ".join(named) or f"job {launch.job_num}"
+
+
+@contextlib.contextmanager
+def _lines_named(label: str) -> Iterator[None]:
+    """Begin the job's own lines (kept epoch, early stop, final) with `label`: the members
+    of a seed group end one after another in one process, under one console."""
+
+    def name(record: logging.LogRecord) -> bool:
+        record.msg = f"{label}: {record.msg}"
+        return True
+
+    log.addFilter(name)
+    try:
+        yield
+    finally:
+        log.removeFilter(name)
+
+
+def _finish_member(
+    member: Member,
+    result: MemberResult,
+    train_seconds: float,
+    stack_size: int,
+    tracker: Tracker,
+    run_id: str | None,
+    stopped: int | None,
+    at_once: bool,
+) -> float | None:
     try:
         return _log_member(
             member, result.history, result.error, train_seconds, stack_size, tracker, run_id,
