@@ -303,6 +303,11 @@ def test_help_says_what_runner_does_and_its_commands_then_the_groups(tmp_path):
                 ".predict", ".evaluate"]  # fmt: skip
     for command in commands:
         assert f"python -m runner{'' if command.startswith('.') else ' '}{command}" in text, command
+    # Each says what it is for, and the commands start in one column.
+    listed = text.split("see the README):\n")[1].split("\n\n")[0].splitlines()
+    starts = {line.index("python -m runner") for line in listed}
+    assert len(listed) == len(commands) and len(starts) == 1, listed
+    assert all(line[: min(starts)].strip() for line in listed), listed
     groups = text.split("== Config groups (group=option) ==")[1]
     assert "model: " in groups and "xor_deep" in groups and "optim: adam" in groups
     assert "python -m runner --cfg job" in groups and "powered by Hydra" not in text
