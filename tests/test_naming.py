@@ -31,3 +31,9 @@ def test_long_names_are_cut():
 def test_compact_numbers():
     assert compact("val_acc", 0.97) == "97.00%"
     assert compact("val_rmse", 2.94871) == "2.949"
+    # Four significant digits each, so that a line's numbers read alike.
+    assert [compact("val_loss", v) for v in (0.181, 0.1097, 0.05158)] == [
+        "0.1810",
+        "0.1097",
+        "0.05158",
+    ]

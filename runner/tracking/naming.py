@@ -47,10 +47,11 @@ def run_name(overrides: list[str], swept: list[str] | None, model: str, optim: s
 
 
 def compact(key: str, value: float) -> str:
-    """A metric for the console: accuracy as a percentage, the rest to 4 significant digits."""
+    """A metric for the console: accuracy as a percentage, the rest to 4 significant digits,
+    trailing zeros kept (`0.1810` beside `0.1097`, not `0.181`)."""
     if key.endswith("_acc"):
         return f"{100 * value:.2f}%"
-    return f"{value:.4g}"
+    return f"{value:#.4g}"
 
 
 def command(overrides: list[str], flags: list[str] | tuple[str, ...] = ()) -> str:
