@@ -71,7 +71,8 @@ def entry() -> None:
         signals.ignore()  # a further Ctrl-C must not cut the last line short
         message = interrupt_message(err)
         if message:
-            print(message, file=sys.stderr)
+            # On a terminal the line starts over: the `^C` it echoed is where the cursor is.
+            print(("\r\x1b[K" if sys.stderr.isatty() else "") + message, file=sys.stderr)
         code = 128 + signals.interruption(err).signum
     signals.ignore()
     # Tearing down an interpreter that loaded torch and mlflow is slow (seconds, more with a

@@ -494,6 +494,7 @@ class EpochEnd:
         self.progress = EpochProgress(
             spec.trainer.epochs, spec.trainer.progress if left else "none",
             f"{spec.model.name}/{spec.optim.name}",
+            done=job.resume["epoch"] if job.resume else 0,
         )  # fmt: skip
         self.seen = list(job.resume["history"]) if job.resume else []
         self.saved_epoch = job.resume["epoch"] if job.resume else None  # last checkpoint

@@ -130,7 +130,8 @@ class Terminal:
     @property
     def screen(self) -> list[str]:
         """The lines the terminal shows: a carriage return goes back to the line's start and
-        writes over it, ESC [K erases the rest of the line (how a progress bar is drawn)."""
+        writes over it, ESC [K erases the rest of the line (how a progress bar is drawn), and
+        a character past the last column wraps to the next line."""
         lines: list[str] = []
         line: list[str] = []
         column = 0
@@ -143,8 +144,12 @@ class Terminal:
             elif part == "\x1b[K":
                 del line[column:]
             else:
-                line[column : column + len(part)] = part
-                column += len(part)
+                for char in part:
+                    if column == COLUMNS:
+                        lines.append("".join(line))
+                        line, column = [], 0
+                    line[column : column + 1] = char
+                    column += 1
         return [*lines, "".join(line)]
 
     @property

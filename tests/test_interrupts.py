@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import PROJECT, ready_store, run_cli, store_uri, wait_until
-from tests.terminal import Terminal
+from tests.terminal import COLUMNS, Terminal
 
 QUIET = ["trainer.progress=lines", "trainer.plots=false", "trainer.log_model=false"]
 RESUME = re.compile(r"continue it with: (python -m runner .*resume=(\w+))")
@@ -96,6 +96,9 @@ def test_ctrl_c_while_python_imports_records_nothing_and_says_so(tmp_path):
     term.ctrl_c()
     text = finish(term, 130, tmp_path)
     assert last_line(text).endswith("interrupted by Ctrl-C (SIGINT); no run was recorded")
+    # The line starts over after the `^C` the terminal echoed.
+    said = [line for line in term.screen if "interrupted by" in line]
+    assert said == ["interrupted by Ctrl-C (SIGINT); no run was recorded"], term.screen
     assert runs(tmp_path) == []
 
 
@@ -113,6 +116,10 @@ def test_ctrl_c_mid_training_ends_killed_with_its_epochs_and_the_command_to_cont
     assert all(LOG_LINE.match(line) for line in logged), "\n".join(logged)
     assert any("training starts" in line for line in logged), "\n".join(term.screen)
     assert any("in experiment 'xor'" in line for line in logged), "\n".join(term.screen)
+    # One bar is left, short of the last column: the `^C` echoed after it does not wrap
+    # and leave a stale copy of the bar behind.
+    bars = [line for line in term.screen if re.search(r"\d+/200 \[", line)]
+    assert len(bars) == 1 and len(bars[0]) <= COLUMNS - 3, "\n".join(term.screen)
     ((run_id, status, epochs, _),) = runs(tmp_path)
     assert status == "KILLED" and 40 <= epochs < 200
     assert checkpoint_logged(tmp_path, run_id)

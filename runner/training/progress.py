@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from typing import Any
 
@@ -34,11 +35,22 @@ class _HideFromConsole(logging.Filter):
         return not self.everything and getattr(record, "on_console", True)
 
 
+def _bar_width() -> int:
+    """The terminal's width less 3: a bar as wide as the line leaves the cursor past its end,
+    and the `^C` a Ctrl-C echoes then wraps to a line of its own, leaving a stale bar."""
+    try:
+        return max(20, os.get_terminal_size(sys.stderr.fileno()).columns - 3)
+    except (OSError, ValueError):
+        return 77
+
+
 class EpochProgress:
     """Epoch callback: tqdm bar when stderr is a terminal (mode auto/bar), log lines always."""
 
-    def __init__(self, epochs: int, mode: str = "auto", description: str = "train") -> None:
-        self.epochs = epochs
+    def __init__(
+        self, epochs: int, mode: str = "auto", description: str = "train", done: int = 0
+    ) -> None:
+        self.epochs = epochs  # `done`: epochs a resumed run trained before (the bar starts there)
         use_bar = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
         self.bar: Any = None
         self._filter = _HideFromConsole(everything=use_bar or mode == "none")
@@ -49,7 +61,9 @@ class EpochProgress:
             from tqdm.auto import tqdm
             from tqdm.contrib.logging import logging_redirect_tqdm
 
-            self.bar = tqdm(total=epochs, desc=description, unit="epoch", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=epochs, initial=done, desc=description, unit="epoch", ncols=_bar_width()
+            )
             # A line logged while the bar is on screen is printed above it, not onto its line.
             self._redirect.enter_context(logging_redirect_tqdm(tqdm_class=tqdm))
         if use_bar or mode in ("none", "auto"):

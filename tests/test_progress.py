@@ -1,0 +1,31 @@
+"""What a person sees while training: the progress bar, and log lines around it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from runner.training.progress import EpochProgress
+
+
+def test_a_resumed_runs_bar_starts_at_its_checkpoint_and_ends_full():
+    progress = EpochProgress(10, mode="bar", description="xor_deep/adam", done=4)
+    assert (progress.bar.n, progress.bar.total) == (4, 10)
+    for epoch in range(5, 11):
+        progress(epoch, {"train_loss": 0.5})
+    assert progress.bar.n == 10  # (a resume counted from 0 ended its bar at 60%)
+    progress.close()
+
+
+def test_log_lines_go_through_the_bar_while_it_is_up_and_the_console_comes_back():
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stdout)
+    root.addHandler(console)
+    try:
+        progress = EpochProgress(3, mode="bar")
+        assert console not in root.handlers  # tqdm writes the lines above the bar
+        logging.getLogger("runner").warning("training starts")
+        progress.close()
+        assert console in root.handlers
+    finally:
+        root.removeHandler(console)
