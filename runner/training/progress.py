@@ -11,7 +11,10 @@ from typing import Any
 
 EPOCH_LOGGER = "runner.epochs"
 log = logging.getLogger(EPOCH_LOGGER)
-SHOWN = ("train_loss", "val_loss", "val_acc", "train_acc", "val_rmse", "val_r2")
+# Validation first, as the closing line has them (a narrow terminal cuts the bar's right end).
+SHOWN = ("val_loss", "val_acc", "val_rmse", "val_r2", "train_loss", "train_acc")
+# tqdm's own layout less the rate (epochs/s: the times beside it say as much), for the metrics.
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
 
 
 def _format(metrics: dict[str, float]) -> dict[str, str]:
@@ -62,8 +65,9 @@ class EpochProgress:
             from tqdm.contrib.logging import logging_redirect_tqdm
 
             self.bar = tqdm(
-                total=epochs, initial=done, desc=description, unit="epoch", ncols=_bar_width()
-            )
+                total=epochs, initial=done, desc=description, unit="epoch", ncols=_bar_width(),
+                bar_format=BAR_FORMAT,
+            )  # fmt: skip
             # A line logged while the bar is on screen is printed above it, not onto its line.
             self._redirect.enter_context(logging_redirect_tqdm(tqdm_class=tqdm))
         if use_bar or mode in ("none", "auto"):
