@@ -390,8 +390,8 @@ class StackProgress:
             return
         values = [r[self.metric] for r in rows if self.metric in r]
         spread = (
-            f", {self.metric} mean {sum(values) / len(values):.4g} "
-            f"(min {min(values):.4g}, max {max(values):.4g})"
+            f", {self.metric} mean {sum(values) / len(values):#.4g} "
+            f"(min {min(values):#.4g}, max {max(values):#.4g})"
             if values
             else ""
         )
