@@ -1,6 +1,6 @@
 """MLflow's internals that the runner relies on, all here (none is MLflow's public API).
 
-Checked against mlflow 3.17.2 (`CHECKED_AGAINST`); tests/test_dependency_internals.py fails,
+Checked against mlflow 3.18.0 (`CHECKED_AGAINST`); tests/test_dependency_internals.py fails,
 naming the name, on an MLflow that moved one. Each is looked up when it is used, never at
 import: an MLflow that moved one still imports every runner module (a stacked sweep still
 starts). Then each use falls back to MLflow's public API and says so once, or fails in one
@@ -53,7 +53,7 @@ from runner.errors import DependencyMoved
 
 log = logging.getLogger("runner.tracking")
 
-CHECKED_AGAINST = "3.17.2"
+CHECKED_AGAINST = "3.18.0"
 # The columns the bulk insert writes, in both metric tables.
 METRIC_COLUMNS = ("run_uuid", "key", "value", "timestamp", "step", "is_nan")
 LOG_BATCH = "metrics are written with MlflowClient.log_batch (slower, the same rows)"
