@@ -9,6 +9,7 @@ import sys
 
 from runner.training import signals, sweep_signals
 from runner.training.fast_exit import fast_exit
+from runner.training.progress import ERASE_LINE
 
 
 def _exit_code(err: SystemExit) -> int:
@@ -72,7 +73,7 @@ def entry() -> None:
         message = interrupt_message(err)
         if message:
             # On a terminal the line starts over: the `^C` it echoed is where the cursor is.
-            print(("\r\x1b[K" if sys.stderr.isatty() else "") + message, file=sys.stderr)
+            print((ERASE_LINE if sys.stderr.isatty() else "") + message, file=sys.stderr)
         code = 128 + signals.interruption(err).signum
     signals.ignore()
     # Tearing down an interpreter that loaded torch and mlflow is slow (seconds, more with a

@@ -139,9 +139,20 @@ def finish_member(
     last epoch (`at_once`: within the next one, its weights mid-epoch, so no checkpoint):
     the run ends KILLED with its epochs, as a solo job's."""
     with _lines_named(member_label(member.launch)):
-        return _finish_member(
-            member, result, train_seconds, stack_size, tracker, run_id, stopped, at_once
-        )
+        try:
+            return _log_member(
+                member, result.history, result.error, train_seconds, stack_size, tracker,
+                run_id, stopped, at_once,
+            )  # fmt: skip
+        except Interrupted as err:
+            log.warning(
+                "job %s interrupted after epoch %s: run %s ended KILLED",
+                member.launch.job_num, err.epoch, tracker.run_id,
+            )  # fmt: skip
+            return None
+        except Exception as err:
+            log.error("job %s failed: %s: %s", member.launch.job_num, type(err).__name__, err)
+            return None
 
 
 def member_label(launch: Launch) -> str:
@@ -166,32 +177,6 @@ def _lines_named(label: str) -> Iterator[None]:
         yield
     finally:
         log.removeFilter(name)
-
-
-def _finish_member(
-    member: Member,
-    result: MemberResult,
-    train_seconds: float,
-    stack_size: int,
-    tracker: Tracker,
-    run_id: str | None,
-    stopped: int | None,
-    at_once: bool,
-) -> float | None:
-    try:
-        return _log_member(
-            member, result.history, result.error, train_seconds, stack_size, tracker, run_id,
-            stopped, at_once,
-        )  # fmt: skip
-    except Interrupted as err:
-        log.warning(
-            "job %s interrupted after epoch %s: run %s ended KILLED",
-            member.launch.job_num, err.epoch, tracker.run_id,
-        )  # fmt: skip
-        return None
-    except Exception as err:
-        log.error("job %s failed: %s: %s", member.launch.job_num, type(err).__name__, err)
-        return None
 
 
 def _log_member(

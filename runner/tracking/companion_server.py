@@ -28,6 +28,7 @@ from typing import Any
 from runner.tracking import quiet_third_party_logs, store_location
 from runner.tracking.companion import WARM_PARTS
 from runner.training.fast_exit import fast_exit
+from runner.training.progress import ERASE_LINE
 
 # Before anything slow: a signal that reaches this process anyway (a Slurm step's SIGTERM to
 # every process) must not cut the run's record short.
@@ -183,23 +184,20 @@ class _OverProgressBar(logging.Formatter):
     """On a terminal, a line starts by erasing the line the cursor is on: the training
     process's progress bar, which it draws again below (on an empty line: nothing)."""
 
-    def __init__(self, inner: logging.Formatter) -> None:
-        super().__init__()
-        self.inner = inner
-
     def format(self, record: logging.LogRecord) -> str:
-        return "\r\x1b[K" + self.inner.format(record)
+        return ERASE_LINE + super().format(record)
 
 
 def _configure_logging() -> None:
     """Log like Hydra's job: to the launching process's console and to its job log."""
-    fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    line = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+    fmt = logging.Formatter(line)
     handlers: list[logging.Handler] = []
     quiet_third_party_logs()
     console = os.environ.get("RUNNER_COMPANION_CONSOLE")
     if console:
         stream = logging.StreamHandler(os.fdopen(int(console), "w", buffering=1))
-        stream.setFormatter(_OverProgressBar(fmt) if stream.stream.isatty() else fmt)
+        stream.setFormatter(_OverProgressBar(line) if stream.stream.isatty() else fmt)
         handlers.append(stream)
     if os.environ.get("RUNNER_COMPANION_LOG"):
         handlers.append(logging.FileHandler(os.environ["RUNNER_COMPANION_LOG"]))

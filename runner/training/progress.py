@@ -15,6 +15,8 @@ log = logging.getLogger(EPOCH_LOGGER)
 SHOWN = ("val_loss", "val_acc", "val_rmse", "val_r2", "train_loss", "train_acc")
 # tqdm's own layout less the rate (epochs/s: the times beside it say as much), for the metrics.
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+# Starts a line on a terminal where a bar (or an echoed ^C) may be: back to its start, erased.
+ERASE_LINE = "\r\x1b[K"
 
 
 def _format(metrics: dict[str, float]) -> dict[str, str]:
