@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from runner.config.project import conf_dirs
     from runner.tracking import ServerUnreachable, check_server, command_store, run_page
-    from runner.tracking.naming import compact
+    from runner.training.progress import metric_text
 
     uri, missing = command_store(args.tracking_uri)
     if missing:
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ServerUnreachable, StoreError) as err:  # (RunErrors, named for the reader)
         print(f"error: {err}", file=sys.stderr)
         return 1
-    shown = " ".join(f"{PREFIX}{k}={compact(PREFIX + k, v)}" for k, v in metrics.items())
+    shown = " ".join(f"{PREFIX}{k}={metric_text(PREFIX + k, v)}" for k, v in metrics.items())
     which = f"all {rows}" if split == "all" else f"{rows} {split}"
     print(f"run {run_id} ({run.info.run_name}) on {which} rows: {shown}")
     print(f"logged as run {logged}; see {run_page(uri, run.info.experiment_id, logged)}")

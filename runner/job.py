@@ -49,7 +49,7 @@ from runner.tracking.summary import model_summary, trainable_parameters
 from runner.training import checkpoint, device, signals, sweep_signals
 from runner.training.early_stopping import Monitor
 from runner.training.metrics import VALIDATION_METRICS, primary_metric
-from runner.training.progress import EpochProgress
+from runner.training.progress import EpochProgress, metric_text
 from runner.training.seeding import seed_everything
 from runner.training.signals import STOP, Interrupted, stop_on_signals
 
@@ -376,7 +376,7 @@ def keep_weights(job: Job, history: list[dict[str, float]], tracker: Tracker) ->
         log.info(
             "stopped early after epoch %d: %s last improved at epoch %d (%s)",
             watched.stopped_epoch, watched.metric, watched.best_epoch,
-            naming.compact(watched.metric, watched.best),
+            metric_text(watched.metric, watched.best),
         )  # fmt: skip
     if not watched.keep_best or job.best_state is None:
         return len(history)
@@ -399,7 +399,7 @@ SHOWN_LAST = ("val_", "test_", "train_")  # the closing line's order
 def closing_line(final: dict[str, float], job: Job, seconds: float, tracker: Tracker) -> str:
     """The run's end in one line: its final metrics, its time, and where to see it."""
     shown = [
-        f"{k}={naming.compact(k, v)}"
+        f"{k}={metric_text(k, v)}"
         for prefix in SHOWN_LAST
         for k, v in final.items()
         if k.startswith(prefix) and k != "train_total_loss"

@@ -1,10 +1,10 @@
-"""Run names that differ where the configs differ, and the console's compact numbers."""
+"""Run names that differ where the configs differ."""
 
 from __future__ import annotations
 
 import pytest
 
-from runner.tracking.naming import compact, run_name
+from runner.tracking.naming import run_name
 
 
 @pytest.mark.parametrize(
@@ -26,14 +26,3 @@ def test_run_names(overrides, swept, expected):
 def test_long_names_are_cut():
     name = run_name([f"model.hidden=[{'64,' * 20}64]"], None, "mlp", "adam")
     assert len(name) == 40 and name.endswith("…")
-
-
-def test_compact_numbers():
-    assert compact("val_acc", 0.97) == "97.00%"
-    assert compact("val_rmse", 2.94871) == "2.949"
-    # Four significant digits each, so that a line's numbers read alike.
-    assert [compact("val_loss", v) for v in (0.181, 0.1097, 0.05158)] == [
-        "0.1810",
-        "0.1097",
-        "0.05158",
-    ]

@@ -21,6 +21,6 @@ def test_group_progress_shows_whole_epochs_at_a_tenth_of_the_run(caplog):
     shown = [int(line.split("epoch ")[1].split("/")[0]) for line in lines]
     assert shown == [1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
     assert lines[0] == (
-        "stacked 3: epoch 1/20, 3 members training, val_acc mean 0.6100 (min 0.5100, max 0.7100)"
+        "stacked 3: epoch 1/20, 3 members training, val_acc mean 61.00% (min 51.00%, max 71.00%)"
     )
-    assert lines[-1].startswith("stacked 3: epoch 20/20, 2 members training, val_acc mean 0.8")
+    assert lines[-1].startswith("stacked 3: epoch 20/20, 2 members training, val_acc mean 8")

@@ -3,6 +3,7 @@ the stacked update takes per member: runner.sweep.seed_group.MEMBER_KEYS) are tr
 process as one stacked model (runner.sweep.stacked); every other job runs as the basic
 launcher runs it. Every job keeps its Hydra job folder and its own MLflow child run."""
 
+import functools
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.runner_stacked.compose import install
 from hydra_plugins.runner_stacked.forks import MAX_WRITERS, fork_count, in_fork, run_in_forks
-from runner.training import signals, sweep_signals
+from runner.training import progress, signals, sweep_signals
 
 if TYPE_CHECKING:  # (runner's sweep modules are imported when a sweep launches, not before)
     from runner.sweep.seed_group import Member
@@ -389,9 +390,10 @@ class StackProgress:
         if not rows or not (epoch in (1, self.epochs) or epoch % self.every == 0):
             return
         values = [r[self.metric] for r in rows if self.metric in r]
+        shown = functools.partial(progress.metric_text, self.metric)
         spread = (
-            f", {self.metric} mean {sum(values) / len(values):#.4g} "
-            f"(min {min(values):#.4g}, max {max(values):#.4g})"
+            f", {self.metric} mean {shown(sum(values) / len(values))} "
+            f"(min {shown(min(values))}, max {shown(max(values))})"
             if values
             else ""
         )

@@ -46,14 +46,6 @@ def run_name(overrides: list[str], swept: list[str] | None, model: str, optim: s
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
 
 
-def compact(key: str, value: float) -> str:
-    """A metric for the console: accuracy as a percentage, the rest to 4 significant digits,
-    trailing zeros kept (`0.1810` beside `0.1097`, not `0.181`)."""
-    if key.endswith("_acc"):
-        return f"{100 * value:.2f}%"
-    return f"{value:#.4g}"
-
-
 def command(overrides: list[str], flags: list[str] | tuple[str, ...] = ()) -> str:
     """The command that runs this job alone (what MLflow's Source column shows), each
     override quoted for a shell where it needs it; `flags` (`--config-dir=...`) as given."""

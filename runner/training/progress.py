@@ -19,8 +19,17 @@ BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]
 ERASE_LINE = "\r\x1b[K"
 
 
+def metric_text(key: str, value: float) -> str:
+    """A metric for the console: accuracy as a percentage, the rest to 4 significant digits,
+    trailing zeros kept (`0.1810` beside `0.1097`, not `0.181`)."""
+    if key.endswith("_acc"):
+        return f"{100 * value:.2f}%"
+    return f"{value:#.4g}"
+
+
 def _format(metrics: dict[str, float]) -> dict[str, str]:
-    return {k: f"{metrics[k]:.4f}" for k in SHOWN if k in metrics}
+    # As the closing line shows them: an epoch line's 0.9400 read beside its 94.00%.
+    return {k: metric_text(k, metrics[k]) for k in SHOWN if k in metrics}
 
 
 LINES_PER_RUN = 10  # console epoch lines without a terminal, besides the first and last
