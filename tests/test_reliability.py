@@ -15,7 +15,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from runner.training import checkpoint
-from tests.conftest import ready_store, run_cli, store_uri, wait_until
+from tests.conftest import ready_store, run_cli, store_uri, tails, wait_until
 
 ARGS = ["model=xor_noisy", "trainer.epochs=60", "trainer.checkpoint_every=1"]
 ARGS += ["trainer.progress=lines", "trainer.plots=false", "trainer.log_model=false"]
@@ -174,20 +174,30 @@ def test_resume_from_the_checkpoint_file_and_refusals_of_other_configs_or_unknow
     tmp_path, capsys
 ):
     ready_store(tmp_path)
-    proc = start(tmp_path)
+    cosine = "scheduler=cosine"  # its T_max is trainer.epochs: 60
+    proc = start(tmp_path, cosine)
     wait_for_epoch(proc, 3)
     proc.send_signal(signal.SIGTERM)  # (tests/test_interrupts.py: signals to the whole group)
     proc.communicate(timeout=60)
     client, (run,) = runs(tmp_path)
     assert run.info.status == "KILLED"
-    other = run_cli(*ARGS, "seed=7", f"resume={run.info.run_id}", cwd=tmp_path)
+    other = run_cli(*ARGS, cosine, "seed=7", f"resume={run.info.run_id}", cwd=tmp_path)
     assert other.returncode == 1 and "written by a different config" in other.stderr
-    unknown = run_cli(*ARGS, "resume=0123456789abcdef", cwd=tmp_path)
+    unknown = run_cli(*ARGS, cosine, "resume=0123456789abcdef", cwd=tmp_path)
     assert (
         unknown.returncode == 1 and "neither a checkpoint file nor an MLflow run" in unknown.stderr
     )
+    # More epochs would go on from a schedule annealed over 60 (a cosine at lr 0): refused.
+    longer = run_cli(*ARGS, cosine, "trainer.epochs=70", f"resume={run.info.run_id}", cwd=tmp_path)
+    assert longer.returncode == 1, tails(longer)
+    assert (
+        "config error: resume: trainer.epochs 60 -> 70 with scheduler 'cosine', whose T_max is "
+        "trainer.epochs" in longer.stderr
+    ), tails(longer)
+    assert "Start a new run with trainer.epochs=70 (no resume=)" in longer.stderr
+    assert client.get_run(run.info.run_id).info.status == "KILLED"  # untouched
     # The checkpoint file's path continues the run as well as its id does.
-    resumed = run_cli(*ARGS, f"resume={run.data.tags['runner.checkpoint']}", cwd=tmp_path)
+    resumed = run_cli(*ARGS, cosine, f"resume={run.data.tags['runner.checkpoint']}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 60

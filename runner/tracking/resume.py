@@ -57,6 +57,7 @@ def load_resume(
         )
     state["continued"] = continued(state, config, path)
     trained, epochs = state["epoch"], spec.trainer.epochs
+    refuse_a_longer_schedule(spec, state, path)
     if trained > epochs:
         raise ConfigError(
             f"resume: the checkpoint {str(path)!r} has trained {trained} epochs already: "
@@ -77,6 +78,31 @@ def load_resume(
         )
     checkpoint.restore(state, parts, generator)
     return state
+
+
+def refuse_a_longer_schedule(spec: RunSpec, state: dict[str, Any], path: Path) -> None:
+    """A scheduler whose length is trainer.epochs (cosine's T_max unless set) annealed the
+    epochs trained so far over the old count: more epochs cannot equal a run trained that
+    long at once (the restored schedule would run on at its end, a cosine at lr 0)."""
+    from runner.registry import SCHEDULERS
+
+    saved = (state.get("config") or {}).get("trainer", {}).get("epochs")
+    if spec.scheduler is None or saved in (None, spec.trainer.epochs):
+        return
+    entry = SCHEDULERS.get(spec.scheduler.type, spec.scheduler.key)
+    derived = [
+        arg for arg, key in entry.meta.get("from_trainer", {}).items()
+        if key == "epochs" and arg not in spec.scheduler.args
+    ]  # fmt: skip
+    if derived:
+        raise ConfigError(
+            f"resume: trainer.epochs {saved} -> {spec.trainer.epochs} with scheduler "
+            f"{spec.scheduler.type!r}, whose {derived[0]} is trainer.epochs: the checkpoint "
+            f"{str(path)!r} was annealed over {saved} epochs, so no continuation equals a run "
+            f"of {spec.trainer.epochs} epochs at once. Start a new run with "
+            f"trainer.epochs={spec.trainer.epochs} (no resume=), or set "
+            f"scheduler.{derived[0]} in both runs"
+        )
 
 
 def continued(state: dict[str, Any], config: dict[str, Any], path: Path) -> list[str]:
