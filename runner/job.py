@@ -241,6 +241,12 @@ def monitor(spec: RunSpec, data: DataSplits) -> Monitor | None:
             f"trainer.early_stop.metric: {metric!r} is not a metric this run validates."
             f"{did_you_mean(metric, logged)} Allowed: {', '.join(logged)}"
         )
+    if metric.endswith("_r2") and len(data.x_val) < 2:
+        raise ConfigError(
+            f"{'trainer.early_stop.metric' if stop.metric else 'metric'}: {metric!r} is "
+            f"undefined on data {spec.data.name!r}'s {len(data.x_val)} validation row (R² needs "
+            "targets that vary): watch val_rmse, or hold out more rows with data.val_size"
+        )
     return Monitor(metric, stop.patience, stop.min_delta, keep_best=keep_best)
 
 
@@ -364,6 +370,11 @@ def keep_weights(job: Job, history: list[dict[str, float]], tracker: Tracker) ->
     """Put the kept weights in the model and record the watched metric's best epoch (and
     an early stop); returns the kept epoch."""
     watched = job.parts.monitor
+    if watched is not None and watched.best_epoch is None and history:
+        log.warning(
+            "%s was not computed in any epoch: no epoch was judged best, and the run keeps "
+            "its last weights", watched.metric,
+        )  # fmt: skip
     if watched is None or watched.best_epoch is None:
         return len(history)
     step = len(history)

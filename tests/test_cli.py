@@ -114,6 +114,15 @@ def test_a_run_reads_at_a_glance(tmp_path):
         (["+model.layers.0.in_features=3"], "contradicts the incoming width 2"),
         (["device=cuda"], "CUDA is not available"),
         (["experiment=house_tiny", "data.target=Prize"], "data.target: unknown column 'Prize'"),
+        (
+            [
+                "experiment=house_tiny",
+                "trainer.early_stop.metric=val_r2",
+                "trainer.early_stop.patience=3",
+            ],
+            "trainer.early_stop.metric: 'val_r2' is undefined on data 'house_tiny''s 1 "
+            "validation row",
+        ),
     ],
 )
 def test_bad_input_exits_1_with_one_message_and_no_run(tmp_path, args, fragment):
@@ -195,6 +204,8 @@ def test_house_tiny_regression_run_from_any_folder(tmp_path):
     assert {"val_rmse", "val_mae", "train_r2"} <= set(run.data.metrics)
     assert "plots/predicted_vs_true.png" in artifact_paths(client, run.info.run_id)
     assert np.isfinite(run.data.metrics["val_rmse"])
+    # Its one validation row cannot pick a best epoch: the shipped experiment keeps the last.
+    assert "keeping epoch" not in proc.stdout and "runner.kept_epoch" not in run.data.tags
 
 
 def test_tracking_uri_env_points_runs_elsewhere(tmp_path):

@@ -169,3 +169,13 @@ def test_early_stopping_stops_after_patience_and_a_resume_keeps_its_count():
     checkpoint.restore(copy.deepcopy(state), again.parts, again.generator)
     resumed = fit(again.parts, again.data, again.generator, start_epoch=cut + 1, history=seen)
     assert resumed == history and again.parts.monitor == watched
+
+
+def test_an_epoch_without_the_watched_metric_neither_improves_nor_uses_up_patience():
+    from runner.training.early_stopping import Monitor
+
+    watched = Monitor("val_r2", patience=2)
+    for epoch in range(1, 6):  # R² of equal validation targets is not computed
+        assert not watched.update(epoch, {"val_loss": 1.0})
+    assert not watched.stopped and watched.best_epoch is None
+    assert watched.update(6, {"val_r2": 0.5, "val_loss": 0.9}) and watched.best_epoch == 6

@@ -39,7 +39,9 @@ class Monitor:
     def update(self, epoch: int, row: dict[str, float]) -> bool:
         """Note an epoch's metrics; returns whether it is the new best."""
         value = row.get(self.metric)
-        if value is None or math.isnan(value):
+        if value is None:  # not computed this epoch (R² of equal targets): nothing to judge
+            return False
+        if math.isnan(value):
             improved = False
         elif self.best is None:
             improved = True
