@@ -34,6 +34,13 @@ def test_log_lines_go_through_the_bar_while_it_is_up_and_the_console_comes_back(
 def test_the_console_numbers_read_alike_in_epoch_lines_and_the_closing_line(caplog):
     assert metric_text("val_acc", 0.97) == "97.00%"
     assert metric_text("val_rmse", 2.94871) == "2.949"
+    assert [metric_text("val_rmse", v) for v in (1015.2, 20431.4, 999.94, 999.96)] == [
+        "1015",
+        "20431",
+        "999.9",
+        "1000",
+    ]
+    assert metric_text("train_loss", 1.234e-5) == "1.234e-05"
     # Four significant digits each, so that a line's numbers read alike.
     assert [metric_text("val_loss", v) for v in (0.181, 0.1097, 0.05158)] == [
         "0.1810",

@@ -21,10 +21,14 @@ ERASE_LINE = "\r\x1b[K"
 
 def metric_text(key: str, value: float) -> str:
     """A metric for the console: accuracy as a percentage, the rest to 4 significant digits,
-    trailing zeros kept (`0.1810` beside `0.1097`, not `0.181`)."""
+    trailing zeros kept (`0.1810` beside `0.1097`, not `0.181`), whole from 1000 on (a price's
+    error reads `20431`, not `2.043e+04` or `1015.`)."""
     if key.endswith("_acc"):
         return f"{100 * value:.2f}%"
-    return f"{value:#.4g}"
+    text = f"{value:#.4g}"
+    if abs(value) >= 1 and ("e" in text or text.endswith(".")):
+        return f"{value:.0f}"
+    return text
 
 
 def _format(metrics: dict[str, float]) -> dict[str, str]:
