@@ -98,7 +98,11 @@ def test_the_ui_opens_on_the_runs_of_training_experiments_with_one_light_server(
         # That view shows the primary metric and the params given on the command line.
         view = client.get_experiment(experiment.experiment_id).tags["mlflow.sharedViewState.runner"]
         columns = json.loads(view)["selectedColumns"]
-        assert columns[:2] == ["metrics.`val_acc`", "params.`trainer.epochs`"], columns
+        # The kept (best) epoch's value first: the weights the run ended with, as its closing
+        # line and the sweep report give them; then the last epoch's.
+        assert columns[:3] == [
+            "metrics.`best_val_acc`", "metrics.`val_acc`", "params.`trainer.epochs`"
+        ], columns  # fmt: skip
         assert "params.`trainer.progress`" not in columns  # (no difference between runs)
         assert "attributes.`Source`" in columns
         # The experiment is marked again; Default is hidden again (restorable, not shown).

@@ -28,9 +28,9 @@ def _param_of(override: str) -> str:
 
 
 def view_columns(runs: list[Any]) -> list[str]:
-    """The columns for these runs: their primary metrics (the most common first), then the
-    params most often set on their command lines (a config group's choice as its name),
-    then MLflow's defaults."""
+    """The columns for these runs: their primary metrics (the most common first; the best
+    epoch's beside the last's), then the params most often set on their command lines (a
+    config group's choice as its name), then MLflow's defaults."""
     metrics = Counter(
         r.data.tags[tags.PRIMARY_METRIC] for r in runs if tags.PRIMARY_METRIC in r.data.tags
     )
@@ -40,7 +40,13 @@ def view_columns(runs: list[Any]) -> list[str]:
             name = _param_of(override)
             if name in run.data.params and not name.startswith(QUIET_KEYS):
                 params[name] += 1
-    chosen = [f"metrics.`{m}`" for m, _ in metrics.most_common()]
+    chosen = []
+    for metric, _ in metrics.most_common():
+        # A run that kept its best epoch's weights (trainer.keep=best) ends with those, whose
+        # value is best_<metric>; <metric> itself is the last epoch's, as MLflow shows it.
+        if any(f"best_{metric}" in run.data.metrics for run in runs):
+            chosen.append(f"metrics.`best_{metric}`")
+        chosen.append(f"metrics.`{metric}`")
     chosen += [f"params.`{p}`" for p, _ in params.most_common(MOST_PARAMS)]
     return chosen + DEFAULT_COLUMNS
 
