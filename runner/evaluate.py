@@ -20,10 +20,13 @@ trained network sees new rows.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +130,17 @@ def split_tensors(data: DataSplits, split: str) -> tuple[Any, Any]:
     return torch.cat([x for x, _ in present]), torch.cat([y for _, y in present])
 
 
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """`logger`'s INFO lines left out while inside."""
+    level = logging.getLogger(logger).level
+    logging.getLogger(logger).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger).setLevel(level)
+
+
 def evaluate_run(
     source: str, run_id: str, config: dict[str, Any], new_config: dict[str, Any],
     data_changed: bool, split: str | None, uri: str, experiment: str,
@@ -151,7 +165,12 @@ def evaluate_run(
     seed_everything(run_spec.seed, run_spec.trainer.deterministic)
     outputs = config["data"].get("num_outputs")
     table = "encode_as" in DATASETS.get(run_spec.data.type, "data.type").meta
-    trained = builders.build_data(run_spec.data, outputs) if table or not data_changed else None
+    trained = None
+    if table or not data_changed:
+        # Where other rows are evaluated, the run's own table only lends its statistics:
+        # what its loader says of its rows (those dropped) is not about the rows evaluated.
+        with _quiet("runner") if data_changed else contextlib.nullcontext():
+            trained = builders.build_data(run_spec.data, outputs)
     data = trained
     if data_changed:
         data = builders.build_data(spec.data, None, fitted=trained)

@@ -120,6 +120,11 @@ def test_a_table_run_evaluated_on_its_test_split_and_on_another_table(tmp_path, 
     assert f"is an evaluation of run {source}, not a trained run: use {source}" in (
         capsys.readouterr().err
     )
+    # A table without the run's columns: its features named, and whose target is which.
+    where = ["--tracking-uri", store_uri(tmp_path)]
+    assert evaluate_main([source, "data=house_tiny", *where]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "lacks the column(s) " in last and "the target read here: 'Price')" in last, last
     assert len(client.search_runs([experiment.experiment_id])) == 3
 
 

@@ -674,7 +674,8 @@ def fitted_columns(frame: pd.DataFrame, target: str, fitted: DataSplits, path: s
     if missing:
         raise ConfigError(
             f"data.path: {path!r} lacks the column(s) {', '.join(missing)} that the trained "
-            f"run reads (it reads {', '.join(c.name for c in plan)}, target {target!r})"
+            f"run reads (its features: {', '.join(c.name for c in plan)}; the target read "
+            f"here: {target!r})"
         )
     return plan
 
