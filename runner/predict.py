@@ -49,6 +49,11 @@ def load_model(model_uri: str) -> Any:
         raise SourceError(f"{model_uri} has no model to load: {first_line(err)}") from None
 
 
+def logged_a_model(client: Any, run_id: str) -> bool:
+    """Whether the run was told to log its model (its trainer.log_model param)."""
+    return client.get_run(run_id).data.params.get("trainer.log_model", "").lower() != "false"
+
+
 def predict_images(
     model: Any, config: dict[str, Any], source: Path, output: Path, proba: bool
 ) -> int:
@@ -242,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_server(uri)
         model_uri, run_id = resolve_source(client, args.source)
+        if model_uri.startswith("runs:/") and not logged_a_model(client, run_id):
+            raise SourceError(
+                f"run {run_id} logged no model: it ran with trainer.log_model=false (a run "
+                "with the model logged, or evaluate, which reads its checkpoint, can)"
+            )
         model = load_model(model_uri)
         predictor = table_predictor(model)
         if predictor is not None:

@@ -206,7 +206,10 @@ def test_resume_from_the_checkpoint_file_and_refusals_of_other_configs_or_unknow
 
     where = ["--tracking-uri", store_uri(tmp_path)]
     assert predict_main([run.info.run_id, "--input", "x.csv", "--output", "y.csv", *where]) == 1
-    assert f"runs:/{run.info.run_id}/model has no model to load" in capsys.readouterr().err
+    assert (
+        f"error: run {run.info.run_id} logged no model: it ran with trainer.log_model=false"
+        in capsys.readouterr().err
+    )
 
 
 def test_an_unwritable_artifact_store_fails_clearly_and_keeps_metrics(tmp_path):
