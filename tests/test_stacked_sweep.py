@@ -225,7 +225,9 @@ def test_a_stacked_sweep_killed_while_writing_its_members_trains_only_the_rest(t
     assert out.count("this exact config already FINISHED") == len(done)
     # A member whose checkpoint was written before the kill continues its own run (just its
     # end is left); the others train stacked.
-    continued = len(set(re.findall(r"job (\d+) continues its interrupted run", out)))
+    said = re.findall(r"job (\d+) continues its interrupted run [0-9a-f]{32}", out)
+    continued = len(set(said))
+    assert len(said) == continued, said  # once each (preparing the stack said it again)
     fresh = seeds - len(done) - continued
     assert fresh < 2 or f"trained {fresh} jobs stacked" in out, out[-3000:]
     after = [r for r in client.search_runs([experiment]) if "runner.is_sweep" not in r.data.tags]

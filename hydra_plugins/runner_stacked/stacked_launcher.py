@@ -123,16 +123,26 @@ class StackedLauncher(Launcher):
         prepared, members = [ret for ret, _ in both], [member for _, member in both]
         results: list[JobReturn | None] = [None] * len(configs)
         by_stack_key: dict[str, list[int]] = {}
+        continuing: list[int] = []
         for i, (ret, member) in enumerate(zip(prepared, members, strict=True)):
             if member is None:  # preparing it failed (a bad config): the solo path records it
                 results[i] = self._job(self.task_function, configs[i])
             elif member.job is None:  # already FINISHED: skipped, as solo
                 ret.return_value = member.done_metric
                 results[i] = ret
-            elif member.job.resume is not None:  # continues its own KILLED run
-                results[i] = self._job(self.task_function, configs[i])
+            elif member.job.resume is not None:  # continues its own KILLED run, alone
+                continuing.append(i)
             else:
                 by_stack_key.setdefault(seed_group.stack_key(member), []).append(i)
+        if continuing:
+            nums = [members[i].launch.job_num for i in continuing]  # type: ignore[union-attr]
+            log.info(
+                f"job {nums[0]} continues its interrupted run alone, from its checkpoint"
+                if len(nums) == 1
+                else f"jobs {nums} continue their interrupted runs one at a time, each from "
+                "its checkpoint (a stack trains all its members from epoch 1)"
+            )
+            self._run_one_by_one(continuing, configs, results)
         chunks: list[Chunk] = []
         for indices in by_stack_key.values():
             chunks += self._plan_seed_group(

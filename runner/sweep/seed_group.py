@@ -60,7 +60,8 @@ def prepare_member(cfg: DictConfig) -> Member:
     done = recipe.already_finished(config, spec, launch)
     if done is not None:
         return Member(launch, None, done.data.metrics.get(primary_metric(spec.task, spec.metric)))
-    spec = sweep_record.continue_interrupted(spec, launch, fingerprint(config))
+    # (said by the job itself: a member that continues its run trains alone, as solo jobs do)
+    spec = sweep_record.continue_interrupted(spec, launch, fingerprint(config), announce=False)
     return Member(launch, recipe.setup(config, spec, launch.parallel))
 
 

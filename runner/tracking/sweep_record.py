@@ -51,15 +51,18 @@ def _store(spec: TrackingSpec) -> Any:
     return Store(spec)
 
 
-def continue_interrupted(spec: RunSpec, launch: Launch, fingerprint: str) -> RunSpec:
+def continue_interrupted(
+    spec: RunSpec, launch: Launch, fingerprint: str, announce: bool = True
+) -> RunSpec:
     """In a re-run sweep, a job whose run was interrupted continues that run from its
-    checkpoint (`resume=` it) instead of starting over."""
+    checkpoint (`resume=` it) instead of starting over (said once, where it runs)."""
     if not (launch.sweep and spec.resume is None and spec.sweep.skip_finished):
         return spec
     run = _store(spec.tracking).find_interrupted(fingerprint, launch.sweep.parent_run_id)
     if run is None:
         return spec
-    log.info("job %s continues its interrupted run %s", launch.job_num, run.info.run_id)
+    if announce:
+        log.info("job %s continues its interrupted run %s", launch.job_num, run.info.run_id)
     return dataclasses.replace(spec, resume=run.info.run_id)
 
 
