@@ -26,3 +26,15 @@ def test_run_names(overrides, swept, expected):
 def test_long_names_are_cut():
     name = run_name([f"model.hidden=[{'64,' * 20}64]"], None, "mlp", "adam")
     assert len(name) == 40 and name.endswith("…")
+
+
+def test_a_refused_resume_shows_config_values_as_yaml_writes_them():
+    from runner.tracking.fingerprint import config_changes
+
+    saved = {"trainer": {"early_stop": {"patience": 5}, "plots": True}, "seed": 1}
+    config = {"trainer": {"early_stop": {"patience": None}, "plots": False}, "seed": 1, "x": 2}
+    assert list(config_changes(saved, config).values()) == [
+        "trainer.early_stop.patience 5 -> null",
+        "trainer.plots true -> false",
+        "x (unset) -> 2",
+    ]

@@ -182,7 +182,10 @@ def test_resume_from_the_checkpoint_file_and_refusals_of_other_configs_or_unknow
     client, (run,) = runs(tmp_path)
     assert run.info.status == "KILLED"
     other = run_cli(*ARGS, cosine, "seed=7", f"resume={run.info.run_id}", cwd=tmp_path)
-    assert other.returncode == 1 and "written by a different config" in other.stderr
+    assert other.returncode == 1 and "written by a different config (seed 1 -> 7)" in other.stderr
+    assert f"the original run (resume= aside), which were: {' '.join([*ARGS, cosine])}. Only" in (
+        other.stderr
+    ), other.stderr
     unknown = run_cli(*ARGS, cosine, "resume=0123456789abcdef", cwd=tmp_path)
     assert (
         unknown.returncode == 1 and "neither a checkpoint file nor an MLflow run" in unknown.stderr

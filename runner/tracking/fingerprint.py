@@ -35,10 +35,18 @@ def config_changes(saved: dict[str, Any], config: dict[str, Any]) -> dict[str, s
     was written by, with both values (`trainer.epochs 20 -> 40`)."""
     before, after = flatten(saved), flatten(fingerprinted(config))
     return {
-        key: f"{key} {before.get(key, '(unset)')} -> {after.get(key, '(unset)')}"
+        key: f"{key} {_shown(before, key)} -> {_shown(after, key)}"
         for key in sorted(before.keys() | after.keys())
         if before.get(key) != after.get(key)
     }
+
+
+def _shown(values: dict[str, Any], key: str) -> str:
+    """A config value as YAML and the command line write it (null, true), or (unset)."""
+    if key not in values:
+        return "(unset)"
+    value = str(values[key])  # (flattened: Python's str of each value)
+    return {"None": "null", "True": "true", "False": "false"}.get(value, value)
 
 
 def sweep_fingerprint(experiment: str, overrides: list[str]) -> str:

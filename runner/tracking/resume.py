@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from runner.errors import ConfigError, Refused
+from runner.tracking import tags
 from runner.tracking.fingerprint import CONTINUABLE, config_changes, fingerprint
 from runner.training import checkpoint
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from runner.loop import TrainingParts
 
 log = logging.getLogger("runner")
+SHOWN_CHANGES = 5  # refused differences named in the line (a whole other experiment has dozens)
 
 
 def load_resume(
@@ -55,7 +57,8 @@ def load_resume(
         raise ConfigError(
             f"resume: the checkpoint {str(path)!r} belongs to run {state['run_id']}, not {run_id}"
         )
-    state["continued"] = continued(state, config, path)
+    was = run.data.tags.get(tags.OVERRIDES) if run is not None else None
+    state["continued"] = continued(state, config, path, was)
     trained, epochs = state["epoch"], spec.trainer.epochs
     refuse_a_longer_schedule(spec, state, path)
     if trained > epochs:
@@ -105,20 +108,25 @@ def refuse_a_longer_schedule(spec: RunSpec, state: dict[str, Any], path: Path) -
         )
 
 
-def continued(state: dict[str, Any], config: dict[str, Any], path: Path) -> list[str]:
+def continued(
+    state: dict[str, Any], config: dict[str, Any], path: Path, was: str | None = None
+) -> list[str]:
     """What the config changes in the run a checkpoint continues (`trainer.epochs 20 ->
-    40`): only what a continued run may change, else a ConfigError naming the keys."""
+    40`): only what a continued run may change, else a ConfigError naming the keys (the
+    first few) and the overrides the run was started with (`was`, where known)."""
     if state["fingerprint"] == fingerprint(config):
         return []
     saved = state.get("config")  # (not in checkpoints from before it was kept there)
     changes = config_changes(saved, config) if saved is not None else {}
     refused = [text for key, text in changes.items() if key not in CONTINUABLE]
     if saved is None or refused:
-        changes = f" ({', '.join(refused)})" if refused else ""
+        more = f", and {len(refused) - SHOWN_CHANGES} more" if len(refused) > SHOWN_CHANGES else ""
+        changes = f" ({', '.join(refused[:SHOWN_CHANGES])}{more})" if refused else ""
         raise ConfigError(
             f"resume: the checkpoint {str(path)!r} was written by a different config{changes}; "
-            "resume with the same overrides as the original run (resume= aside): only "
-            "trainer.epochs (more), trainer.plots, trainer.log_model and how progress shows "
-            "may change"
+            "resume with the same overrides as the original run (resume= aside)"
+            + (f", which were: {was}" if was else "")
+            + ". Only trainer.epochs (more), trainer.plots, trainer.log_model and how progress "
+            "shows may change"
         )
     return list(changes.values())
