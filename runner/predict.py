@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ServerUnreachable, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    what = "rows" if predictor is not None else "images"
+    what = ("row" if predictor is not None else "image") + ("" if count == 1 else "s")
     print(f"{count} {what} predicted by {model_uri} (run {run_id}): {args.output}")
     return 0
 

@@ -4,6 +4,7 @@ sits next to January and Sunday next to Monday."""
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,7 +55,9 @@ def guess_format(values: pd.Series) -> str:
     first = str(known.iloc[0])
     candidates = []
     for dayfirst in (False, True):
-        guessed = guess_datetime_format(first, dayfirst=dayfirst)
+        with warnings.catch_warnings():  # (31/01/2021 read month first: the try below says)
+            warnings.simplefilter("ignore", UserWarning)
+            guessed = guess_datetime_format(first, dayfirst=dayfirst)
         if guessed is None:
             guessed = "mixed"  # each value on its own (slower, but it reads what it can)
         elif guessed.startswith("%Y-%m-%d"):

@@ -73,11 +73,19 @@ def warn_misread_numbers(name: str, values: pd.Series) -> None:
     seen = [f"the others: {', '.join(map(repr, words.index[:3]))}" if len(words) else ""]
     seen.append(f"some written like {', '.join(map(repr, written[:2]))}" if len(written) else "")
     log.warning(
-        "data.columns.%s: column %r is read as text, but %.0f%% of its cells are numbers "
+        "data.columns.%s: column %r is read as text, but %s%% of its cells are numbers "
         "(%s): as text it becomes one one-hot feature per value; %s (or list it as "
         "%s: onehot if it is a category)",
-        name, name, 100 * share, "; ".join(filter(None, seen)), "; ".join(fixes), name,
+        name, name, _percent(share),
+        "; ".join(filter(None, seen)), "; ".join(fixes), name,
     )  # fmt: skip
+
+
+def _percent(share: float) -> str:
+    """A share as a percentage that reads 100 only when it is all (298 of 299: 99.7)."""
+    if share == 1 or share < 0.995:
+        return f"{100 * share:.0f}"
+    return f"{min(99.9, 100 * share):.1f}"
 
 
 def _number_cells(values: pd.Series) -> tuple[float, pd.Series, pd.Series, pd.Series]:
