@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         report = build_report(client, runs, title, parent)
     except LookupError as err:
-        print(f"error: {err} in {uri}", file=sys.stderr)
+        print(f"error: {err} (store {uri})", file=sys.stderr)
         return 1
     except (ServerUnreachable, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -169,7 +169,11 @@ def test_report_command_rebuilds_the_report_from_mlflow(tmp_path, capsys):
     assert printed.count("\nbest: model=") == 1
     # By experiment name too.
     assert report_main(["xor", "--tracking-uri", store_uri(tmp_path), "--out", str(out)]) == 0
-    assert report_main(["nope", "--tracking-uri", store_uri(tmp_path)]) == 1
+    capsys.readouterr()
+    assert report_main(["xr", "--tracking-uri", store_uri(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(
+        "error: no experiment or run named 'xr'. Did you mean 'xor'? Experiments: xor (store "
+    )
     # A folder with no store: an error naming where it looked, and no empty store created.
     missing = tmp_path / "elsewhere" / "mlflow.db"
     assert report_main(["xor", "--tracking-uri", f"sqlite:///{missing}"]) == 1

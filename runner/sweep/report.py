@@ -21,7 +21,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
-from runner.errors import StoreError
+from runner.errors import StoreError, did_you_mean
 from runner.sweep import statistics as stats
 from runner.sweep.statistics import Comparison, Sample
 from runner.tracking import mlflow_internals, tags
@@ -255,7 +255,11 @@ def experiment_runs(client: MlflowClient, name: str) -> list[Run]:
     """Every training run of an experiment (sweep parents and evaluations left out)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        raise LookupError(f"no experiment or run named {name!r}")
+        names = [e.name for e in client.search_experiments() if e.name != "Default"]
+        raise LookupError(
+            f"no experiment or run named {name!r}.{did_you_mean(name, names)} Experiments: "
+            + (", ".join(sorted(names)) or "none")
+        )
     runs = client.search_runs([experiment.experiment_id], max_results=10000)
     return _dedupe(
         [
