@@ -262,6 +262,9 @@ def train(job: Job, launch: Launch, tracker: Tracker) -> float | None:
             log_inputs(job, launch, tracker)
         elif resume["continued"]:
             log_continued(job, launch, tracker)
+        if resumed_run and resume.get("ended_at"):
+            paused = resume["paused_before"] + max(0.0, launch.started_at - resume["ended_at"])
+            tracker.set_tags({tags.PAUSED: f"{paused:.1f}"})
         left = epochs_left(job)
         if resumed_run and left:
             tracker.model_outdated()

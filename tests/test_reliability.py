@@ -202,8 +202,14 @@ def test_resume_from_the_checkpoint_file_and_refusals_of_other_configs_or_unknow
     # The checkpoint file's path continues the run as well as its id does.
     resumed = run_cli(*ARGS, cosine, f"resume={run.data.tags['runner.checkpoint']}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    done = client.get_run(run.info.run_id)
+    assert done.info.status == "FINISHED"
     assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 60
+    # The seconds it spent KILLED, while the refused commands above ran, are not its own:
+    # the sweep report's wall time leaves them out.
+    paused = float(done.data.tags["runner.paused_s"])
+    assert 2 < paused < (done.info.end_time - done.info.start_time) / 1000 - 2, paused
+    assert (run.info.end_time - run.info.start_time) / 1000 < paused  # (it ran 3 epochs)
     # It logged no model (trainer.log_model=false): predict says so in one line.
     from runner.predict import main as predict_main
 

@@ -152,7 +152,8 @@ def run_row(
         if kept_best(run)
         # fmt: skip
         else metrics.get(train_metric),
-        wall_seconds=(end - run.info.start_time) / 1000 if end else None,
+        # (less the time it spent ended between an interruption and its continuation)
+        wall_seconds=(end - run.info.start_time) / 1000 - paused_seconds(run) if end else None,
         status=run.info.status,
         error=run_tags.get(tags.ERROR, "")
         or (run_tags.get(tags.STOPPED_BY, "") if run.info.status == "KILLED" else ""),
@@ -249,6 +250,14 @@ def sweep_runs(client: MlflowClient, parent: Run) -> list[Run]:
         if key.startswith(tags.REUSED_PREFIX)
     ]
     return _dedupe(list(children) + reused)
+
+
+def paused_seconds(run: Run) -> float:
+    """How long a continued run spent ended before it went on (tags.PAUSED)."""
+    try:
+        return float(run.data.tags.get(tags.PAUSED, 0))
+    except ValueError:
+        return 0.0
 
 
 def experiment_runs(client: MlflowClient, name: str) -> list[Run]:

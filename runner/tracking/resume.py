@@ -58,6 +58,10 @@ def load_resume(
             f"resume: the checkpoint {str(path)!r} belongs to run {state['run_id']}, not {run_id}"
         )
     was = run.data.tags.get(tags.OVERRIDES) if run is not None else None
+    # When the run ended (interrupted, or finished before more epochs), and how long it had
+    # already been paused before: the time until this resume is not the run's own.
+    state["ended_at"] = run.info.end_time / 1000 if run is not None and run.info.end_time else None
+    state["paused_before"] = float(run.data.tags.get(tags.PAUSED, 0)) if run is not None else 0.0
     state["continued"] = continued(state, config, path, was)
     trained, epochs = state["epoch"], spec.trainer.epochs
     refuse_a_longer_schedule(spec, state, path)

@@ -31,6 +31,9 @@ ERROR = "error"  # a failed run's error message
 # What `resume=` changed in a continued run ("trainer.epochs 20 -> 40"); its params keep the
 # first values (MLflow's params are immutable), its config.yaml and fingerprint are the new.
 CONTINUED = "runner.continued"
+# Seconds a continued run spent ended (from each interruption to the resume that went on):
+# not part of its wall time in the sweep report.
+PAUSED = "runner.paused_s"
 INIT_FROM = "runner.init_from"  # the run id or models:/ URI whose weights a run started from
 EVALUATES = "runner.evaluates"  # on a `runner.evaluate` run: the run whose weights it evaluated
 EVAL_SPLIT = "runner.eval_split"  # ... and the rows it evaluated (test, val, train or all)
