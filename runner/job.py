@@ -244,8 +244,8 @@ def monitor(spec: RunSpec, data: DataSplits) -> Monitor | None:
     if metric.endswith("_r2") and len(data.x_val) < 2:
         raise ConfigError(
             f"{'trainer.early_stop.metric' if stop.metric else 'metric'}: {metric!r} is "
-            f"undefined on data {spec.data.name!r}'s {len(data.x_val)} validation row (R² needs "
-            "targets that vary): watch val_rmse, or hold out more rows with data.val_size"
+            f"undefined on the {len(data.x_val)} validation row of data {spec.data.name!r} (R² "
+            "needs targets that vary): watch val_rmse, or hold out more rows with data.val_size"
         )
     return Monitor(metric, stop.patience, stop.min_delta, keep_best=keep_best)
 

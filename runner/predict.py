@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         model_uri, run_id = resolve_source(client, args.source)
         if model_uri.startswith("runs:/") and not logged_a_model(client, run_id):
             raise SourceError(
-                f"run {run_id} logged no model: it ran with trainer.log_model=false (a run "
-                "with the model logged, or evaluate, which reads its checkpoint, can)"
+                f"run {run_id} logged no model: it ran with trainer.log_model=false. Predict "
+                "with a run that logged its model; runner.evaluate reads this one's checkpoint"
             )
         model = load_model(model_uri)
         predictor = table_predictor(model)

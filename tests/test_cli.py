@@ -120,8 +120,8 @@ def test_a_run_reads_at_a_glance(tmp_path):
                 "trainer.early_stop.metric=val_r2",
                 "trainer.early_stop.patience=3",
             ],
-            "trainer.early_stop.metric: 'val_r2' is undefined on data 'house_tiny''s 1 "
-            "validation row",
+            "trainer.early_stop.metric: 'val_r2' is undefined on the 1 validation row of "
+            "data 'house_tiny'",
         ),
     ],
 )

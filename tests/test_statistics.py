@@ -220,3 +220,21 @@ def test_an_interval_stops_where_the_metric_does():
     assert within_range((0.7, 1.2), "val_r2") == (0.7, 1.0)
     assert within_range((-0.2, 1.2), "val_acc") == (0.0, 1.0)
     assert within_range(None, "val_acc") is None
+
+
+def test_a_continued_runs_wall_time_leaves_out_its_pause_and_a_running_one_has_none(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from runner.sweep.report import run_row
+    from tests.conftest import ready_store, store_uri
+
+    ready_store(tmp_path)
+    client = MlflowClient(store_uri(tmp_path))
+    run_id = client.create_run("0", start_time=1_000_000).info.run_id
+    client.log_metric(run_id, "val_acc", 0.9, step=1)
+    client.set_terminated(run_id, "KILLED", end_time=1_010_000)  # 10 s of training
+    client.set_tag(run_id, "runner.paused_s", "50.0")  # continued 50 s later ...
+    client.update_run(run_id, "RUNNING")  # ... and training again: no wall time yet
+    assert run_row(client, client.get_run(run_id)).wall_seconds is None
+    client.set_terminated(run_id, "FINISHED", end_time=1_065_000)  # 5 s more
+    assert run_row(client, client.get_run(run_id)).wall_seconds == pytest.approx(15.0)

@@ -133,7 +133,8 @@ def run_row(
     history = points(metric)
     best = _better(metric)(history, key=lambda m: m.value) if history else None
     train_metric = _train_metric(metric)
-    end = run.info.end_time or None
+    # (a run continued now keeps its last end until it ends again: no wall time yet)
+    end = run.info.end_time if run.info.status != "RUNNING" else None
     params = run.data.params.get("trainable_params")
     swept = parse_overrides(overrides or run_tags.get(tags.OVERRIDES, ""))
     config = {**run.data.params, **swept}  # (a value not overridden is the run's param)

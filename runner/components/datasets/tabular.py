@@ -672,10 +672,11 @@ def fitted_columns(frame: pd.DataFrame, target: str, fitted: DataSplits, path: s
     missing = [c.name for c in plan if c.name not in frame.columns]
     missing += [target] if target not in frame.columns else []
     if missing:
+        features = [c.name for c in plan]
+        shown = "" if set(features) <= set(missing) else f"its features: {', '.join(features)}; "
         raise ConfigError(
             f"data.path: {path!r} lacks the column(s) {', '.join(missing)} that the trained "
-            f"run reads (its features: {', '.join(c.name for c in plan)}; the target read "
-            f"here: {target!r})"
+            f"run reads ({shown}the target read here: {target!r})"
         )
     return plan
 
