@@ -375,8 +375,8 @@ def keep_weights(job: Job, history: list[dict[str, float]], tracker: Tracker) ->
     watched = job.parts.monitor
     if watched is not None and watched.best_epoch is None and history:
         log.warning(
-            "%s was not computed in any epoch: no epoch was judged best, and the run keeps "
-            "its last weights", watched.metric,
+            "%s had no value in any epoch (not computed, or NaN): no epoch was judged best, "
+            "and the run keeps its last weights", watched.metric,
         )  # fmt: skip
     if watched is None or watched.best_epoch is None:
         return len(history)

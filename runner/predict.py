@@ -247,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_server(uri)
         model_uri, run_id = resolve_source(client, args.source)
-        if model_uri.startswith("runs:/") and not logged_a_model(client, run_id):
-            raise SourceError(
-                f"run {run_id} logged no model: it ran with trainer.log_model=false. Predict "
-                "with a run that logged its model; runner.evaluate reads this one's checkpoint"
-            )
-        model = load_model(model_uri)
+        try:
+            model = load_model(model_uri)
+        except SourceError:
+            if model_uri.startswith("runs:/") and not logged_a_model(client, run_id):
+                raise SourceError(
+                    f"run {run_id} logged no model: it ran with trainer.log_model=false. "
+                    "Predict with a run that logged its model; runner.evaluate reads this "
+                    "one's checkpoint"
+                ) from None
+            raise
         predictor = table_predictor(model)
         if predictor is not None:
             read = read_options(client, run_id)

@@ -261,15 +261,17 @@ def paused_seconds(run: Run) -> float:
         return 0.0
 
 
+def experiments_hint(client: MlflowClient, name: str) -> str:
+    """What a mistyped experiment name may mean: ` Did you mean 'xor'? Experiments: ...`."""
+    names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+    return f"{did_you_mean(name, names)} Experiments: {', '.join(names) or 'none'}"
+
+
 def experiment_runs(client: MlflowClient, name: str) -> list[Run]:
     """Every training run of an experiment (sweep parents and evaluations left out)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        names = [e.name for e in client.search_experiments() if e.name != "Default"]
-        raise LookupError(
-            f"no experiment or run named {name!r}.{did_you_mean(name, names)} Experiments: "
-            + (", ".join(sorted(names)) or "none")
-        )
+        raise LookupError(f"no experiment or run named {name!r}.{experiments_hint(client, name)}")
     runs = client.search_runs([experiment.experiment_id], max_results=10000)
     return _dedupe(
         [

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ConfigError, did_you_mean
-from runner.sweep.report import best_run, resolve_target, run_row
+from runner.errors import ConfigError
+from runner.sweep.report import best_run, experiments_hint, resolve_target, run_row
 from runner.tracking import tags
 
 
@@ -34,10 +34,9 @@ def resolve_source(client: Any, source: str) -> tuple[str, str]:
     try:
         runs, title, parent = resolve_target(client, source)
     except LookupError:
-        names = [e.name for e in client.search_experiments()]
         raise SourceError(
             f"{source!r} is neither a run id, an experiment nor a models:/ URI."
-            f"{did_you_mean(source, names)} Experiments: {', '.join(sorted(names))}"
+            + experiments_hint(client, source)
         ) from None
     if parent is None and [r.info.run_id for r in runs] == [source]:  # a run: its own model
         evaluated = runs[0].data.tags.get(tags.EVALUATES)

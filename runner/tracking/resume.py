@@ -64,12 +64,12 @@ def load_resume(
     state["paused_before"] = float(run.data.tags.get(tags.PAUSED, 0)) if run is not None else 0.0
     state["continued"] = continued(state, config, path, was)
     trained, epochs = state["epoch"], spec.trainer.epochs
-    refuse_a_longer_schedule(spec, state, path)
     if trained > epochs:
         raise ConfigError(
             f"resume: the checkpoint {str(path)!r} has trained {trained} epochs already: "
             f"trainer.epochs={epochs} is fewer (fewer epochs are a new run: without resume=)"
         )
+    refuse_a_longer_schedule(spec, state, path)
     state["run_id"] = run_id
     # A run stopped while writing its end continues with just that end; a training that
     # no store took (no run) is recorded by this resume.
